@@ -1,0 +1,29 @@
+//! Chapter 0: a Llama-architecture decoder on CPU (f32, ndarray) and the vocabulary of serving.
+//!
+//! The model never changes between chapters; what changes is where K and V live (the
+//! [`AttentionBackend`]) and who gets scheduled (the [`Engine`]).
+
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod load;
+pub mod memory;
+pub mod model;
+pub mod ops;
+pub mod random;
+pub mod rope;
+pub mod sampling;
+pub mod serving;
+pub mod tokenizer;
+
+pub use attention::{attend_one, AttentionBackend, AttnShape, StepMeta, StepQkv};
+pub use config::LlamaConfig;
+pub use error::{ModelError, Result};
+pub use memory::{kv_bytes_per_token, kv_bytes_per_token_per_layer, DType};
+pub use model::Model;
+pub use sampling::{Sampler, SamplingParams};
+pub use serving::{
+    Clock, Engine, FinishReason, Phase, Request, RequestOutput, RunOptions, RunOutput, RunStats, Sequence,
+    TraceEntry, TraceStep,
+};
+pub use tokenizer::Tokenizer;

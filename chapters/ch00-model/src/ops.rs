@@ -1,0 +1,101 @@
+//! The small tensor operations of a Llama block, on row-major `ndarray` matrices.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+
+// ANCHOR: linear
+/// `x · Wᵀ`, with `w` stored as Hugging Face does: (out_features, in_features).
+/// x: (tokens, in) → (tokens, out). Runs once for every token of the step: this is where
+/// batching pays, because the weights are read once for the whole batch.
+pub fn linear(x: &ArrayView2<f32>, w: &Array2<f32>) -> Array2<f32> {
+    x.dot(&w.t())
+}
+// ANCHOR_END: linear
+
+// ANCHOR: rms_norm
+/// RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · weight. x: (tokens, hidden).
+pub fn rms_norm(x: &ArrayView2<f32>, weight: &Array1<f32>, eps: f32) -> Array2<f32> {
+    let mut out = x.to_owned();
+    for mut row in out.axis_iter_mut(Axis(0)) {
+        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        Zip::from(&mut row).and(weight).for_each(|v, &w| *v = w * (*v * scale));
+    }
+    out
+}
+// ANCHOR_END: rms_norm
+
+// ANCHOR: swiglu
+/// SwiGLU's gate: silu(gate) · up, elementwise. Both: (tokens, intermediate).
+pub fn swiglu(gate: &Array2<f32>, up: &Array2<f32>) -> Array2<f32> {
+    let mut out = gate.clone();
+    Zip::from(&mut out).and(up).for_each(|g, &u| *g = *g / (1.0 + (-*g).exp()) * u);
+    out
+}
+// ANCHOR_END: swiglu
+
+/// Row `i` of a row-major matrix as a slice (every matrix the model returns is row-major).
+pub fn row(a: &Array2<f32>, i: usize) -> &[f32] {
+    let cols = a.ncols();
+    a.as_slice().map_or(&[][..], |s| &s[i * cols..(i + 1) * cols])
+}
+
+/// Softmax in place, shifted by the maximum for stability.
+pub fn softmax_in_place(xs: &mut [f32]) {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in xs.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in xs.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// Mean cross-entropy of `targets` under the rows of `logits` (rows, vocab), natural log.
+pub fn cross_entropy(logits: &ArrayView2<f32>, targets: &[u32]) -> f64 {
+    let mut total = 0.0f64;
+    for (row, &t) in logits.axis_iter(Axis(0)).zip(targets) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+        total += lse - row[t as usize] as f64;
+    }
+    total / targets.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn rms_norm_gives_unit_rms_before_weight() {
+        let x = array![[3.0f32, 4.0], [1.0, 1.0]];
+        let y = rms_norm(&x.view(), &array![1.0, 2.0], 0.0);
+        let rms = (12.5f32).sqrt();
+        assert!((y[[0, 0]] - 3.0 / rms).abs() < 1e-6);
+        assert!((y[[0, 1]] - 2.0 * 4.0 / rms).abs() < 1e-6);
+        assert!((y[[1, 1]] - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn linear_uses_out_by_in_weights() {
+        let x = array![[1.0f32, 2.0]];
+        let w = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]]; // (out 3, in 2)
+        assert_eq!(linear(&x.view(), &w), array![[1.0, 2.0, 3.0]]);
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut xs = [1000.0f32, 1001.0, 999.0];
+        softmax_in_place(&mut xs);
+        assert!((xs.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(xs[1] > xs[0] && xs[0] > xs[2]);
+    }
+
+    #[test]
+    fn cross_entropy_of_uniform_logits_is_ln_vocab() {
+        let logits = Array2::<f32>::zeros((2, 8));
+        assert!((cross_entropy(&logits.view(), &[3, 5]) - (8f64).ln()).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,313 @@
+//! The serving vocabulary every engine shares: requests, their outputs, the `Engine` trait and
+//! run-level statistics, plus `Sequence`, the per-request bookkeeping every engine reuses.
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::model::Model;
+use crate::sampling::{SamplingParams, Sampler};
+use std::time::Instant;
+
+// ANCHOR: request
+/// One generation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: u64,
+    pub prompt: Vec<u32>,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Seconds after the start of the run at which the request arrives.
+    pub arrival_s: f64,
+}
+// ANCHOR_END: request
+
+impl Request {
+    /// A greedy request arriving at time 0.
+    pub fn greedy(id: u64, prompt: Vec<u32>, max_new_tokens: usize) -> Self {
+        Request { id, prompt, max_new_tokens, sampling: SamplingParams::greedy(), arrival_s: 0.0 }
+    }
+}
+
+/// Why a request stopped generating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token (it is kept in `tokens`).
+    Eos,
+    /// `max_new_tokens` tokens were generated (also when `max_new_tokens` is 0).
+    Length,
+    /// The sequence reached the engine's maximum length.
+    ContextFull,
+}
+
+/// What a request produced, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestOutput {
+    pub id: u64,
+    pub tokens: Vec<u32>,
+    pub finish: FinishReason,
+    /// Seconds from arrival to the first generated token (0 when nothing was generated).
+    pub ttft_s: f64,
+    /// Seconds between consecutive generated tokens (one fewer than `tokens`).
+    pub token_latencies_s: Vec<f64>,
+    /// Logits behind each generated token, when [`RunOptions::record_logits`] is set.
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// Run-level figures every engine reports.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RunStats {
+    pub wall_s: f64,
+    pub generated_tokens: usize,
+    pub tokens_per_s: f64,
+    /// Forward passes (steps) the engine ran.
+    pub steps: usize,
+    /// Mean number of sequences per step.
+    pub mean_batch_size: f64,
+    /// Peak KV-cache bytes the engine had allocated at once.
+    pub kv_bytes_allocated: u64,
+    /// Peak KV-cache bytes holding real tokens at once.
+    pub kv_bytes_used: u64,
+    /// Most sequences running in one step.
+    pub peak_running: usize,
+    /// Busy slot-steps / total slot-steps (batching engines; 1.0 for one-at-a-time engines).
+    pub slot_utilisation: f64,
+    /// Slot-steps spent on a row that had already finished (static batching's padding).
+    pub wasted_slot_steps: u64,
+    /// Sequences evicted and recomputed later (paged attention under memory pressure).
+    pub preemptions: usize,
+}
+
+/// The result of running a workload: outputs in the order of the input requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutput {
+    pub outputs: Vec<RequestOutput>,
+    pub stats: RunStats,
+    /// One entry per step, when [`RunOptions::trace`] is set.
+    pub trace: Vec<TraceStep>,
+}
+
+/// What a slot (or running sequence) did in one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Phase {
+    Prefill,
+    Decode,
+    /// The row is in the batch but its request has finished (static batching's wasted work).
+    Idle,
+}
+
+/// One sequence's part in one step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TraceEntry {
+    pub slot: usize,
+    pub request: u64,
+    pub phase: Phase,
+    /// Tokens this sequence fed in the step.
+    pub tokens: usize,
+}
+
+/// One step of an engine, for Gantt charts and memory-over-time figures.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TraceStep {
+    pub step: usize,
+    /// Seconds since the start of the run when the step ended.
+    pub t_s: f64,
+    pub entries: Vec<TraceEntry>,
+    pub kv_bytes_allocated: u64,
+    pub kv_bytes_used: u64,
+}
+
+/// Switches for a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Keep the logits behind every generated token (for cross-stage tests).
+    pub record_logits: bool,
+    /// Record a [`TraceStep`] per step.
+    pub trace: bool,
+}
+
+// ANCHOR: engine
+/// A serving engine: takes a workload, returns every request's tokens and timings.
+pub trait Engine {
+    fn name(&self) -> &'static str;
+    fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput>;
+}
+// ANCHOR_END: engine
+
+/// Wall-clock time since the start of a run, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn start() -> Self {
+        Clock(Instant::now())
+    }
+    pub fn now_s(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+    /// Sleeps until `t_s` when it is still in the future (an idle server waiting for work).
+    pub fn wait_until(&self, t_s: f64) {
+        let now = self.now_s();
+        if t_s > now {
+            std::thread::sleep(std::time::Duration::from_secs_f64(t_s - now));
+        }
+    }
+}
+
+/// Checks a request against the model and an engine's maximum sequence length.
+pub fn validate_request(config: &LlamaConfig, req: &Request, max_len: usize) -> Result<()> {
+    if req.prompt.is_empty() {
+        return Err(ModelError::EmptyPrompt { id: req.id });
+    }
+    if req.prompt.len() > max_len {
+        return Err(ModelError::PromptTooLong { id: req.id, len: req.prompt.len(), max: max_len });
+    }
+    if let Some(&t) = req.prompt.iter().find(|&&t| t as usize >= config.vocab_size) {
+        return Err(ModelError::TokenOutOfRange { id: req.id, token: t, vocab: config.vocab_size });
+    }
+    req.sampling.validate()
+}
+
+// ANCHOR: sequence
+/// A request in flight: its tokens so far, its sampler and its timings. Engines differ in how
+/// they schedule sequences, never in this bookkeeping.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    pub id: u64,
+    /// Prompt followed by the generated tokens.
+    pub tokens: Vec<u32>,
+    pub prompt_len: usize,
+    max_new_tokens: usize,
+    max_len: usize,
+    eos: Vec<u32>,
+    sampler: Sampler,
+    arrival_s: f64,
+    last_token_s: Option<f64>,
+    ttft_s: f64,
+    latencies: Vec<f64>,
+    logits: Vec<Vec<f32>>,
+    pub finish: Option<FinishReason>,
+}
+
+impl Sequence {
+    /// Validates the request and starts its bookkeeping. `max_len` bounds prompt + generated.
+    pub fn new(config: &LlamaConfig, req: &Request, max_len: usize) -> Result<Self> {
+        validate_request(config, req, max_len)?;
+        let finish = (req.max_new_tokens == 0).then_some(FinishReason::Length);
+        Ok(Sequence {
+            id: req.id,
+            tokens: req.prompt.clone(),
+            prompt_len: req.prompt.len(),
+            max_new_tokens: req.max_new_tokens,
+            max_len,
+            eos: config.eos_token_ids.clone(),
+            sampler: Sampler::new(req.sampling)?,
+            arrival_s: req.arrival_s,
+            last_token_s: None,
+            ttft_s: 0.0,
+            latencies: Vec::new(),
+            logits: Vec::new(),
+            finish,
+        })
+    }
+
+    pub fn generated(&self) -> &[u32] {
+        &self.tokens[self.prompt_len..]
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// Samples the next token from this sequence's logits row, records its timing, and decides
+    /// whether the sequence is finished. Returns the token.
+    pub fn accept(&mut self, logits: &[f32], now_s: f64, opts: &RunOptions) -> u32 {
+        let token = self.sampler.sample(logits);
+        if opts.record_logits {
+            self.logits.push(logits.to_vec());
+        }
+        match self.last_token_s {
+            None => self.ttft_s = (now_s - self.arrival_s).max(0.0),
+            Some(prev) => self.latencies.push(now_s - prev),
+        }
+        self.last_token_s = Some(now_s);
+        self.tokens.push(token);
+        self.finish = if self.eos.contains(&token) {
+            Some(FinishReason::Eos)
+        } else if self.generated().len() >= self.max_new_tokens {
+            Some(FinishReason::Length)
+        } else if self.tokens.len() >= self.max_len {
+            Some(FinishReason::ContextFull)
+        } else {
+            None
+        };
+        token
+    }
+
+    pub fn into_output(self) -> RequestOutput {
+        RequestOutput {
+            id: self.id,
+            tokens: self.tokens[self.prompt_len..].to_vec(),
+            finish: self.finish.unwrap_or(FinishReason::Length),
+            ttft_s: self.ttft_s,
+            token_latencies_s: self.latencies,
+            logits: self.logits,
+        }
+    }
+}
+// ANCHOR_END: sequence
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LlamaConfig {
+        LlamaConfig::named("tiny").unwrap()
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        let c = config();
+        assert!(matches!(Sequence::new(&c, &Request::greedy(1, vec![], 4), 16), Err(ModelError::EmptyPrompt { id: 1 })));
+        assert!(matches!(
+            Sequence::new(&c, &Request::greedy(2, vec![3; 17], 4), 16),
+            Err(ModelError::PromptTooLong { len: 17, max: 16, .. })
+        ));
+        assert!(matches!(
+            Sequence::new(&c, &Request::greedy(3, vec![9999], 4), 16),
+            Err(ModelError::TokenOutOfRange { token: 9999, .. })
+        ));
+    }
+
+    #[test]
+    fn zero_new_tokens_is_finished_at_once() {
+        let s = Sequence::new(&config(), &Request::greedy(1, vec![5], 0), 16).unwrap();
+        assert!(s.is_finished());
+        let out = s.into_output();
+        assert!(out.tokens.is_empty());
+        assert_eq!(out.finish, FinishReason::Length);
+    }
+
+    #[test]
+    fn stops_on_eos_length_or_context() {
+        let c = config();
+        let mut logits = vec![0.0f32; c.vocab_size];
+        let opts = RunOptions::default();
+        logits[2] = 1.0; // EOS is 2 in the tiny config
+        let mut s = Sequence::new(&c, &Request::greedy(1, vec![5], 9), 16).unwrap();
+        s.accept(&logits, 0.5, &opts);
+        assert_eq!(s.finish, Some(FinishReason::Eos));
+
+        logits[2] = 0.0;
+        logits[7] = 1.0;
+        let mut s = Sequence::new(&c, &Request::greedy(1, vec![5], 2), 16).unwrap();
+        s.accept(&logits, 0.5, &opts);
+        assert!(!s.is_finished());
+        s.accept(&logits, 0.75, &opts);
+        assert_eq!(s.finish, Some(FinishReason::Length));
+        let out = s.into_output();
+        assert_eq!((out.tokens, out.ttft_s, out.token_latencies_s), (vec![7, 7], 0.5, vec![0.25]));
+
+        let mut s = Sequence::new(&c, &Request::greedy(1, vec![5, 5, 5], 9), 4).unwrap();
+        s.accept(&logits, 0.1, &opts);
+        assert_eq!(s.finish, Some(FinishReason::ContextFull));
+    }
+}

@@ -1,0 +1,77 @@
+//! Chapter 1: naive generation. Every new token re-runs the model over the whole sequence so far;
+//! nothing is remembered between steps. Obviously correct, and quadratically slow.
+
+use ch00_model::ops::row;
+use ch00_model::{
+    attend_one, AttentionBackend, Clock, Engine, Model, Request, Result, RunOptions, RunOutput, RunStats,
+    Sequence, StepMeta, StepQkv,
+};
+
+// ANCHOR: backend
+/// Attention with no memory: each token attends to the tokens of its own sequence that are in
+/// this same step, at positions up to its own. Correct only because the step holds the whole
+/// sequence.
+pub struct NoCache;
+
+impl AttentionBackend for NoCache {
+    fn attend(&mut self, _layer: usize, meta: &StepMeta, qkv: &StepQkv<'_>, out: &mut [f32]) -> Result<()> {
+        let q_dim = qkv.shape.q_dim();
+        for (i, out_row) in out.chunks_exact_mut(q_dim).enumerate() {
+            // The context of token i: same sequence, position <= its own, in position order.
+            let mut ctx: Vec<usize> =
+                (0..meta.len()).filter(|&j| meta.seq[j] == meta.seq[i] && meta.pos[j] <= meta.pos[i]).collect();
+            ctx.sort_by_key(|&j| meta.pos[j]);
+            attend_one(qkv.shape, qkv.q_row(i), ctx.len(), |t| qkv.k_row(ctx[t]), |t| qkv.v_row(ctx[t]), out_row);
+        }
+        Ok(())
+    }
+}
+// ANCHOR_END: backend
+
+/// The chapter-1 engine: one request at a time, the whole prefix recomputed for every token.
+#[derive(Debug, Default)]
+pub struct NaiveEngine;
+
+impl Engine for NaiveEngine {
+    fn name(&self) -> &'static str {
+        "ch01-naive"
+    }
+
+    fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
+        let max_len = model.config.max_position_embeddings;
+        let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
+        let clock = Clock::start();
+        let mut steps = 0;
+        for (seq, req) in seqs.iter_mut().zip(requests) {
+            clock.wait_until(req.arrival_s);
+            // ANCHOR: generate
+            while !seq.is_finished() {
+                let n = seq.tokens.len();
+                let meta = StepMeta::span(0, 0, n);
+                let logits = model.forward(&seq.tokens, &meta, &[n - 1], &mut NoCache)?; // (1, vocab)
+                seq.accept(row(&logits, 0), clock.now_s(), opts);
+                steps += 1;
+            }
+            // ANCHOR_END: generate
+        }
+        let wall_s = clock.now_s();
+        let outputs: Vec<_> = seqs.into_iter().map(Sequence::into_output).collect();
+        let generated_tokens = outputs.iter().map(|o| o.tokens.len()).sum();
+        Ok(RunOutput {
+            outputs,
+            stats: RunStats {
+                wall_s,
+                generated_tokens,
+                tokens_per_s: generated_tokens as f64 / wall_s.max(1e-9),
+                steps,
+                mean_batch_size: if steps > 0 { 1.0 } else { 0.0 },
+                kv_bytes_allocated: 0,
+                kv_bytes_used: 0,
+                peak_running: usize::from(steps > 0),
+                slot_utilisation: 1.0,
+                ..RunStats::default()
+            },
+            trace: Vec::new(),
+        })
+    }
+}
