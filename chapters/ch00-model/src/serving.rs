@@ -17,13 +17,15 @@ pub struct Request {
     pub sampling: SamplingParams,
     /// Seconds after the start of the run at which the request arrives.
     pub arrival_s: f64,
+    /// Keep generating past EOS (benchmarks use this so output lengths follow the workload).
+    pub ignore_eos: bool,
 }
 // ANCHOR_END: request
 
 impl Request {
     /// A greedy request arriving at time 0.
     pub fn greedy(id: u64, prompt: Vec<u32>, max_new_tokens: usize) -> Self {
-        Request { id, prompt, max_new_tokens, sampling: SamplingParams::greedy(), arrival_s: 0.0 }
+        Request { id, prompt, max_new_tokens, sampling: SamplingParams::greedy(), arrival_s: 0.0, ignore_eos: false }
     }
 }
 
@@ -198,7 +200,7 @@ impl Sequence {
             prompt_len: req.prompt.len(),
             max_new_tokens: req.max_new_tokens,
             max_len,
-            eos: config.eos_token_ids.clone(),
+            eos: if req.ignore_eos { Vec::new() } else { config.eos_token_ids.clone() },
             sampler: Sampler::new(req.sampling)?,
             arrival_s: req.arrival_s,
             last_token_s: None,
