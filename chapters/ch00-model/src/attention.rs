@@ -16,6 +16,7 @@ pub struct StepMeta {
 // ANCHOR_END: step_meta
 
 impl StepMeta {
+    // ANCHOR: span
     /// Tokens at positions `start..start+len` of one sequence (a prefill chunk or a decode token).
     pub fn span(seq: usize, start: usize, len: usize) -> Self {
         StepMeta { seq: vec![seq; len], pos: (start..start + len).collect() }
@@ -26,6 +27,7 @@ impl StepMeta {
         self.seq.extend(std::iter::repeat_n(seq, len));
         self.pos.extend(start..start + len);
     }
+    // ANCHOR_END: span
 
     pub fn len(&self) -> usize {
         self.seq.len()

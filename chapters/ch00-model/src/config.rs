@@ -78,6 +78,7 @@ impl LlamaConfig {
     pub fn from_json(text: &str) -> Result<Self> {
         let raw: RawConfig = serde_json::from_str(text)
             .map_err(|e| ModelError::Malformed { path: "config.json".into(), message: e.to_string() })?;
+        // ANCHOR: validate
         let arch = raw.architectures.as_ref().and_then(|a| a.first().cloned());
         let is_llama = arch.as_deref() == Some("LlamaForCausalLM")
             || (arch.is_none() && raw.model_type.as_deref() == Some("llama"));
@@ -104,6 +105,7 @@ impl LlamaConfig {
         if head_dim == 0 || head_dim % 2 != 0 {
             return Err(ModelError::UnsupportedConfig(format!("head_dim {head_dim} must be even and non-zero")));
         }
+        // ANCHOR_END: validate
         let eos_token_ids = match raw.eos_token_id {
             None => vec![],
             Some(OneOrMany::One(id)) => vec![id],
@@ -146,6 +148,7 @@ impl LlamaConfig {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
         };
+        // ANCHOR: named
         Ok(match name {
             "tiny" => base(512, 64, 172, 2, 4, 2, 256, 10_000.0),
             "bench" => LlamaConfig { tie_word_embeddings: true, ..base(8192, 1024, 2816, 8, 16, 4, 1024, 10_000.0) },
@@ -157,10 +160,12 @@ impl LlamaConfig {
             },
             _ => return Err(ModelError::UnknownConfig(name.into(), Self::NAMES.join(", "))),
         })
+        // ANCHOR_END: named
     }
 
     pub const NAMES: [&'static str; 4] = ["tiny", "bench", "llama-7b", "llama3-8b"];
 
+    // ANCHOR: dims
     /// Width of all query heads together.
     pub fn q_dim(&self) -> usize {
         self.num_attention_heads * self.head_dim
@@ -170,6 +175,7 @@ impl LlamaConfig {
     pub fn kv_dim(&self) -> usize {
         self.num_key_value_heads * self.head_dim
     }
+    // ANCHOR_END: dims
 
     /// Number of parameters, counting a tied lm_head once.
     pub fn param_count(&self) -> u64 {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+// ANCHOR: errors
 /// Errors from loading a checkpoint, building a model or running an engine.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -40,5 +41,6 @@ pub enum ModelError {
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
 }
+// ANCHOR_END: errors
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -16,6 +16,7 @@ struct Shards {
 
 impl Shards {
     fn open(dir: &Path) -> Result<Self> {
+        // ANCHOR: shards
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         let names: Vec<PathBuf> = if single.exists() {
@@ -32,6 +33,7 @@ impl Shards {
         } else {
             return Err(ModelError::MissingFile(single));
         };
+        // ANCHOR_END: shards
         let mut files = Vec::with_capacity(names.len());
         for path in names {
             if !path.exists() {
@@ -71,12 +73,14 @@ impl<'a> TensorSource<'a> {
         let (_, view) = self.index.get(name).ok_or_else(|| ModelError::MissingTensor { name: name.into() })?;
         crate::model::check(name, view.shape(), expected)?;
         let data = view.data();
+        // ANCHOR: dtypes
         Ok(match view.dtype() {
             Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::F16 => data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::BF16 => data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => return Err(ModelError::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}") }),
         })
+        // ANCHOR_END: dtypes
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Array2<f32>> {
@@ -94,6 +98,7 @@ fn read_to_string(path: &Path) -> Result<String> {
 }
 
 impl Model {
+    // ANCHOR: load
     /// Loads a Hugging Face Llama checkpoint directory (f32, f16 or bf16 weights).
     pub fn load(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
@@ -127,4 +132,5 @@ impl Model {
         let lm_head = if config.tie_word_embeddings { None } else { Some(src.matrix("lm_head.weight", v, h)?) };
         Model::from_parts(config, embed, layers, norm, lm_head)
     }
+    // ANCHOR_END: load
 }

@@ -7,6 +7,7 @@ use crate::ops::{linear, rms_norm, swiglu};
 use crate::rope::Rope;
 use ndarray::{Array1, Array2, Axis};
 
+// ANCHOR: weights
 /// One decoder block's weights. Linear weights are (out_features, in_features), as in HF.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -31,6 +32,7 @@ pub struct Model {
     pub lm_head: Option<Array2<f32>>, // (vocab, hidden); None when tied to `embed`
     rope: Rope,
 }
+// ANCHOR_END: weights
 
 impl Model {
     /// Assembles a model from its parts, checking every shape against the config.
@@ -71,10 +73,12 @@ impl Model {
         Ok(Model { config, embed, layers, norm, lm_head, rope })
     }
 
+    // ANCHOR: lm_head
     /// The output projection: `lm_head`, or the embedding matrix when the two are tied.
     pub fn lm_head(&self) -> &Array2<f32> {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
+    // ANCHOR_END: lm_head
 
     pub fn attn_shape(&self) -> AttnShape {
         AttnShape::of(&self.config)
@@ -96,6 +100,7 @@ impl Model {
         let shape = self.attn_shape();
         let mut x = self.embed.select(Axis(0), &tokens.iter().map(|&t| t as usize).collect::<Vec<_>>()); // (tokens, hidden)
         for (l, layer) in self.layers.iter().enumerate() {
+            // ANCHOR: attn_block
             let h = rms_norm(&x.view(), &layer.attn_norm, c.rms_norm_eps); // (tokens, hidden)
             let mut q = linear(&h.view(), &layer.wq); // (tokens, heads * head_dim)
             let mut k = linear(&h.view(), &layer.wk); // (tokens, kv_heads * head_dim)
@@ -106,14 +111,19 @@ impl Model {
             let qkv = StepQkv { shape, q: flat(&q)?, k: flat(&k)?, v: flat(&v)? };
             backend.attend(l, meta, &qkv, attn.as_slice_mut().ok_or_else(not_contiguous)?)?;
             x += &linear(&attn.view(), &layer.wo);
+            // ANCHOR_END: attn_block
 
+            // ANCHOR: mlp_block
             let h = rms_norm(&x.view(), &layer.mlp_norm, c.rms_norm_eps);
             let act = swiglu(&linear(&h.view(), &layer.w_gate), &linear(&h.view(), &layer.w_up)); // (tokens, intermediate)
             x += &linear(&act.view(), &layer.w_down);
+            // ANCHOR_END: mlp_block
         }
+        // ANCHOR: head
         let last = x.select(Axis(0), logits_for); // (logits_for, hidden)
         let h = rms_norm(&last.view(), &self.norm, c.rms_norm_eps);
         Ok(linear(&h.view(), self.lm_head())) // (logits_for, vocab)
+        // ANCHOR_END: head
     }
     // ANCHOR_END: forward
 

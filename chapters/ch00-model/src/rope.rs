@@ -13,9 +13,11 @@ pub struct Rope {
 impl Rope {
     pub fn new(config: &LlamaConfig) -> Self {
         let d = config.head_dim;
+        // ANCHOR: inv_freq
         let mut inv_freq: Vec<f32> = (0..d / 2)
             .map(|i| 1.0 / config.rope_theta.powf((2 * i) as f32 / d as f32))
             .collect();
+        // ANCHOR_END: inv_freq
         if let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } =
             config.rope_scaling
         {

@@ -37,6 +37,7 @@ impl SamplingParams {
     }
 }
 
+// ANCHOR: sampler
 /// A request's sampler: its parameters and its own random stream, so a request draws the same
 /// tokens whatever else is in the batch.
 #[derive(Debug, Clone)]
@@ -50,6 +51,7 @@ impl Sampler {
         params.validate()?;
         Ok(Sampler { params, rng: ChaCha8Rng::seed_from_u64(params.seed) })
     }
+// ANCHOR_END: sampler
 
     // ANCHOR: sample
     /// Picks the next token from one row of logits (vocab).

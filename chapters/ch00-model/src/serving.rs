@@ -54,6 +54,7 @@ pub struct RequestOutput {
     pub logits: Vec<Vec<f32>>,
 }
 
+// ANCHOR: run_stats
 /// Run-level figures every engine reports.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RunStats {
@@ -77,6 +78,7 @@ pub struct RunStats {
     /// Sequences evicted and recomputed later (paged attention under memory pressure).
     pub preemptions: usize,
 }
+// ANCHOR_END: run_stats
 
 /// The result of running a workload: outputs in the order of the input requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +221,7 @@ impl Sequence {
         self.finish.is_some()
     }
 
+    // ANCHOR: accept
     /// Samples the next token from this sequence's logits row, records its timing, and decides
     /// whether the sequence is finished. Returns the token.
     pub fn accept(&mut self, logits: &[f32], now_s: f64, opts: &RunOptions) -> u32 {
@@ -243,6 +246,7 @@ impl Sequence {
         };
         token
     }
+    // ANCHOR_END: accept
 
     pub fn into_output(self) -> RequestOutput {
         RequestOutput {

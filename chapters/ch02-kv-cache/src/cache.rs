@@ -68,6 +68,7 @@ impl KvCache {
         self.len = 0;
     }
 
+    // ANCHOR: bytes
     /// Bytes reserved for this cache.
     pub fn bytes_allocated(&self) -> u64 {
         ((self.k.len() + self.v.len()) * std::mem::size_of::<f32>()) as u64
@@ -78,6 +79,7 @@ impl KvCache {
         let layers = (self.k.len() / (self.max_len * self.kv_dim).max(1)) as u64;
         2 * layers * (self.len * self.kv_dim * std::mem::size_of::<f32>()) as u64
     }
+    // ANCHOR_END: bytes
 }
 
 #[cfg(test)]

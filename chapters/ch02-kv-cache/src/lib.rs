@@ -11,6 +11,7 @@ pub use cache::KvCache;
 use ch00_model::ops::row;
 use ch00_model::{Clock, Engine, Model, ModelError, Request, Result, RunOptions, RunOutput, RunStats, Sequence, StepMeta};
 
+// ANCHOR: engine
 /// The chapter-2 engine: one request at a time, prefill then one-token decode steps over a cache
 /// sized for `max_len` tokens.
 #[derive(Debug, Default)]
@@ -18,6 +19,7 @@ pub struct KvCacheEngine {
     /// Tokens each cache is sized for; `None` means the model's `max_position_embeddings`.
     pub max_len: Option<usize>,
 }
+// ANCHOR_END: engine
 
 impl Engine for KvCacheEngine {
     fn name(&self) -> &'static str {
@@ -25,6 +27,7 @@ impl Engine for KvCacheEngine {
     }
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
+        // ANCHOR: max_len
         let max_len = self.max_len.unwrap_or(model.config.max_position_embeddings);
         if max_len == 0 || max_len > model.config.max_position_embeddings {
             return Err(ModelError::InvalidSettings(format!(
@@ -33,6 +36,7 @@ impl Engine for KvCacheEngine {
             )));
         }
         let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
+        // ANCHOR_END: max_len
         let clock = Clock::start();
         let (mut steps, mut allocated, mut used) = (0, 0, 0);
         for (seq, req) in seqs.iter_mut().zip(requests) {
@@ -55,9 +59,11 @@ impl Engine for KvCacheEngine {
                 steps += 1;
             }
             // ANCHOR_END: generate
+            // ANCHOR: stats
             let cache = &backend.slots[0];
             allocated = allocated.max(cache.bytes_allocated());
             used = used.max(cache.bytes_used());
+            // ANCHOR_END: stats
         }
         let wall_s = clock.now_s();
         let outputs: Vec<_> = seqs.into_iter().map(Sequence::into_output).collect();
