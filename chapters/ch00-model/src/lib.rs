@@ -4,6 +4,7 @@
 //! [`AttentionBackend`]) and who gets scheduled (the [`Engine`]).
 
 pub mod attention;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod load;
@@ -15,8 +16,10 @@ pub mod rope;
 pub mod sampling;
 pub mod serving;
 pub mod tokenizer;
+pub mod workload;
 
 pub use attention::{attend_one, AttentionBackend, AttnShape, StepMeta, StepQkv};
+pub use checkpoint::{default_model_dir, load_model, LoadedModel};
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
 pub use memory::{kv_bytes_per_token, kv_bytes_per_token_per_layer, DType};
@@ -27,3 +30,4 @@ pub use serving::{
     TraceEntry, TraceStep,
 };
 pub use tokenizer::Tokenizer;
+pub use workload::{Arrivals, LengthDist, WorkloadSpec};

@@ -1,0 +1,65 @@
+//! Choosing a model: a checkpoint directory, a named random shape, or the model shipped in the repo.
+
+use crate::config::LlamaConfig;
+use crate::error::Result;
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+
+/// The Shakespeare model shipped with the repository (`models/shakespeare`).
+pub fn default_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/shakespeare")
+}
+
+/// A model and, when it came from a checkpoint directory, its tokenizer.
+pub struct LoadedModel {
+    pub model: Model,
+    pub tokenizer: Option<Tokenizer>,
+    /// Where it came from: a directory, or "random:<config name>".
+    pub source: String,
+}
+
+/// Loads `dir`, or builds a random model from the named config, or (neither given) loads the
+/// shipped model — falling back to the random `tiny` model if the repository has none.
+pub fn load_model(dir: Option<&Path>, config: Option<&str>) -> Result<LoadedModel> {
+    if let Some(name) = config {
+        let model = Model::random(LlamaConfig::named(name)?, 0)?;
+        return Ok(LoadedModel { model, tokenizer: None, source: format!("random:{name}") });
+    }
+    let default = default_model_dir();
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None if default.join("config.json").exists() => default,
+        None => return load_model(None, Some("tiny")),
+    };
+    let model = Model::load(&dir)?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer =
+        if tok_path.exists() { Some(Tokenizer::from_file(&tok_path, model.config.bos_token_id)?) } else { None };
+    let source = dir.canonicalize().unwrap_or(dir).display().to_string();
+    Ok(LoadedModel { model, tokenizer, source })
+}
+
+impl LoadedModel {
+    /// Token ids for a prompt: through the tokenizer, or (random models) ids parsed from
+    /// whitespace-separated numbers, else the bytes of the text folded into the vocabulary.
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        if let Some(tok) = &self.tokenizer {
+            return tok.encode(prompt);
+        }
+        let nums: Option<Vec<u32>> = prompt.split_whitespace().map(|w| w.parse().ok()).collect();
+        let vocab = self.model.config.vocab_size as u32;
+        Ok(match nums {
+            Some(ids) if !ids.is_empty() => ids,
+            _ => prompt.bytes().map(|b| 3 + b as u32 % (vocab - 3)).collect(),
+        })
+    }
+
+    /// Text for generated ids (random models: the ids themselves).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match &self.tokenizer {
+            Some(tok) => tok.decode(ids),
+            None => Ok(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")),
+        }
+    }
+}
