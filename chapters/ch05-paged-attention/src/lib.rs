@@ -1,0 +1,26 @@
+//! Chapter 5: PagedAttention. KV memory is cut into fixed-size blocks handed out on demand from
+//! one pool; each sequence has a block table mapping its positions onto blocks, as a page table
+//! maps virtual pages onto physical frames. Admission is decided by free blocks, a finished
+//! request's blocks are free at once, and when the pool runs dry a sequence is preempted and
+//! recomputed later.
+//!
+//! [`allocator`] hands out blocks, [`block_table`] maps positions to them, [`kv_pool`] stores
+//! them, [`backend`] is the attention over them, [`scheduler`] is the policy (model-free, also
+//! driven by the capacity accounting), [`prefix`] shares full blocks between equal prefixes, and
+//! [`engine`] runs the model on the scheduler's plans.
+
+pub mod allocator;
+pub mod backend;
+pub mod block_table;
+pub mod engine;
+pub mod kv_pool;
+pub mod prefix;
+pub mod scheduler;
+
+pub use allocator::{BlockAllocator, BlockId};
+pub use backend::PagedBackend;
+pub use block_table::{blocks_for, locate};
+pub use engine::{blocks_for_budget, BlockRunInfo, KvBudget, PagedEngine};
+pub use kv_pool::PagedKvPool;
+pub use prefix::{block_hash, PrefixCache};
+pub use scheduler::{BlockScheduler, Plan, SchedulerConfig, SchedulerStats, Work};
