@@ -1,0 +1,139 @@
+//! Chapter 3: static batching. Up to B requests are prefilled together and decoded together, one
+//! token each per step, until *every* one of them has finished; only then does the next batch
+//! start. A row whose request finished early keeps its slot and sits idle: that is the waste
+//! continuous batching (chapter 4) removes.
+
+pub mod recorder;
+pub mod step;
+
+pub use recorder::Recorder;
+pub use step::{run_step, Row};
+
+use ch00_model::{Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
+use ch02_kv_cache::{ContiguousBackend, KvCache};
+
+/// The chapter-3 engine: batches of up to `batch_size` requests, each in its own contiguous cache
+/// slot sized for `max_len` tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct StaticBatchEngine {
+    /// Requests per batch (B), and the number of cache slots.
+    pub batch_size: usize,
+    /// Tokens each slot is sized for; `None` means the model's `max_position_embeddings`.
+    pub max_len: Option<usize>,
+}
+
+impl Default for StaticBatchEngine {
+    fn default() -> Self {
+        StaticBatchEngine { batch_size: 8, max_len: None }
+    }
+}
+
+/// The slot length an engine uses: `max_len`, or the model's context when `None`.
+pub fn resolve_max_len(model: &Model, max_len: Option<usize>) -> Result<usize> {
+    let ctx = model.config.max_position_embeddings;
+    let max_len = max_len.unwrap_or(ctx);
+    if max_len == 0 || max_len > ctx {
+        return Err(ModelError::InvalidSettings(format!("max_len {max_len} must be in 1..={ctx}")));
+    }
+    Ok(max_len)
+}
+
+/// `n` contiguous cache slots of `max_len` tokens each, all reserved up front.
+pub fn alloc_slots(model: &Model, n: usize, max_len: usize) -> ContiguousBackend {
+    ContiguousBackend { slots: (0..n).map(|_| KvCache::new(&model.config, max_len)).collect() }
+}
+
+impl Engine for StaticBatchEngine {
+    fn name(&self) -> &'static str {
+        "ch03-static-batching"
+    }
+
+    fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
+        let b = self.batch_size;
+        if b == 0 {
+            return Err(ModelError::InvalidSettings("batch size must be at least 1".into()));
+        }
+        let max_len = resolve_max_len(model, self.max_len)?;
+        let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
+        // Serve in arrival order (ties: submission order); requests with nothing to do are done.
+        let mut order: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].is_finished()).collect();
+        order.sort_by(|&a, &c| requests[a].arrival_s.total_cmp(&requests[c].arrival_s));
+
+        let mut backend = alloc_slots(model, b, max_len);
+        let allocated = backend.slots.iter().map(KvCache::bytes_allocated).sum();
+        let mut recorder = Recorder::new(b, allocated, opts.trace);
+        let clock = Clock::start();
+        let mut next = 0; // first request of `order` not yet batched
+        while next < order.len() {
+            clock.wait_until(requests[order[next]].arrival_s);
+            // ANCHOR: batch
+            // Form a batch from whoever has arrived, up to B; slot i serves the batch's i-th request.
+            let now = clock.now_s();
+            let mut rows = Vec::with_capacity(b);
+            while rows.len() < b && next < order.len() && requests[order[next]].arrival_s <= now {
+                rows.push(Row { seq: order[next], slot: rows.len(), phase: Phase::Prefill });
+                next += 1;
+            }
+            // Step until every row has finished. A finished row keeps its slot and sits idle.
+            loop {
+                let fed = run_step(model, &mut backend, &mut seqs, &rows, &clock, opts)?;
+                recorder.record(&rows, &fed, &seqs, &backend, clock.now_s());
+                if rows.iter().all(|r| seqs[r.seq].is_finished()) {
+                    break;
+                }
+                for r in &mut rows {
+                    r.phase = if seqs[r.seq].is_finished() { Phase::Idle } else { Phase::Decode };
+                }
+            }
+            // ANCHOR_END: batch
+        }
+        Ok(recorder.finish(seqs, clock.now_s()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ch00_model::LlamaConfig;
+
+    fn tiny() -> Model {
+        Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap()
+    }
+
+    #[test]
+    fn batch_size_zero_is_an_error() {
+        let e = StaticBatchEngine { batch_size: 0, max_len: None }.run(&tiny(), &[], &RunOptions::default());
+        assert!(matches!(e, Err(ModelError::InvalidSettings(_))), "{e:?}");
+    }
+
+    #[test]
+    fn a_batch_runs_until_its_longest_request_is_done_and_counts_the_idle_rows() {
+        let model = tiny();
+        let reqs: Vec<_> = [2, 5, 3].iter().enumerate().map(|(i, &n)| Request::greedy(i as u64, vec![4, 5], n)).collect();
+        let reqs: Vec<_> = reqs.into_iter().map(|r| Request { ignore_eos: true, ..r }).collect();
+        let out = StaticBatchEngine { batch_size: 4, max_len: Some(32) }.run(&model, &reqs, &RunOptions::default()).unwrap();
+        let s = &out.stats;
+        // One prefill step (first token of each) + 4 decode steps for the 5-token request.
+        assert_eq!(s.steps, 5);
+        assert_eq!(s.generated_tokens, 10);
+        // Rows idle after finishing: request 0 for 3 steps, request 2 for 2 steps.
+        assert_eq!(s.wasted_slot_steps, 5);
+        assert_eq!(s.peak_running, 3);
+        assert!((s.slot_utilisation - 10.0 / 20.0).abs() < 1e-12, "{}", s.slot_utilisation);
+        assert_eq!(s.kv_bytes_allocated, 4 * KvCache::new(&model.config, 32).bytes_allocated());
+    }
+
+    #[test]
+    fn the_next_batch_waits_for_the_whole_previous_batch() {
+        let model = tiny();
+        let reqs: Vec<_> =
+            [6, 1, 1].iter().enumerate().map(|(i, &n)| Request { ignore_eos: true, ..Request::greedy(i as u64, vec![9], n) }).collect();
+        let opts = RunOptions { trace: true, ..Default::default() };
+        let out = StaticBatchEngine { batch_size: 2, max_len: Some(16) }.run(&model, &reqs, &opts).unwrap();
+        // Batch {0, 1}: 6 steps; request 2 only starts at step 6, in slot 0.
+        let first_of_2 = out.trace.iter().position(|t| t.entries.iter().any(|e| e.request == 2)).unwrap();
+        assert_eq!(first_of_2, 6);
+        assert_eq!(out.trace[first_of_2].entries[0].phase, Phase::Prefill);
+        assert_eq!(out.trace[first_of_2].entries[0].slot, 0);
+    }
+}

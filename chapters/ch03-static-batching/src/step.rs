@@ -1,0 +1,67 @@
+//! One batched step over contiguous cache slots: gather every row's tokens into one flat list,
+//! run the model once, and hand each row its logits. Static and continuous batching differ only
+//! in which rows they put here.
+
+use ch00_model::ops::row;
+use ch00_model::{Clock, Model, ModelError, Phase, Result, RunOptions, Sequence, StepMeta};
+use ch02_kv_cache::ContiguousBackend;
+
+/// One sequence's part in a step: `seq` indexes the engine's sequences, `slot` its cache region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub seq: usize,
+    pub slot: usize,
+    /// `Prefill` feeds every token of the sequence so far (into an emptied slot), `Decode` feeds
+    /// its newest token, `Idle` feeds nothing: the row only keeps its slot.
+    pub phase: Phase,
+}
+
+// ANCHOR: run_step
+/// Runs one forward pass over all `rows` and lets each fed row's sequence accept its next token.
+/// Returns the number of tokens each row fed (0 for idle rows).
+pub fn run_step(
+    model: &Model,
+    backend: &mut ContiguousBackend,
+    seqs: &mut [Sequence],
+    rows: &[Row],
+    clock: &Clock,
+    opts: &RunOptions,
+) -> Result<Vec<usize>> {
+    let mut tokens = Vec::new(); // (step tokens)
+    let mut meta = StepMeta::default();
+    let mut logits_for = Vec::new(); // (fed rows): index of each fed row's last token
+    let mut fed = vec![0; rows.len()];
+    for (i, r) in rows.iter().enumerate() {
+        let seq = seqs.get(r.seq).ok_or_else(|| bad_row(r, "no such sequence"))?;
+        let cache = backend.slots.get_mut(r.slot).ok_or_else(|| bad_row(r, "no such slot"))?;
+        let start = match r.phase {
+            Phase::Idle => continue,
+            _ if seq.is_finished() => return Err(bad_row(r, "sequence already finished")),
+            Phase::Prefill => {
+                cache.clear(); // the slot may hold a previous request's tokens
+                0
+            }
+            Phase::Decode => seq.tokens.len() - 1, // the cache holds everything before it
+        };
+        tokens.extend_from_slice(&seq.tokens[start..]);
+        meta.push_span(r.slot, start, seq.tokens.len() - start);
+        logits_for.push(tokens.len() - 1);
+        fed[i] = seq.tokens.len() - start;
+    }
+    if tokens.is_empty() {
+        return Ok(fed);
+    }
+    // One pass: the weights are read once for every row of the step.
+    let logits = model.forward(&tokens, &meta, &logits_for, backend)?; // (fed rows, vocab)
+    let now = clock.now_s();
+    let fed_rows = rows.iter().zip(&fed).filter(|(_, &n)| n > 0);
+    for (i, (r, _)) in fed_rows.enumerate() {
+        seqs[r.seq].accept(row(&logits, i), now, opts);
+    }
+    Ok(fed)
+}
+// ANCHOR_END: run_step
+
+fn bad_row(r: &Row, why: &str) -> ModelError {
+    ModelError::InvalidBatch(format!("row for sequence {} in slot {}: {why}", r.seq, r.slot))
+}

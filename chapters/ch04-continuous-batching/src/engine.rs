@@ -1,0 +1,150 @@
+//! The chapter-4 engine: asks the scheduler for a plan every step, runs the model once on it, and
+//! tells the scheduler who finished.
+
+use crate::budget::slots_for_budget;
+use crate::scheduler::{Pending, Scheduler, SchedulerConfig};
+use ch00_model::{Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
+use ch02_kv_cache::KvCache;
+use ch03_static_batching::{alloc_slots, resolve_max_len, run_step, Recorder, Row};
+
+/// How many cache slots the engine reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotBudget {
+    /// Exactly this many slots.
+    Slots(usize),
+    /// As many slots of `max_len` tokens as fit in this many bytes of KV cache.
+    KvBytes(u64),
+}
+
+/// Continuous batching over contiguous cache slots.
+#[derive(Debug, Clone, Copy)]
+pub struct ContinuousBatchEngine {
+    pub slots: SlotBudget,
+    /// Most requests running at once; `None` means one per slot.
+    pub max_running: Option<usize>,
+    /// Most tokens per step; `None` means `max(max_len, 2048)`, vLLM's default rule, which lets
+    /// any prompt that fits a slot be admitted.
+    pub max_tokens_per_step: Option<usize>,
+    /// Tokens each slot is sized for; `None` means the model's `max_position_embeddings`.
+    pub max_len: Option<usize>,
+}
+
+impl Default for ContinuousBatchEngine {
+    fn default() -> Self {
+        ContinuousBatchEngine { slots: SlotBudget::Slots(8), max_running: None, max_tokens_per_step: None, max_len: None }
+    }
+}
+
+impl ContinuousBatchEngine {
+    /// The scheduler limits these settings give for `model`, and the slot length.
+    pub fn scheduler_config(&self, model: &Model) -> Result<(SchedulerConfig, usize)> {
+        let max_len = resolve_max_len(model, self.max_len)?;
+        let num_slots = match self.slots {
+            SlotBudget::Slots(0) => return Err(ModelError::InvalidSettings("at least one slot is needed".into())),
+            SlotBudget::Slots(n) => n,
+            SlotBudget::KvBytes(bytes) => slots_for_budget(&model.config, max_len, bytes)?,
+        };
+        let config = SchedulerConfig {
+            num_slots,
+            max_running: self.max_running.unwrap_or(num_slots),
+            max_tokens_per_step: self.max_tokens_per_step.unwrap_or(max_len.max(2048)),
+        };
+        Ok((config, max_len))
+    }
+}
+
+impl Engine for ContinuousBatchEngine {
+    fn name(&self) -> &'static str {
+        "ch04-continuous-batching"
+    }
+
+    fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
+        let (config, max_len) = self.scheduler_config(model)?;
+        let mut sched = Scheduler::new(config)?;
+        let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
+        for (key, (seq, req)) in seqs.iter().zip(requests).enumerate() {
+            if !seq.is_finished() {
+                sched.submit(Pending { key, arrival_s: req.arrival_s, prefill_tokens: seq.tokens.len() })?;
+            }
+        }
+        let mut backend = alloc_slots(model, config.num_slots, max_len);
+        let allocated = backend.slots.iter().map(KvCache::bytes_allocated).sum();
+        let mut recorder = Recorder::new(config.num_slots, allocated, opts.trace);
+        let clock = Clock::start();
+        // ANCHOR: loop
+        while !sched.is_done() {
+            let now = clock.now_s();
+            let plan = sched.schedule(now);
+            if plan.is_empty() {
+                // Nothing running and nobody has arrived yet: sleep until the next arrival.
+                match sched.next_arrival() {
+                    Some(t) if t > now => clock.wait_until(t),
+                    _ => return Err(ModelError::InvalidSettings("the scheduler made no progress".into())),
+                }
+                continue;
+            }
+            // One step: the running requests decode, the admitted ones prefill, in one forward pass.
+            let decodes = plan.decode.iter().map(|d| Row { seq: d.key, slot: d.slot, phase: Phase::Decode });
+            let prefills = plan.admit.iter().map(|a| Row { seq: a.key, slot: a.slot, phase: Phase::Prefill });
+            let rows: Vec<Row> = decodes.chain(prefills).collect();
+            let fed = run_step(model, &mut backend, &mut seqs, &rows, &clock, opts)?;
+            recorder.record(&rows, &fed, &seqs, &backend, clock.now_s());
+            // Finished requests leave now; their slots are free for the next step's admissions.
+            for r in rows.iter().filter(|r| seqs[r.seq].is_finished()) {
+                sched.finish(r.seq)?;
+            }
+        }
+        // ANCHOR_END: loop
+        Ok(recorder.finish(seqs, clock.now_s()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ch00_model::LlamaConfig;
+
+    fn tiny() -> Model {
+        Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap()
+    }
+
+    fn reqs(outputs: &[usize]) -> Vec<Request> {
+        let greedy = |i: usize, n: usize| Request { ignore_eos: true, ..Request::greedy(i as u64, vec![4, 5, 6], n) };
+        outputs.iter().enumerate().map(|(i, &n)| greedy(i, n)).collect()
+    }
+
+    #[test]
+    fn a_finished_slot_is_refilled_and_no_slot_step_is_wasted() {
+        let model = tiny();
+        let mut e = ContinuousBatchEngine { slots: SlotBudget::Slots(2), max_len: Some(32), ..Default::default() };
+        let opts = RunOptions { trace: true, ..Default::default() };
+        let out = e.run(&model, &reqs(&[6, 1, 1, 4]), &opts).unwrap();
+        let s = &out.stats;
+        assert_eq!(s.generated_tokens, 12);
+        assert_eq!(s.wasted_slot_steps, 0);
+        // Request 1 finishes at its prefill; request 2 takes slot 1 at step 1, then 3 at step 2.
+        let who = |step: usize| out.trace[step].entries.iter().map(|e| (e.request, e.phase)).collect::<Vec<_>>();
+        assert_eq!(who(1), vec![(0, Phase::Decode), (2, Phase::Prefill)]);
+        assert_eq!(who(2), vec![(0, Phase::Decode), (3, Phase::Prefill)]);
+        assert_eq!(s.steps, 6);
+        assert_eq!(s.slot_utilisation, 1.0); // both slots busy in every step
+    }
+
+    #[test]
+    fn a_budget_smaller_than_one_slot_is_an_error() {
+        let model = tiny();
+        let mut e = ContinuousBatchEngine { slots: SlotBudget::KvBytes(1000), max_len: Some(32), ..Default::default() };
+        let err = e.run(&model, &reqs(&[2]), &RunOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("smaller than one request's slot"), "{err}");
+        let mut e = ContinuousBatchEngine { slots: SlotBudget::Slots(0), ..Default::default() };
+        assert!(e.run(&model, &reqs(&[2]), &RunOptions::default()).is_err());
+    }
+
+    #[test]
+    fn a_prompt_over_the_step_budget_is_an_error() {
+        let model = tiny();
+        let mut e = ContinuousBatchEngine { max_tokens_per_step: Some(8), max_len: Some(32), ..Default::default() };
+        let long = vec![Request::greedy(0, vec![5; 9], 2)];
+        assert!(matches!(e.run(&model, &long, &RunOptions::default()), Err(ModelError::InvalidSettings(_))));
+    }
+}
