@@ -281,9 +281,91 @@ impl BlockRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 
     fn tiny() -> Model {
         Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap()
+    }
+
+    /// Requests with a shared 9-token "system prompt", then their own tokens.
+    fn reqs(outputs: &[usize]) -> Vec<Request> {
+        let system = [1u32, 40, 41, 42, 43, 44, 45, 46, 47];
+        let prompt = |i: usize| [&system[..], &[100 + i as u32, 7, 9][..i % 3 + 1]].concat();
+        let req = |i: usize, n: usize| Request { ignore_eos: true, ..Request::greedy(i as u64, prompt(i), n) };
+        outputs.iter().enumerate().map(|(i, &n)| req(i, n)).collect()
+    }
+
+    fn same_as_ch04(model: &Model, requests: &[Request], paged: &mut PagedEngine) -> RunOutput {
+        let opts = RunOptions { record_logits: true, trace: true };
+        let mut ch04 = ContinuousBatchEngine { slots: SlotBudget::Slots(3), max_len: Some(64), ..Default::default() };
+        let want = ch04.run(model, requests, &opts).unwrap();
+        let got = paged.run(model, requests, &opts).unwrap();
+        for (a, b) in want.outputs.iter().zip(&got.outputs) {
+            assert_eq!(a.tokens, b.tokens, "request {} differs from ch04", a.id);
+            assert_eq!(a.finish, b.finish);
+            for (x, y) in a.logits.iter().zip(&b.logits) {
+                let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+                assert!(d < 1e-4, "request {}: logits differ by {d}", a.id);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn same_tokens_as_ch04_with_room_to_spare() {
+        let model = tiny();
+        let mut e = PagedEngine { block_size: 4, max_len: Some(64), ..Default::default() };
+        let out = same_as_ch04(&model, &reqs(&[9, 1, 14, 3, 6, 11]), &mut e);
+        assert_eq!((out.stats.preemptions, out.stats.peak_running), (0, 6));
+        assert_eq!(out.stats.generated_tokens, 44);
+    }
+
+    #[test]
+    fn same_tokens_as_ch04_under_preemption() {
+        // 8 blocks of 4 tokens: two requests of 10 + 14 tokens already need 7, so the pool runs
+        // dry mid-decode and the youngest requests are evicted and recomputed.
+        let model = tiny();
+        let mut e = PagedEngine { budget: KvBudget::Blocks(8), block_size: 4, max_len: Some(64), ..Default::default() };
+        let out = same_as_ch04(&model, &reqs(&[14, 5, 14, 9, 12]), &mut e);
+        let info = e.last_run.as_ref().unwrap();
+        assert!(out.stats.preemptions > 0, "the tiny pool should force preemption");
+        assert_eq!(info.preempted.len(), out.stats.preemptions);
+        assert!(info.blocks_used.iter().all(|&b| b <= 8));
+        assert_eq!(info.scheduler.peak_blocks_used, 8);
+        // A preempted request is prefilled again: more prefill entries than requests.
+        let prefills = out.trace.iter().flat_map(|s| &s.entries).filter(|e| e.phase == Phase::Prefill).count();
+        assert_eq!(prefills, 5 + out.stats.preemptions);
+    }
+
+    #[test]
+    fn same_tokens_as_ch04_with_prefix_sharing() {
+        // 5 blocks of 4: request 0 takes 3, so request 1 waits a step; by then request 0's two
+        // full system-prompt blocks are written and named, and request 1 shares them.
+        let model = tiny();
+        let budget = KvBudget::Blocks(5);
+        let mut e = PagedEngine { budget, block_size: 4, max_len: Some(64), prefix_sharing: true, ..Default::default() };
+        let out = same_as_ch04(&model, &reqs(&[8, 6, 7, 8]), &mut e);
+        let s = &e.last_run.as_ref().unwrap().scheduler;
+        assert!(s.prefix_hit_tokens >= 8, "hits: {} of {}", s.prefix_hit_tokens, s.prefix_query_tokens);
+        assert!(s.prefix_hit_rate() > 0.0 && s.prefix_hit_rate() < 1.0);
+        // Without sharing the same pool holds fewer requests at once.
+        let mut plain = PagedEngine { prefix_sharing: false, ..e.clone() };
+        let base = same_as_ch04(&model, &reqs(&[8, 6, 7, 8]), &mut plain);
+        assert!(out.stats.mean_batch_size > base.stats.mean_batch_size);
+    }
+
+    #[test]
+    fn trace_counts_blocks_and_tokens() {
+        let model = tiny();
+        let mut e = PagedEngine { block_size: 4, max_len: Some(64), ..Default::default() };
+        let out = e.run(&model, &reqs(&[3]), &RunOptions { trace: true, ..Default::default() }).unwrap();
+        let block = 4 * kv_bytes_per_token(&model.config, DType::F32);
+        let per_token = kv_bytes_per_token(&model.config, DType::F32);
+        // 10-token prompt: 3 blocks, 10 tokens; then 11 (3 blocks), 12 (3 blocks).
+        let got: Vec<_> = out.trace.iter().map(|s| (s.kv_bytes_allocated, s.kv_bytes_used)).collect();
+        assert_eq!(got, vec![(3 * block, 10 * per_token), (3 * block, 11 * per_token), (3 * block, 12 * per_token)]);
+        assert_eq!(out.stats.kv_bytes_used, 12 * per_token);
+        assert_eq!(e.last_run.unwrap().peak_blocks_per_request, vec![3]);
     }
 
     #[test]

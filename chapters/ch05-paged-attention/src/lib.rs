@@ -9,6 +9,7 @@
 //! driven by the capacity accounting), [`prefix`] shares full blocks between equal prefixes, and
 //! [`engine`] runs the model on the scheduler's plans.
 
+pub mod accounting;
 pub mod allocator;
 pub mod backend;
 pub mod block_table;
@@ -17,6 +18,7 @@ pub mod kv_pool;
 pub mod prefix;
 pub mod scheduler;
 
+pub use accounting::{simulate_blocks, simulate_slots, MemSeries, MemStep};
 pub use allocator::{BlockAllocator, BlockId};
 pub use backend::PagedBackend;
 pub use block_table::{blocks_for, locate};
