@@ -1,1 +1,122 @@
-fn main(){}
+//! `kvserve`: the tour (no arguments), `generate`, `memory`, `bench` and `trace`.
+
+mod memory_cmd;
+mod report;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use kvserve::ch00_model::{load_model, Request, RunOptions, SamplingParams};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "kvserve", version, about = "An LLM inference server built stage by stage. With no subcommand: the tour.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt with one stage.
+    Generate(GenerateArgs),
+    /// The KV-cache memory calculator.
+    Memory(memory_cmd::MemoryArgs),
+    /// The side-by-side report of every stage (longer than the tour).
+    Bench(report::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long, conflicts_with = "config")]
+    model: Option<PathBuf>,
+    /// A named random-weight config instead: tiny, bench, llama-7b, llama3-8b.
+    #[arg(long)]
+    config: Option<String>,
+    /// Which stage generates (e.g. ch02-kv-cache or ch02).
+    #[arg(long, default_value = "ch02-kv-cache")]
+    stage: String,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1.0: off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also print the generated token ids, space-separated, as the last line.
+    #[arg(long)]
+    print_ids: bool,
+    /// The prompt (with a random-weight config: text, or whitespace-separated token ids).
+    prompt: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => tour(),
+        Some(Command::Generate(args)) => generate(&args),
+        Some(Command::Memory(args)) => memory_cmd::run(&args),
+        Some(Command::Bench(args)) => report::run(&args),
+    }
+}
+
+fn generate(args: &GenerateArgs) -> Result<()> {
+    let loaded = load_model(args.model.as_deref(), args.config.as_deref())?;
+    let mut engine = kvserve::stage(&args.stage).with_context(|| {
+        let names: Vec<_> = kvserve::stages().iter().map(|e| e.name()).collect();
+        format!("unknown stage {:?}; stages: {}", args.stage, names.join(", "))
+    })?;
+    let sampling =
+        SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
+    let request = Request { sampling, ..Request::greedy(0, loaded.encode(&args.prompt)?, args.max_new_tokens) };
+    let run = engine.run(&loaded.model, &[request], &RunOptions::default())?;
+    let out = &run.outputs[0];
+    println!("{}{}", args.prompt, loaded.decode(&out.tokens)?);
+    eprintln!(
+        "[{}: {} tokens, {:.1} tokens/s, finish {:?}, model {}]",
+        engine.name(),
+        out.tokens.len(),
+        run.stats.tokens_per_s,
+        out.finish,
+        loaded.source
+    );
+    if args.print_ids {
+        println!("{}", out.tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" "));
+    }
+    Ok(())
+}
+
+/// The tour: every stage on the default model over a small fixed workload, side by side.
+fn tour() -> Result<()> {
+    let loaded = load_model(None, None)?;
+    let requests = report::tour_workload(&loaded)?;
+    println!("kvserve tour — model {} ({} params)", loaded.source, loaded.model.config.param_count());
+    println!("workload: {} prompts, {} new tokens each, greedy\n", requests.len(), requests[0].max_new_tokens);
+    let stages = kvserve::stages();
+    let bar = ProgressBar::new(stages.len() as u64)
+        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut rows = Vec::new();
+    for mut engine in stages {
+        bar.set_message(engine.name());
+        rows.push((engine.name(), engine.run(&loaded.model, &requests, &RunOptions::default())?));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{}", report::stage_table(&rows));
+    let same = rows.windows(2).all(|w| {
+        w[0].1.outputs.iter().zip(&w[1].1.outputs).all(|(a, b)| a.tokens == b.tokens)
+    });
+    println!("every stage generated the same tokens: {}\n", if same { "yes" } else { "NO" });
+    let (_, last) = rows.last().context("no stages")?;
+    for (req, out) in requests.iter().zip(&last.outputs) {
+        println!("--- request {} ---\n{}{}\n", req.id, loaded.decode(&req.prompt)?, loaded.decode(&out.tokens)?);
+    }
+    Ok(())
+}

@@ -14,6 +14,7 @@ pub mod ops;
 pub mod random;
 pub mod rope;
 pub mod sampling;
+pub mod save;
 pub mod serving;
 pub mod tokenizer;
 pub mod workload;
@@ -22,7 +23,7 @@ pub use attention::{attend_one, AttentionBackend, AttnShape, StepMeta, StepQkv};
 pub use checkpoint::{default_model_dir, load_model, LoadedModel};
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
-pub use memory::{kv_bytes_per_token, kv_bytes_per_token_per_layer, DType};
+pub use memory::{kv_bytes_per_token, kv_bytes_per_token_per_layer, DType, MemoryPlan};
 pub use model::Model;
 pub use sampling::{Sampler, SamplingParams};
 pub use serving::{

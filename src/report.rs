@@ -1,0 +1,242 @@
+//! The side-by-side reports: the tour's table and `kvserve bench` (table, JSON, Markdown).
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use kvserve::ch00_model::workload::WorkloadSpec;
+use kvserve::ch00_model::{load_model, Engine, LoadedModel, Model, Request, RunOptions, RunOutput};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Smaller workloads (about a minute on a 2-core machine).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the tables as Markdown files into this directory (the book's `generated/`).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Requests in the batching workload (default 32, quick 16).
+    #[arg(long)]
+    pub requests: Option<usize>,
+}
+
+/// Prompts of the tour and the single-stream bench: text for a real model, ids for a random one.
+pub fn tour_workload(loaded: &LoadedModel) -> Result<Vec<Request>> {
+    tour_requests(loaded, 48)
+}
+
+fn tour_requests(loaded: &LoadedModel, max_new: usize) -> Result<Vec<Request>> {
+    let prompts = ["ROMEO:\n", "HAMLET:\nTo be, or not to be", "KING HENRY V:\nOnce more unto the breach", "First Citizen:\n"];
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Ok(Request::greedy(i as u64, loaded.encode(p)?, max_new)))
+        .collect()
+}
+
+/// One stage's figures, as the JSON report records them.
+#[derive(Debug, Serialize)]
+pub struct StageRow {
+    pub stage: String,
+    pub tokens_per_s: f64,
+    pub generated_tokens: usize,
+    pub wall_s: f64,
+    pub steps: usize,
+    pub mean_batch_size: f64,
+    pub peak_running: usize,
+    pub ttft_ms_mean: f64,
+    pub ttft_ms_p50: f64,
+    pub ttft_ms_p99: f64,
+    pub tpot_ms_mean: f64,
+    pub tpot_ms_p50: f64,
+    pub tpot_ms_p99: f64,
+    pub slot_utilisation: f64,
+    pub wasted_slot_steps: u64,
+    pub preemptions: usize,
+    pub kv_bytes_allocated: u64,
+    pub kv_bytes_used: u64,
+}
+
+fn percentile(xs: &[f64], p: f64) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((p / 100.0 * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)]
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
+}
+
+impl StageRow {
+    pub fn new(stage: &str, run: &RunOutput) -> Self {
+        let ttft: Vec<f64> = run.outputs.iter().filter(|o| !o.tokens.is_empty()).map(|o| o.ttft_s * 1e3).collect();
+        // Time per output token: each request's mean gap between tokens after the first.
+        let tpot: Vec<f64> =
+            run.outputs.iter().filter(|o| !o.token_latencies_s.is_empty()).map(|o| mean(&o.token_latencies_s) * 1e3).collect();
+        let s = &run.stats;
+        StageRow {
+            stage: stage.to_string(),
+            tokens_per_s: s.tokens_per_s,
+            generated_tokens: s.generated_tokens,
+            wall_s: s.wall_s,
+            steps: s.steps,
+            mean_batch_size: s.mean_batch_size,
+            peak_running: s.peak_running,
+            ttft_ms_mean: mean(&ttft),
+            ttft_ms_p50: percentile(&ttft, 50.0),
+            ttft_ms_p99: percentile(&ttft, 99.0),
+            tpot_ms_mean: mean(&tpot),
+            tpot_ms_p50: percentile(&tpot, 50.0),
+            tpot_ms_p99: percentile(&tpot, 99.0),
+            slot_utilisation: s.slot_utilisation,
+            wasted_slot_steps: s.wasted_slot_steps,
+            preemptions: s.preemptions,
+            kv_bytes_allocated: s.kv_bytes_allocated,
+            kv_bytes_used: s.kv_bytes_used,
+        }
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+// ANCHOR: stage_table
+/// The tour's table: throughput, its ratio to the previous stage, and the KV memory each held.
+pub fn stage_table(rows: &[(&str, RunOutput)]) -> String {
+    let mut t = String::from("| stage | tokens/s | × previous | steps | KV allocated | KV used | used % |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut prev: Option<f64> = None;
+    for (name, run) in rows {
+        let s = &run.stats;
+        let ratio = prev.map_or("—".to_string(), |p| format!("{:.1}×", s.tokens_per_s / p));
+        let used_pct = if s.kv_bytes_allocated > 0 { format!("{:.1}", 100.0 * s.kv_bytes_used as f64 / s.kv_bytes_allocated as f64) } else { "—".into() };
+        let _ = writeln!(t, "| {name} | {:.1} | {ratio} | {} | {} | {} | {used_pct} |", s.tokens_per_s, s.steps, mib(s.kv_bytes_allocated), mib(s.kv_bytes_used));
+        prev = Some(s.tokens_per_s);
+    }
+    t
+}
+// ANCHOR_END: stage_table
+
+fn batching_table(rows: &[StageRow]) -> String {
+    let mut t = String::from("| stage | tokens/s | × previous | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) | mean batch | peak running | slot util. | wasted slot-steps | preemptions |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut prev: Option<f64> = None;
+    for r in rows {
+        let ratio = prev.map_or("—".to_string(), |p| format!("{:.2}×", r.tokens_per_s / p));
+        let _ = writeln!(
+            t,
+            "| {} | {:.1} | {ratio} | {:.0} / {:.0} | {:.1} / {:.1} | {:.2} | {} | {:.2} | {} | {} |",
+            r.stage, r.tokens_per_s, r.ttft_ms_p50, r.ttft_ms_p99, r.tpot_ms_p50, r.tpot_ms_p99, r.mean_batch_size, r.peak_running, r.slot_utilisation, r.wasted_slot_steps, r.preemptions
+        );
+        prev = Some(r.tokens_per_s);
+    }
+    t
+}
+
+/// A short description of this machine: CPU model and core count, and no GPU.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cpu}, {cores} cores, no GPU")
+}
+
+#[derive(Serialize)]
+struct SingleStream {
+    model: String,
+    new_tokens_per_request: usize,
+    requests: usize,
+    stages: Vec<StageRow>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: String,
+    command: String,
+    /// ch01 vs ch02, one request at a time, on the default model.
+    single_stream: SingleStream,
+    /// The batching comparison's model and workload; `stages` are all run on it.
+    model: String,
+    workload: WorkloadSpec,
+    stages: Vec<StageRow>,
+    /// ch04's throughput divided by ch03's on `workload`.
+    continuous_over_static: Option<f64>,
+}
+
+fn run_stages(model: &Model, requests: &[Request], engines: Vec<Box<dyn Engine>>, label: &str) -> Result<Vec<(&'static str, RunOutput)>> {
+    let bar = ProgressBar::new(engines.len() as u64)
+        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut out = Vec::new();
+    for mut e in engines {
+        bar.set_message(format!("{label}: {}", e.name()));
+        out.push((e.name(), e.run(model, requests, &RunOptions::default())?));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let machine = machine();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    println!("kvserve bench on {machine}\n");
+
+    // 1. One request at a time: recompute (ch01) vs KV cache (ch02), on the default model.
+    let loaded = load_model(None, None)?;
+    let new_tokens = if args.quick { 32 } else { 128 };
+    let requests = tour_requests(&loaded, new_tokens)?;
+    let single = run_stages(&loaded.model, &requests, kvserve::stages().into_iter().take(2).collect(), "single stream")?;
+    let single_md = stage_table(&single);
+    println!("## One request at a time — model {}, {} prompts × {new_tokens} new tokens\n\n{single_md}", loaded.source, requests.len());
+
+    // 2. Batching: every stage from ch02 on, on the exponential-output workload and the bench model.
+    let bench_model = load_model(None, Some("bench"))?;
+    let n = args.requests.unwrap_or(if args.quick { 16 } else { 32 });
+    let spec = WorkloadSpec::exponential_default(n, 0);
+    let requests = spec.generate(bench_model.model.config.vocab_size);
+    let engines: Vec<_> = kvserve::stages().into_iter().skip(1).collect();
+    let batched = run_stages(&bench_model.model, &requests, engines, "batching")?;
+    let rows: Vec<StageRow> = batched.iter().map(|(n, r)| StageRow::new(n, r)).collect();
+    let batch_md = batching_table(&rows);
+    let tps = |prefix: &str| rows.iter().find(|r| r.stage.starts_with(prefix)).map(|r| r.tokens_per_s);
+    let ratio = tps("ch04").zip(tps("ch03")).map(|(c, s)| c / s);
+    println!("## Batching — model {} ({} params, {} of f32 weights), {} requests\n", bench_model.source, bench_model.model.config.param_count(), mib(bench_model.model.config.param_count() * 4), n);
+    println!("workload: {spec:?}\n\n{batch_md}");
+    if let Some(r) = ratio {
+        println!("continuous (ch04) / static (ch03) throughput: {r:.2}×\n");
+    }
+
+    let report = Report {
+        machine: machine.clone(),
+        command: command.clone(),
+        single_stream: SingleStream {
+            model: loaded.source.clone(),
+            new_tokens_per_request: new_tokens,
+            requests: requests.len().min(4),
+            stages: single.iter().map(|(n, r)| StageRow::new(n, r)).collect(),
+        },
+        model: bench_model.source.clone(),
+        workload: spec.clone(),
+        stages: rows,
+        continuous_over_static: ratio,
+    };
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &args.markdown {
+        std::fs::create_dir_all(dir)?;
+        let footer = format!("\n*Measured on {machine} with `{command}`.*\n");
+        std::fs::write(dir.join("stages-ch01-ch02.md"), format!("{single_md}{footer}"))?;
+        let ratio_line = ratio.map_or(String::new(), |r| format!("\nContinuous (ch04) over static (ch03) throughput: **{r:.2}×**.\n"));
+        std::fs::write(dir.join("batching.md"), format!("Workload: `{spec:?}` on `{}`.\n\n{batch_md}{ratio_line}{footer}", bench_model.source))?;
+    }
+    Ok(())
+}
