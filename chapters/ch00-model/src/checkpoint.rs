@@ -63,3 +63,39 @@ impl LoadedModel {
         }
     }
 }
+
+/// Generates from one prompt with `engine` on `loaded`, greedy: returns prompt + completion as
+/// text and the run's figures. The chapters' `generate` examples are this and nothing more.
+pub fn complete(
+    engine: &mut dyn crate::Engine,
+    loaded: &LoadedModel,
+    prompt: &str,
+    max_new_tokens: usize,
+) -> Result<(String, crate::RunOutput)> {
+    let request = crate::Request::greedy(0, loaded.encode(prompt)?, max_new_tokens);
+    let run = engine.run(&loaded.model, &[request], &crate::RunOptions::default())?;
+    let text = format!("{prompt}{}", loaded.decode(&run.outputs[0].tokens)?);
+    Ok((text, run))
+}
+
+/// Body of the chapters' `generate` examples: `-- "prompt" [max_new_tokens]` on the default model.
+pub fn example_main(engine: &mut dyn crate::Engine) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let prompt = args.first().map_or("ROMEO:\n", |s| s.as_str());
+    let max_new = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(64);
+    let loaded = load_model(None, None)?;
+    let (text, run) = complete(engine, &loaded, prompt, max_new)?;
+    println!("{text}");
+    let s = &run.stats;
+    eprintln!(
+        "[{}: {} tokens in {:.3} s = {:.1} tokens/s; KV allocated {} B, used {} B; model {}]",
+        engine.name(),
+        s.generated_tokens,
+        s.wall_s,
+        s.tokens_per_s,
+        s.kv_bytes_allocated,
+        s.kv_bytes_used,
+        loaded.source
+    );
+    Ok(())
+}
