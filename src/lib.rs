@@ -2,12 +2,22 @@
 
 use ch00_model::Engine;
 
+pub mod capacity;
+pub mod figures;
+pub mod trace_cmd;
+
 pub use ch00_model;
 
 // ANCHOR: stages
 /// Every stage of the book, in order, as a boxed `Engine` with default settings.
 pub fn stages() -> Vec<Box<dyn Engine>> {
-    vec![Box::new(ch01_naive::NaiveEngine), Box::new(ch02_kv_cache::KvCacheEngine::default())]
+    vec![
+        Box::new(ch01_naive::NaiveEngine),
+        Box::new(ch02_kv_cache::KvCacheEngine::default()),
+        Box::new(ch03_static_batching::StaticBatchEngine::default()),
+        Box::new(ch04_continuous_batching::ContinuousBatchEngine::default()),
+        Box::new(ch05_paged_attention::PagedEngine::default()),
+    ]
 }
 // ANCHOR_END: stages
 
