@@ -58,7 +58,11 @@ pub fn bytes(b: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
     let (name, size) = UNITS.iter().find(|(_, s)| b >= *s).copied().unwrap_or(("B", 1));
     let binary = if b % size == 0 { format!("{} {name}", b / size) } else { format!("{:.2} {name}", b as f64 / size as f64) };
-    format!("{binary} ({:.2} GB)", b as f64 / 1e9)
+    if b < 1_000_000 {
+        format!("{binary} ({b} B)")
+    } else {
+        format!("{binary} ({:.2} GB)", b as f64 / 1e9)
+    }
 }
 
 fn report(args: &MemoryArgs) -> Result<String> {

@@ -1,0 +1,54 @@
+//! The `kvserve` binary: memory calculator output, generate's --print-ids, and clear errors.
+
+use std::process::Command;
+
+fn kvserve(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvserve")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn memory_reproduces_the_7b_numbers() {
+    let (ok, out, _) = kvserve(&["memory"]);
+    assert!(ok);
+    assert!(out.contains("= 16 KiB (16384 B)"), "{out}");
+    assert!(out.contains("= 512 KiB (524288 B)"), "{out}");
+    assert!(out.contains("× 2048 tokens = 1 GiB"), "{out}");
+    assert!(out.contains("× 16 requests = 16 GiB"), "{out}");
+    assert!(out.contains("4× less"), "{out}");
+    insta::assert_snapshot!("memory_7b", out);
+}
+
+#[test]
+fn sixteen_8k_requests_do_not_fit() {
+    let (ok, out, _) = kvserve(&["memory", "--batch", "16", "--seq-len", "8192"]);
+    assert!(ok);
+    assert!(out.contains("× 16 requests = 64 GiB (68.72 GB)"), "{out}");
+    assert!(out.contains("84.2–86.2 GB of 80 GB: no"), "{out}");
+}
+
+#[test]
+fn generate_prints_ids_that_match_the_engine() {
+    let (ok, out, err) = kvserve(&["generate", "--config", "tiny", "--max-new-tokens", "7", "--print-ids", "1 5 9 200"]);
+    assert!(ok, "{err}");
+    let ids: Vec<u32> = out.lines().last().unwrap().split(' ').map(|s| s.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 7);
+    let (ok2, out2, _) = kvserve(&["generate", "--config", "tiny", "--stage", "ch01", "--max-new-tokens", "7", "--print-ids", "1 5 9 200"]);
+    assert!(ok2);
+    assert_eq!(out2.lines().last(), out.lines().last(), "ch01 and ch02 agree through the CLI");
+}
+
+#[test]
+fn bad_input_gives_a_message_not_a_panic() {
+    for (args, needle) in [
+        (vec!["generate", "--config", "tiny", "--stage", "ch99", "x"], "unknown stage"),
+        (vec!["generate", "--config", "nope", "x"], "unknown config name"),
+        (vec!["generate", "--model", "/no/such/dir", "x"], "missing file"),
+        (vec!["generate", "--config", "tiny", "--top-p", "0", "x"], "top_p"),
+        (vec!["memory", "--dtype", "f8"], "unknown dtype"),
+    ] {
+        let (ok, _, err) = kvserve(&args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
