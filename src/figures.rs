@@ -108,29 +108,25 @@ pub fn gantt_svg(trace: &[TraceStep], opts: &GanttOptions) -> anyhow::Result<Str
             .disable_y_mesh()
             .y_labels(slots)
             .y_label_formatter(&|y| format!("slot {}", y.round()))
-            .x_desc("seconds since the start of the run")
+            .x_desc("seconds since the start of the run    (dark: prefill, light: decode, grey: finished but still holding its slot)")
             .draw()?;
         let bars = bars(trace);
         chart.draw_series(bars.iter().map(|r| {
             let y = r.slot as f64;
             Rectangle::new([(r.start_s, y - 0.4), (r.end_s, y + 0.4)], colour(r.request, r.phase).filled())
         }))?;
-        // Label each request where its bar in a slot begins, if there is room for the text.
+        // Label each request at the start of its time in a slot, if that time is wide enough.
         let px_per_s = opts.width as f64 / x_max;
-        chart.draw_series(bars.iter().filter(|r| r.phase != Phase::Idle && (r.end_s - r.start_s) * px_per_s > 14.0).filter(|r| {
-            // one label per (slot, request): on its first bar
-            !bars.iter().any(|o| o.slot == r.slot && o.request == r.request && o.start_s < r.start_s)
-        }).map(|r| {
-            Text::new(format!("{}", r.request), (r.start_s, r.slot as f64 + 0.15), ("sans-serif", 11).into_font().color(&BLACK))
-        }))?;
-        for (phase, label) in [(Phase::Prefill, "prefill"), (Phase::Decode, "decode"), (Phase::Idle, "finished, slot held")] {
-            let c = colour(3, phase);
-            chart
-                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
-                .label(label)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
-        }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+        let labels = bars.iter().filter(|r| r.phase != Phase::Idle).filter_map(|r| {
+            let mine = bars.iter().filter(|o| o.slot == r.slot && o.request == r.request && o.phase != Phase::Idle);
+            let (first, last) = mine.fold((f64::MAX, 0.0f64), |(a, b), o| (a.min(o.start_s), b.max(o.end_s)));
+            let wide = (last - first) * px_per_s > 16.0;
+            (first == r.start_s && wide).then(|| {
+                let font = ("sans-serif", 11).into_font().color(&BLACK);
+                Text::new(format!("{}", r.request), (r.start_s + 3.0 / px_per_s, r.slot as f64 + 0.15), font)
+            })
+        });
+        chart.draw_series(labels)?;
         root.present()?;
     }
     Ok(svg)
@@ -143,7 +139,8 @@ mod tests {
     use ch00_model::TraceEntry;
 
     fn step(step: usize, t_s: f64, entries: &[(usize, u64, Phase)]) -> TraceStep {
-        let entries = entries.iter().map(|&(slot, request, phase)| TraceEntry { slot, request, phase, tokens: 1 }).collect();
+        let entries =
+            entries.iter().map(|&(slot, request, phase)| TraceEntry { slot, request, phase, tokens: 1 }).collect();
         TraceStep { step, t_s, entries, kv_bytes_allocated: 0, kv_bytes_used: 0 }
     }
 

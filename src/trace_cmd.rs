@@ -50,7 +50,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         ("gantt-continuous.svg", "continuous batching (ch04)", continuous.run(model, &requests, &opts)?),
     ];
     let x_max_s = runs.iter().map(|r| r.2.stats.wall_s).fold(0.0, f64::max);
-    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("book/src/figures"));
+    let out_dir =
+        args.out.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("book/src/figures"));
     std::fs::create_dir_all(&out_dir)?;
     for (file, what, out) in &runs {
         let s = &out.stats;
@@ -62,7 +63,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
             100.0 * s.slot_utilisation,
             loaded.source
         );
-        let opts = GanttOptions { title, num_slots: args.slots, x_max_s, width: 960, height: 90 + 44 * args.slots as u32 };
+        let opts =
+            GanttOptions { title, num_slots: args.slots, x_max_s, width: 960, height: 90 + 44 * args.slots as u32 };
         let path = out_dir.join(file);
         std::fs::write(&path, gantt_svg(&out.trace, &opts)?)?;
         println!(

@@ -28,7 +28,12 @@ fn alone(model: &Model, requests: &[Request], max_len: usize) -> Vec<(Vec<u32>, 
 
 /// Same tokens as alone, outputs in input order, and in the trace every request is prefilled
 /// exactly once and fed exactly one step per generated token.
-fn check_run(name: &str, out: &RunOutput, requests: &[Request], want: &[(Vec<u32>, FinishReason)]) -> Result<(), TestCaseError> {
+fn check_run(
+    name: &str,
+    out: &RunOutput,
+    requests: &[Request],
+    want: &[(Vec<u32>, FinishReason)],
+) -> Result<(), TestCaseError> {
     prop_assert_eq!(out.outputs.len(), requests.len());
     for ((o, r), (tokens, finish)) in out.outputs.iter().zip(requests).zip(want) {
         prop_assert_eq!(o.id, r.id);
@@ -50,8 +55,8 @@ fn check_run(name: &str, out: &RunOutput, requests: &[Request], want: &[(Vec<u32
 }
 
 fn workload() -> impl Strategy<Value = (Vec<Request>, usize)> {
-    (1usize..8, 1usize..16, 1.0f64..12.0, any::<bool>(), any::<u64>(), 20usize..48, Just(()))
-        .prop_flat_map(|(n, prompt_hi, mean, poisson, seed, max_len, ())| {
+    (1usize..8, 1usize..16, 1.0f64..12.0, any::<bool>(), any::<u64>(), 20usize..48, Just(())).prop_flat_map(
+        |(n, prompt_hi, mean, poisson, seed, max_len, ())| {
             let spec = WorkloadSpec {
                 n_requests: n,
                 prompt_len: LengthDist::Uniform { lo: 1, hi: prompt_hi },
@@ -63,7 +68,8 @@ fn workload() -> impl Strategy<Value = (Vec<Request>, usize)> {
             let requests = spec.generate(512);
             // Any submission order: arrival times travel with their requests.
             (Just(requests).prop_shuffle(), Just(max_len))
-        })
+        },
+    )
 }
 
 // ANCHOR: property
@@ -160,9 +166,13 @@ fn bad_settings_are_clear_errors() {
     assert!(e.to_string().contains("batch size"), "{e}");
 
     let slot_bytes = 32 * kv_bytes_per_token(&model.config, DType::F32);
-    let mut small = ContinuousBatchEngine { slots: SlotBudget::KvBytes(slot_bytes - 1), max_len: Some(32), ..Default::default() };
+    let mut small =
+        ContinuousBatchEngine { slots: SlotBudget::KvBytes(slot_bytes - 1), max_len: Some(32), ..Default::default() };
     let e = small.run(&model, &requests, &opts).unwrap_err();
-    assert!(matches!(e, ModelError::InvalidSettings(_)) && e.to_string().contains("smaller than one request's slot"), "{e}");
+    assert!(
+        matches!(e, ModelError::InvalidSettings(_)) && e.to_string().contains("smaller than one request's slot"),
+        "{e}"
+    );
 
     let too_long = [Request::greedy(0, vec![7; 33], 2)];
     for mut engine in [

@@ -55,7 +55,9 @@ impl LengthDist {
             LengthDist::Uniform { lo, hi } if lo > hi || lo < min_allowed => {
                 bad(format!("uniform {lo}..={hi} needs {min_allowed} <= lo <= hi"))
             }
-            LengthDist::Exponential { mean, min, max } if !(mean.is_finite() && mean > 0.0) || min > max || min < min_allowed => {
+            LengthDist::Exponential { mean, min, max }
+                if !(mean.is_finite() && mean > 0.0) || min > max || min < min_allowed =>
+            {
                 bad(format!("exponential mean {mean} in {min}..={max} needs mean > 0 and {min_allowed} <= min <= max"))
             }
             _ => Ok(()),
@@ -185,7 +187,10 @@ mod tests {
 
     #[test]
     fn poisson_arrivals_increase_at_about_the_rate() {
-        let spec = WorkloadSpec { arrivals: Arrivals::Poisson { rate_per_s: 10.0 }, ..WorkloadSpec::exponential_default(1000, 2) };
+        let spec = WorkloadSpec {
+            arrivals: Arrivals::Poisson { rate_per_s: 10.0 },
+            ..WorkloadSpec::exponential_default(1000, 2)
+        };
         let reqs = spec.generate(100);
         assert!(reqs.windows(2).all(|w| w[0].arrival_s <= w[1].arrival_s));
         let last = reqs.last().unwrap().arrival_s;
@@ -203,6 +208,9 @@ mod tests {
         assert!(bad_rate.validate(100).is_err());
         // generate never panics, even on a spec that does not validate
         assert_eq!(bad_rate.generate(1).len(), 4);
-        assert!(WorkloadSpec { prompt_len: LengthDist::Fixed(0), ..ok }.generate(100).iter().all(|r| r.prompt.len() == 1));
+        assert!(WorkloadSpec { prompt_len: LengthDist::Fixed(0), ..ok }
+            .generate(100)
+            .iter()
+            .all(|r| r.prompt.len() == 1));
     }
 }

@@ -12,6 +12,7 @@ pub use step::{run_step, Row};
 use ch00_model::{Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
 use ch02_kv_cache::{ContiguousBackend, KvCache};
 
+// ANCHOR: engine
 /// The chapter-3 engine: batches of up to `batch_size` requests, each in its own contiguous cache
 /// slot sized for `max_len` tokens.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +28,7 @@ impl Default for StaticBatchEngine {
         StaticBatchEngine { batch_size: 8, max_len: None }
     }
 }
+// ANCHOR_END: engine
 
 /// The slot length an engine uses: `max_len`, or the model's context when `None`.
 pub fn resolve_max_len(model: &Model, max_len: Option<usize>) -> Result<usize> {
@@ -109,9 +111,11 @@ mod tests {
     #[test]
     fn a_batch_runs_until_its_longest_request_is_done_and_counts_the_idle_rows() {
         let model = tiny();
-        let reqs: Vec<_> = [2, 5, 3].iter().enumerate().map(|(i, &n)| Request::greedy(i as u64, vec![4, 5], n)).collect();
+        let reqs: Vec<_> =
+            [2, 5, 3].iter().enumerate().map(|(i, &n)| Request::greedy(i as u64, vec![4, 5], n)).collect();
         let reqs: Vec<_> = reqs.into_iter().map(|r| Request { ignore_eos: true, ..r }).collect();
-        let out = StaticBatchEngine { batch_size: 4, max_len: Some(32) }.run(&model, &reqs, &RunOptions::default()).unwrap();
+        let out =
+            StaticBatchEngine { batch_size: 4, max_len: Some(32) }.run(&model, &reqs, &RunOptions::default()).unwrap();
         let s = &out.stats;
         // One prefill step (first token of each) + 4 decode steps for the 5-token request.
         assert_eq!(s.steps, 5);
@@ -126,8 +130,11 @@ mod tests {
     #[test]
     fn the_next_batch_waits_for_the_whole_previous_batch() {
         let model = tiny();
-        let reqs: Vec<_> =
-            [6, 1, 1].iter().enumerate().map(|(i, &n)| Request { ignore_eos: true, ..Request::greedy(i as u64, vec![9], n) }).collect();
+        let reqs: Vec<_> = [6, 1, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Request { ignore_eos: true, ..Request::greedy(i as u64, vec![9], n) })
+            .collect();
         let opts = RunOptions { trace: true, ..Default::default() };
         let out = StaticBatchEngine { batch_size: 2, max_len: Some(16) }.run(&model, &reqs, &opts).unwrap();
         // Batch {0, 1}: 6 steps; request 2 only starts at step 6, in slot 0.

@@ -46,7 +46,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = WorkloadSpec::exponential_default(n, 0);
     let requests = spec.generate(model.config.vocab_size);
     let out_tokens: usize = requests.iter().map(|r| r.max_new_tokens).sum();
-    println!("model {config} ({:.0} M params), {n} requests, {out_tokens} output tokens, {slots} slots", model.config.param_count() as f64 / 1e6);
+    println!(
+        "model {config} ({:.0} M params), {n} requests, {out_tokens} output tokens, {slots} slots",
+        model.config.param_count() as f64 / 1e6
+    );
     println!("workload {}", serde_json::to_string(&spec)?);
     println!(
         "{:<26} {:>8} {:>9} {:>9} {:>8} {:>8} {:>6} {:>7} {:>6} {:>7}",

@@ -7,6 +7,7 @@ use ch00_model::{Clock, Engine, Model, ModelError, Phase, Request, Result, RunOp
 use ch02_kv_cache::KvCache;
 use ch03_static_batching::{alloc_slots, resolve_max_len, run_step, Recorder, Row};
 
+// ANCHOR: settings
 /// How many cache slots the engine reserves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotBudget {
@@ -31,9 +32,15 @@ pub struct ContinuousBatchEngine {
 
 impl Default for ContinuousBatchEngine {
     fn default() -> Self {
-        ContinuousBatchEngine { slots: SlotBudget::Slots(8), max_running: None, max_tokens_per_step: None, max_len: None }
+        ContinuousBatchEngine {
+            slots: SlotBudget::Slots(8),
+            max_running: None,
+            max_tokens_per_step: None,
+            max_len: None,
+        }
     }
 }
+// ANCHOR_END: settings
 
 impl ContinuousBatchEngine {
     /// The scheduler limits these settings give for `model`, and the slot length.

@@ -152,9 +152,11 @@ impl Scheduler {
     /// Removes a finished request from the running set and frees its slot for the next step.
     /// Returns the slot. Errors when `key` is not running (finishing twice is a bug).
     pub fn finish(&mut self, key: usize) -> Result<usize> {
-        let i = self.running.iter().position(|r| r.key == key).ok_or_else(|| {
-            ModelError::InvalidBatch(format!("request {key} finished but is not running"))
-        })?;
+        let i = self
+            .running
+            .iter()
+            .position(|r| r.key == key)
+            .ok_or_else(|| ModelError::InvalidBatch(format!("request {key} finished but is not running")))?;
         let slot = self.running.remove(i).slot;
         self.free.insert(slot);
         self.finished += 1;
