@@ -24,15 +24,21 @@ pub struct RealRunSpec {
 }
 
 impl Default for RealRunSpec {
-    /// `bench` model, 4 slots of 512 tokens (32 MiB of f32 KV), 32 chat-like requests all at once
-    /// (prompts 16..=64, outputs exponential with mean 64, at most 384: every request fits 512).
+    /// `bench` model, 4 slots of 256 tokens (16 MiB of f32 KV), 48 chat-like requests all at once
+    /// (prompts 16..=64, outputs exponential with mean 32, at most 192: every request fits 256).
     fn default() -> Self {
         RealRunSpec {
             config: "bench".into(),
-            max_len: 512,
+            max_len: 256,
             slots: 4,
             block_size: 16,
-            workload: WorkloadSpec::exponential_default(32, 0),
+            workload: WorkloadSpec {
+                n_requests: 48,
+                prompt_len: LengthDist::Uniform { lo: 16, hi: 64 },
+                output_len: LengthDist::Exponential { mean: 32.0, min: 4, max: 192 },
+                arrivals: Arrivals::AllAtOnce,
+                seed: 0,
+            },
         }
     }
 }
@@ -104,6 +110,8 @@ pub struct DesignResult {
     pub peak_running: usize,
     /// Requests running per step, on average.
     pub mean_running: f64,
+    /// Requests running per step while others still waited (memory was the limit).
+    pub mean_running_queued: f64,
     /// KV bytes reserved for the running requests, averaged over steps (slots in use × max_len,
     /// or blocks in use × block size).
     pub kv_bytes_allocated: u64,
@@ -128,6 +136,7 @@ impl DesignResult {
         DesignResult {
             peak_running: series.peak_running(),
             mean_running: series.mean_running(),
+            mean_running_queued: series.mean_running_queued(),
             kv_bytes_allocated: series.mean_reserved_bytes().round() as u64,
             kv_bytes_used: series.mean_used_bytes().round() as u64,
             waste_pct: series.waste_pct(),
@@ -159,6 +168,9 @@ pub struct CapacityRun {
     pub concurrency_ratio: f64,
     /// paged.mean_running / contiguous.mean_running.
     pub mean_running_ratio: f64,
+    /// paged.mean_running_queued / contiguous.mean_running_queued: requests the same memory
+    /// holds while demand exceeds it.
+    pub queued_running_ratio: f64,
 }
 
 impl CapacityRun {
@@ -166,6 +178,7 @@ impl CapacityRun {
         CapacityRun {
             concurrency_ratio: paged.peak_running as f64 / contiguous.peak_running.max(1) as f64,
             mean_running_ratio: paged.mean_running / contiguous.mean_running.max(1e-9),
+            queued_running_ratio: paged.mean_running_queued / contiguous.mean_running_queued.max(1e-9),
             model: head.model,
             dtype: head.dtype,
             kv_bytes_per_token: head.per_token,
@@ -200,6 +213,7 @@ pub struct BlockSizeRow {
     pub num_blocks: usize,
     pub peak_running: usize,
     pub mean_running: f64,
+    pub mean_running_queued: f64,
     pub waste_pct: f64,
     pub preemptions: usize,
     pub steps: usize,
@@ -318,6 +332,7 @@ pub fn block_size_row(spec: &AccountingSpec, block_size: usize) -> Result<BlockS
         num_blocks,
         peak_running: s.peak_running(),
         mean_running: s.mean_running(),
+        mean_running_queued: s.mean_running_queued(),
         waste_pct: s.waste_pct(),
         preemptions: s.preemptions,
         steps: s.steps.len(),
@@ -344,15 +359,16 @@ fn run_table(out: &mut String, title: &str, run: &CapacityRun) {
         run.block_size,
         run.n_requests
     );
-    let _ = writeln!(out, "| design | peak running | mean running | KV reserved (mean) | KV holding tokens (mean) | waste | preemptions | steps | tokens/s |");
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| design | peak running | mean running | mean running while queued | KV reserved (mean) | KV holding tokens (mean) | waste | preemptions | steps | tokens/s |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, d) in [("ch04 contiguous slots", &run.contiguous), ("ch05 paged blocks", &run.paged)] {
         let tps = d.tokens_per_s.map_or("—".to_string(), |t| format!("{t:.1}"));
         let _ = writeln!(
             out,
-            "| {name} | {} | {:.1} | {:.1} MiB | {:.1} MiB | {:.1}% | {} | {} | {tps} |",
+            "| {name} | {} | {:.1} | {:.1} | {:.1} MiB | {:.1} MiB | {:.1}% | {} | {} | {tps} |",
             d.peak_running,
             d.mean_running,
+            d.mean_running_queued,
             mib(d.kv_bytes_allocated),
             mib(d.kv_bytes_used),
             d.waste_pct,
@@ -362,8 +378,8 @@ fn run_table(out: &mut String, title: &str, run: &CapacityRun) {
     }
     let _ = writeln!(
         out,
-        "\nPaged / contiguous: {:.2}× peak concurrent requests, {:.2}× mean running batch.\n",
-        run.concurrency_ratio, run.mean_running_ratio
+        "\nPaged / contiguous: {:.2}× peak concurrent requests, {:.2}× mean running batch, {:.2}× while requests queued.\n",
+        run.concurrency_ratio, run.mean_running_ratio, run.queued_running_ratio
     );
 }
 
@@ -377,13 +393,13 @@ pub fn to_markdown(r: &CapacityReport) -> String {
     run_table(&mut out, "Accounting run (no model compute)", &r.accounting);
     if !r.block_sizes.is_empty() {
         let _ = writeln!(out, "### Block size (accounting run)\n");
-        let _ = writeln!(out, "| block size | blocks | peak running | mean running | waste | preemptions | steps |");
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "| block size | blocks | peak running | mean running | mean running while queued | waste | preemptions | steps |");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
         for b in &r.block_sizes {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.1} | {:.1}% | {} | {} |",
-                b.block_size, b.num_blocks, b.peak_running, b.mean_running, b.waste_pct, b.preemptions, b.steps
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1}% | {} | {} |",
+                b.block_size, b.num_blocks, b.peak_running, b.mean_running, b.mean_running_queued, b.waste_pct, b.preemptions, b.steps
             );
         }
     }

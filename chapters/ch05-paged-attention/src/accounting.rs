@@ -17,6 +17,8 @@ pub struct MemStep {
     pub reserved_bytes: u64,
     /// Bytes of those holding a real token's K and V.
     pub used_bytes: u64,
+    /// Requests were left waiting after the step was planned: memory, not demand, was the limit.
+    pub queued: bool,
 }
 
 /// A run seen as KV memory over steps.
@@ -34,6 +36,14 @@ impl MemSeries {
 
     pub fn mean_running(&self) -> f64 {
         self.mean(|s| s.running as f64)
+    }
+
+    /// Mean running requests over the steps that left requests waiting: how many requests the
+    /// memory holds while demand exceeds it (the drain at the end, with its few long requests,
+    /// is left out).
+    pub fn mean_running_queued(&self) -> f64 {
+        let queued: Vec<f64> = self.steps.iter().filter(|s| s.queued).map(|s| s.running as f64).collect();
+        queued.iter().sum::<f64>() / queued.len().max(1) as f64
     }
 
     pub fn mean_reserved_bytes(&self) -> f64 {
@@ -68,13 +78,23 @@ impl MemSeries {
 
     /// The series of an engine's trace. Contiguous engines reserve `slot_bytes` per running
     /// request (`Some`); the paged engine's trace already says the bytes of its blocks in use.
+    /// A step counts as queued while some request has yet to appear in the trace (requests
+    /// waiting again after a preemption are not seen this way).
     pub fn from_trace(trace: &[TraceStep], slot_bytes: Option<u64>, preemptions: usize, generated: usize) -> Self {
+        let mut first_seen = std::collections::HashMap::new();
+        for (i, t) in trace.iter().enumerate() {
+            for e in &t.entries {
+                first_seen.entry(e.request).or_insert(i);
+            }
+        }
+        let last_admission = first_seen.values().copied().max().unwrap_or(0);
         let steps = trace
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 let running = t.entries.iter().filter(|e| e.phase != Phase::Idle).count();
                 let reserved_bytes = slot_bytes.map_or(t.kv_bytes_allocated, |b| t.entries.len() as u64 * b);
-                MemStep { running, reserved_bytes, used_bytes: t.kv_bytes_used }
+                MemStep { running, reserved_bytes, used_bytes: t.kv_bytes_used, queued: i < last_admission }
             })
             .collect();
         MemSeries { steps, preemptions, generated_tokens: generated }
@@ -123,7 +143,8 @@ pub fn simulate_slots(requests: &[Request], num_slots: usize, max_len: usize, by
             used += (requests[k].prompt.len() + generated[k] - 1) as u64 * bytes_per_token;
         }
         let reserved = keys.len() as u64 * max_len as u64 * bytes_per_token;
-        series.steps.push(MemStep { running: keys.len(), reserved_bytes: reserved, used_bytes: used });
+        let queued = sched.waiting_len() > 0;
+        series.steps.push(MemStep { running: keys.len(), reserved_bytes: reserved, used_bytes: used, queued });
         for &k in &keys {
             if generated[k] == target[k] {
                 sched.finish(k)?;
@@ -164,6 +185,7 @@ pub fn simulate_blocks(requests: &[Request], cfg: SchedulerConfig, max_len: usiz
             running: plan.work.len(),
             reserved_bytes: sched.blocks_used() as u64 * block_bytes,
             used_bytes: sched.tokens_held() as u64 * bytes_per_token,
+            queued: sched.num_waiting() > 0,
         });
         for w in &plan.work {
             generated[w.seq] += 1;
@@ -193,7 +215,7 @@ mod tests {
         // One request: 3-token prompt, 2 tokens out, max_len 8, 1 byte per token.
         let r = reqs(&[(3, 2)]);
         let slots = simulate_slots(&r, 1, 8, 1).unwrap();
-        let step = |running, reserved_bytes, used_bytes| MemStep { running, reserved_bytes, used_bytes };
+        let step = |running, reserved_bytes, used_bytes| MemStep { running, reserved_bytes, used_bytes, queued: false };
         assert_eq!(slots.steps, vec![step(1, 8, 3), step(1, 8, 4)]);
         let blocks = simulate_blocks(&r, SchedulerConfig::new(4, 2), 8, 1).unwrap();
         assert_eq!(blocks.steps, vec![step(1, 4, 3), step(1, 4, 4)]);

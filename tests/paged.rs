@@ -1,0 +1,144 @@
+//! Chapter 5 against chapter 4: the same tokens for every request (also under preemption), the
+//! model-free accounting predicts the engines step for step, and the capacity figures the book
+//! quotes are deterministic counts.
+
+use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
+use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries, MemStep, PagedEngine, SchedulerConfig};
+use kvserve::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
+use kvserve::ch00_model::{
+    kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions, WorkloadSpec,
+};
+
+fn tiny() -> Model {
+    Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap()
+}
+
+/// 16 requests at once: prompts 4..=24 tokens, outputs exponential (mean 16, at most 48).
+fn workload(n: usize, seed: u64) -> Vec<Request> {
+    WorkloadSpec {
+        n_requests: n,
+        prompt_len: LengthDist::Uniform { lo: 4, hi: 24 },
+        output_len: LengthDist::Exponential { mean: 16.0, min: 1, max: 48 },
+        arrivals: Arrivals::AllAtOnce,
+        seed,
+    }
+    .generate(512)
+}
+
+fn ch04(slots: usize) -> ContinuousBatchEngine {
+    ContinuousBatchEngine { slots: SlotBudget::Slots(slots), max_len: Some(96), ..Default::default() }
+}
+
+fn ch05(blocks: usize) -> PagedEngine {
+    PagedEngine { budget: KvBudget::Blocks(blocks), block_size: 4, max_len: Some(96), ..Default::default() }
+}
+
+#[test]
+fn ch05_gives_ch04_tokens_for_every_request_even_under_preemption() {
+    let model = tiny();
+    let requests = workload(16, 3);
+    let opts = RunOptions { record_logits: true, ..Default::default() };
+    let want = ch04(3).run(&model, &requests, &opts).unwrap();
+    // 20 blocks of 4 tokens = 80 tokens: the largest request (24 + 48) fits, a few at once do not.
+    let mut paged = ch05(20);
+    let got = paged.run(&model, &requests, &opts).unwrap();
+    assert!(got.stats.preemptions > 0, "the small pool must force preemption");
+    for (a, b) in want.outputs.iter().zip(&got.outputs) {
+        assert_eq!(a.tokens, b.tokens, "request {}", a.id);
+        for (x, y) in a.logits.iter().zip(&b.logits) {
+            let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            assert!(d < 1e-4, "request {}: logits differ by {d}", a.id);
+        }
+    }
+    let info = paged.last_run.unwrap();
+    assert_eq!(info.preempted.len(), got.stats.preemptions);
+    assert!(info.peak_blocks_per_request.iter().all(|&b| (1..=20).contains(&b)));
+}
+
+fn without_queued(s: &MemSeries) -> Vec<MemStep> {
+    s.steps.iter().map(|m| MemStep { queued: false, ..*m }).collect()
+}
+
+#[test]
+fn the_accounting_run_predicts_both_engines_step_for_step() {
+    let model = tiny();
+    let requests = workload(16, 5);
+    let per_token = kv_bytes_per_token(&model.config, DType::F32);
+    let opts = RunOptions { trace: true, ..Default::default() };
+
+    let out = ch04(3).run(&model, &requests, &opts).unwrap();
+    let engine = MemSeries::from_trace(&out.trace, Some(96 * per_token), 0, out.stats.generated_tokens);
+    let sim = simulate_slots(&requests, 3, 96, per_token).unwrap();
+    assert_eq!(without_queued(&engine), without_queued(&sim));
+    assert_eq!(engine.generated_tokens, sim.generated_tokens);
+
+    let mut paged = ch05(40);
+    let out = paged.run(&model, &requests, &opts).unwrap();
+    let engine = MemSeries::from_trace(&out.trace, None, out.stats.preemptions, out.stats.generated_tokens);
+    let sim = simulate_blocks(&requests, SchedulerConfig::new(40, 4), 96, per_token).unwrap();
+    assert_eq!(without_queued(&engine), without_queued(&sim));
+    assert_eq!((engine.preemptions, engine.generated_tokens), (sim.preemptions, sim.generated_tokens));
+}
+
+#[test]
+fn the_real_run_reports_both_designs_under_one_budget() {
+    let spec = RealRunSpec {
+        config: "tiny".into(),
+        max_len: 96,
+        slots: 3,
+        block_size: 4,
+        workload: WorkloadSpec {
+            n_requests: 16,
+            prompt_len: LengthDist::Uniform { lo: 4, hi: 24 },
+            output_len: LengthDist::Exponential { mean: 16.0, min: 1, max: 48 },
+            arrivals: Arrivals::AllAtOnce,
+            seed: 1,
+        },
+    };
+    let run = real_run(&tiny(), &spec).unwrap();
+    assert_eq!(run.budget_bytes, 3 * 96 * kv_bytes_per_token(&LlamaConfig::named("tiny").unwrap(), DType::F32));
+    assert_eq!((run.num_slots, run.num_blocks), (3, 72));
+    assert_eq!(run.contiguous.peak_running, 3);
+    assert!(run.paged.peak_running > run.contiguous.peak_running);
+    assert!(run.paged.waste_pct < run.contiguous.waste_pct);
+    assert!(run.contiguous.tokens_per_s.is_some() && run.paged.tokens_per_s.is_some());
+    assert_eq!(run.contiguous.generated_tokens, run.paged.generated_tokens);
+}
+
+#[test]
+fn a_budget_too_small_is_an_error() {
+    let spec = RealRunSpec { config: "tiny".into(), slots: 0, max_len: 32, ..RealRunSpec::default() };
+    assert!(real_run(&tiny(), &spec).is_err());
+    let spec = AccountingSpec { weight_bytes: 79 << 30, ..AccountingSpec::default() };
+    let err = accounting_run(&spec).unwrap_err().to_string();
+    assert!(err.contains("holds no slot"), "{err}");
+    let spec = AccountingSpec { block_size: 0, ..AccountingSpec::default() };
+    assert!(accounting_run(&spec).is_err());
+}
+
+/// The book's 7B numbers: a 64 GiB KV budget on an 80 GiB GPU, 2000 requests. Every figure of the
+/// accounting run is a count (no clock), so the whole report is a snapshot.
+#[test]
+fn the_7b_accounting_run_is_deterministic() {
+    let opts = CapacityOptions { real: None, ..CapacityOptions::full() };
+    let report = capacity_report(&opts).unwrap();
+    let a = &report.accounting;
+    assert_eq!(a.budget_bytes, 64 << 30);
+    assert_eq!(a.kv_bytes_per_token, 512 * 1024);
+    assert_eq!((a.num_slots, a.num_blocks), (64, 8192));
+    assert_eq!(a.contiguous.peak_running, 64);
+    assert_eq!(a.contiguous.generated_tokens, a.paged.generated_tokens);
+    // The seed's claim (2–4× more concurrent requests) and the paper's (20–38% of KV used):
+    assert!((2.0..=4.0).contains(&a.queued_running_ratio), "{}", a.queued_running_ratio);
+    assert!((62.0..=80.0).contains(&a.contiguous.waste_pct), "{}", a.contiguous.waste_pct);
+    assert!(a.paged.waste_pct < 4.0);
+    let json = serde_json::to_value(&report).unwrap();
+    for design in ["contiguous", "paged"] {
+        let d = &json["accounting"][design];
+        for key in ["peak_running", "mean_running", "kv_bytes_allocated", "kv_bytes_used", "waste_pct", "preemptions", "tokens_per_s"] {
+            assert!(d.get(key).is_some(), "{design} lacks {key}");
+        }
+        assert!(d["tokens_per_s"].is_null());
+    }
+    insta::assert_yaml_snapshot!("capacity_7b_accounting", json);
+}
