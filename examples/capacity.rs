@@ -1,5 +1,6 @@
 //! The chapter-5 capacity experiment on its own (what `kvserve bench` prints in its capacity
-//! section): `cargo run --release --example capacity -- [--no-real] [--json] [--figures DIR]`.
+//! section): `cargo run --release --example capacity -- [--no-real] [--json] [--figures DIR]
+//! [--markdown FILE]`.
 
 use kvserve::capacity::{capacity_report, print_capacity, write_capacity_figures, CapacityOptions};
 use std::path::PathBuf;
@@ -15,6 +16,14 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_capacity(&report);
+    }
+    if let Some(path) = args.iter().position(|a| a == "--markdown").and_then(|i| args.get(i + 1)) {
+        let machine = std::env::var("KVSERVE_MACHINE").unwrap_or_else(|_| "this machine".into());
+        let text = format!(
+            "{}\n_Measured on {machine} with `cargo run --release --example capacity -- --markdown {path}`._\n",
+            kvserve::capacity::to_markdown(&report)
+        );
+        std::fs::write(path, text)?;
     }
     if let Some(i) = args.iter().position(|a| a == "--figures") {
         let dir = args.get(i + 1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("book/src/figures"));

@@ -343,16 +343,25 @@ fn gib(bytes: u64) -> f64 {
     bytes as f64 / GIB as f64
 }
 
+/// "64.00 GiB" or "16.00 MiB".
+fn human_bytes(b: u64) -> String {
+    if b >= GIB {
+        format!("{:.2} GiB", gib(b))
+    } else {
+        format!("{:.2} MiB", b as f64 / (1 << 20) as f64)
+    }
+}
+
 fn run_table(out: &mut String, title: &str, run: &CapacityRun) {
     use std::fmt::Write;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let _ = writeln!(
         out,
-        "### {title}\n\n{} ({}, {} bytes/token), KV budget {:.2} GiB = {} slots of {} tokens = {} blocks of {} tokens, {} requests\n",
+        "### {title}\n\n{} ({}, {} bytes/token), KV budget {} = {} slots of {} tokens = {} blocks of {} tokens, {} requests\n",
         run.model,
         run.dtype,
         run.kv_bytes_per_token,
-        gib(run.budget_bytes),
+        human_bytes(run.budget_bytes),
         run.num_slots,
         run.max_len,
         run.num_blocks,
@@ -418,7 +427,7 @@ pub fn write_capacity_figures(r: &CapacityReport, dir: &Path) -> Result<Vec<std:
     let mut written = Vec::new();
     if let Some(real) = &r.real {
         let path = dir.join("capacity-real.svg");
-        let title = format!("KV memory over time, {} on CPU ({:.0} MiB budget)", real.model, real.budget_bytes as f64 / (1 << 20) as f64);
+        let title = format!("KV memory over time, {} on CPU ({} KV budget)", real.model, human_bytes(real.budget_bytes));
         write_memory_figure(real, &path, &title, "seconds")?;
         written.push(path);
     }
@@ -434,9 +443,11 @@ pub fn write_capacity_figures(r: &CapacityReport, dir: &Path) -> Result<Vec<std:
 /// Reserved and used KV memory of both designs against time (or step), with the budget line.
 pub fn write_memory_figure(run: &CapacityRun, path: &Path, title: &str, x_desc: &str) -> Result<()> {
     use plotters::prelude::*;
-    let to_gib = |b: u64| b as f64 / GIB as f64;
+    // GiB for GPU-sized budgets, MiB for the CPU run's few megabytes.
+    let (unit, unit_name) = if run.budget_bytes >= GIB { (GIB as f64, "GiB") } else { ((1u64 << 20) as f64, "MiB") };
+    let to_gib = |b: u64| b as f64 / unit;
     let x_max = [&run.contiguous, &run.paged].iter().flat_map(|d| d.memory.last()).map(|m| m.0).fold(1e-9, f64::max);
-    let y_max = to_gib(run.budget_bytes) * 1.1;
+    let y_max = to_gib(run.budget_bytes) * 1.45; // headroom for the legend
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -446,7 +457,8 @@ pub fn write_memory_figure(run: &CapacityRun, path: &Path, title: &str, x_desc: 
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(plot_err)?;
-    chart.configure_mesh().x_desc(x_desc).y_desc("KV memory (GiB)").draw().map_err(plot_err)?;
+    let y_desc = format!("KV memory ({unit_name})");
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(plot_err)?;
     let budget = to_gib(run.budget_bytes);
     chart
         .draw_series(LineSeries::new(vec![(0.0, budget), (x_max, budget)], BLACK.stroke_width(1)))
@@ -475,7 +487,13 @@ pub fn write_memory_figure(run: &CapacityRun, path: &Path, title: &str, x_desc: 
             .label(label.replace("reserved", "holding tokens"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], light.stroke_width(2)));
     }
-    chart.configure_series_labels().background_style(WHITE).border_style(BLACK).draw().map_err(plot_err)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
