@@ -9,6 +9,7 @@
 use ch00_model::{ModelError, Result};
 use std::collections::{BTreeSet, VecDeque};
 
+// ANCHOR: config
 /// The scheduler's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
@@ -22,6 +23,7 @@ pub struct SchedulerConfig {
     /// Bounds the step's activations and how long a prefill can stall everyone's decode.
     pub max_tokens_per_step: usize,
 }
+// ANCHOR_END: config
 
 /// A request as the scheduler sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
