@@ -57,6 +57,9 @@ impl Engine for StaticBatchEngine {
         }
         let max_len = resolve_max_len(model, self.max_len)?;
         let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
+        if let Some(r) = requests.iter().find(|r| !r.arrival_s.is_finite()) {
+            return Err(ModelError::InvalidSettings(format!("request {}: arrival time {}", r.id, r.arrival_s)));
+        }
         // Serve in arrival order (ties: submission order); requests with nothing to do are done.
         let mut order: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].is_finished()).collect();
         order.sort_by(|&a, &c| requests[a].arrival_s.total_cmp(&requests[c].arrival_s));
@@ -75,6 +78,9 @@ impl Engine for StaticBatchEngine {
             while rows.len() < b && next < order.len() && requests[order[next]].arrival_s <= now {
                 rows.push(Row { seq: order[next], slot: rows.len(), phase: Phase::Prefill });
                 next += 1;
+            }
+            if rows.is_empty() {
+                continue; // woke a little early: wait again
             }
             // Step until every row has finished. A finished row keeps its slot and sits idle.
             loop {
@@ -105,6 +111,13 @@ mod tests {
     #[test]
     fn batch_size_zero_is_an_error() {
         let e = StaticBatchEngine { batch_size: 0, max_len: None }.run(&tiny(), &[], &RunOptions::default());
+        assert!(matches!(e, Err(ModelError::InvalidSettings(_))), "{e:?}");
+    }
+
+    #[test]
+    fn a_non_finite_arrival_time_is_an_error() {
+        let r = Request { arrival_s: f64::INFINITY, ..Request::greedy(0, vec![4], 2) };
+        let e = StaticBatchEngine::default().run(&tiny(), &[r], &RunOptions::default());
         assert!(matches!(e, Err(ModelError::InvalidSettings(_))), "{e:?}");
     }
 

@@ -135,11 +135,11 @@ impl Scheduler {
         let mut admit = Vec::new();
         // ANCHOR: admit
         while let Some(&next) = self.waiting.front() {
-            let room = self.running.len() < self.config.max_running && !self.free.is_empty();
+            let room = self.running.len() < self.config.max_running;
             if next.arrival_s > now_s || !room || next.prefill_tokens > budget {
                 break;
             }
-            let slot = self.free.pop_first().expect("checked non-empty");
+            let Some(slot) = self.free.pop_first() else { break };
             self.waiting.pop_front();
             budget -= next.prefill_tokens;
             self.running.push(Decode { key: next.key, slot });
