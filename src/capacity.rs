@@ -94,12 +94,19 @@ pub struct CapacityOptions {
     pub accounting: AccountingSpec,
     /// Block sizes for the block-size table (accounting run); empty skips it.
     pub block_sizes: Vec<usize>,
+    /// Length of the shared system prompt for the prefix-sharing row; `None` skips it.
+    pub system_prompt_tokens: Option<usize>,
 }
 
 impl CapacityOptions {
-    /// Both runs with their defaults and the block sizes 8, 16, 32, 128.
+    /// Both runs with their defaults, the block sizes 8, 16, 32, 128 and a 256-token system prompt.
     pub fn full() -> Self {
-        CapacityOptions { real: Some(RealRunSpec::default()), accounting: AccountingSpec::default(), block_sizes: vec![8, 16, 32, 128] }
+        CapacityOptions {
+            real: Some(RealRunSpec::default()),
+            accounting: AccountingSpec::default(),
+            block_sizes: vec![8, 16, 32, 128],
+            system_prompt_tokens: Some(256),
+        }
     }
 }
 
@@ -219,12 +226,26 @@ pub struct BlockSizeRow {
     pub steps: usize,
 }
 
+/// Prefix sharing in the accounting run: every prompt starts with the same system prompt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PrefixRow {
+    pub system_prompt_tokens: usize,
+    /// Share of admitted prompt tokens found in the prefix cache.
+    pub hit_rate: f64,
+    /// Mean running requests while others queued: contiguous slots, blocks, blocks with sharing.
+    pub contiguous_running_queued: f64,
+    pub paged_running_queued: f64,
+    pub shared_running_queued: f64,
+    pub shared_preemptions: usize,
+}
+
 /// The `capacity` section of `kvserve bench --json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CapacityReport {
     pub real: Option<CapacityRun>,
     pub accounting: CapacityRun,
     pub block_sizes: Vec<BlockSizeRow>,
+    pub prefix_sharing: Option<PrefixRow>,
 }
 
 // ANCHOR: capacity_report
@@ -239,7 +260,8 @@ pub fn capacity_report(opts: &CapacityOptions) -> Result<CapacityReport> {
     };
     let accounting = accounting_run(&opts.accounting)?;
     let block_sizes = opts.block_sizes.iter().map(|&bs| block_size_row(&opts.accounting, bs)).collect::<Result<_>>()?;
-    Ok(CapacityReport { real, accounting, block_sizes })
+    let prefix_sharing = opts.system_prompt_tokens.map(|n| prefix_row(&opts.accounting, n)).transpose()?;
+    Ok(CapacityReport { real, accounting, block_sizes, prefix_sharing })
 }
 // ANCHOR_END: capacity_report
 
@@ -339,6 +361,36 @@ pub fn block_size_row(spec: &AccountingSpec, block_size: usize) -> Result<BlockS
     })
 }
 
+// ANCHOR: prefix_row
+/// The accounting run's workload with the same `system_tokens`-token system prompt in front of
+/// every prompt, served by slots, by blocks, and by blocks with prefix sharing.
+pub fn prefix_row(spec: &AccountingSpec, system_tokens: usize) -> Result<PrefixRow> {
+    let config = LlamaConfig::named(&spec.config)?;
+    let dtype = DType::parse(&spec.dtype).with_context(|| format!("unknown dtype {:?}", spec.dtype))?;
+    let per_token = kv_bytes_per_token(&config, dtype);
+    let system: Vec<u32> = (0..system_tokens as u32).map(|t| 3 + t % (config.vocab_size as u32 - 3)).collect();
+    let mut requests = spec.workload.generate(config.vocab_size);
+    for r in &mut requests {
+        r.prompt = [&system[..], &r.prompt[..]].concat();
+        r.prompt.truncate(spec.max_len);
+    }
+    let num_blocks = blocks_for_budget(&config, spec.block_size, spec.budget_bytes(), dtype)?;
+    let num_slots = (spec.budget_bytes() / (spec.max_len as u64 * per_token)) as usize;
+    let cfg = SchedulerConfig::new(num_blocks, spec.block_size);
+    let slots = simulate_slots(&requests, num_slots, spec.max_len, per_token)?;
+    let paged = simulate_blocks(&requests, cfg, spec.max_len, per_token)?;
+    let shared = simulate_blocks(&requests, SchedulerConfig { prefix_sharing: true, ..cfg }, spec.max_len, per_token)?;
+    Ok(PrefixRow {
+        system_prompt_tokens: system_tokens,
+        hit_rate: shared.prefix_hit_rate,
+        contiguous_running_queued: slots.mean_running_queued(),
+        paged_running_queued: paged.mean_running_queued(),
+        shared_running_queued: shared.mean_running_queued(),
+        shared_preemptions: shared.preemptions,
+    })
+}
+// ANCHOR_END: prefix_row
+
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / GIB as f64
 }
@@ -400,6 +452,24 @@ pub fn to_markdown(r: &CapacityReport) -> String {
         run_table(&mut out, "Real run (CPU)", real);
     }
     run_table(&mut out, "Accounting run (no model compute)", &r.accounting);
+    if let Some(p) = &r.prefix_sharing {
+        let _ = writeln!(
+            out,
+            "### Prefix sharing (accounting run, every prompt after the same {}-token system prompt)\n",
+            p.system_prompt_tokens
+        );
+        let _ = writeln!(out, "| design | mean running while queued |");
+        let _ = writeln!(out, "|---|---:|");
+        let _ = writeln!(out, "| ch04 contiguous slots | {:.1} |", p.contiguous_running_queued);
+        let _ = writeln!(out, "| ch05 paged blocks | {:.1} |", p.paged_running_queued);
+        let _ = writeln!(out, "| ch05 paged blocks + prefix sharing | {:.1} |", p.shared_running_queued);
+        let _ = writeln!(
+            out,
+            "\nPrefix-cache hit rate: {:.1}% of admitted prompt tokens; {} preemptions with sharing.\n",
+            100.0 * p.hit_rate,
+            p.shared_preemptions
+        );
+    }
     if !r.block_sizes.is_empty() {
         let _ = writeln!(out, "### Block size (accounting run)\n");
         let _ = writeln!(out, "| block size | blocks | peak running | mean running | mean running while queued | waste | preemptions | steps |");

@@ -132,6 +132,9 @@ fn the_7b_accounting_run_is_deterministic() {
     assert!((2.0..=4.0).contains(&a.queued_running_ratio), "{}", a.queued_running_ratio);
     assert!((62.0..=80.0).contains(&a.contiguous.waste_pct), "{}", a.contiguous.waste_pct);
     assert!(a.paged.waste_pct < 4.0);
+    // A shared 256-token system prompt: found in the prefix cache, and more requests fit.
+    let p = report.prefix_sharing.as_ref().unwrap();
+    assert!(p.hit_rate > 0.3 && p.shared_running_queued > p.paged_running_queued, "{p:?}");
     let json = serde_json::to_value(&report).unwrap();
     for design in ["contiguous", "paged"] {
         let d = &json["accounting"][design];

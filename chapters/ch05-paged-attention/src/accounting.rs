@@ -27,6 +27,8 @@ pub struct MemSeries {
     pub steps: Vec<MemStep>,
     pub preemptions: usize,
     pub generated_tokens: usize,
+    /// Share of admitted prompt tokens found in the prefix cache (0 without prefix sharing).
+    pub prefix_hit_rate: f64,
 }
 
 impl MemSeries {
@@ -97,7 +99,7 @@ impl MemSeries {
                 MemStep { running, reserved_bytes, used_bytes: t.kv_bytes_used, queued: i < last_admission }
             })
             .collect();
-        MemSeries { steps, preemptions, generated_tokens: generated }
+        MemSeries { steps, preemptions, generated_tokens: generated, prefix_hit_rate: 0.0 }
     }
 }
 
@@ -196,6 +198,7 @@ pub fn simulate_blocks(requests: &[Request], cfg: SchedulerConfig, max_len: usiz
         }
     }
     series.preemptions = sched.stats.preemptions;
+    series.prefix_hit_rate = sched.stats.prefix_hit_rate();
     series.generated_tokens = generated.iter().sum();
     Ok(series)
 }
