@@ -1,11 +1,11 @@
 //! Chapter 5 against chapter 4 on one workload, and the cost of the block size: a decode step's
 //! attention walks the block table, so smaller blocks mean more indirections per token.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kvserve::ch00_model::{Engine, LlamaConfig, Model, RunOptions, StepMeta, WorkloadSpec};
 use ch02_kv_cache::{ContiguousBackend, KvCache};
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{KvBudget, PagedBackend, PagedEngine, PagedKvPool};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use kvserve::ch00_model::{Engine, LlamaConfig, Model, RunOptions, StepMeta, WorkloadSpec};
 use std::hint::black_box;
 
 /// The whole workload, ch04 vs ch05 under the same KV memory (4 slots of 256 tokens).

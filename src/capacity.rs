@@ -4,9 +4,13 @@
 //! 7B-shaped model on an 80 GiB GPU, which drives both real schedulers with no model compute.
 
 use anyhow::{Context, Result};
-use ch00_model::{kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, RunOptions, WorkloadSpec};
+use ch00_model::{
+    kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, RunOptions, WorkloadSpec,
+};
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
-use ch05_paged_attention::{blocks_for_budget, simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine, SchedulerConfig};
+use ch05_paged_attention::{
+    blocks_for_budget, simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine, SchedulerConfig,
+};
 use std::path::Path;
 
 const GIB: u64 = 1 << 30;
@@ -280,7 +284,8 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     };
     let (slot_cfg, _) = ch04.scheduler_config(model)?;
     let out = ch04.run(model, &requests, &opts).context("chapter 4 engine")?;
-    let series = MemSeries::from_trace(&out.trace, Some(spec.max_len as u64 * per_token), 0, out.stats.generated_tokens);
+    let series =
+        MemSeries::from_trace(&out.trace, Some(spec.max_len as u64 * per_token), 0, out.stats.generated_tokens);
     let times = out.trace.iter().map(|t| t.t_s).collect();
     let contiguous = DesignResult::new(&series, Some(out.stats.tokens_per_s), Some(times));
 
@@ -325,7 +330,8 @@ pub fn accounting_run(spec: &AccountingSpec) -> Result<CapacityRun> {
     let requests = spec.workload.generate(config.vocab_size);
 
     let slots = simulate_slots(&requests, num_slots, spec.max_len, per_token)?;
-    let blocks = simulate_blocks(&requests, SchedulerConfig::new(num_blocks, spec.block_size), spec.max_len, per_token)?;
+    let blocks =
+        simulate_blocks(&requests, SchedulerConfig::new(num_blocks, spec.block_size), spec.max_len, per_token)?;
     // ANCHOR_END: accounting_run
     let head = RunHead {
         model: format!("{} shape", spec.config),
@@ -368,7 +374,8 @@ pub fn prefix_row(spec: &AccountingSpec, system_tokens: usize) -> Result<PrefixR
     let config = LlamaConfig::named(&spec.config)?;
     let dtype = DType::parse(&spec.dtype).with_context(|| format!("unknown dtype {:?}", spec.dtype))?;
     let per_token = kv_bytes_per_token(&config, dtype);
-    let system: Vec<u32> = (0..system_tokens as u32).map(|t| 3 + t % (config.vocab_size as u32 - 3)).collect();
+    let system: Vec<u32> =
+        (0..system_tokens as u32).map(|t| 3 + t % (config.vocab_size as u32).saturating_sub(3).max(1)).collect();
     let mut requests = spec.workload.generate(config.vocab_size);
     for r in &mut requests {
         r.prompt = [&system[..], &r.prompt[..]].concat();
@@ -478,7 +485,14 @@ pub fn to_markdown(r: &CapacityReport) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.1} | {:.1} | {:.1}% | {} | {} |",
-                b.block_size, b.num_blocks, b.peak_running, b.mean_running, b.mean_running_queued, b.waste_pct, b.preemptions, b.steps
+                b.block_size,
+                b.num_blocks,
+                b.peak_running,
+                b.mean_running,
+                b.mean_running_queued,
+                b.waste_pct,
+                b.preemptions,
+                b.steps
             );
         }
     }
@@ -497,13 +511,15 @@ pub fn write_capacity_figures(r: &CapacityReport, dir: &Path) -> Result<Vec<std:
     let mut written = Vec::new();
     if let Some(real) = &r.real {
         let path = dir.join("capacity-real.svg");
-        let title = format!("KV memory over time, {} on CPU ({} KV budget)", real.model, human_bytes(real.budget_bytes));
+        let title =
+            format!("KV memory over time, {} on CPU ({} KV budget)", real.model, human_bytes(real.budget_bytes));
         write_memory_figure(real, &path, &title, "seconds")?;
         written.push(path);
     }
     let path = dir.join("capacity-accounting.svg");
     let a = &r.accounting;
-    let title = format!("KV memory per step, {} {} on 80 GiB ({:.0} GiB KV budget)", a.model, a.dtype, gib(a.budget_bytes));
+    let title =
+        format!("KV memory per step, {} {} on 80 GiB ({:.0} GiB KV budget)", a.model, a.dtype, gib(a.budget_bytes));
     write_memory_figure(a, &path, &title, "step")?;
     written.push(path);
     Ok(written)

@@ -3,7 +3,9 @@
 //! quotes are deterministic counts.
 
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
-use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries, MemStep, PagedEngine, SchedulerConfig};
+use ch05_paged_attention::{
+    simulate_blocks, simulate_slots, KvBudget, MemSeries, MemStep, PagedEngine, SchedulerConfig,
+};
 use kvserve::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
 use kvserve::ch00_model::{
     kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions, WorkloadSpec,
@@ -138,7 +140,15 @@ fn the_7b_accounting_run_is_deterministic() {
     let json = serde_json::to_value(&report).unwrap();
     for design in ["contiguous", "paged"] {
         let d = &json["accounting"][design];
-        for key in ["peak_running", "mean_running", "kv_bytes_allocated", "kv_bytes_used", "waste_pct", "preemptions", "tokens_per_s"] {
+        for key in [
+            "peak_running",
+            "mean_running",
+            "kv_bytes_allocated",
+            "kv_bytes_used",
+            "waste_pct",
+            "preemptions",
+            "tokens_per_s",
+        ] {
             assert!(d.get(key).is_some(), "{design} lacks {key}");
         }
         assert!(d["tokens_per_s"].is_null());

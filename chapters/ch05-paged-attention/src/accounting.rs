@@ -123,7 +123,12 @@ fn check(requests: &[Request], max_len: usize) -> Result<()> {
 /// Chapter 4 without a model: `num_slots` slots of `max_len` tokens, each step every running
 /// request produces one token. A running request holds `max_len` tokens' worth of memory and
 /// uses `prompt + generated − 1` of it (the newest token's K/V is written next step).
-pub fn simulate_slots(requests: &[Request], num_slots: usize, max_len: usize, bytes_per_token: u64) -> Result<MemSeries> {
+pub fn simulate_slots(
+    requests: &[Request],
+    num_slots: usize,
+    max_len: usize,
+    bytes_per_token: u64,
+) -> Result<MemSeries> {
     check(requests, max_len)?;
     let cfg = SlotConfig { num_slots, max_running: num_slots, max_tokens_per_step: usize::MAX / 2 };
     let mut sched = Scheduler::new(cfg)?;
@@ -162,7 +167,12 @@ pub fn simulate_slots(requests: &[Request], num_slots: usize, max_len: usize, by
 /// Chapter 5 without a model: the block scheduler over `cfg.num_blocks` blocks; each step every
 /// scheduled request produces one token (token id 0: only counts matter, unless prefix sharing
 /// is on, where the prompts' ids matter and generated ids never match across requests anyway).
-pub fn simulate_blocks(requests: &[Request], cfg: SchedulerConfig, max_len: usize, bytes_per_token: u64) -> Result<MemSeries> {
+pub fn simulate_blocks(
+    requests: &[Request],
+    cfg: SchedulerConfig,
+    max_len: usize,
+    bytes_per_token: u64,
+) -> Result<MemSeries> {
     check(requests, max_len)?;
     let mut sched = BlockScheduler::new(cfg)?;
     let mut req_of = Vec::new();
@@ -209,7 +219,8 @@ mod tests {
     use super::*;
 
     fn reqs(shape: &[(usize, usize)]) -> Vec<Request> {
-        let req = |i: usize, (p, n): (usize, usize)| Request { ignore_eos: true, ..Request::greedy(i as u64, vec![5; p], n) };
+        let req =
+            |i: usize, (p, n): (usize, usize)| Request { ignore_eos: true, ..Request::greedy(i as u64, vec![5; p], n) };
         shape.iter().enumerate().map(|(i, &s)| req(i, s)).collect()
     }
 

@@ -58,10 +58,8 @@ mod tests {
         let model = Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap();
         let c = &model.config;
         let (a, b) = (vec![1u32, 17, 42, 99, 3, 8, 8], vec![1u32, 5, 6]);
-        let mut paged = PagedBackend {
-            pool: PagedKvPool::new(c, 8, 2).unwrap(),
-            tables: vec![vec![5, 0, 7, 2, 4], vec![6, 1, 3]],
-        };
+        let mut paged =
+            PagedBackend { pool: PagedKvPool::new(c, 8, 2).unwrap(), tables: vec![vec![5, 0, 7, 2, 4], vec![6, 1, 3]] };
         let mut contiguous = ContiguousBackend { slots: vec![KvCache::new(c, 16), KvCache::new(c, 16)] };
         let mut tokens: Vec<u32> = a.iter().chain(&b).copied().collect();
         let mut meta = StepMeta::span(0, 0, a.len());

@@ -96,7 +96,9 @@ impl PagedEngine {
         let num_blocks = match self.budget {
             KvBudget::Blocks(n) => n,
             KvBudget::KvBytes(bytes) => blocks_for_budget(&model.config, bs, bytes, DType::F32)?,
-            KvBudget::Slots(n) => blocks_for_budget(&model.config, bs, n as u64 * max_len as u64 * per_token, DType::F32)?,
+            KvBudget::Slots(n) => {
+                blocks_for_budget(&model.config, bs, n as u64 * max_len as u64 * per_token, DType::F32)?
+            }
         };
         let mut cfg = SchedulerConfig::new(num_blocks, bs);
         cfg.watermark_blocks = self.watermark_blocks.unwrap_or(cfg.watermark_blocks);
@@ -250,7 +252,13 @@ impl BlockRecorder {
         }
     }
 
-    fn finish(mut self, seqs: Vec<Sequence>, sched: &BlockScheduler, req_of: &[usize], wall_s: f64) -> (RunOutput, BlockRunInfo) {
+    fn finish(
+        mut self,
+        seqs: Vec<Sequence>,
+        sched: &BlockScheduler,
+        req_of: &[usize],
+        wall_s: f64,
+    ) -> (RunOutput, BlockRunInfo) {
         let outputs: Vec<_> = seqs.into_iter().map(Sequence::into_output).collect();
         let generated_tokens = outputs.iter().map(|o| o.tokens.len()).sum();
         let steps = self.steps.max(1) as f64;
@@ -343,7 +351,8 @@ mod tests {
         // full system-prompt blocks are written and named, and request 1 shares them.
         let model = tiny();
         let budget = KvBudget::Blocks(5);
-        let mut e = PagedEngine { budget, block_size: 4, max_len: Some(64), prefix_sharing: true, ..Default::default() };
+        let mut e =
+            PagedEngine { budget, block_size: 4, max_len: Some(64), prefix_sharing: true, ..Default::default() };
         let out = same_as_ch04(&model, &reqs(&[8, 6, 7, 8]), &mut e);
         let s = &e.last_run.as_ref().unwrap().scheduler;
         assert!(s.prefix_hit_tokens >= 8, "hits: {} of {}", s.prefix_hit_tokens, s.prefix_query_tokens);

@@ -264,14 +264,16 @@ impl BlockScheduler {
 
     /// Records the token a running sequence just produced (its K/V is computed next step).
     pub fn append(&mut self, s: usize, token: u32) -> Result<()> {
-        let seq = self.seqs.get_mut(s).filter(|q| !q.finished).ok_or_else(|| stuck(&format!("no live sequence {s}")))?;
+        let seq =
+            self.seqs.get_mut(s).filter(|q| !q.finished).ok_or_else(|| stuck(&format!("no live sequence {s}")))?;
         seq.tokens.push(token);
         Ok(())
     }
 
     /// The sequence is done: its blocks go back to the pool at once.
     pub fn finish(&mut self, s: usize) -> Result<()> {
-        let pos = self.running.iter().position(|&r| r == s).ok_or_else(|| stuck(&format!("sequence {s} is not running")))?;
+        let pos =
+            self.running.iter().position(|&r| r == s).ok_or_else(|| stuck(&format!("sequence {s} is not running")))?;
         self.running.remove(pos);
         self.release_blocks(s)?;
         self.seqs[s].finished = true;
