@@ -47,6 +47,25 @@ impl Default for RealRunSpec {
     }
 }
 
+impl RealRunSpec {
+    /// The same experiment without the model: an accounting run whose whole "GPU" is this run's
+    /// KV budget. Its counts (everything but tokens/s) are the real run's, step for step.
+    pub fn as_accounting(&self) -> Result<AccountingSpec> {
+        let config = LlamaConfig::named(&self.config)?;
+        let budget = self.slots as u64 * self.max_len as u64 * kv_bytes_per_token(&config, DType::F32);
+        Ok(AccountingSpec {
+            config: self.config.clone(),
+            dtype: "f32".into(),
+            gpu_bytes: budget,
+            weight_bytes: 0,
+            reserve_bytes: 0,
+            max_len: self.max_len,
+            block_size: self.block_size,
+            workload: self.workload.clone(),
+        })
+    }
+}
+
 /// The accounting run: a model shape and a GPU, no weights and no compute.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AccountingSpec {
@@ -285,7 +304,7 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     let (slot_cfg, _) = ch04.scheduler_config(model)?;
     let out = ch04.run(model, &requests, &opts).context("chapter 4 engine")?;
     let series =
-        MemSeries::from_trace(&out.trace, Some(spec.max_len as u64 * per_token), 0, out.stats.generated_tokens);
+        MemSeries::from_trace(&out.trace, Some(spec.max_len as u64 * per_token), &[], out.stats.generated_tokens);
     let times = out.trace.iter().map(|t| t.t_s).collect();
     let contiguous = DesignResult::new(&series, Some(out.stats.tokens_per_s), Some(times));
 
@@ -297,7 +316,8 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     };
     let (block_cfg, _) = ch05.scheduler_config(model)?;
     let out = ch05.run(model, &requests, &opts).context("chapter 5 engine")?;
-    let series = MemSeries::from_trace(&out.trace, None, out.stats.preemptions, out.stats.generated_tokens);
+    let preempted = ch05.last_run.as_ref().map(|i| i.preempted.clone()).unwrap_or_default();
+    let series = MemSeries::from_trace(&out.trace, None, &preempted, out.stats.generated_tokens);
     let times = out.trace.iter().map(|t| t.t_s).collect();
     let paged = DesignResult::new(&series, Some(out.stats.tokens_per_s), Some(times));
 

@@ -3,9 +3,7 @@
 //! quotes are deterministic counts.
 
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
-use ch05_paged_attention::{
-    simulate_blocks, simulate_slots, KvBudget, MemSeries, MemStep, PagedEngine, SchedulerConfig,
-};
+use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine, SchedulerConfig};
 use kvserve::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
 use kvserve::ch00_model::{
     kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions, WorkloadSpec,
@@ -57,10 +55,6 @@ fn ch05_gives_ch04_tokens_for_every_request_even_under_preemption() {
     assert!(info.peak_blocks_per_request.iter().all(|&b| (1..=20).contains(&b)));
 }
 
-fn without_queued(s: &MemSeries) -> Vec<MemStep> {
-    s.steps.iter().map(|m| MemStep { queued: false, ..*m }).collect()
-}
-
 #[test]
 fn the_accounting_run_predicts_both_engines_step_for_step() {
     let model = tiny();
@@ -69,16 +63,18 @@ fn the_accounting_run_predicts_both_engines_step_for_step() {
     let opts = RunOptions { trace: true, ..Default::default() };
 
     let out = ch04(3).run(&model, &requests, &opts).unwrap();
-    let engine = MemSeries::from_trace(&out.trace, Some(96 * per_token), 0, out.stats.generated_tokens);
+    let engine = MemSeries::from_trace(&out.trace, Some(96 * per_token), &[], out.stats.generated_tokens);
     let sim = simulate_slots(&requests, 3, 96, per_token).unwrap();
-    assert_eq!(without_queued(&engine), without_queued(&sim));
+    assert_eq!(engine.steps, sim.steps);
     assert_eq!(engine.generated_tokens, sim.generated_tokens);
 
     let mut paged = ch05(40);
     let out = paged.run(&model, &requests, &opts).unwrap();
-    let engine = MemSeries::from_trace(&out.trace, None, out.stats.preemptions, out.stats.generated_tokens);
+    let preempted = paged.last_run.unwrap().preempted;
+    let engine = MemSeries::from_trace(&out.trace, None, &preempted, out.stats.generated_tokens);
     let sim = simulate_blocks(&requests, SchedulerConfig::new(40, 4), 96, per_token).unwrap();
-    assert_eq!(without_queued(&engine), without_queued(&sim));
+    assert!(sim.preemptions > 0, "the pool should be small enough to preempt");
+    assert_eq!(engine.steps, sim.steps);
     assert_eq!((engine.preemptions, engine.generated_tokens), (sim.preemptions, sim.generated_tokens));
 }
 
@@ -154,4 +150,19 @@ fn the_7b_accounting_run_is_deterministic() {
         assert!(d["tokens_per_s"].is_null());
     }
     insta::assert_yaml_snapshot!("capacity_7b_accounting", json);
+}
+
+/// The CPU run's counts in the book (all but tokens/s) without running the bench model: the
+/// accounting of the same budget and workload, which the test above shows is the engines' own.
+#[test]
+fn the_cpu_run_counts_are_deterministic() {
+    let run = accounting_run(&RealRunSpec::default().as_accounting().unwrap()).unwrap();
+    assert_eq!((run.num_slots, run.num_blocks, run.budget_bytes), (4, 64, 16 << 20));
+    let (c, p) = (&run.contiguous, &run.paged);
+    assert_eq!((c.peak_running, p.peak_running), (4, 23));
+    assert_eq!((c.preemptions, p.preemptions), (0, 27));
+    assert_eq!((c.steps, p.steps), (609, 253));
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    assert_eq!((r1(c.mean_running_queued), r1(p.mean_running_queued)), (4.0, 13.0));
+    assert_eq!((r1(c.waste_pct), r1(p.waste_pct)), (67.9, 8.3));
 }

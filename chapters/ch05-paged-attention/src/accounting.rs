@@ -80,25 +80,41 @@ impl MemSeries {
 
     /// The series of an engine's trace. Contiguous engines reserve `slot_bytes` per running
     /// request (`Some`); the paged engine's trace already says the bytes of its blocks in use.
-    /// A step counts as queued while some request has yet to appear in the trace (requests
-    /// waiting again after a preemption are not seen this way).
-    pub fn from_trace(trace: &[TraceStep], slot_bytes: Option<u64>, preemptions: usize, generated: usize) -> Self {
-        let mut first_seen = std::collections::HashMap::new();
+    /// `preempted` lists (step, request id) of every preemption ([`crate::BlockRunInfo`]): a
+    /// step is queued while some request has not yet appeared, or was preempted and has not yet
+    /// come back.
+    pub fn from_trace(
+        trace: &[TraceStep],
+        slot_bytes: Option<u64>,
+        preempted: &[(usize, u64)],
+        generated: usize,
+    ) -> Self {
+        let mut queued = vec![false; trace.len()];
+        let mut mark = |from: usize, to: usize| queued.iter_mut().take(to).skip(from).for_each(|q| *q = true);
+        // Steps in which each request ran.
+        let mut ran: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
         for (i, t) in trace.iter().enumerate() {
-            for e in &t.entries {
-                first_seen.entry(e.request).or_insert(i);
+            for e in t.entries.iter().filter(|e| e.phase != Phase::Idle) {
+                ran.entry(e.request).or_default().push(i);
             }
         }
-        let last_admission = first_seen.values().copied().max().unwrap_or(0);
+        for steps in ran.values() {
+            mark(0, steps[0]);
+        }
+        for &(p, id) in preempted {
+            let back = ran.get(&id).and_then(|s| s.iter().find(|&&i| i > p).copied()).unwrap_or(trace.len());
+            mark(p, back);
+        }
         let steps = trace
             .iter()
-            .enumerate()
-            .map(|(i, t)| {
+            .zip(queued)
+            .map(|(t, queued)| {
                 let running = t.entries.iter().filter(|e| e.phase != Phase::Idle).count();
                 let reserved_bytes = slot_bytes.map_or(t.kv_bytes_allocated, |b| t.entries.len() as u64 * b);
-                MemStep { running, reserved_bytes, used_bytes: t.kv_bytes_used, queued: i < last_admission }
+                MemStep { running, reserved_bytes, used_bytes: t.kv_bytes_used, queued }
             })
             .collect();
+        let preemptions = preempted.len();
         MemSeries { steps, preemptions, generated_tokens: generated, prefix_hit_rate: 0.0 }
     }
 }
