@@ -51,6 +51,8 @@ struct RawConfig {
     rms_norm_eps: Option<f32>,
     rope_theta: Option<f32>,
     rope_scaling: Option<serde_json::Value>,
+    /// transformers >= 5 writes `{"rope_theta": .., "rope_type": .., ...}` here instead.
+    rope_parameters: Option<serde_json::Value>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
@@ -120,8 +122,11 @@ impl LlamaConfig {
             num_key_value_heads: kv_heads,
             head_dim,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
-            rope_scaling: parse_rope_scaling(raw.rope_scaling)?,
+            rope_theta: raw
+                .rope_theta
+                .or_else(|| raw.rope_parameters.as_ref()?.get("rope_theta")?.as_f64().map(|t| t as f32))
+                .unwrap_or(10_000.0),
+            rope_scaling: parse_rope_scaling(raw.rope_scaling.or(raw.rope_parameters))?,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             bos_token_id: raw.bos_token_id,
@@ -224,6 +229,19 @@ mod tests {
         assert_eq!((c.head_dim, c.kv_dim(), c.q_dim()), (8, 16, 64));
         assert_eq!(c.eos_token_ids, vec![2, 3]);
         assert_eq!(c.rope_theta, 500000.0);
+    }
+
+    #[test]
+    fn reads_rope_parameters_as_transformers_5_writes_them() {
+        let c = LlamaConfig::from_json(
+            r#"{"architectures":["LlamaForCausalLM"],"vocab_size":100,"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":8,
+            "rope_parameters":{"rope_theta":500000.0,"rope_type":"llama3","factor":32.0,
+            "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.rope_theta, 500000.0);
+        assert!(matches!(c.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 32.0));
     }
 
     #[test]
