@@ -56,7 +56,8 @@ pub struct SchedulerStats {
     pub peak_running: usize,
     /// Most blocks each sequence held at once.
     pub peak_blocks_per_seq: Vec<usize>,
-    /// Prompt tokens looked up in the prefix cache at admission, and those found there.
+    /// Prefix tokens looked up in the prefix cache at admission (prompt, plus generated tokens
+    /// for a readmitted sequence), and those found there.
     pub prefix_query_tokens: usize,
     pub prefix_hit_tokens: usize,
 }
