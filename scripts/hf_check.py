@@ -236,6 +236,12 @@ def cmd_generate(args) -> int:
                 top2 = out.scores[mismatch][0].float().topk(2)
                 print(f"rust ids: FIRST MISMATCH at new token {mismatch}: rust {rust[mismatch]}, hf {new_ids[mismatch]} "
                       f"(hf top-2 logit margin there {(top2.values[0] - top2.values[1]).item():.3g})")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"prompt": args.prompt, "prompt_ids": prompt_ids, "new_ids": new_ids,
+                       "text": tok.decode(new_ids, skip_special_tokens=False),
+                       "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+                       "device": args.device}, f, indent=1)
     print(" ".join(map(str, new_ids)))
     return status
 
@@ -278,6 +284,7 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--rust-ids")
     p.add_argument("--ignore-eos", action="store_true", help="never stop early at EOS")
+    p.add_argument("--json-out", help="also write prompt, prompt_ids, new_ids and text as JSON")
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("loss", help="recompute val_sample_loss")
     p.add_argument("--model", required=True)
