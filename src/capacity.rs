@@ -272,14 +272,19 @@ pub struct CapacityReport {
 }
 
 // ANCHOR: capacity_report
-/// Runs the experiment: the real CPU run (if asked), the accounting run and the block-size table.
+/// Runs the experiment: the real CPU run (if asked), the accounting run, the block-size table and
+/// the prefix-sharing row. Builds the real run's model from `opts.real.config`.
 pub fn capacity_report(opts: &CapacityOptions) -> Result<CapacityReport> {
-    let real = match &opts.real {
-        Some(spec) => {
-            let model = Model::random(LlamaConfig::named(&spec.config)?, 0)?;
-            Some(real_run(&model, spec)?)
-        }
-        None => None,
+    capacity_report_on(None, opts)
+}
+
+/// [`capacity_report`] with an already loaded model for the real run (it must have the shape
+/// `opts.real.config` names, e.g. the `bench` model the rest of `kvserve bench` uses).
+pub fn capacity_report_on(model: Option<&Model>, opts: &CapacityOptions) -> Result<CapacityReport> {
+    let real = match (&opts.real, model) {
+        (Some(spec), Some(model)) => Some(real_run(model, spec)?),
+        (Some(spec), None) => Some(real_run(&Model::random(LlamaConfig::named(&spec.config)?, 0)?, spec)?),
+        (None, _) => None,
     };
     let accounting = accounting_run(&opts.accounting)?;
     let block_sizes = opts.block_sizes.iter().map(|&bs| block_size_row(&opts.accounting, bs)).collect::<Result<_>>()?;
