@@ -166,3 +166,62 @@ fn the_cpu_run_counts_are_deterministic() {
     assert_eq!((r1(c.mean_running_queued), r1(p.mean_running_queued)), (4.0, 13.0));
     assert_eq!((r1(c.waste_pct), r1(p.waste_pct)), (67.9, 8.3));
 }
+
+/// Requests arriving over time (a Poisson process) and a pool that forces preemption: the tokens
+/// still do not depend on who shared a step with whom.
+#[test]
+fn ch05_gives_ch04_tokens_with_poisson_arrivals() {
+    let model = tiny();
+    let spec = WorkloadSpec {
+        n_requests: 10,
+        prompt_len: LengthDist::Uniform { lo: 4, hi: 24 },
+        output_len: LengthDist::Exponential { mean: 16.0, min: 1, max: 48 },
+        arrivals: Arrivals::Poisson { rate_per_s: 400.0 },
+        seed: 9,
+    };
+    let requests = spec.generate(512);
+    let want = ch04(3).run(&model, &requests, &RunOptions::default()).unwrap();
+    let got = ch05(20).run(&model, &requests, &RunOptions::default()).unwrap();
+    let tokens = |o: &kvserve::ch00_model::RunOutput| o.outputs.iter().map(|r| r.tokens.clone()).collect::<Vec<_>>();
+    assert_eq!(tokens(&want), tokens(&got));
+}
+
+mod any_workload {
+    use super::*;
+    use ch02_kv_cache::KvCacheEngine;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        /// Any small workload, any block size, any pool that fits the largest request, prefix
+        /// sharing on or off: every request gets exactly the tokens it gets alone (chapter 2).
+        #[test]
+        fn paged_tokens_equal_one_at_a_time_tokens(
+            reqs in proptest::collection::vec((proptest::collection::vec(3u32..6, 1..14), 1usize..10), 1..6),
+            block_size in 1usize..6,
+            extra in 0usize..6,
+            share: bool,
+        ) {
+            let model = tiny();
+            let requests: Vec<Request> = reqs
+                .iter()
+                .enumerate()
+                .map(|(i, (p, n))| Request { ignore_eos: true, ..Request::greedy(i as u64, p.clone(), *n) })
+                .collect();
+            let largest = reqs.iter().map(|(p, n)| (p.len() + n).div_ceil(block_size)).max().unwrap();
+            let mut paged = PagedEngine {
+                budget: KvBudget::Blocks(largest + extra),
+                block_size,
+                max_len: Some(64),
+                watermark_blocks: Some(0),
+                prefix_sharing: share,
+                last_run: None,
+            };
+            let want = KvCacheEngine { max_len: Some(64) }.run(&model, &requests, &RunOptions::default()).unwrap();
+            let got = paged.run(&model, &requests, &RunOptions::default()).unwrap();
+            for (a, b) in want.outputs.iter().zip(&got.outputs) {
+                prop_assert_eq!(&a.tokens, &b.tokens, "request {}", a.id);
+            }
+        }
+    }
+}
