@@ -351,17 +351,25 @@ mod tests {
 
     /// Runs requests (prompt, output length) to completion with a fake model that emits token
     /// 7; returns the number of steps and checks the invariants after every step.
-    fn drive(sched: &mut BlockScheduler, reqs: &[(Vec<u32>, usize)]) -> std::result::Result<usize, TestCaseError> {
-        let ids: Vec<usize> = reqs.iter().map(|(p, n)| sched.submit(p, p.len() + n, 0.0).unwrap()).collect();
+    /// Runs requests (prompt, output length, arrival step) to completion with a fake model that
+    /// emits token 7, one step per time unit; checks the invariants after every step and returns
+    /// the number of steps.
+    fn drive(sched: &mut BlockScheduler, reqs: &[(Vec<u32>, usize, u8)]) -> std::result::Result<usize, TestCaseError> {
+        let ids: Vec<usize> = reqs.iter().map(|(p, n, t)| sched.submit(p, p.len() + n, *t as f64).unwrap()).collect();
         let mut generated = vec![0usize; reqs.len()];
         let mut finished = vec![0usize; reqs.len()];
         let mut steps = 0;
         while !sched.is_done() {
-            let plan = sched.schedule(0.0).unwrap();
-            prop_assert!(!plan.work.is_empty(), "a step with nothing to do: deadlock");
+            let now = steps as f64;
+            let plan = sched.schedule(now).unwrap();
+            if plan.work.is_empty() {
+                // Only legitimate when nothing runs and the next request has not arrived yet.
+                prop_assert!(sched.running().is_empty() && sched.next_arrival().is_some_and(|t| t > now), "deadlock");
+            }
             check_invariants(sched)?;
             for w in &plan.work {
                 let r = ids.iter().position(|&i| i == w.seq).unwrap();
+                prop_assert!(reqs[r].2 as f64 <= now, "admitted before its arrival");
                 prop_assert_eq!(w.start + w.len, sched.tokens(w.seq).len());
                 generated[r] += 1;
                 if generated[r] == reqs[r].1 {
@@ -411,7 +419,7 @@ mod tests {
     #[test]
     fn a_tiny_pool_forces_preemption_and_everyone_still_finishes() {
         let mut s = BlockScheduler::new(SchedulerConfig::new(4, 2)).unwrap();
-        let reqs: Vec<_> = (0..3).map(|i| (vec![1, 2, i], 4)).collect();
+        let reqs: Vec<_> = (0..3).map(|i| (vec![1, 2, i], 4, 0)).collect();
         drive(&mut s, &reqs).unwrap();
         assert!(s.stats.preemptions > 0);
         assert_eq!(s.stats.peak_blocks_used, 4);
@@ -451,18 +459,20 @@ mod tests {
         assert_eq!((s.stats.prefix_hit_tokens, s.stats.prefix_query_tokens), (8, 19));
     }
 
-    fn workload() -> impl Strategy<Value = Vec<(Vec<u32>, usize)>> {
-        // Prompts share prefixes often (tokens from a tiny alphabet) so prefix sharing is exercised.
-        proptest::collection::vec((proptest::collection::vec(0u32..2, 1..12), 1usize..12), 1..12)
+    fn workload() -> impl Strategy<Value = Vec<(Vec<u32>, usize, u8)>> {
+        // Prompts share prefixes often (tokens from a tiny alphabet) so prefix sharing is exercised;
+        // arrivals are spread over the first 20 steps, in any order.
+        proptest::collection::vec((proptest::collection::vec(0u32..2, 1..12), 1usize..12, 0u8..20), 1..12)
     }
 
     proptest! {
-        /// Any workload, any pool that fits the largest request, with or without prefix sharing:
+        /// Any workload, any arrival order, any pool that fits the largest request, with or without
+        /// prefix sharing:
         /// no deadlock, every request finishes exactly once, ref counts match the tables after
         /// every step, and nothing leaks at the end.
         #[test]
         fn scheduler_invariants_hold(reqs in workload(), bs in 1usize..6, extra in 0usize..8, share: bool, wm in 0usize..3) {
-            let largest = reqs.iter().map(|(p, n)| blocks_for(p.len() + n, bs)).max().unwrap();
+            let largest = reqs.iter().map(|(p, n, _)| blocks_for(p.len() + n, bs)).max().unwrap();
             let cfg = SchedulerConfig { num_blocks: largest + extra, block_size: bs, watermark_blocks: wm, prefix_sharing: share };
             let mut s = BlockScheduler::new(cfg).unwrap();
             drive(&mut s, &reqs)?;
