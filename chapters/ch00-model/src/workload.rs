@@ -83,7 +83,7 @@ impl LengthDist {
 
 impl WorkloadSpec {
     // ANCHOR: default
-    /// The comparison default: 64 requests' worth of chat-like traffic, all queued at once.
+    /// The comparison default: `n_requests` chat-like requests, all queued at once.
     /// Prompts are uniform 16..=64 tokens; outputs are exponential with mean 64, clipped to
     /// 4..=384, so a batch almost always holds one request that runs far longer than the rest.
     pub fn exponential_default(n_requests: usize, seed: u64) -> WorkloadSpec {
