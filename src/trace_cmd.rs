@@ -4,7 +4,7 @@
 use crate::figures::{gantt_svg, GanttOptions};
 use ch00_model::{Engine, RunOptions, RunOutput, WorkloadSpec};
 use ch03_static_batching::StaticBatchEngine;
-use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
+use ch04_continuous_batching::{slots_for_budget, ContinuousBatchEngine, SlotBudget};
 use std::path::PathBuf;
 
 /// Arguments of `kvserve trace`.
@@ -22,6 +22,10 @@ pub struct TraceArgs {
     /// Cache slots for both engines (the static batch size).
     #[arg(long, default_value_t = 4)]
     pub slots: usize,
+    /// KV-cache budget in bytes: both engines get as many max-length slots as fit (overrides
+    /// `--slots`; an error if not even one fits).
+    #[arg(long, value_name = "BYTES")]
+    pub kv_budget: Option<u64>,
     /// Workload seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -43,8 +47,15 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     spec.validate(model.config.vocab_size)?;
     let requests = spec.generate(model.config.vocab_size);
     let opts = RunOptions { trace: true, ..Default::default() };
-    let mut static_engine = StaticBatchEngine { batch_size: args.slots, max_len: None };
-    let mut continuous = ContinuousBatchEngine { slots: SlotBudget::Slots(args.slots), ..Default::default() };
+    let (slots, budget) = match args.kv_budget {
+        Some(bytes) => {
+            let max_len = model.config.max_position_embeddings; // the engines' default slot length
+            (slots_for_budget(&model.config, max_len, bytes)?, SlotBudget::KvBytes(bytes))
+        }
+        None => (args.slots, SlotBudget::Slots(args.slots)),
+    };
+    let mut static_engine = StaticBatchEngine { batch_size: slots, max_len: None };
+    let mut continuous = ContinuousBatchEngine { slots: budget, ..Default::default() };
     let runs: [(&str, &str, RunOutput); 2] = [
         ("gantt-static.svg", "static batching (ch03)", static_engine.run(model, &requests, &opts)?),
         ("gantt-continuous.svg", "continuous batching (ch04)", continuous.run(model, &requests, &opts)?),
@@ -58,13 +69,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         let title = format!(
             "{what}: {} requests, {} slots, {:.1} tok/s, slot utilisation {:.0}% ({})",
             requests.len(),
-            args.slots,
+            slots,
             s.tokens_per_s,
             100.0 * s.slot_utilisation,
             loaded.source
         );
-        let opts =
-            GanttOptions { title, num_slots: args.slots, x_max_s, width: 960, height: 90 + 44 * args.slots as u32 };
+        let opts = GanttOptions { title, num_slots: slots, x_max_s, width: 960, height: 90 + 44 * slots as u32 };
         let path = out_dir.join(file);
         std::fs::write(&path, gantt_svg(&out.trace, &opts)?)?;
         println!(

@@ -138,6 +138,9 @@ mod tests {
         assert_eq!(s.peak_running, 3);
         assert!((s.slot_utilisation - 10.0 / 20.0).abs() < 1e-12, "{}", s.slot_utilisation);
         assert_eq!(s.kv_bytes_allocated, 4 * KvCache::new(&model.config, 32).bytes_allocated());
+        // At the end: 2 prompt tokens + 4 fed tokens of request 1, 2 + 1 and 2 + 2 of the others.
+        let per_token = ch00_model::kv_bytes_per_token(&model.config, ch00_model::DType::F32);
+        assert_eq!(s.kv_bytes_used, (6 + 3 + 4) * per_token);
     }
 
     #[test]
