@@ -524,10 +524,6 @@ pub fn to_markdown(r: &CapacityReport) -> String {
     out
 }
 
-/// Prints [`to_markdown`] to stdout (for the CLI).
-pub fn print_capacity(r: &CapacityReport) {
-    print!("{}", to_markdown(r));
-}
 
 /// Writes the KV-memory-over-time figures: `capacity-real.svg` (if the real run was made) and
 /// `capacity-accounting.svg` into `dir`. Returns the paths written.

@@ -3,8 +3,8 @@
 use ch00_model::Engine;
 
 pub mod capacity;
+pub mod eval;
 pub mod figures;
-pub mod trace_cmd;
 
 pub use ch00_model;
 

@@ -2,6 +2,7 @@
 
 mod memory_cmd;
 mod report;
+mod trace_cmd;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -24,6 +25,20 @@ enum Command {
     Memory(memory_cmd::MemoryArgs),
     /// The side-by-side report of every stage (longer than the tour).
     Bench(report::BenchArgs),
+    /// Gantt charts of static vs continuous batching from a real traced run (SVG).
+    Trace(trace_cmd::TraceArgs),
+    /// Validation loss of a checkpoint on its val_sample.txt, next to its training report's.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Checkpoint directory (default: the shipped model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Text to score (default: DIR/val_sample.txt).
+    #[arg(long)]
+    text: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -64,7 +79,25 @@ fn main() -> Result<()> {
         Some(Command::Generate(args)) => generate(&args),
         Some(Command::Memory(args)) => memory_cmd::run(&args),
         Some(Command::Bench(args)) => report::run(&args),
+        Some(Command::Trace(args)) => trace_cmd::run(&args),
+        Some(Command::Eval(args)) => eval(&args),
     }
+}
+
+fn eval(args: &EvalArgs) -> Result<()> {
+    let dir = args.model.clone().unwrap_or_else(kvserve::default_model_dir);
+    let loaded = load_model(Some(&dir), None)?;
+    let text_path = args.text.clone().unwrap_or_else(|| dir.join("val_sample.txt"));
+    let text = std::fs::read_to_string(&text_path).with_context(|| format!("reading {}", text_path.display()))?;
+    let loss = kvserve::eval::val_sample_loss(&loaded, &text)?;
+    println!("val_sample_loss (kvserve, f32 CPU): {loss:.6} nats/token on {}", text_path.display());
+    let report: Option<serde_json::Value> =
+        std::fs::read_to_string(dir.join("train_report.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(theirs) = report.as_ref().and_then(|r| r["val_sample_loss"].as_f64()) {
+        println!("val_sample_loss (training script, PyTorch): {theirs:.6}");
+        println!("relative difference: {:.4}%", 100.0 * (loss - theirs).abs() / theirs);
+    }
+    Ok(())
 }
 
 fn generate(args: &GenerateArgs) -> Result<()> {

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use kvserve::capacity::{capacity_report_on, to_markdown, write_capacity_figures, CapacityOptions, CapacityReport};
 use kvserve::ch00_model::workload::WorkloadSpec;
 use kvserve::ch00_model::{load_model, Engine, LoadedModel, Model, Request, RunOptions, RunOutput};
 use serde::Serialize;
@@ -19,7 +20,10 @@ pub struct BenchArgs {
     /// Also write the tables as Markdown files into this directory (the book's `generated/`).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
-    /// Requests in the batching workload (default 32, quick 16).
+    /// With --markdown: also redraw the capacity figures into this directory.
+    #[arg(long)]
+    pub figures: Option<PathBuf>,
+    /// Requests in the batching workload (default 48, quick 16).
     #[arg(long)]
     pub requests: Option<usize>,
 }
@@ -169,6 +173,9 @@ struct Report {
     stages: Vec<StageRow>,
     /// ch04's throughput divided by ch03's on `workload`.
     continuous_over_static: Option<f64>,
+    /// ch04 (contiguous slots) vs ch05 (blocks) under one KV budget: a real CPU run and the
+    /// 7B-on-an-80-GB-GPU accounting run.
+    capacity: CapacityReport,
 }
 
 fn run_stages(model: &Model, requests: &[Request], engines: Vec<Box<dyn Engine>>, label: &str) -> Result<Vec<(&'static str, RunOutput)>> {
@@ -199,7 +206,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     // 2. Batching: every stage from ch02 on, on the exponential-output workload and the bench model.
     let bench_model = load_model(None, Some("bench"))?;
-    let n = args.requests.unwrap_or(if args.quick { 16 } else { 32 });
+    let n = args.requests.unwrap_or(if args.quick { 16 } else { 48 });
     let spec = WorkloadSpec::exponential_default(n, 0);
     let requests = spec.generate(bench_model.model.config.vocab_size);
     let engines: Vec<_> = kvserve::stages().into_iter().skip(1).collect();
@@ -214,6 +221,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("continuous (ch04) / static (ch03) throughput: {r:.2}×\n");
     }
 
+    // 3. Capacity: the same KV budget as contiguous slots (ch04) and as blocks (ch05).
+    let cap_opts = if args.quick { CapacityOptions { real: None, ..CapacityOptions::full() } } else { CapacityOptions::full() };
+    let capacity = capacity_report_on(Some(&bench_model.model), &cap_opts)?;
+    let capacity_md = to_markdown(&capacity);
+    println!("{capacity_md}");
+
     let report = Report {
         machine: machine.clone(),
         command: command.clone(),
@@ -227,6 +240,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         workload: spec.clone(),
         stages: rows,
         continuous_over_static: ratio,
+        capacity,
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
@@ -237,6 +251,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         std::fs::write(dir.join("stages-ch01-ch02.md"), format!("{single_md}{footer}"))?;
         let ratio_line = ratio.map_or(String::new(), |r| format!("\nContinuous (ch04) over static (ch03) throughput: **{r:.2}×**.\n"));
         std::fs::write(dir.join("batching.md"), format!("Workload: `{spec:?}` on `{}`.\n\n{batch_md}{ratio_line}{footer}", bench_model.source))?;
+        std::fs::write(dir.join("capacity-ch05.md"), format!("{capacity_md}{footer}"))?;
+        if let Some(figures) = &args.figures {
+            write_capacity_figures(&report.capacity, figures)?;
+        }
     }
     Ok(())
 }

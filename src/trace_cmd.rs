@@ -1,7 +1,7 @@
 //! `kvserve trace`: run static (ch03) and continuous (ch04) batching on the same small workload
 //! with tracing on, and draw each run's slots over time as a Gantt chart (SVG).
 
-use crate::figures::{gantt_svg, GanttOptions};
+use kvserve::figures::{gantt_svg, GanttOptions};
 use ch00_model::{Engine, RunOptions, RunOutput, WorkloadSpec};
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{slots_for_budget, ContinuousBatchEngine, SlotBudget};
@@ -39,8 +39,8 @@ pub struct TraceArgs {
 /// `gantt-static.svg` and `gantt-continuous.svg`, on one time scale so they compare at a glance.
 pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let loaded = match &args.model {
-        Some(dir) => crate::load_model(Some(dir), None)?,
-        None => crate::load_model(None, Some(&args.config))?,
+        Some(dir) => kvserve::load_model(Some(dir), None)?,
+        None => kvserve::load_model(None, Some(&args.config))?,
     };
     let model = &loaded.model;
     let spec = WorkloadSpec::exponential_default(args.requests, args.seed);

@@ -79,15 +79,15 @@ pub fn complete(
 }
 
 /// Body of the chapters' `generate` examples: `-- "prompt" [max_new_tokens]` on the default model.
-pub fn example_main(engine: &mut dyn crate::Engine) -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// Returns the text and a one-line summary of the run for the example to print.
+pub fn example_run(engine: &mut dyn crate::Engine) -> std::result::Result<(String, String), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let prompt = args.first().map_or("ROMEO:\n", |s| s.as_str());
     let max_new = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let loaded = load_model(None, None)?;
     let (text, run) = complete(engine, &loaded, prompt, max_new)?;
-    println!("{text}");
     let s = &run.stats;
-    eprintln!(
+    let summary = format!(
         "[{}: {} tokens in {:.3} s = {:.1} tokens/s; KV allocated {} B, used {} B; model {}]",
         engine.name(),
         s.generated_tokens,
@@ -97,5 +97,5 @@ pub fn example_main(engine: &mut dyn crate::Engine) -> std::result::Result<(), B
         s.kv_bytes_used,
         loaded.source
     );
-    Ok(())
+    Ok((text, summary))
 }

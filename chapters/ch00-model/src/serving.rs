@@ -149,9 +149,9 @@ impl Clock {
     }
     /// Sleeps until `t_s` when it is still in the future (an idle server waiting for work).
     pub fn wait_until(&self, t_s: f64) {
-        let now = self.now_s();
-        if t_s > now {
-            std::thread::sleep(std::time::Duration::from_secs_f64(t_s - now));
+        // A non-finite or absurdly far arrival is not worth a panic: such a wait is skipped.
+        if let Ok(wait) = std::time::Duration::try_from_secs_f64(t_s - self.now_s()) {
+            std::thread::sleep(wait);
         }
     }
 }

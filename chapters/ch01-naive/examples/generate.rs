@@ -1,5 +1,8 @@
 //! cargo run --release -p ch01-naive --example generate -- "ROMEO:" 64
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ch00_model::checkpoint::example_main(&mut ch01_naive::NaiveEngine)
+    let (text, summary) = ch00_model::checkpoint::example_run(&mut ch01_naive::NaiveEngine)?;
+    println!("{text}");
+    eprintln!("{summary}");
+    Ok(())
 }
