@@ -2,7 +2,7 @@
 //! section): `cargo run --release --example capacity -- [--no-real] [--json] [--figures DIR]
 //! [--markdown FILE]`.
 
-use kvserve::capacity::{capacity_report, print_capacity, write_capacity_figures, CapacityOptions};
+use kvserve::capacity::{capacity_report, to_markdown, write_capacity_figures, CapacityOptions};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--json") {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_capacity(&report);
+        print!("{}", to_markdown(&report));
     }
     if let Some(path) = args.iter().position(|a| a == "--markdown").and_then(|i| args.get(i + 1)) {
         let machine = std::env::var("KVSERVE_MACHINE").unwrap_or_else(|_| "this machine".into());

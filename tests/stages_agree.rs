@@ -1,6 +1,6 @@
 //! Every stage produces exactly the tokens of the stage before it, and logits within 1e-4.
 
-use kvserve::ch00_model::{LlamaConfig, Model, Request, RunOptions, RunOutput};
+use kvserve::ch00_model::{FinishReason, LlamaConfig, Model, ModelError, Request, RunOptions, RunOutput, SamplingParams};
 
 fn tiny() -> Model {
     Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap()
@@ -39,4 +39,56 @@ fn every_stage_matches_the_one_before() {
     }
     let tokens: Vec<Vec<u32>> = runs[0].1.outputs.iter().map(|o| o.tokens.clone()).collect();
     insta::assert_yaml_snapshot!("tiny_greedy_tokens", tokens);
+}
+
+#[test]
+fn sampled_requests_draw_the_same_tokens_in_every_stage() {
+    // Per-request seeds: a request's draws never depend on what else is in the batch.
+    let model = tiny();
+    let requests: Vec<Request> = workload(10)
+        .into_iter()
+        .map(|r| {
+            let sampling = SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.95, seed: 100 + r.id };
+            Request { sampling, ..r }
+        })
+        .collect();
+    let runs = run_all(&model, &requests);
+    for (name, run) in &runs[1..] {
+        for (x, y) in runs[0].1.outputs.iter().zip(&run.outputs) {
+            assert_eq!(x.tokens, y.tokens, "{name} differs from {} on sampled request {}", runs[0].0, x.id);
+        }
+    }
+    let greedy = run_all(&model, &workload(10));
+    assert_ne!(runs[0].1.outputs[0].tokens, greedy[0].1.outputs[0].tokens, "sampling should change something");
+}
+
+#[test]
+fn every_stage_rejects_bad_requests_and_handles_zero_new_tokens() {
+    let model = tiny();
+    let max = model.config.max_position_embeddings;
+    for mut engine in kvserve::stages() {
+        let name = engine.name();
+        let opts = RunOptions::default();
+        let empty = engine.run(&model, &[Request::greedy(7, vec![], 4)], &opts);
+        assert!(matches!(empty, Err(ModelError::EmptyPrompt { id: 7 })), "{name}: {empty:?}");
+        let long = engine.run(&model, &[Request::greedy(8, vec![5; max + 1], 4)], &opts);
+        assert!(matches!(long, Err(ModelError::PromptTooLong { id: 8, .. })), "{name}: {long:?}");
+        let zero = engine.run(&model, &[Request::greedy(9, vec![5, 6], 0), Request::greedy(10, vec![5, 6], 2)], &opts);
+        let zero = zero.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(zero.outputs[0].tokens.is_empty(), "{name}");
+        assert_eq!(zero.outputs[0].finish, FinishReason::Length, "{name}");
+        assert_eq!(zero.outputs[1].tokens.len(), 2, "{name}");
+    }
+}
+
+#[test]
+fn a_prompt_that_fills_the_context_stops_with_context_full() {
+    let model = tiny();
+    let max = model.config.max_position_embeddings;
+    for mut engine in kvserve::stages() {
+        let req = Request { ignore_eos: true, ..Request::greedy(0, vec![5; max - 2], 10) };
+        let out = engine.run(&model, &[req], &RunOptions::default()).unwrap();
+        assert_eq!(out.outputs[0].tokens.len(), 2, "{}", engine.name());
+        assert_eq!(out.outputs[0].finish, FinishReason::ContextFull, "{}", engine.name());
+    }
 }

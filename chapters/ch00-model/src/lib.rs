@@ -16,6 +16,7 @@ pub mod rope;
 pub mod sampling;
 pub mod save;
 pub mod serving;
+pub mod step;
 pub mod tokenizer;
 pub mod workload;
 
@@ -30,5 +31,6 @@ pub use serving::{
     Clock, Engine, FinishReason, Phase, Request, RequestOutput, RunOptions, RunOutput, RunStats, Sequence,
     TraceEntry, TraceStep,
 };
+pub use step::{run_spans, Span};
 pub use tokenizer::Tokenizer;
 pub use workload::{Arrivals, LengthDist, WorkloadSpec};

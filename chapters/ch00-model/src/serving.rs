@@ -89,6 +89,17 @@ pub struct RunOutput {
     pub trace: Vec<TraceStep>,
 }
 
+impl RunOutput {
+    /// Collects the sequences' outputs (in request order) and completes `stats` with the number
+    /// of generated tokens and the throughput over `stats.wall_s`.
+    pub fn from_sequences(seqs: Vec<Sequence>, mut stats: RunStats, trace: Vec<TraceStep>) -> Self {
+        let outputs: Vec<_> = seqs.into_iter().map(Sequence::into_output).collect();
+        stats.generated_tokens = outputs.iter().map(|o| o.tokens.len()).sum();
+        stats.tokens_per_s = stats.generated_tokens as f64 / stats.wall_s.max(1e-9);
+        RunOutput { outputs, stats, trace }
+    }
+}
+
 /// What a slot (or running sequence) did in one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Phase {

@@ -54,24 +54,16 @@ impl Engine for NaiveEngine {
             }
             // ANCHOR_END: generate
         }
-        let wall_s = clock.now_s();
-        let outputs: Vec<_> = seqs.into_iter().map(Sequence::into_output).collect();
-        let generated_tokens = outputs.iter().map(|o| o.tokens.len()).sum();
-        Ok(RunOutput {
-            outputs,
-            stats: RunStats {
-                wall_s,
-                generated_tokens,
-                tokens_per_s: generated_tokens as f64 / wall_s.max(1e-9),
-                steps,
-                mean_batch_size: if steps > 0 { 1.0 } else { 0.0 },
-                kv_bytes_allocated: 0,
-                kv_bytes_used: 0,
-                peak_running: usize::from(steps > 0),
-                slot_utilisation: 1.0,
-                ..RunStats::default()
-            },
-            trace: Vec::new(),
-        })
+        let stats = RunStats {
+            wall_s: clock.now_s(),
+            steps,
+            mean_batch_size: if steps > 0 { 1.0 } else { 0.0 },
+            kv_bytes_allocated: 0,
+            kv_bytes_used: 0,
+            peak_running: usize::from(steps > 0),
+            slot_utilisation: 1.0,
+            ..RunStats::default()
+        };
+        Ok(RunOutput::from_sequences(seqs, stats, Vec::new()))
     }
 }

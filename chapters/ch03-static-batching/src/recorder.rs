@@ -60,26 +60,19 @@ impl Recorder {
 
     /// The run's output: every sequence's tokens and timings (in the order given) and the stats.
     pub fn finish(self, seqs: Vec<Sequence>, wall_s: f64) -> RunOutput {
-        let outputs: Vec<_> = seqs.into_iter().map(Sequence::into_output).collect();
-        let generated_tokens = outputs.iter().map(|o| o.tokens.len()).sum();
         let steps = self.steps.max(1) as f64;
         let slot_steps = (self.steps * self.num_slots).max(1) as f64;
-        RunOutput {
-            outputs,
-            stats: RunStats {
-                wall_s,
-                generated_tokens,
-                tokens_per_s: generated_tokens as f64 / wall_s.max(1e-9),
-                steps: self.steps,
-                mean_batch_size: self.busy as f64 / steps,
-                kv_bytes_allocated: self.kv_bytes_allocated,
-                kv_bytes_used: self.peak_kv_used,
-                peak_running: self.peak_running,
-                slot_utilisation: self.busy as f64 / slot_steps,
-                wasted_slot_steps: self.wasted,
-                preemptions: 0,
-            },
-            trace: self.trace.unwrap_or_default(),
-        }
+        let stats = RunStats {
+            wall_s,
+            steps: self.steps,
+            mean_batch_size: self.busy as f64 / steps,
+            kv_bytes_allocated: self.kv_bytes_allocated,
+            kv_bytes_used: self.peak_kv_used,
+            peak_running: self.peak_running,
+            slot_utilisation: self.busy as f64 / slot_steps,
+            wasted_slot_steps: self.wasted,
+            ..RunStats::default()
+        };
+        RunOutput::from_sequences(seqs, stats, self.trace.unwrap_or_default())
     }
 }

@@ -2,8 +2,7 @@
 //! run the model once, and hand each row its logits. Static and continuous batching differ only
 //! in which rows they put here.
 
-use ch00_model::ops::row;
-use ch00_model::{Clock, Model, ModelError, Phase, Result, RunOptions, Sequence, StepMeta};
+use ch00_model::{run_spans, Clock, Model, ModelError, Phase, Result, RunOptions, Sequence, Span};
 use ch02_kv_cache::ContiguousBackend;
 
 /// One sequence's part in a step: `seq` indexes the engine's sequences, `slot` its cache region.
@@ -27,9 +26,7 @@ pub fn run_step(
     clock: &Clock,
     opts: &RunOptions,
 ) -> Result<Vec<usize>> {
-    let mut tokens = Vec::new(); // (step tokens)
-    let mut meta = StepMeta::default();
-    let mut logits_for = Vec::new(); // (fed rows): index of each fed row's last token
+    let mut spans = Vec::new();
     let mut fed = vec![0; rows.len()];
     for (i, r) in rows.iter().enumerate() {
         let seq = seqs.get(r.seq).ok_or_else(|| bad_row(r, "no such sequence"))?;
@@ -43,21 +40,11 @@ pub fn run_step(
             }
             Phase::Decode => seq.tokens.len() - 1, // the cache holds everything before it
         };
-        tokens.extend_from_slice(&seq.tokens[start..]);
-        meta.push_span(r.slot, start, seq.tokens.len() - start);
-        logits_for.push(tokens.len() - 1);
         fed[i] = seq.tokens.len() - start;
+        spans.push(Span { seq: r.seq, slot: r.slot, start });
     }
-    if tokens.is_empty() {
-        return Ok(fed);
-    }
-    // One pass: the weights are read once for every row of the step.
-    let logits = model.forward(&tokens, &meta, &logits_for, backend)?; // (fed rows, vocab)
-    let now = clock.now_s();
-    let fed_rows = rows.iter().zip(&fed).filter(|(_, &n)| n > 0);
-    for (i, (r, _)) in fed_rows.enumerate() {
-        seqs[r.seq].accept(row(&logits, i), now, opts);
-    }
+    // One pass over every fed row: the weights are read once for the whole batch.
+    run_spans(model, backend, seqs, &spans, clock, opts)?;
     Ok(fed)
 }
 // ANCHOR_END: run_step

@@ -5,10 +5,9 @@
 use crate::backend::PagedBackend;
 use crate::kv_pool::PagedKvPool;
 use crate::scheduler::{BlockScheduler, SchedulerConfig, SchedulerStats, Work};
-use ch00_model::ops::row;
 use ch00_model::{
-    kv_bytes_per_token, Clock, DType, Engine, LlamaConfig, Model, ModelError, Phase, Request, Result, RunOptions,
-    RunOutput, RunStats, Sequence, StepMeta, TraceEntry, TraceStep,
+    kv_bytes_per_token, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Phase, Request, Result,
+    RunOptions, RunOutput, RunStats, Sequence, Span, TraceEntry, TraceStep,
 };
 
 /// How big the block pool is.
@@ -161,7 +160,7 @@ impl Engine for PagedEngine {
 }
 
 // ANCHOR: step
-/// One forward pass over every scheduled span; row i of the step uses `backend.tables[i]`.
+/// One forward pass over every scheduled span; span i of the step uses `backend.tables[i]`.
 fn paged_step(
     model: &Model,
     backend: &mut PagedBackend,
@@ -171,21 +170,16 @@ fn paged_step(
     clock: &Clock,
     opts: &RunOptions,
 ) -> Result<()> {
-    let mut tokens = Vec::new(); // (step tokens)
-    let mut meta = StepMeta::default();
-    let mut logits_for = Vec::new(); // (rows): each row's last token
+    let mut spans = Vec::with_capacity(work.len());
     for (i, w) in work.iter().enumerate() {
-        let seq = &seqs[req_of[w.seq]];
-        tokens.extend_from_slice(&seq.tokens[w.start..w.start + w.len]);
-        meta.push_span(i, w.start, w.len);
-        logits_for.push(tokens.len() - 1);
+        let seq = req_of[w.seq];
+        // The scheduler always schedules a sequence up to its newest token.
+        if w.start + w.len != seqs[seq].tokens.len() {
+            return Err(ModelError::InvalidBatch(format!("work for sequence {seq} stops short of its end")));
+        }
+        spans.push(Span { seq, slot: i, start: w.start });
     }
-    let logits = model.forward(&tokens, &meta, &logits_for, backend)?; // (rows, vocab)
-    let now = clock.now_s();
-    for (i, w) in work.iter().enumerate() {
-        seqs[req_of[w.seq]].accept(row(&logits, i), now, opts);
-    }
-    Ok(())
+    run_spans(model, backend, seqs, &spans, clock, opts)
 }
 // ANCHOR_END: step
 
@@ -259,8 +253,6 @@ impl BlockRecorder {
         req_of: &[usize],
         wall_s: f64,
     ) -> (RunOutput, BlockRunInfo) {
-        let outputs: Vec<_> = seqs.into_iter().map(Sequence::into_output).collect();
-        let generated_tokens = outputs.iter().map(|o| o.tokens.len()).sum();
         let steps = self.steps.max(1) as f64;
         let mut per_request = vec![0; self.n_requests];
         for (s, &r) in req_of.iter().enumerate() {
@@ -270,8 +262,6 @@ impl BlockRecorder {
         self.info.scheduler = sched.stats.clone();
         let stats = RunStats {
             wall_s,
-            generated_tokens,
-            tokens_per_s: generated_tokens as f64 / wall_s.max(1e-9),
             steps: self.steps,
             mean_batch_size: self.rows as f64 / steps,
             kv_bytes_allocated: self.pool_bytes,
@@ -279,10 +269,10 @@ impl BlockRecorder {
             peak_running: sched.stats.peak_running,
             // Blocks in use / blocks in the pool, averaged over steps.
             slot_utilisation: self.blocks_used_sum as f64 / (steps * self.num_blocks as f64),
-            wasted_slot_steps: 0,
             preemptions: sched.stats.preemptions,
+            ..RunStats::default()
         };
-        (RunOutput { outputs, stats, trace: self.trace.unwrap_or_default() }, self.info)
+        (RunOutput::from_sequences(seqs, stats, self.trace.unwrap_or_default()), self.info)
     }
 }
 

@@ -1,4 +1,4 @@
-//! cargo run --release -p ch01-naive --example generate -- "ROMEO:" 64
+//! cargo run --release -p ch01-naive --example naive_generate -- "ROMEO:" 64
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (text, summary) = ch00_model::checkpoint::example_run(&mut ch01_naive::NaiveEngine)?;

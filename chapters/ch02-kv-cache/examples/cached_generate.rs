@@ -1,4 +1,4 @@
-//! cargo run --release -p ch02-kv-cache --example generate -- "ROMEO:" 64
+//! cargo run --release -p ch02-kv-cache --example cached_generate -- "ROMEO:" 64
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (text, summary) = ch00_model::checkpoint::example_run(&mut ch02_kv_cache::KvCacheEngine::default())?;

@@ -1,0 +1,58 @@
+//! One batched step, whatever the engine: every scheduled sequence's new tokens in one flat list,
+//! one forward pass, and each sequence samples its next token from its own row of logits.
+
+use crate::attention::{AttentionBackend, StepMeta};
+use crate::error::{ModelError, Result};
+use crate::model::Model;
+use crate::ops::row;
+use crate::serving::{Clock, RunOptions, Sequence};
+
+/// A sequence's part in a step: its tokens from position `start` to its end (a whole prompt, a
+/// recomputed prefix, or just the newest token), stored by the backend under `slot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Index into the engine's sequences.
+    pub seq: usize,
+    /// What the backend files this sequence's K/V under (`StepMeta::seq`): a cache slot, a block table.
+    pub slot: usize,
+    pub start: usize,
+}
+
+// ANCHOR: run_spans
+/// Runs one forward pass over all `spans` and lets each sequence accept its next token.
+pub fn run_spans(
+    model: &Model,
+    backend: &mut dyn AttentionBackend,
+    seqs: &mut [Sequence],
+    spans: &[Span],
+    clock: &Clock,
+    opts: &RunOptions,
+) -> Result<()> {
+    let mut tokens = Vec::new(); // (step tokens)
+    let mut meta = StepMeta::default();
+    let mut logits_for = Vec::new(); // (spans): each span's last token
+    for s in spans {
+        let seq = seqs.get(s.seq).ok_or_else(|| bad(s, "no such sequence"))?;
+        if seq.is_finished() || s.start >= seq.tokens.len() {
+            return Err(bad(s, "nothing to feed"));
+        }
+        tokens.extend_from_slice(&seq.tokens[s.start..]);
+        meta.push_span(s.slot, s.start, seq.tokens.len() - s.start);
+        logits_for.push(tokens.len() - 1);
+    }
+    if spans.is_empty() {
+        return Ok(());
+    }
+    // One pass: the weights are read once for every sequence of the step.
+    let logits = model.forward(&tokens, &meta, &logits_for, backend)?; // (spans, vocab)
+    let now = clock.now_s();
+    for (i, s) in spans.iter().enumerate() {
+        seqs[s.seq].accept(row(&logits, i), now, opts);
+    }
+    Ok(())
+}
+// ANCHOR_END: run_spans
+
+fn bad(s: &Span, why: &str) -> ModelError {
+    ModelError::InvalidBatch(format!("span of sequence {} (slot {}, from {}): {why}", s.seq, s.slot, s.start))
+}
