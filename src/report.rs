@@ -33,9 +33,15 @@ pub fn tour_workload(loaded: &LoadedModel) -> Result<Vec<Request>> {
     tour_requests(loaded, 48)
 }
 
+const TOUR_PROMPTS: [&str; 4] =
+    ["ROMEO:\n", "HAMLET:\nTo be, or not to be", "KING HENRY V:\nOnce more unto the breach", "First Citizen:\n"];
+
+fn tour_prompts_len() -> usize {
+    TOUR_PROMPTS.len()
+}
+
 fn tour_requests(loaded: &LoadedModel, max_new: usize) -> Result<Vec<Request>> {
-    let prompts = ["ROMEO:\n", "HAMLET:\nTo be, or not to be", "KING HENRY V:\nOnce more unto the breach", "First Citizen:\n"];
-    prompts
+    TOUR_PROMPTS
         .iter()
         .enumerate()
         .map(|(i, p)| Ok(Request::greedy(i as u64, loaded.encode(p)?, max_new)))
@@ -231,12 +237,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         machine: machine.clone(),
         command: command.clone(),
         single_stream: SingleStream {
-            model: loaded.source.clone(),
+            model: loaded.source_name(),
             new_tokens_per_request: new_tokens,
-            requests: requests.len().min(4),
+            requests: tour_prompts_len(),
             stages: single.iter().map(|(n, r)| StageRow::new(n, r)).collect(),
         },
-        model: bench_model.source.clone(),
+        model: bench_model.source_name(),
         workload: spec.clone(),
         stages: rows,
         continuous_over_static: ratio,
@@ -248,7 +254,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(dir) = &args.markdown {
         std::fs::create_dir_all(dir)?;
         let footer = format!("\n*Measured on {machine} with `{command}`.*\n");
-        std::fs::write(dir.join("stages-ch01-ch02.md"), format!("{single_md}{footer}"))?;
+        let what = format!("One request at a time, model `{}`, {} prompts × {new_tokens} new tokens, greedy:\n\n", loaded.source_name(), tour_prompts_len());
+        std::fs::write(dir.join("stages-ch01-ch02.md"), format!("{what}{single_md}{footer}"))?;
         let ratio_line = ratio.map_or(String::new(), |r| format!("\nContinuous (ch04) over static (ch03) throughput: **{r:.2}×**.\n"));
         std::fs::write(dir.join("batching.md"), format!("Workload: `{spec:?}` on `{}`.\n\n{batch_md}{ratio_line}{footer}", bench_model.source))?;
         std::fs::write(dir.join("capacity-ch05.md"), format!("{capacity_md}{footer}"))?;

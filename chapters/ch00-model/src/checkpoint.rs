@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// The Shakespeare model shipped with the repository (`models/shakespeare`).
 pub fn default_model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/shakespeare")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/shakespeare");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// A model and, when it came from a checkpoint directory, its tokenizer.
@@ -41,6 +42,17 @@ pub fn load_model(dir: Option<&Path>, config: Option<&str>) -> Result<LoadedMode
 }
 
 impl LoadedModel {
+    /// The source without this machine's directories: `models/shakespeare`, `random:bench`, or the
+    /// last path component of a checkpoint directory.
+    pub fn source_name(&self) -> String {
+        let path = std::path::Path::new(&self.source);
+        match (path.parent().and_then(|p| p.file_name()), path.file_name()) {
+            (Some(parent), Some(name)) if parent == "models" => format!("models/{}", name.to_string_lossy()),
+            (_, Some(name)) if path.is_absolute() => name.to_string_lossy().into_owned(),
+            _ => self.source.clone(),
+        }
+    }
+
     /// Token ids for a prompt: through the tokenizer, or (random models) ids parsed from
     /// whitespace-separated numbers, else the bytes of the text folded into the vocabulary.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
