@@ -2,7 +2,7 @@
 //! with tracing on, and draw each run's slots over time as a Gantt chart (SVG).
 
 use kvserve::figures::{gantt_svg, GanttOptions};
-use ch00_model::{Engine, RunOptions, RunOutput, WorkloadSpec};
+use ch00_model::{resolve_max_len, Engine, RunOptions, RunOutput, WorkloadSpec};
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{slots_for_budget, ContinuousBatchEngine, SlotBudget};
 use std::path::PathBuf;
@@ -49,7 +49,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let opts = RunOptions { trace: true, ..Default::default() };
     let (slots, budget) = match args.kv_budget {
         Some(bytes) => {
-            let max_len = model.config.max_position_embeddings; // the engines' default slot length
+            let max_len = resolve_max_len(&model.config, None)?; // the engines' default slot length
             (slots_for_budget(&model.config, max_len, bytes)?, SlotBudget::KvBytes(bytes))
         }
         None => (args.slots, SlotBudget::Slots(args.slots)),

@@ -167,6 +167,22 @@ impl Clock {
     }
 }
 
+/// Longest sequence an engine allows when not told otherwise: the model's context, capped so that
+/// a long-context checkpoint (Llama 3.2 claims 131,072 tokens) does not make every contiguous cache
+/// slot gigabytes big. Pass an explicit `max_len` to go beyond it.
+pub const DEFAULT_MAX_LEN_CAP: usize = 4096;
+
+/// The maximum sequence length an engine uses: `max_len`, or the model's context capped at
+/// [`DEFAULT_MAX_LEN_CAP`]. Errors when `max_len` is 0 or beyond the model's context.
+pub fn resolve_max_len(config: &LlamaConfig, max_len: Option<usize>) -> Result<usize> {
+    let ctx = config.max_position_embeddings;
+    let max_len = max_len.unwrap_or(ctx.min(DEFAULT_MAX_LEN_CAP));
+    if max_len == 0 || max_len > ctx {
+        return Err(ModelError::InvalidSettings(format!("max_len {max_len} must be in 1..={ctx}")));
+    }
+    Ok(max_len)
+}
+
 /// Checks a request against the model and an engine's maximum sequence length.
 pub fn validate_request(config: &LlamaConfig, req: &Request, max_len: usize) -> Result<()> {
     if req.prompt.is_empty() {
@@ -292,6 +308,18 @@ mod tests {
             Sequence::new(&c, &Request::greedy(3, vec![9999], 4), 16),
             Err(ModelError::TokenOutOfRange { token: 9999, .. })
         ));
+    }
+
+    #[test]
+    fn default_max_len_is_the_context_capped_and_bad_lengths_are_errors() {
+        let tiny = config();
+        assert_eq!(resolve_max_len(&tiny, None).unwrap(), 256);
+        assert_eq!(resolve_max_len(&tiny, Some(100)).unwrap(), 100);
+        assert!(resolve_max_len(&tiny, Some(0)).is_err());
+        assert!(resolve_max_len(&tiny, Some(257)).is_err());
+        let long = LlamaConfig { max_position_embeddings: 131_072, ..config() };
+        assert_eq!(resolve_max_len(&long, None).unwrap(), DEFAULT_MAX_LEN_CAP);
+        assert_eq!(resolve_max_len(&long, Some(8192)).unwrap(), 8192);
     }
 
     #[test]

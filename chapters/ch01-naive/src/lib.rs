@@ -3,7 +3,7 @@
 
 use ch00_model::ops::row;
 use ch00_model::{
-    attend_one, AttentionBackend, Clock, Engine, Model, Request, Result, RunOptions, RunOutput, RunStats,
+    attend_one, resolve_max_len, AttentionBackend, Clock, Engine, Model, Request, Result, RunOptions, RunOutput, RunStats,
     Sequence, StepMeta, StepQkv,
 };
 
@@ -38,7 +38,7 @@ impl Engine for NaiveEngine {
     }
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
-        let max_len = model.config.max_position_embeddings;
+        let max_len = resolve_max_len(&model.config, None)?;
         let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
         let clock = Clock::start();
         let mut steps = 0;

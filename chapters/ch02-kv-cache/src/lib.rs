@@ -9,14 +9,14 @@ pub use backend::ContiguousBackend;
 pub use cache::KvCache;
 
 use ch00_model::ops::row;
-use ch00_model::{Clock, Engine, Model, ModelError, Request, Result, RunOptions, RunOutput, RunStats, Sequence, StepMeta};
+use ch00_model::{resolve_max_len, Clock, Engine, Model, Request, Result, RunOptions, RunOutput, RunStats, Sequence, StepMeta};
 
 // ANCHOR: engine
 /// The chapter-2 engine: one request at a time, prefill then one-token decode steps over a cache
 /// sized for `max_len` tokens.
 #[derive(Debug, Default)]
 pub struct KvCacheEngine {
-    /// Tokens each cache is sized for; `None` means the model's `max_position_embeddings`.
+    /// Tokens each cache is sized for; `None` means the model's context, capped at 4096 tokens.
     pub max_len: Option<usize>,
 }
 // ANCHOR_END: engine
@@ -28,13 +28,7 @@ impl Engine for KvCacheEngine {
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         // ANCHOR: max_len
-        let max_len = self.max_len.unwrap_or(model.config.max_position_embeddings);
-        if max_len == 0 || max_len > model.config.max_position_embeddings {
-            return Err(ModelError::InvalidSettings(format!(
-                "max_len {max_len} must be in 1..={}",
-                model.config.max_position_embeddings
-            )));
-        }
+        let max_len = resolve_max_len(&model.config, self.max_len)?;
         let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
         // ANCHOR_END: max_len
         let clock = Clock::start();

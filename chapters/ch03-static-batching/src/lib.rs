@@ -9,7 +9,7 @@ pub mod step;
 pub use recorder::Recorder;
 pub use step::{run_step, Row};
 
-use ch00_model::{Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
+use ch00_model::{resolve_max_len, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
 use ch02_kv_cache::{ContiguousBackend, KvCache};
 
 // ANCHOR: engine
@@ -19,7 +19,7 @@ use ch02_kv_cache::{ContiguousBackend, KvCache};
 pub struct StaticBatchEngine {
     /// Requests per batch (B), and the number of cache slots.
     pub batch_size: usize,
-    /// Tokens each slot is sized for; `None` means the model's `max_position_embeddings`.
+    /// Tokens each slot is sized for; `None` means the model's context, capped at 4096 tokens.
     pub max_len: Option<usize>,
 }
 
@@ -29,16 +29,6 @@ impl Default for StaticBatchEngine {
     }
 }
 // ANCHOR_END: engine
-
-/// The slot length an engine uses: `max_len`, or the model's context when `None`.
-pub fn resolve_max_len(model: &Model, max_len: Option<usize>) -> Result<usize> {
-    let ctx = model.config.max_position_embeddings;
-    let max_len = max_len.unwrap_or(ctx);
-    if max_len == 0 || max_len > ctx {
-        return Err(ModelError::InvalidSettings(format!("max_len {max_len} must be in 1..={ctx}")));
-    }
-    Ok(max_len)
-}
 
 /// `n` contiguous cache slots of `max_len` tokens each, all reserved up front.
 pub fn alloc_slots(model: &Model, n: usize, max_len: usize) -> ContiguousBackend {
@@ -55,7 +45,7 @@ impl Engine for StaticBatchEngine {
         if b == 0 {
             return Err(ModelError::InvalidSettings("batch size must be at least 1".into()));
         }
-        let max_len = resolve_max_len(model, self.max_len)?;
+        let max_len = resolve_max_len(&model.config, self.max_len)?;
         let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
         if let Some(r) = requests.iter().find(|r| !r.arrival_s.is_finite()) {
             return Err(ModelError::InvalidSettings(format!("request {}: arrival time {}", r.id, r.arrival_s)));

@@ -3,9 +3,9 @@
 
 use crate::budget::slots_for_budget;
 use crate::scheduler::{Pending, Scheduler, SchedulerConfig};
-use ch00_model::{Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
+use ch00_model::{resolve_max_len, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
 use ch02_kv_cache::KvCache;
-use ch03_static_batching::{alloc_slots, resolve_max_len, run_step, Recorder, Row};
+use ch03_static_batching::{alloc_slots, run_step, Recorder, Row};
 
 // ANCHOR: settings
 /// How many cache slots the engine reserves.
@@ -26,7 +26,7 @@ pub struct ContinuousBatchEngine {
     /// Most tokens per step; `None` means `max(max_len, 2048)`, vLLM's default rule, which lets
     /// any prompt that fits a slot be admitted.
     pub max_tokens_per_step: Option<usize>,
-    /// Tokens each slot is sized for; `None` means the model's `max_position_embeddings`.
+    /// Tokens each slot is sized for; `None` means the model's context, capped at 4096 tokens.
     pub max_len: Option<usize>,
 }
 
@@ -45,7 +45,7 @@ impl Default for ContinuousBatchEngine {
 impl ContinuousBatchEngine {
     /// The scheduler limits these settings give for `model`, and the slot length.
     pub fn scheduler_config(&self, model: &Model) -> Result<(SchedulerConfig, usize)> {
-        let max_len = resolve_max_len(model, self.max_len)?;
+        let max_len = resolve_max_len(&model.config, self.max_len)?;
         let num_slots = match self.slots {
             SlotBudget::Slots(0) => return Err(ModelError::InvalidSettings("at least one slot is needed".into())),
             SlotBudget::Slots(n) => n,

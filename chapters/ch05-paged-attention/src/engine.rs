@@ -6,7 +6,7 @@ use crate::backend::PagedBackend;
 use crate::kv_pool::PagedKvPool;
 use crate::scheduler::{BlockScheduler, SchedulerConfig, SchedulerStats, Work};
 use ch00_model::{
-    kv_bytes_per_token, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Phase, Request, Result,
+    kv_bytes_per_token, resolve_max_len, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Phase, Request, Result,
     RunOptions, RunOutput, RunStats, Sequence, Span, TraceEntry, TraceStep,
 };
 
@@ -45,7 +45,7 @@ pub struct PagedEngine {
     pub budget: KvBudget,
     /// Tokens per block.
     pub block_size: usize,
-    /// Longest sequence (prompt + output); `None` means the model's `max_position_embeddings`.
+    /// Longest sequence (prompt + output); `None` means the model's context, capped at 4096 tokens.
     pub max_len: Option<usize>,
     /// Free blocks kept back at admission; `None` means 1% of the pool.
     pub watermark_blocks: Option<usize>,
@@ -85,11 +85,7 @@ pub struct BlockRunInfo {
 impl PagedEngine {
     /// The scheduler settings these engine settings give for `model`, and the maximum length.
     pub fn scheduler_config(&self, model: &Model) -> Result<(SchedulerConfig, usize)> {
-        let ctx = model.config.max_position_embeddings;
-        let max_len = self.max_len.unwrap_or(ctx);
-        if max_len == 0 || max_len > ctx {
-            return Err(ModelError::InvalidSettings(format!("max_len {max_len} must be in 1..={ctx}")));
-        }
+        let max_len = resolve_max_len(&model.config, self.max_len)?;
         let bs = self.block_size;
         let per_token = kv_bytes_per_token(&model.config, DType::F32);
         let num_blocks = match self.budget {
