@@ -146,7 +146,9 @@ fn tour() -> Result<()> {
     let same = rows.windows(2).all(|w| {
         w[0].1.outputs.iter().zip(&w[1].1.outputs).all(|(a, b)| a.tokens == b.tokens)
     });
-    println!("every stage generated the same tokens: {}\n", if same { "yes" } else { "NO" });
+    println!("every stage generated the same tokens: {}", if same { "yes" } else { "NO" });
+    println!("(equal-length requests: batching helps, continuous batching cannot beat static here;");
+    println!(" `kvserve bench` runs the long-tailed workload and the capacity comparison)\n");
     let (_, last) = rows.last().context("no stages")?;
     for (req, out) in requests.iter().zip(&last.outputs) {
         println!("--- request {} ---\n{}{}\n", req.id, loaded.decode(&req.prompt)?, loaded.decode(&out.tokens)?);
