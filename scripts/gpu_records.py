@@ -24,10 +24,10 @@ def machine():
 def parity():
     r = json.load(open(os.path.join(REC, "parity.json")))
     gpu, sw = machine()
-    out = ["| checkpoint | weights | lm_head | rope_theta | max abs. error | max rel. error (max\\|Δ\\| / max\\|logit\\|) | same argmax | below 1e-4 |",
-           "|---|---|---|---:|---:|---:|---:|---|"]
+    out = ["| checkpoint | weights | lm_head | RoPE | max abs. error | max rel. error (max\\|Δ\\| / max\\|logit\\|) | same argmax | below 1e-4 |",
+           "|---|---|---|---|---:|---:|---:|---|"]
     for name, c in r["cases"].items():
-        out.append(f"| `{name}` | {c['saved_dtype']} | {'tied' if c['tie_word_embeddings'] else 'separate'} | {c['rope_theta']:g} | "
+        out.append(f"| `{name}` | {c['saved_dtype']} | {'tied' if c['tie_word_embeddings'] else 'separate'} | θ = {c['rope_theta']:g}{', ' + c['rope_scaling'] + ' scaling' if c.get('rope_scaling') else ''} | "
                    f"{c['max_abs']:.2e} | **{c['max_rel']:.2e}** | {c['argmax_equal_positions']}/{c['positions']} | "
                    f"{'yes' if c['max_rel'] < r['threshold_max_rel'] else 'NO'} |")
     out.append("")

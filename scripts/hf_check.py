@@ -13,6 +13,8 @@ parity --rust-bin CMD --workdir DIR [--report FILE]
       random-gqa          float32 weights, separate lm_head, rope_theta 500000
       random-gqa-tied-f16 float16 weights, tied embeddings, rope_theta 10000;
                           the HF reference is that f16 checkpoint loaded in f32
+      random-gqa-llama3-rope-bf16  bfloat16 weights, tied, Llama 3.1 rope scaling
+                          (as Llama 3.2 checkpoints use), reference loaded in f32
     For each, it runs  CMD --model DIR/<name> --ids 3,17,... --out DIR/rust_logits_<name>.json
     (CMD is split like a shell line, so "target/release/kvserve logits" works),
     which must write {"logits": [[f32 x vocab] x seq]}. Metrics: max_abs = max|a-b|,
@@ -112,21 +114,29 @@ def no_tf32() -> None:
 
 # --------------------------------------------------------------------------- parity
 
+# Llama 3.1-style frequency scaling; original context 64 so that, with head_dim 16 and theta 5e5,
+# one frequency is kept, one interpolated and the rest divided by `factor` (every branch runs).
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+
 PARITY_CASES = [
-    # name, seed, tie_word_embeddings, rope_theta, save dtype
-    ("random-gqa", 0, False, 500000.0, torch.float32),
-    ("random-gqa-tied-f16", 1, True, 10000.0, torch.float16),
+    # name, seed, tie_word_embeddings, rope_theta, save dtype, rope scaling
+    ("random-gqa", 0, False, 500000.0, torch.float32, None),
+    ("random-gqa-tied-f16", 1, True, 10000.0, torch.float16, None),
+    ("random-gqa-llama3-rope-bf16", 2, True, 500000.0, torch.bfloat16, LLAMA3_ROPE),
 ]
 
 
-def make_random_model(seed: int, tie: bool, rope_theta: float) -> LlamaForCausalLM:
+def make_random_model(seed: int, tie: bool, rope_theta: float, rope_scaling=None) -> LlamaForCausalLM:
     torch.manual_seed(seed)
+    rope = {"rope_parameters": {"rope_theta": rope_theta, **rope_scaling}} if rope_scaling else {}
     cfg = LlamaConfig(
         vocab_size=512, hidden_size=128, intermediate_size=344, num_hidden_layers=3,
         num_attention_heads=8, num_key_value_heads=2, head_dim=16,
         max_position_embeddings=256, rope_theta=rope_theta, rms_norm_eps=1e-5,
         tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2,
         initializer_range=0.1,  # default 0.02 gives near-uniform attention: a weak test
+        **rope,
     )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():
@@ -157,9 +167,9 @@ def cmd_parity(args) -> int:
     summary = {"ids": ids, "threshold_max_rel": args.threshold, "torch": torch.__version__,
                "transformers": __import__("transformers").__version__, "cases": {}}
     failed = False
-    for name, seed, tie, theta, save_dtype in PARITY_CASES:
+    for name, seed, tie, theta, save_dtype, rope_scaling in PARITY_CASES:
         mdir = os.path.join(args.workdir, name)
-        model = make_random_model(seed, tie, theta)
+        model = make_random_model(seed, tie, theta, rope_scaling)
         model.to(save_dtype).save_pretrained(mdir)
         ref_model = load_model(mdir)  # f32 reference from exactly what was saved
         with torch.no_grad():
@@ -167,7 +177,8 @@ def cmd_parity(args) -> int:
         with open(os.path.join(args.workdir, f"hf_logits_{name}.json"), "w") as f:
             json.dump({"ids": ids, "logits": ref.tolist()}, f)
         case = {"model_dir": mdir, "saved_dtype": str(save_dtype).replace("torch.", ""),
-                "tie_word_embeddings": tie, "rope_theta": theta}
+                "tie_word_embeddings": tie, "rope_theta": theta,
+                "rope_scaling": rope_scaling["rope_type"] if rope_scaling else None}
         if args.rust_bin:
             out = os.path.join(args.workdir, f"rust_logits_{name}.json")
             if os.path.exists(out):
