@@ -52,3 +52,32 @@ fn bad_input_gives_a_message_not_a_panic() {
         assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn bench_json_has_every_field_the_book_and_scripts_read() {
+    let path = std::env::temp_dir().join(format!("kvserve-bench-{}.json", std::process::id()));
+    let (ok, out, err) = kvserve(&["bench", "--quick", "--config", "tiny", "--requests", "6", "--json", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("continuous (ch04) / static (ch03) throughput"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(json["machine"].is_string() && json["model"] == "random:tiny");
+    assert_eq!(json["workload"]["n_requests"], 6);
+    let stages: Vec<&str> = json["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["ch02-kv-cache", "ch03-static-batching", "ch04-continuous-batching", "ch05-paged-attention"]);
+    for s in json["stages"].as_array().unwrap() {
+        for key in ["tokens_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99", "slot_utilisation", "wasted_slot_steps"] {
+            assert!(s[key].is_number(), "{} lacks {key}", s["stage"]);
+        }
+    }
+    let single: Vec<&str> =
+        json["single_stream"]["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(single, ["ch01-naive", "ch02-kv-cache"]);
+    assert!(json["continuous_over_static"].as_f64().unwrap() > 0.0);
+    let acc = &json["capacity"]["accounting"];
+    for design in ["contiguous", "paged"] {
+        for key in ["peak_running", "mean_running", "kv_bytes_allocated", "kv_bytes_used", "waste_pct", "preemptions"] {
+            assert!(acc[design][key].is_number(), "accounting.{design} lacks {key}");
+        }
+    }
+    assert!(json["capacity"]["real"].is_null(), "--quick skips the real capacity run");
+}
