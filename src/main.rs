@@ -7,7 +7,8 @@ mod trace_cmd;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kvserve::ch00_model::{load_model, Request, RunOptions, SamplingParams};
+use kvserve::ch00_model::checkpoint::complete;
+use kvserve::ch00_model::{load_model, RunOptions, SamplingParams};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -108,10 +109,9 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     })?;
     let sampling =
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
-    let request = Request { sampling, ..Request::greedy(0, loaded.encode(&args.prompt)?, args.max_new_tokens) };
-    let run = engine.run(&loaded.model, &[request], &RunOptions::default())?;
+    let (text, run) = complete(engine.as_mut(), &loaded, &args.prompt, args.max_new_tokens, sampling)?;
     let out = &run.outputs[0];
-    println!("{}{}", args.prompt, loaded.decode(&out.tokens)?);
+    println!("{text}");
     eprintln!(
         "[{}: {} tokens, {:.1} tokens/s, finish {:?}, model {}]",
         engine.name(),
@@ -129,7 +129,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
 /// The tour: every stage on the default model over a small fixed workload, side by side.
 fn tour() -> Result<()> {
     let loaded = load_model(None, None)?;
-    let requests = report::tour_workload(&loaded)?;
+    let requests = report::tour_requests(&loaded, 48)?;
     println!("kvserve tour — model {} ({} params)", loaded.source, loaded.model.config.param_count());
     println!("workload: {} prompts, {} new tokens each, greedy\n", requests.len(), requests[0].max_new_tokens);
     let stages = kvserve::stages();

@@ -100,7 +100,7 @@ fn report(args: &MemoryArgs) -> Result<String> {
     for (batch, len) in [(1u64, 2048u64), (16, 2048), (16, 8192)] {
         let s = plan(batch, len);
         let (lo, hi) = s.total();
-        writeln!(o, "{:<25} {:<21} {:<23} {:>5.1}–{:<6.1} {}", format!("{batch} × {len} tokens"), bytes(s.kv_total), format!("{:.1} GB", (weights + act.0) as f64 / 1e9) + "–" + &format!("{:.1} GB", (weights + act.1) as f64 / 1e9), lo as f64 / 1e9, hi as f64 / 1e9, verdict(&s))?;
+        writeln!(o, "{:<25} {:<21} {:<23} {:>5.1}–{:<6.1} {}", format!("{batch} × {len} tokens"), bytes(s.kv_total), format!("{:.1} GB–{:.1} GB", (weights + act.0) as f64 / 1e9, (weights + act.1) as f64 / 1e9), lo as f64 / 1e9, hi as f64 / 1e9, verdict(&s))?;
     }
     let mha = kv_bytes_per_token(&config, dtype);
     if config.num_key_value_heads == config.num_attention_heads {

@@ -32,19 +32,11 @@ pub struct BenchArgs {
     pub config: String,
 }
 
-/// Prompts of the tour and the single-stream bench: text for a real model, ids for a random one.
-pub fn tour_workload(loaded: &LoadedModel) -> Result<Vec<Request>> {
-    tour_requests(loaded, 48)
-}
-
 const TOUR_PROMPTS: [&str; 4] =
     ["ROMEO:\n", "HAMLET:\nTo be, or not to be", "KING HENRY V:\nOnce more unto the breach", "First Citizen:\n"];
 
-fn tour_prompts_len() -> usize {
-    TOUR_PROMPTS.len()
-}
-
-fn tour_requests(loaded: &LoadedModel, max_new: usize) -> Result<Vec<Request>> {
+/// Prompts of the tour and the single-stream bench, `max_new` greedy tokens each.
+pub fn tour_requests(loaded: &LoadedModel, max_new: usize) -> Result<Vec<Request>> {
     TOUR_PROMPTS
         .iter()
         .enumerate()
@@ -243,7 +235,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         single_stream: SingleStream {
             model: loaded.source_name(),
             new_tokens_per_request: new_tokens,
-            requests: tour_prompts_len(),
+            requests: TOUR_PROMPTS.len(),
             stages: single.iter().map(|(n, r)| StageRow::new(n, r)).collect(),
         },
         model: bench_model.source_name(),
@@ -258,7 +250,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(dir) = &args.markdown {
         std::fs::create_dir_all(dir)?;
         let footer = format!("\n*Measured on {machine} with `{command}`.*\n");
-        let what = format!("One request at a time, model `{}`, {} prompts × {new_tokens} new tokens, greedy:\n\n", loaded.source_name(), tour_prompts_len());
+        let what = format!("One request at a time, model `{}`, {} prompts × {new_tokens} new tokens, greedy:\n\n", loaded.source_name(), TOUR_PROMPTS.len());
         std::fs::write(dir.join("stages-ch01-ch02.md"), format!("{what}{single_md}{footer}"))?;
         let ratio_line = ratio.map_or(String::new(), |r| format!("\nContinuous (ch04) over static (ch03) throughput: **{r:.2}×**.\n"));
         std::fs::write(dir.join("batching.md"), format!("Workload: `{spec:?}` on `{}`.\n\n{batch_md}{ratio_line}{footer}", bench_model.source))?;
