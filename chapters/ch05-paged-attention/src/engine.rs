@@ -1,13 +1,16 @@
 //! The chapter-5 engine: chapter 4's loop, with a block pool instead of slots. Every step the block
 //! scheduler says which tokens to compute (prefills, recomputes after preemption, one-token
 //! decodes); the model runs once over all of them, writing and reading K/V through block tables.
+//! The loop itself is [`crate::runner::run_paged`]; this file sizes the pool and runs the CPU model.
 
+use crate::allocator::BlockId;
 use crate::backend::PagedBackend;
 use crate::kv_pool::PagedKvPool;
-use crate::scheduler::{BlockScheduler, SchedulerConfig, SchedulerStats, Work};
+use crate::runner::{run_paged, PagedRunner};
+use crate::scheduler::{SchedulerConfig, SchedulerStats};
 use ch00_model::{
-    kv_bytes_per_token, resolve_max_len, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Phase, Request, Result,
-    RunOptions, RunOutput, RunStats, Sequence, Span, TraceEntry, TraceStep,
+    kv_bytes_per_token, resolve_max_len, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Request, Result,
+    RunOptions, RunOutput, Sequence, Span,
 };
 
 /// How big the block pool is.
@@ -109,168 +112,43 @@ impl Engine for PagedEngine {
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         let (cfg, max_len) = self.scheduler_config(model)?;
-        let mut sched = BlockScheduler::new(cfg)?;
-        let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
-        let mut req_of = Vec::new(); // scheduler index -> request index
-        for (i, (seq, req)) in seqs.iter().zip(requests).enumerate() {
-            if !seq.is_finished() {
-                let most = (seq.tokens.len() + req.max_new_tokens).min(max_len);
-                sched.submit(&seq.tokens, most, req.arrival_s)?;
-                req_of.push(i);
-            }
-        }
         let pool = PagedKvPool::new(&model.config, cfg.num_blocks, cfg.block_size)?;
-        let mut rec = BlockRecorder::new(&model.config, &pool, requests.len(), opts.trace);
-        let mut backend = PagedBackend { pool, tables: Vec::new() };
-        let clock = Clock::start();
-        // ANCHOR: loop
-        while !sched.is_done() {
-            let now = clock.now_s();
-            let plan = sched.schedule(now)?;
-            rec.preempted(&plan.preempted, &req_of, requests);
-            if plan.work.is_empty() {
-                // Nothing running and nobody has arrived yet: sleep until the next arrival.
-                match sched.next_arrival() {
-                    Some(t) if t > now => clock.wait_until(t),
-                    _ => return Err(ModelError::InvalidSettings("the block scheduler made no progress".into())),
-                }
-                continue;
-            }
-            backend.tables = plan.work.iter().map(|w| sched.table(w.seq).to_vec()).collect();
-            paged_step(model, &mut backend, &mut seqs, &req_of, &plan.work, &clock, opts)?;
-            rec.record(&plan.work, &sched, &seqs, &req_of, clock.now_s());
-            // Finished sequences give their blocks back now; the others record their new token.
-            for w in &plan.work {
-                let seq = &seqs[req_of[w.seq]];
-                match seq.is_finished() {
-                    true => sched.finish(w.seq)?,
-                    false => sched.append(w.seq, seq.tokens[seq.tokens.len() - 1])?,
-                }
-            }
-        }
-        // ANCHOR_END: loop
-        let (out, info) = rec.finish(seqs, &sched, &req_of, clock.now_s());
+        let mut runner = CpuRunner { model, backend: PagedBackend { pool, tables: Vec::new() } };
+        let (out, info) = run_paged(&mut runner, cfg, max_len, requests, opts)?;
         self.last_run = Some(info);
         Ok(out)
     }
 }
 
-// ANCHOR: step
-/// One forward pass over every scheduled span; span i of the step uses `backend.tables[i]`.
-fn paged_step(
-    model: &Model,
-    backend: &mut PagedBackend,
-    seqs: &mut [Sequence],
-    req_of: &[usize],
-    work: &[Work],
-    clock: &Clock,
-    opts: &RunOptions,
-) -> Result<()> {
-    let mut spans = Vec::with_capacity(work.len());
-    for (i, w) in work.iter().enumerate() {
-        let seq = req_of[w.seq];
-        // The scheduler always schedules a sequence up to its newest token.
-        if w.start + w.len != seqs[seq].tokens.len() {
-            return Err(ModelError::InvalidBatch(format!("work for sequence {seq} stops short of its end")));
-        }
-        spans.push(Span { seq, slot: i, start: w.start });
-    }
-    run_spans(model, backend, seqs, &spans, clock, opts)
-}
-// ANCHOR_END: step
-
-/// Run-level accounting for the paged engine: blocks and tokens held per step, and the trace.
-struct BlockRecorder {
-    block_bytes: u64,
-    token_bytes: u64,
-    pool_bytes: u64,
-    num_blocks: usize,
-    steps: usize,
-    rows: usize,
-    blocks_used_sum: usize,
-    peak_kv_used: u64,
-    info: BlockRunInfo,
-    trace: Option<Vec<TraceStep>>,
-    n_requests: usize,
+// ANCHOR: cpu_runner
+/// Chapter 5's runner: the CPU model over the paged pool.
+pub struct CpuRunner<'m> {
+    pub model: &'m Model,
+    pub backend: PagedBackend,
 }
 
-impl BlockRecorder {
-    fn new(config: &LlamaConfig, pool: &PagedKvPool, n_requests: usize, trace: bool) -> Self {
-        BlockRecorder {
-            block_bytes: pool.block_bytes(),
-            token_bytes: kv_bytes_per_token(config, DType::F32),
-            pool_bytes: pool.bytes_allocated(),
-            num_blocks: pool.num_blocks(),
-            steps: 0,
-            rows: 0,
-            blocks_used_sum: 0,
-            peak_kv_used: 0,
-            info: BlockRunInfo { num_blocks: pool.num_blocks(), block_size: pool.block_size(), ..Default::default() },
-            trace: trace.then(Vec::new),
-            n_requests,
-        }
+impl PagedRunner for CpuRunner<'_> {
+    fn config(&self) -> &LlamaConfig {
+        &self.model.config
     }
 
-    fn preempted(&mut self, victims: &[usize], req_of: &[usize], requests: &[Request]) {
-        for &v in victims {
-            self.info.preempted.push((self.steps, requests[req_of[v]].id));
-        }
+    fn kv_dtype(&self) -> DType {
+        DType::F32
     }
 
-    /// Books one step, before finished sequences give their blocks back: what the step held.
-    fn record(&mut self, work: &[Work], sched: &BlockScheduler, seqs: &[Sequence], req_of: &[usize], t_s: f64) {
-        let (held_blocks, held_tokens) = (sched.blocks_used(), sched.tokens_held());
-        self.steps += 1;
-        self.rows += work.len();
-        self.blocks_used_sum += held_blocks;
-        self.info.blocks_used.push(held_blocks);
-        let kv_used = held_tokens as u64 * self.token_bytes;
-        self.peak_kv_used = self.peak_kv_used.max(kv_used);
-        if let Some(trace) = &mut self.trace {
-            let entries = work
-                .iter()
-                .enumerate()
-                .map(|(i, w)| TraceEntry {
-                    slot: i,
-                    request: seqs[req_of[w.seq]].id,
-                    phase: if w.prefill { Phase::Prefill } else { Phase::Decode },
-                    tokens: w.len,
-                })
-                .collect();
-            let kv_bytes_allocated = held_blocks as u64 * self.block_bytes;
-            trace.push(TraceStep { step: self.steps - 1, t_s, entries, kv_bytes_allocated, kv_bytes_used: kv_used });
-        }
-    }
-
-    fn finish(
-        mut self,
-        seqs: Vec<Sequence>,
-        sched: &BlockScheduler,
-        req_of: &[usize],
-        wall_s: f64,
-    ) -> (RunOutput, BlockRunInfo) {
-        let steps = self.steps.max(1) as f64;
-        let mut per_request = vec![0; self.n_requests];
-        for (s, &r) in req_of.iter().enumerate() {
-            per_request[r] = sched.stats.peak_blocks_per_seq[s];
-        }
-        self.info.peak_blocks_per_request = per_request;
-        self.info.scheduler = sched.stats.clone();
-        let stats = RunStats {
-            wall_s,
-            steps: self.steps,
-            mean_batch_size: self.rows as f64 / steps,
-            kv_bytes_allocated: self.pool_bytes,
-            kv_bytes_used: self.peak_kv_used,
-            peak_running: sched.stats.peak_running,
-            // Blocks in use / blocks in the pool, averaged over steps.
-            slot_utilisation: self.blocks_used_sum as f64 / (steps * self.num_blocks as f64),
-            preemptions: sched.stats.preemptions,
-            ..RunStats::default()
-        };
-        (RunOutput::from_sequences(seqs, stats, self.trace.unwrap_or_default()), self.info)
+    fn step(
+        &mut self,
+        seqs: &mut [Sequence],
+        spans: &[Span],
+        tables: Vec<Vec<BlockId>>,
+        clock: &Clock,
+        opts: &RunOptions,
+    ) -> Result<()> {
+        self.backend.tables = tables;
+        run_spans(self.model, &mut self.backend, seqs, spans, clock, opts)
     }
 }
+// ANCHOR_END: cpu_runner
 
 #[cfg(test)]
 mod tests {

@@ -16,13 +16,15 @@ pub mod block_table;
 pub mod engine;
 pub mod kv_pool;
 pub mod prefix;
+pub mod runner;
 pub mod scheduler;
 
 pub use accounting::{simulate_blocks, simulate_slots, MemSeries, MemStep};
 pub use allocator::{BlockAllocator, BlockId};
 pub use backend::PagedBackend;
 pub use block_table::{blocks_for, locate};
-pub use engine::{blocks_for_budget, BlockRunInfo, KvBudget, PagedEngine};
+pub use engine::{blocks_for_budget, BlockRunInfo, CpuRunner, KvBudget, PagedEngine};
+pub use runner::{run_paged, PagedRunner};
 pub use kv_pool::PagedKvPool;
 pub use prefix::{block_hash, PrefixCache};
 pub use scheduler::{BlockScheduler, Plan, SchedulerConfig, SchedulerStats, Work};
