@@ -153,6 +153,7 @@ impl PagedRunner for CpuRunner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ch00_model::Phase;
     use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 
     fn tiny() -> Model {
