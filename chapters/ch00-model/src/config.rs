@@ -28,6 +28,9 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// The dtype the checkpoint says it is stored in (`dtype`, or `torch_dtype` before
+    /// transformers 5); the GPU engine runs in it unless told otherwise.
+    pub dtype: Option<crate::memory::DType>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +61,8 @@ struct RawConfig {
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
     hidden_act: Option<String>,
+    dtype: Option<String>,
+    torch_dtype: Option<String>,
     bos_token_id: Option<u32>,
     eos_token_id: Option<OneOrMany>,
 }
@@ -131,6 +136,7 @@ impl LlamaConfig {
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             bos_token_id: raw.bos_token_id,
             eos_token_ids,
+            dtype: raw.dtype.or(raw.torch_dtype).as_deref().and_then(crate::memory::DType::parse),
         })
     }
 
@@ -152,6 +158,7 @@ impl LlamaConfig {
             tie_word_embeddings: false,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
+            dtype: None,
         };
         // ANCHOR: named
         Ok(match name {

@@ -40,6 +40,8 @@ pub enum ModelError {
     InvalidSettings(String),
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
+    #[error("GPU: {0}")]
+    Device(String),
 }
 // ANCHOR_END: errors
 

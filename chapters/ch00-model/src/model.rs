@@ -80,6 +80,10 @@ impl Model {
     }
     // ANCHOR_END: lm_head
 
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
     pub fn attn_shape(&self) -> AttnShape {
         AttnShape::of(&self.config)
     }

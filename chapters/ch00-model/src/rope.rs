@@ -41,6 +41,11 @@ impl Rope {
         Rope { inv_freq, head_dim: d }
     }
 
+    /// The rotation frequency of each pair (i, i + head_dim/2), for kernels that rotate elsewhere.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
     // ANCHOR: rope
     /// Rotates every head of every token by its position. x: (tokens, heads * head_dim).
     /// Pairs are (i, i + head_dim/2) — "rotate half" — as in Hugging Face's Llama.

@@ -53,6 +53,11 @@ impl Sampler {
     }
 // ANCHOR_END: sampler
 
+    /// Greedy: the next token is the argmax, no randomness involved.
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature == 0.0
+    }
+
     // ANCHOR: sample
     /// Picks the next token from one row of logits (vocab).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {

@@ -256,6 +256,20 @@ impl Sequence {
         if opts.record_logits {
             self.logits.push(logits.to_vec());
         }
+        self.accept_token(token, now_s);
+        token
+    }
+    // ANCHOR_END: accept
+
+    /// Whether choosing the next token needs the logits row on the host: the sequence samples,
+    /// or the run records logits. A greedy sequence can take its argmax from the GPU instead.
+    pub fn needs_logits(&self, opts: &RunOptions) -> bool {
+        opts.record_logits || !self.sampler.is_greedy()
+    }
+
+    /// Records a token chosen elsewhere (by [`Sequence::accept`], or a greedy argmax on the
+    /// GPU): its timing, and whether the sequence is now finished.
+    pub fn accept_token(&mut self, token: u32, now_s: f64) {
         match self.last_token_s {
             None => self.ttft_s = (now_s - self.arrival_s).max(0.0),
             Some(prev) => self.latencies.push(now_s - prev),
@@ -271,9 +285,7 @@ impl Sequence {
         } else {
             None
         };
-        token
     }
-    // ANCHOR_END: accept
 
     pub fn into_output(self) -> RequestOutput {
         RequestOutput {

@@ -1,0 +1,221 @@
+//! Measurements on the GPU, each beside its floor: the paged-attention kernel against the K/V
+//! bytes it must read, and a whole decode step against the weights plus K/V it must read, both
+//! divided by the copy bandwidth measured in the same process. Timed with CUDA events after a
+//! warm-up; the median of many repeats is reported.
+
+use crate::device::{device_err, ptr, Gpu};
+use crate::float::GpuFloat;
+use crate::kernels::{AttentionIo, Kernels};
+use crate::model::{Capacity, GpuModel, KvCache};
+use crate::weights::GpuWeights;
+use ch00_model::rope::Rope;
+use ch00_model::{AttnShape, LlamaConfig, Result};
+use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use serde::Serialize;
+
+/// Median milliseconds of `f` over `iters` runs (after `warmup` runs), timed by CUDA events.
+pub fn time_ms(gpu: &Gpu, warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let ev = || gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| device_err("creating an event", e));
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let (start, end) = (ev()?, ev()?);
+        start.record(&gpu.stream).map_err(|e| device_err("recording an event", e))?;
+        f()?;
+        end.record(&gpu.stream).map_err(|e| device_err("recording an event", e))?;
+        end.synchronize().map_err(|e| device_err("waiting for an event", e))?;
+        times.push(start.elapsed_ms(&end).map_err(|e| device_err("event time", e))? as f64);
+    }
+    Ok(median(&mut times))
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+// ANCHOR: copy_bandwidth
+/// Device-to-device copy bandwidth in GB/s (bytes read + bytes written per second), on 2 GiB.
+pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
+    let n = 1usize << 31;
+    let src = gpu.zeros::<u8>("the bandwidth probe", n)?;
+    let mut dst = gpu.zeros::<u8>("the bandwidth probe", n)?;
+    let ms = time_ms(gpu, 2, 10, || gpu.stream.memcpy_dtod(&src, &mut dst).map_err(|e| device_err("copy", e)))?;
+    Ok(2.0 * n as f64 / (ms * 1e-3) / 1e9)
+}
+// ANCHOR_END: copy_bandwidth
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttentionRow {
+    pub batch: usize,
+    pub context: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub us: f64,
+    /// K and V bytes the kernel must read once.
+    pub kv_bytes: u64,
+    pub gbps: f64,
+    /// Achieved bandwidth ÷ measured copy bandwidth.
+    pub frac_of_copy_bw: f64,
+}
+
+/// Decode attention: `batch` sequences of `context` positions each, K/V scattered over a shuffled
+/// pool of `block_size`-token blocks, one query token per sequence.
+pub fn attention<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, batch: usize, context: usize, block_size: usize, copy_gbps: f64) -> Result<AttentionRow> {
+    let k = Kernels::<T>::new(gpu, shape)?;
+    let per_seq = context.div_ceil(block_size);
+    let num_blocks = batch * per_seq;
+    let kv_elems = num_blocks * block_size * shape.kv_dim();
+    let kc = gpu.zeros::<T>("K", kv_elems)?;
+    let vc = gpu.zeros::<T>("V", kv_elems)?;
+    k.fill_uniform(gpu, ptr(gpu, &kc), kv_elems, 1, 1.0)?;
+    k.fill_uniform(gpu, ptr(gpu, &vc), kv_elems, 2, 1.0)?;
+    let q = gpu.zeros::<T>("q", batch * shape.q_dim())?;
+    k.fill_uniform(gpu, ptr(gpu, &q), batch * shape.q_dim(), 3, 1.0)?;
+    // Sequence i owns blocks permuted over the pool, so reads really are scattered.
+    let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
+    let mut state = 0x2545F4914F6CDD1Du64;
+    for i in (1..ids.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ids.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let tables = gpu.upload("block tables", &ids)?;
+    let rows = gpu.upload("rows", &(0..batch as i32).collect::<Vec<_>>())?;
+    let ctx = gpu.upload("contexts", &vec![context as i32; batch])?;
+    let parts = GpuModel::<T>::parts_for(context);
+    let part_o = gpu.zeros::<f32>("partitions", batch * parts * shape.q_dim())?;
+    let part_ml = gpu.zeros::<f32>("partitions", batch * parts * shape.heads * 2)?;
+    let out = gpu.zeros::<T>("out", batch * shape.q_dim())?;
+    let io = AttentionIo {
+        q: ptr(gpu, &q),
+        k_cache: ptr(gpu, &kc),
+        v_cache: ptr(gpu, &vc),
+        tables: ptr(gpu, &tables),
+        rows: ptr(gpu, &rows),
+        ctx_lens: ptr(gpu, &ctx),
+        part_o: ptr(gpu, &part_o),
+        part_ml: ptr(gpu, &part_ml),
+        out: ptr(gpu, &out),
+    };
+    let ms = time_ms(gpu, 5, 50, || k.attention(gpu, &io, batch, block_size, per_seq, parts))?;
+    let kv_bytes = (2 * batch * context * shape.kv_dim() * std::mem::size_of::<T>()) as u64;
+    let gbps = kv_bytes as f64 / (ms * 1e-3) / 1e9;
+    Ok(AttentionRow {
+        batch,
+        context,
+        heads: shape.heads,
+        kv_heads: shape.kv_heads,
+        head_dim: shape.head_dim,
+        block_size,
+        us: ms * 1e3,
+        kv_bytes,
+        gbps,
+        frac_of_copy_bw: gbps / copy_gbps,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeRow {
+    pub batch: usize,
+    pub context: usize,
+    pub cuda_graph: bool,
+    /// Device time of one step (events around the launches or the graph replay).
+    pub step_ms: f64,
+    /// Host wall time of one step as the engine runs it: upload metadata, launch, read ids.
+    pub wall_ms: f64,
+    pub tokens_per_s: f64,
+    pub weight_bytes: u64,
+    pub kv_bytes: u64,
+    /// (weights + K/V read) ÷ copy bandwidth.
+    pub floor_ms: f64,
+    pub frac_of_floor: f64,
+}
+
+// ANCHOR: decode_bench
+/// One decode step of `batch` sequences that each have `context` positions cached, on `model`
+/// (random weights made on the device), with and without a CUDA graph.
+pub fn decode_steps<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, batches: &[usize], contexts: &[usize], copy_gbps: f64) -> Result<Vec<DecodeRow>> {
+    let shape = AttnShape::of(config);
+    let kernels = Kernels::<T>::new(gpu, shape)?;
+    let weights = GpuWeights::<T>::random(gpu, &kernels, config, Rope::new(config).inv_freq(), 7)?;
+    let weight_bytes = weights.bytes;
+    let block_size = 16;
+    let (max_b, max_ctx) = (batches.iter().copied().max().unwrap_or(1), contexts.iter().copied().max().unwrap_or(1) + 1);
+    let max_parts = GpuModel::<T>::parts_for(max_ctx);
+    let cap = Capacity { max_tokens: max_b, max_rows: max_b, max_blocks: max_ctx.div_ceil(block_size), max_query_parts: max_b * max_parts };
+    let mut model = GpuModel::new(gpu, config.clone(), kernels, weights, cap)?;
+    let mut rows = Vec::new();
+    for &ctx in contexts {
+        for &b in batches {
+            let per_seq = (ctx + 1).div_ceil(block_size);
+            let kv = match KvCache::<T>::new(gpu, config, b * per_seq, block_size) {
+                Ok(kv) => kv,
+                Err(e) => return Err(ch00_model::ModelError::Device(format!("B={b} ctx={ctx}: {e}"))),
+            };
+            let elems = kv.layer_elems * config.num_hidden_layers;
+            model.kernels.fill_uniform(gpu, ptr(gpu, &kv.k), elems, 11, 1.0)?;
+            model.kernels.fill_uniform(gpu, ptr(gpu, &kv.v), elems, 12, 1.0)?;
+            let l = model.layout;
+            let mut meta = vec![0i32; l.len];
+            for i in 0..b {
+                meta[l.tokens + i] = (i * 7 % config.vocab_size) as i32;
+                meta[l.pos + i] = ctx as i32;
+                meta[l.slot + i] = ((i * per_seq + ctx / block_size) * block_size + ctx % block_size) as i32;
+                meta[l.rows + i] = i as i32;
+                meta[l.ctx + i] = ctx as i32 + 1;
+                meta[l.logit_idx + i] = i as i32;
+                for j in 0..per_seq {
+                    meta[l.tables + i * cap.max_blocks + j] = (i * per_seq + j) as i32;
+                }
+            }
+            model.upload_meta(gpu, &meta)?;
+            let kv_bytes = (b * (ctx + 1)) as u64 * KvCache::<T>::block_bytes(config, 1);
+            let floor_ms = (weight_bytes + kv_bytes) as f64 / (copy_gbps * 1e9) * 1e3;
+            // Eager: every launch from the host.
+            let eager = time_ms(gpu, 3, 20, || model.forward(gpu, &kv, b, b, max_parts))?;
+            // Graph: the same launches captured once and replayed.
+            let stream = gpu.stream.clone();
+            stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| device_err("capture", e))?;
+            let captured = model.forward(gpu, &kv, b, b, max_parts);
+            let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| device_err("capture", e))?;
+            captured?;
+            let graph = graph.ok_or_else(|| ch00_model::ModelError::Device("empty graph".into()))?;
+            let replay = time_ms(gpu, 3, 20, || graph.launch().map_err(|e| device_err("replay", e)))?;
+            // Wall time per step as the runner does it: metadata up, replay, ids down.
+            let t = std::time::Instant::now();
+            let steps = 20;
+            for _ in 0..steps {
+                model.upload_meta(gpu, &meta)?;
+                graph.launch().map_err(|e| device_err("replay", e))?;
+                model.ids(gpu, b)?;
+            }
+            let wall_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
+            for (cuda_graph, step_ms) in [(false, eager), (true, replay)] {
+                rows.push(DecodeRow {
+                    batch: b,
+                    context: ctx,
+                    cuda_graph,
+                    step_ms,
+                    wall_ms: if cuda_graph { wall_ms } else { f64::NAN },
+                    tokens_per_s: b as f64 / (step_ms * 1e-3),
+                    weight_bytes,
+                    kv_bytes,
+                    floor_ms,
+                    frac_of_floor: floor_ms / step_ms,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+// ANCHOR_END: decode_bench

@@ -1,0 +1,272 @@
+//! Chapter 6's [`PagedRunner`]: the ch05 loop and block scheduler hand it each step's spans and
+//! block tables; it turns them into one metadata upload and one GPU pass (or several, when a
+//! long prefill exceeds the pass's buffers), and only token ids come back.
+
+use crate::device::{device_err, Gpu};
+use crate::float::GpuFloat;
+use crate::model::{GpuModel, KvCache};
+use ch00_model::{Clock, DType, LlamaConfig, ModelError, Result, RunOptions, Sequence, Span};
+use ch05_paged_attention::{BlockId, PagedRunner};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::CudaGraph;
+use std::collections::BTreeMap;
+
+/// Counters of what the runner did, for the bench report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuStats {
+    pub passes: usize,
+    pub graph_replays: usize,
+    pub graphs_captured: usize,
+}
+
+pub struct GpuRunner<T> {
+    pub gpu: Gpu,
+    pub model: GpuModel<T>,
+    pub kv: KvCache<T>,
+    /// Decode batch sizes captured as graphs (1, 2, 4, 8, …); empty = CUDA graphs off.
+    pub graph_sizes: Vec<usize>,
+    graphs: BTreeMap<usize, CudaGraph>,
+    /// Context partitions at the longest allowed sequence: the decode graphs' fixed grid.
+    max_parts: usize,
+    host_meta: Vec<i32>,
+    pub stats: GpuStats,
+}
+
+/// One token of the step, flattened: which span (table row) it belongs to and where it goes.
+#[derive(Debug, Clone, Copy)]
+struct Tok {
+    token: u32,
+    pos: usize,
+    span: usize,
+    /// Whether its logits pick the span's next token (the span's last token).
+    last: bool,
+}
+
+// ANCHOR: graph_sizes
+/// vLLM's capture ladder: 1, 2, 4, 8, then every multiple of 8 up to 32, every 16 up to `max`…
+/// kept short here: powers of two and their midpoints, so padding wastes at most a third.
+pub fn graph_sizes(max: usize) -> Vec<usize> {
+    let mut sizes = vec![];
+    let mut b = 1;
+    while b <= max {
+        sizes.push(b);
+        if b >= 4 && b + b / 2 <= max {
+            sizes.push(b + b / 2);
+        }
+        b *= 2;
+    }
+    sizes
+}
+// ANCHOR_END: graph_sizes
+
+impl<T: GpuFloat> GpuRunner<T> {
+    pub fn new(gpu: Gpu, model: GpuModel<T>, kv: KvCache<T>, max_len: usize, cuda_graphs: bool) -> Self {
+        let max_parts = GpuModel::<T>::parts_for(max_len);
+        let cap = model.cap;
+        let largest = cap.max_rows.min(cap.max_tokens).min(cap.max_query_parts / max_parts);
+        let graph_sizes = if cuda_graphs { graph_sizes(largest.min(512)) } else { vec![] };
+        let host_meta = vec![0; model.layout.len];
+        GpuRunner { gpu, model, kv, graph_sizes, graphs: BTreeMap::new(), max_parts, host_meta, stats: GpuStats::default() }
+    }
+
+    /// Writes the metadata of tokens `toks` (rows = the spans they touch) into the host buffer.
+    /// Rows past `toks`'s spans up to `pad_rows` are padding: slot −1, context 0.
+    fn fill_meta(&mut self, toks: &[Tok], tables: &[&[BlockId]], pad_to: usize) -> Result<Vec<usize>> {
+        let (l, bs, mb) = (self.model.layout, self.kv.block_size, self.model.cap.max_blocks);
+        let m = &mut self.host_meta;
+        let first_span = toks.first().map_or(0, |t| t.span);
+        let mut logit_spans = Vec::new();
+        for (i, t) in toks.iter().enumerate() {
+            let row = t.span - first_span;
+            let table = tables[t.span];
+            let block = *table.get(t.pos / bs).ok_or_else(|| {
+                ModelError::InvalidBatch(format!("position {} is beyond a block table of {} blocks", t.pos, table.len()))
+            })?;
+            m[l.tokens + i] = t.token as i32;
+            m[l.pos + i] = t.pos as i32;
+            m[l.slot + i] = (block * bs + t.pos % bs) as i32;
+            m[l.rows + i] = row as i32;
+            m[l.ctx + i] = t.pos as i32 + 1;
+            if t.last {
+                m[l.logit_idx + logit_spans.len()] = i as i32;
+                logit_spans.push(t.span);
+            }
+        }
+        for i in toks.len()..pad_to {
+            (m[l.tokens + i], m[l.pos + i], m[l.slot + i], m[l.rows + i], m[l.ctx + i]) = (0, 0, -1, 0, 0);
+            m[l.logit_idx + i] = i as i32;
+        }
+        let spans = toks.last().map_or(0, |t| t.span + 1 - first_span);
+        for r in 0..spans {
+            let table = tables[first_span + r];
+            if table.len() > mb {
+                return Err(ModelError::InvalidBatch(format!("a block table of {} blocks exceeds {mb}", table.len())));
+            }
+            let row = &mut m[l.tables + r * mb..l.tables + (r + 1) * mb];
+            row.fill(0);
+            for (dst, &b) in row.iter_mut().zip(table) {
+                *dst = b as i32;
+            }
+        }
+        Ok(logit_spans)
+    }
+
+    // ANCHOR: decode_graph
+    /// A decode step of `n` sequences as a graph replay: padded up to the next captured size;
+    /// the first time a size is used it runs eagerly and is then captured.
+    fn decode_with_graph(&mut self, toks: &[Tok], tables: &[&[BlockId]], size: usize) -> Result<()> {
+        self.fill_meta(toks, tables, size)?;
+        self.model.upload_meta(&self.gpu, &self.host_meta)?;
+        if let Some(graph) = self.graphs.get(&size) {
+            graph.launch().map_err(|e| device_err("replaying a CUDA graph", e))?;
+            self.stats.graph_replays += 1;
+            return Ok(());
+        }
+        // First use: run it (cuBLAS picks its kernels), then record the same launches.
+        self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts)?;
+        let stream = self.gpu.stream.clone();
+        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| device_err("begin capture", e))?;
+        let captured = self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts);
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| device_err("end capture", e))?;
+        captured?;
+        let graph = graph.ok_or_else(|| ModelError::Device("stream capture recorded nothing".into()))?;
+        self.graphs.insert(size, graph);
+        self.stats.graphs_captured += 1;
+        Ok(())
+    }
+    // ANCHOR_END: decode_graph
+
+    /// Splits the step's tokens into passes that fit the buffers: at most `max_tokens` tokens,
+    /// `max_rows` sequences, and `max_query_parts` query × partition pairs per pass.
+    fn passes(&self, toks: &[Tok]) -> Vec<std::ops::Range<usize>> {
+        let cap = self.model.cap;
+        let mut out = Vec::new();
+        let (mut start, mut longest) = (0, 0);
+        for (i, t) in toks.iter().enumerate() {
+            let longest_with = longest.max(t.pos + 1);
+            let n = i + 1 - start;
+            let rows = t.span + 1 - toks[start].span;
+            if i > start && (n > cap.max_tokens || rows > cap.max_rows || n * GpuModel::<T>::parts_for(longest_with) > cap.max_query_parts) {
+                out.push(start..i);
+                start = i;
+                longest = t.pos + 1;
+            } else {
+                longest = longest_with;
+            }
+        }
+        if start < toks.len() {
+            out.push(start..toks.len());
+        }
+        out
+    }
+}
+
+impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
+    fn config(&self) -> &LlamaConfig {
+        &self.model.config
+    }
+
+    fn kv_dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    // ANCHOR: step
+    fn step(&mut self, seqs: &mut [Sequence], spans: &[Span], tables: Vec<Vec<BlockId>>, clock: &Clock, opts: &RunOptions) -> Result<()> {
+        // Flatten: every span's tokens from its start to its end, in order.
+        let mut toks = Vec::new();
+        for (i, s) in spans.iter().enumerate() {
+            let seq = seqs.get(s.seq).ok_or_else(|| ModelError::InvalidBatch(format!("no sequence {}", s.seq)))?;
+            let len = seq.tokens.len();
+            if s.start >= len || s.slot != i {
+                return Err(ModelError::InvalidBatch(format!("span {i} of sequence {} feeds nothing", s.seq)));
+            }
+            toks.extend((s.start..len).map(|p| Tok { token: seq.tokens[p], pos: p, span: i, last: p + 1 == len }));
+        }
+        let tables: Vec<&[BlockId]> = tables.iter().map(|t| t.as_slice()).collect();
+        if tables.len() != spans.len() {
+            return Err(ModelError::InvalidBatch(format!("{} block tables for {} spans", tables.len(), spans.len())));
+        }
+        let mut chosen = vec![None; spans.len()];
+        let graph_size = self.graph_sizes.iter().copied().find(|&b| b >= toks.len());
+        match graph_size {
+            // A decode step (one token per sequence) that a captured graph can take.
+            Some(size) if toks.len() == spans.len() => {
+                self.decode_with_graph(&toks, &tables, size)?;
+                self.stats.passes += 1;
+                let all: Vec<usize> = (0..spans.len()).collect();
+                self.collect(&all, seqs, spans, opts, &mut chosen)?;
+            }
+            _ => {
+                for range in self.passes(&toks) {
+                    self.eager_pass(&toks[range], &tables, seqs, spans, opts, &mut chosen)?;
+                }
+            }
+        }
+        let now = clock.now_s();
+        for (i, s) in spans.iter().enumerate() {
+            match chosen[i].take() {
+                Some((_, Some(logits))) => {
+                    seqs[s.seq].accept(&logits, now, opts);
+                }
+                Some((id, None)) => seqs[s.seq].accept_token(id, now),
+                None => return Err(ModelError::InvalidBatch(format!("span {i} got no token"))),
+            }
+        }
+        Ok(())
+    }
+    // ANCHOR_END: step
+}
+
+type Chosen = Option<(u32, Option<Vec<f32>>)>;
+
+impl<T: GpuFloat> GpuRunner<T> {
+    /// One pass over `part` of the step's tokens, without a graph.
+    fn eager_pass(
+        &mut self,
+        part: &[Tok],
+        tables: &[&[BlockId]],
+        seqs: &[Sequence],
+        spans: &[Span],
+        opts: &RunOptions,
+        chosen: &mut [Chosen],
+    ) -> Result<()> {
+        let logit_spans = self.fill_meta(part, tables, 0)?;
+        if logit_spans.is_empty() {
+            // A chunk from the middle of a long prompt: only its K/V matters; one logits row is
+            // computed and ignored.
+            self.host_meta[self.model.layout.logit_idx] = 0;
+        }
+        self.model.upload_meta(&self.gpu, &self.host_meta)?;
+        let longest = part.iter().map(|t| t.pos + 1).max().unwrap_or(1);
+        let parts = GpuModel::<T>::parts_for(longest);
+        self.model.forward(&self.gpu, &self.kv, part.len(), logit_spans.len().max(1), parts)?;
+        self.stats.passes += 1;
+        match logit_spans.is_empty() {
+            true => Ok(()),
+            false => self.collect(&logit_spans, seqs, spans, opts, chosen),
+        }
+    }
+
+    /// Reads back the last pass's greedy ids, and the logits rows of sequences that sample.
+    fn collect(
+        &self,
+        logit_spans: &[usize],
+        seqs: &[Sequence],
+        spans: &[Span],
+        opts: &RunOptions,
+        chosen: &mut [Chosen],
+    ) -> Result<()> {
+        let ids = self.model.ids(&self.gpu, logit_spans.len())?;
+        if ids.len() != logit_spans.len() {
+            return Err(ModelError::Device(format!("{} ids for {} rows", ids.len(), logit_spans.len())));
+        }
+        for (row, (&span, &id)) in logit_spans.iter().zip(&ids).enumerate() {
+            let logits = match seqs[spans[span].seq].needs_logits(opts) {
+                true => Some(self.model.logits_row(&self.gpu, row)?),
+                false => None,
+            };
+            chosen[span] = Some((id, logits));
+        }
+        Ok(())
+    }
+}

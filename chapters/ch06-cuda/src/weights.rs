@@ -1,0 +1,112 @@
+//! The model's weights on the GPU, uploaded once in the engine's element type, with Q/K/V fused
+//! into one matrix and gate/up into another, so each layer runs four GEMMs instead of seven.
+
+use crate::device::{ptr, Gpu};
+use crate::float::GpuFloat;
+use crate::kernels::Kernels;
+use ch00_model::{LlamaConfig, Model, Result};
+use cudarc::driver::CudaSlice;
+use ndarray::Array2;
+
+// ANCHOR: gpu_layer
+/// One decoder block on the GPU. Linear weights are (out, in) row-major, as in Hugging Face.
+pub struct GpuLayer<T> {
+    pub attn_norm: CudaSlice<T>, // (hidden)
+    pub wqkv: CudaSlice<T>,      // (q_dim + 2 · kv_dim, hidden): q rows, then k, then v
+    pub wo: CudaSlice<T>,        // (hidden, q_dim)
+    pub mlp_norm: CudaSlice<T>,  // (hidden)
+    pub wgu: CudaSlice<T>,       // (2 · intermediate, hidden): gate rows, then up
+    pub wdown: CudaSlice<T>,     // (hidden, intermediate)
+}
+// ANCHOR_END: gpu_layer
+
+pub struct GpuWeights<T> {
+    pub embed: CudaSlice<T>, // (vocab, hidden)
+    pub layers: Vec<GpuLayer<T>>,
+    pub norm: CudaSlice<T>,            // (hidden)
+    pub lm_head: Option<CudaSlice<T>>, // (vocab, hidden); None when tied to embed
+    pub inv_freq: CudaSlice<f32>,      // (head_dim / 2)
+    pub bytes: u64,
+}
+
+fn to_t<T: GpuFloat>(parts: &[&[f32]]) -> Vec<T> {
+    parts.iter().flat_map(|p| p.iter().map(|&x| T::from_f32(x))).collect()
+}
+
+fn flat(a: &Array2<f32>) -> std::borrow::Cow<'_, [f32]> {
+    match a.as_slice() {
+        Some(s) => s.into(),
+        None => a.iter().copied().collect::<Vec<_>>().into(),
+    }
+}
+
+impl<T: GpuFloat> GpuWeights<T> {
+    /// Uploads a CPU model, converting f32 to `T` (exact when the checkpoint was stored in `T`).
+    pub fn upload(gpu: &Gpu, model: &Model) -> Result<Self> {
+        let up = |what: &str, parts: &[&[f32]]| gpu.upload(what, &to_t::<T>(parts));
+        let mut layers = Vec::with_capacity(model.layers.len());
+        for l in &model.layers {
+            layers.push(GpuLayer {
+                attn_norm: up("a norm weight", &[l.attn_norm.as_slice().unwrap_or(&[])])?,
+                wqkv: up("q/k/v weights", &[&flat(&l.wq), &flat(&l.wk), &flat(&l.wv)])?,
+                wo: up("o weights", &[&flat(&l.wo)])?,
+                mlp_norm: up("a norm weight", &[l.mlp_norm.as_slice().unwrap_or(&[])])?,
+                wgu: up("gate/up weights", &[&flat(&l.w_gate), &flat(&l.w_up)])?,
+                wdown: up("down weights", &[&flat(&l.w_down)])?,
+            });
+        }
+        let embed = up("the embedding", &[&flat(&model.embed)])?;
+        let norm = up("the final norm", &[model.norm.as_slice().unwrap_or(&[])])?;
+        let lm_head = model.lm_head.as_ref().map(|h| up("lm_head", &[&flat(h)])).transpose()?;
+        let inv_freq = gpu.upload("RoPE frequencies", model.rope().inv_freq())?;
+        Ok(GpuWeights { embed, layers, norm, lm_head, inv_freq, bytes: weight_bytes::<T>(&model.config) })
+    }
+
+    /// Deterministic random weights made on the device, for shapes too big to build on the host
+    /// (a 7B model for the decode benchmark). Norm weights are 1; linear weights uniform in
+    /// ±1/√in, so activations keep a sane scale through the layers.
+    pub fn random(gpu: &Gpu, k: &Kernels<T>, c: &LlamaConfig, inv_freq: &[f32], seed: u64) -> Result<Self> {
+        let (h, q, kv, i, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
+        let mut n = 0u64;
+        let mut rand = |what: &str, rows: usize, cols: usize| -> Result<CudaSlice<T>> {
+            let w = gpu.zeros::<T>(what, rows * cols)?;
+            n += 1;
+            k.fill_uniform(gpu, ptr(gpu, &w), rows * cols, seed.wrapping_mul(1000).wrapping_add(n), 1.0 / (cols as f32).sqrt())?;
+            Ok(w)
+        };
+        let ones = |what: &str, len: usize| -> Result<CudaSlice<T>> {
+            let w = gpu.zeros::<T>(what, len)?;
+            k.fill_const(gpu, ptr(gpu, &w), len, 1.0)?;
+            Ok(w)
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for _ in 0..c.num_hidden_layers {
+            layers.push(GpuLayer {
+                attn_norm: ones("a norm weight", h)?,
+                wqkv: rand("q/k/v weights", q + 2 * kv, h)?,
+                wo: rand("o weights", h, q)?,
+                mlp_norm: ones("a norm weight", h)?,
+                wgu: rand("gate/up weights", 2 * i, h)?,
+                wdown: rand("down weights", h, i)?,
+            });
+        }
+        let embed = rand("the embedding", v, h)?;
+        let lm_head = if c.tie_word_embeddings { None } else { Some(rand("lm_head", v, h)?) };
+        let norm = ones("the final norm", h)?;
+        let inv_freq = gpu.upload("RoPE frequencies", inv_freq)?;
+        gpu.sync()?;
+        Ok(GpuWeights { embed, layers, norm, lm_head, inv_freq, bytes: weight_bytes::<T>(c) })
+    }
+
+    pub fn lm_head(&self) -> &CudaSlice<T> {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// Bytes of all weights in `T` (the decode floor reads each once per step).
+pub fn weight_bytes<T: GpuFloat>(c: &LlamaConfig) -> u64 {
+    let (h, q, kv, i, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
+    let per_layer = 2 * h + (q + 2 * kv) * h + h * q + 3 * i * h;
+    let head = if c.tie_word_embeddings { 0 } else { v * h };
+    ((c.num_hidden_layers * per_layer + v * h + h + head) * std::mem::size_of::<T>()) as u64
+}

@@ -1,0 +1,171 @@
+//! The GPU engine against chapter 5 on the CPU: in f32 the same greedy tokens, exactly, on the
+//! shipped model and on a random GQA model, with and without CUDA graphs, under chunked passes,
+//! preemption and prefix sharing; in f16/bf16, logits within a stated tolerance and the token
+//! agreement printed. Run on the GPU machine: `.gpu/engine-<hash> --ignored --nocapture`.
+
+use ch00_model::{DType, Engine, LlamaConfig, Model, Request, RunOptions, RunOutput, SamplingParams};
+use ch05_paged_attention::{KvBudget, PagedEngine};
+use ch06_cuda::CudaEngine;
+use std::path::Path;
+
+fn shipped() -> Model {
+    let dir = ["models/shakespeare", "../../models/shakespeare"].into_iter().map(Path::new).find(|d| d.join("config.json").exists());
+    let dir = dir.map(Path::to_path_buf).unwrap_or_else(ch00_model::default_model_dir);
+    Model::load(&dir).expect("the shipped model")
+}
+
+/// A random model with grouped-query attention (8 query heads over 2 KV heads, head_dim 32).
+fn random_gqa() -> Model {
+    let mut c = LlamaConfig::named("tiny").unwrap();
+    (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.intermediate_size) = (256, 8, 2, 32, 512);
+    c.max_position_embeddings = 1024;
+    Model::random(c, 3).unwrap()
+}
+
+/// Prompts of assorted lengths (one longer than a 256-position partition), outputs of assorted
+/// lengths, ids drawn from the vocabulary; every request ignores EOS so lengths are exact.
+fn requests(vocab: usize, n: usize) -> Vec<Request> {
+    (0..n)
+        .map(|i| {
+            let len = [3, 17, 40, 300, 9, 64, 1, 128][i % 8];
+            let prompt = (0..len).map(|j| ((i * 131 + j * 17 + 5) % (vocab - 3) + 3) as u32).collect();
+            Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, [12, 5, 30, 8, 20, 3, 16, 9][i % 8]) }
+        })
+        .collect()
+}
+
+fn cpu(model: &Model, reqs: &[Request], opts: &RunOptions) -> RunOutput {
+    PagedEngine { max_len: Some(512), ..Default::default() }.run(model, reqs, opts).unwrap()
+}
+
+fn gpu_engine(dtype: DType) -> CudaEngine {
+    CudaEngine {
+        dtype: Some(dtype),
+        paged: PagedEngine { max_len: Some(512), ..Default::default() },
+        gpu_memory_utilization: 0.5,
+        ..Default::default()
+    }
+}
+
+fn assert_same_tokens(what: &str, want: &RunOutput, got: &RunOutput) {
+    assert_eq!(want.outputs.len(), got.outputs.len(), "{what}: number of outputs");
+    for (a, b) in want.outputs.iter().zip(&got.outputs) {
+        assert_eq!(a.tokens.len(), b.tokens.len(), "{what}: request {} lengths", a.id);
+        assert!(!a.tokens.is_empty());
+        assert_eq!(a.tokens, b.tokens, "{what}: request {} differs", a.id);
+    }
+}
+
+// ANCHOR: f32_exact
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn f32_gives_ch05_tokens_exactly() {
+    let opts = RunOptions::default();
+    for (name, model) in [("shipped", shipped()), ("random GQA", random_gqa())] {
+        let reqs = requests(model.config.vocab_size, 12);
+        let want = cpu(&model, &reqs, &opts);
+        for graphs in [true, false] {
+            let mut e = CudaEngine { cuda_graphs: graphs, ..gpu_engine(DType::F32) };
+            let got = e.run(&model, &reqs, &opts).unwrap();
+            assert_same_tokens(&format!("{name}, graphs {graphs}"), &want, &got);
+            let s = e.last_setup.unwrap();
+            println!("{name} graphs={graphs}: same tokens; {} blocks, {:?}", s.num_blocks, s.stats);
+            assert_eq!(s.stats.graph_replays > 0, graphs, "graph replays {:?}", s.stats);
+        }
+    }
+}
+// ANCHOR_END: f32_exact
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn chunked_passes_and_few_rows_give_the_same_tokens() {
+    let model = random_gqa();
+    let reqs = requests(model.config.vocab_size, 10);
+    let want = cpu(&model, &reqs, &RunOptions::default());
+    // 64 tokens per pass: the 300-token prompt runs as 5 passes; 3 rows per pass.
+    let mut e = CudaEngine { max_tokens_per_pass: 64, max_rows: 3, ..gpu_engine(DType::F32) };
+    let got = e.run(&model, &reqs, &RunOptions::default()).unwrap();
+    assert_same_tokens("chunked", &want, &got);
+    assert!(e.last_setup.unwrap().stats.passes > got.stats.steps, "steps should be split into passes");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn sampled_requests_match_ch05() {
+    let model = shipped();
+    let mut reqs = requests(model.config.vocab_size, 6);
+    for (i, r) in reqs.iter_mut().enumerate() {
+        r.sampling = SamplingParams { temperature: 0.8, top_k: 50, top_p: 0.9, seed: 100 + i as u64 };
+    }
+    let want = cpu(&model, &reqs, &RunOptions::default());
+    let got = gpu_engine(DType::F32).run(&model, &reqs, &RunOptions::default()).unwrap();
+    assert_same_tokens("sampled", &want, &got);
+}
+
+// ANCHOR: preemption_test
+/// A pool of 24 blocks of 16 tokens forces preemption; prefix sharing is on and every prompt
+/// starts with the same 48 tokens. Each request still gets the tokens it gets alone.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn preemption_and_prefix_sharing_keep_each_request_s_tokens() {
+    let model = random_gqa();
+    let system: Vec<u32> = (0..48).map(|j| (j * 7 + 11) as u32).collect();
+    let reqs: Vec<Request> = (0..8)
+        .map(|i| {
+            let prompt = [system.clone(), vec![100 + i as u32; 1 + i % 3]].concat();
+            Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, 60 + 10 * (i % 4)) }
+        })
+        .collect();
+    let paged = PagedEngine { max_len: Some(512), prefix_sharing: true, budget: KvBudget::Blocks(24), ..Default::default() };
+    let mut e = CudaEngine { num_blocks: Some(24), paged: paged.clone(), ..gpu_engine(DType::F32) };
+    let got = e.run(&model, &reqs, &RunOptions::default()).unwrap();
+    let info = e.last_run.clone().unwrap();
+    assert!(got.stats.preemptions > 0, "the small pool should preempt");
+    assert!(info.scheduler.prefix_hit_tokens > 0, "the shared prefix should hit");
+    assert_eq!(got.outputs.len(), reqs.len());
+    for (r, out) in reqs.iter().zip(&got.outputs) {
+        let alone = gpu_engine(DType::F32).run(&model, std::slice::from_ref(r), &RunOptions::default()).unwrap();
+        assert_eq!(alone.outputs.len(), 1);
+        assert_eq!(out.tokens.len(), alone.outputs[0].tokens.len());
+        assert_eq!(out.tokens, alone.outputs[0].tokens, "request {} differs from its run alone", r.id);
+    }
+    // And the CPU engine with the same pool agrees.
+    let cpu_out = PagedEngine { ..paged }.run(&model, &reqs, &RunOptions::default()).unwrap();
+    assert_same_tokens("preempted, vs ch05", &cpu_out, &got);
+    println!("preemptions {}, prefix hits {} tokens", got.stats.preemptions, info.scheduler.prefix_hit_tokens);
+}
+// ANCHOR_END: preemption_test
+
+// ANCHOR: half_tolerance
+/// f16 / bf16 against the f32 CPU engine on the shipped model (stored in f16): the largest
+/// logit difference relative to the logits' spread, and the share of greedy tokens that agree.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn half_precision_logits_are_close_and_tokens_mostly_agree() {
+    let model = shipped();
+    let reqs = requests(model.config.vocab_size, 8);
+    let opts = RunOptions { record_logits: true, ..Default::default() };
+    let want = cpu(&model, &reqs, &opts);
+    for (dtype, tol) in [(DType::F16, 0.02), (DType::BF16, 0.08)] {
+        let got = gpu_engine(dtype).run(&model, &reqs, &opts).unwrap();
+        assert_eq!(want.outputs.len(), got.outputs.len());
+        let (mut agree, mut total, mut worst) = (0, 0, 0.0f32);
+        for (a, b) in want.outputs.iter().zip(&got.outputs) {
+            assert_eq!(a.tokens.len(), b.tokens.len());
+            // Compare logits only up to the first disagreement (after it the inputs differ).
+            let same = a.tokens.iter().zip(&b.tokens).take_while(|(x, y)| x == y).count();
+            agree += same;
+            total += a.tokens.len();
+            for (x, y) in a.logits.iter().zip(&b.logits).take(same + 1) {
+                assert_eq!(x.len(), y.len());
+                let spread = x.iter().fold(f32::MIN, |m, v| m.max(*v)) - x.iter().fold(f32::MAX, |m, v| m.min(*v));
+                let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max) / spread;
+                worst = worst.max(d);
+            }
+        }
+        println!("{dtype:?}: max |Δlogit| / spread = {worst:.2e}; tokens agreeing before first divergence: {agree}/{total}");
+        assert!(worst < tol, "{dtype:?}: logits differ by {worst:.2e} of their spread");
+        assert!(agree * 2 > total, "{dtype:?}: only {agree}/{total} tokens agree");
+    }
+}
+// ANCHOR_END: half_tolerance

@@ -1,0 +1,286 @@
+//! Every kernel against its CPU reference (ch00's functions) on fresh random inputs, with the
+//! output poisoned (NaN) first so an element the kernel forgot to write shows up.
+//! Thresholds are relative errors ‖gpu − cpu‖ / ‖cpu‖ per precision: f32 1e-5, f16 4e-3, bf16 3e-2.
+//! Run on the GPU machine: `.gpu/kernels-<hash> --ignored --nocapture`.
+
+use ch00_model::ops::{linear, rms_norm, swiglu};
+use ch00_model::rope::Rope;
+use ch00_model::{attend_one, AttnShape, LlamaConfig};
+use ch06_cuda::device::{ptr, Gpu};
+use ch06_cuda::kernels::{linear as gpu_linear, AttentionIo, Kernels, PART};
+use ch06_cuda::GpuFloat;
+use cudarc::driver::CudaSlice;
+use half::{bf16, f16};
+use ndarray::{Array1, Array2};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next() + 1.0) * 0.5 * n as f32) as usize % n
+    }
+}
+
+fn gpu() -> Gpu {
+    Gpu::new(0).expect("these tests need a CUDA GPU")
+}
+
+/// Rounds through T, so the CPU reference sees exactly the GPU's inputs.
+fn round<T: GpuFloat>(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| T::from_f32(x).to_f32()).collect()
+}
+
+fn up<T: GpuFloat>(g: &Gpu, v: &[f32]) -> CudaSlice<T> {
+    g.upload("test input", &v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>()).unwrap()
+}
+
+fn poisoned<T: GpuFloat>(g: &Gpu, n: usize) -> CudaSlice<T> {
+    up::<T>(g, &vec![f32::NAN; n])
+}
+
+fn down<T: GpuFloat>(g: &Gpu, s: &CudaSlice<T>) -> Vec<f32> {
+    let mut out = vec![T::default(); s.len()];
+    g.stream.memcpy_dtoh(s, &mut out).unwrap();
+    out.into_iter().map(T::to_f32).collect()
+}
+
+fn tol<T: GpuFloat>() -> f64 {
+    match T::C_NAME {
+        "f32" => 1e-5,
+        "f16" => 4e-3,
+        _ => 3e-2,
+    }
+}
+
+/// ‖a − b‖ / ‖b‖, after checking lengths and that every element was written.
+fn rel_err(what: &str, got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    assert!(!got.is_empty(), "{what}: empty");
+    if let Some(i) = got.iter().position(|x| !x.is_finite()) {
+        panic!("{what}: element {i} of {} not written (or not finite): {}", got.len(), got[i]);
+    }
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+// ANCHOR: attention_test
+/// Paged attention of query tokens with assorted context lengths (inside one partition, exactly
+/// at its edge, across several), K/V scattered over a shuffled pool, against ch00's attend_one.
+fn attention_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64) {
+    let k = Kernels::<T>::new(g, shape).unwrap();
+    let mut rng = Rng(seed);
+    let contexts = [1usize, 2, block_size, block_size + 1, PART - 1, PART, PART + 1, 3 * PART + 7, 40];
+    let n_q = contexts.len();
+    let max_blocks = contexts.iter().max().unwrap().div_ceil(block_size);
+    let num_blocks = n_q * max_blocks + 3;
+    let kv_dim = shape.kv_dim();
+    let kc = round::<T>(&rng.vec(num_blocks * block_size * kv_dim));
+    let vc = round::<T>(&rng.vec(num_blocks * block_size * kv_dim));
+    let q = round::<T>(&rng.vec(n_q * shape.q_dim()));
+    // Each query gets its own table of distinct blocks drawn at random from the pool.
+    let mut free: Vec<i32> = (0..num_blocks as i32).collect();
+    let mut tables = vec![0i32; n_q * max_blocks];
+    for t in tables.iter_mut() {
+        *t = free.swap_remove(rng.below(free.len()));
+    }
+    let parts = contexts.iter().max().unwrap().div_ceil(PART);
+    let out = poisoned::<T>(g, n_q * shape.q_dim());
+    let (kd, vd, qd) = (up::<T>(g, &kc), up::<T>(g, &vc), up::<T>(g, &q));
+    let td = g.upload("tables", &tables).unwrap();
+    let rows = g.upload("rows", &(0..n_q as i32).collect::<Vec<_>>()).unwrap();
+    let ctx = g.upload("ctx", &contexts.iter().map(|&c| c as i32).collect::<Vec<_>>()).unwrap();
+    let part_o = g.zeros::<f32>("p", n_q * parts * shape.q_dim()).unwrap();
+    let part_ml = g.zeros::<f32>("p", n_q * parts * shape.heads * 2).unwrap();
+    let io = AttentionIo {
+        q: ptr(g, &qd),
+        k_cache: ptr(g, &kd),
+        v_cache: ptr(g, &vd),
+        tables: ptr(g, &td),
+        rows: ptr(g, &rows),
+        ctx_lens: ptr(g, &ctx),
+        part_o: ptr(g, &part_o),
+        part_ml: ptr(g, &part_ml),
+        out: ptr(g, &out),
+    };
+    k.attention(g, &io, n_q, block_size, max_blocks, parts).unwrap();
+    let got = down::<T>(g, &out);
+    let mut want = vec![0.0f32; n_q * shape.q_dim()];
+    let qd = shape.q_dim();
+    for (i, &n_ctx) in contexts.iter().enumerate() {
+        let table = &tables[i * max_blocks..(i + 1) * max_blocks];
+        let slot = move |t: usize| table[t / block_size] as usize * block_size + t % block_size;
+        let (kr, vr) = (&kc, &vc);
+        let key = move |t: usize| &kr[slot(t) * kv_dim..(slot(t) + 1) * kv_dim];
+        let value = move |t: usize| &vr[slot(t) * kv_dim..(slot(t) + 1) * kv_dim];
+        attend_one(shape, &q[i * qd..(i + 1) * qd], n_ctx, key, value, &mut want[i * qd..(i + 1) * qd]);
+    }
+    let err = rel_err("attention", &got, &want);
+    println!("attention {} {shape:?} block {block_size}: rel err {err:.2e}", T::C_NAME);
+    assert!(err < tol::<T>(), "attention {} {shape:?}: rel err {err:.2e}", T::C_NAME);
+}
+// ANCHOR_END: attention_test
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn paged_attention_matches_cpu_for_every_shape_and_precision() {
+    let g = gpu();
+    let shapes = [
+        AttnShape { heads: 4, kv_heads: 2, head_dim: 16 },
+        AttnShape { heads: 8, kv_heads: 2, head_dim: 32 },
+        AttnShape { heads: 9, kv_heads: 3, head_dim: 64 },
+        AttnShape { heads: 8, kv_heads: 8, head_dim: 64 },
+        AttnShape { heads: 32, kv_heads: 8, head_dim: 128 },
+        AttnShape { heads: 16, kv_heads: 2, head_dim: 128 },
+        AttnShape { heads: 4, kv_heads: 4, head_dim: 256 },
+    ];
+    for (i, &s) in shapes.iter().enumerate() {
+        let seed = 17 + i as u64;
+        attention_case::<f32>(&g, s, 16, seed);
+        attention_case::<f16>(&g, s, 16, seed + 100);
+        attention_case::<bf16>(&g, s, 16, seed + 200);
+    }
+    attention_case::<f32>(&g, shapes[1], 4, 99);
+    attention_case::<f16>(&g, shapes[4], 32, 98);
+}
+
+fn rope_cache_case<T: GpuFloat>(g: &Gpu, seed: u64) {
+    let mut config = LlamaConfig::named("tiny").unwrap();
+    (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.hidden_size) = (8, 2, 32, 256);
+    let shape = AttnShape::of(&config);
+    let k = Kernels::<T>::new(g, shape).unwrap();
+    let rope = Rope::new(&config);
+    let mut rng = Rng(seed);
+    let n = 6;
+    let (qd, kvd) = (shape.q_dim(), shape.kv_dim());
+    let qkv = round::<T>(&rng.vec(n * (qd + 2 * kvd)));
+    let pos = [0i32, 1, 5, 77, 300, 4000];
+    let slot = [3i32, -1, 0, 9, 4, 7]; // token 1 is padding: writes nothing
+    let cache_slots = 10;
+    let (q_out, kc, vc) = (poisoned::<T>(g, n * qd), poisoned::<T>(g, cache_slots * kvd), poisoned::<T>(g, cache_slots * kvd));
+    let (qkvd, posd, slotd, inv) =
+        (up::<T>(g, &qkv), g.upload("p", &pos).unwrap(), g.upload("s", &slot).unwrap(), g.upload("f", rope.inv_freq()).unwrap());
+    k.rope_cache(g, ptr(g, &qkvd), ptr(g, &q_out), ptr(g, &kc), ptr(g, &vc), ptr(g, &posd), ptr(g, &slotd), ptr(g, &inv), n).unwrap();
+    let qkv = Array2::from_shape_vec((n, qd + 2 * kvd), qkv).unwrap();
+    let positions: Vec<usize> = pos.iter().map(|&p| p as usize).collect();
+    let mut q = qkv.slice(ndarray::s![.., ..qd]).to_owned();
+    let mut kk = qkv.slice(ndarray::s![.., qd..qd + kvd]).to_owned();
+    rope.apply(&mut q, &positions);
+    rope.apply(&mut kk, &positions);
+    let err = rel_err("rope q", &down::<T>(g, &q_out), q.as_slice().unwrap());
+    assert!(err < tol::<T>(), "rope q {}: {err:.2e}", T::C_NAME);
+    let (got_k, got_v) = (down::<T>(g, &kc), down::<T>(g, &vc));
+    for (t, &s) in slot.iter().enumerate().filter(|(_, &s)| s >= 0) {
+        let s = s as usize;
+        let e = rel_err("cached k", &got_k[s * kvd..(s + 1) * kvd], kk.row(t).as_slice().unwrap());
+        assert!(e < tol::<T>(), "cached k of token {t}: {e:.2e}");
+        let want_v: Vec<f32> = qkv.row(t).as_slice().unwrap()[qd + kvd..].to_vec();
+        assert_eq!(&got_v[s * kvd..(s + 1) * kvd], &want_v[..], "cached v of token {t}");
+    }
+    // Slots no token maps to (1, 2, 5, 6, 8) must still hold the poison.
+    for s in [1usize, 2, 5, 6, 8] {
+        assert!(got_k[s * kvd..(s + 1) * kvd].iter().all(|x| x.is_nan()), "slot {s} was written");
+    }
+    println!("rope_cache {}: q rel err {err:.2e}", T::C_NAME);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn rope_and_reshape_and_cache_match_cpu() {
+    let g = gpu();
+    rope_cache_case::<f32>(&g, 1);
+    rope_cache_case::<f16>(&g, 2);
+    rope_cache_case::<bf16>(&g, 3);
+}
+
+fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
+    let shape = AttnShape { heads: 4, kv_heads: 2, head_dim: 32 };
+    let k = Kernels::<T>::new(g, shape).unwrap();
+    let mut rng = Rng(seed);
+    let (n, hidden, inter, vocab) = (5, 200, 300, 1000);
+    // add_rmsnorm: x += delta, h = rmsnorm(x) · w
+    let x0 = rng.vec(n * hidden);
+    let delta = round::<T>(&rng.vec(n * hidden));
+    let w = round::<T>(&rng.vec(hidden));
+    let (xd, dd, wd, hd) = (g.upload("x", &x0).unwrap(), up::<T>(g, &delta), up::<T>(g, &w), poisoned::<T>(g, n * hidden));
+    k.add_rmsnorm(g, ptr(g, &xd), ptr(g, &dd), ptr(g, &wd), ptr(g, &hd), n, hidden, 1e-5).unwrap();
+    let x1: Vec<f32> = x0.iter().zip(&delta).map(|(a, b)| a + b).collect();
+    let want = rms_norm(&Array2::from_shape_vec((n, hidden), x1.clone()).unwrap().view(), &Array1::from(w.clone()), 1e-5);
+    let e = rel_err("add_rmsnorm", &down::<T>(g, &hd), want.as_slice().unwrap());
+    assert!(e < tol::<T>(), "add_rmsnorm {}: {e:.2e}", T::C_NAME);
+    let mut xs = vec![0f32; n * hidden];
+    g.stream.memcpy_dtoh(&xd, &mut xs).unwrap();
+    assert!(rel_err("residual", &xs, &x1) < 1e-6);
+    // silu_mul
+    let gu = round::<T>(&rng.vec(n * 2 * inter));
+    let (gud, act) = (up::<T>(g, &gu), poisoned::<T>(g, n * inter));
+    k.silu_mul(g, ptr(g, &gud), ptr(g, &act), n, inter).unwrap();
+    let gu2 = Array2::from_shape_vec((n, 2 * inter), gu).unwrap();
+    let want = swiglu(&gu2.slice(ndarray::s![.., ..inter]).to_owned(), &gu2.slice(ndarray::s![.., inter..]).to_owned());
+    let e = rel_err("silu_mul", &down::<T>(g, &act), want.as_slice().unwrap());
+    assert!(e < tol::<T>(), "silu_mul {}: {e:.2e}", T::C_NAME);
+    // linear (cuBLAS) against ch00's linear
+    let (a, wl) = (round::<T>(&rng.vec(n * hidden)), round::<T>(&rng.vec(inter * hidden)));
+    let (ad, wld, yd) = (up::<T>(g, &a), up::<T>(g, &wl), poisoned::<T>(g, n * inter));
+    gpu_linear::<T>(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), n, hidden, inter).unwrap();
+    let want = linear(&Array2::from_shape_vec((n, hidden), a).unwrap().view(), &Array2::from_shape_vec((inter, hidden), wl).unwrap());
+    let e = rel_err("linear", &down::<T>(g, &yd), want.as_slice().unwrap());
+    assert!(e < tol::<T>(), "linear {}: {e:.2e}", T::C_NAME);
+    // embedding + gather_rows
+    let table = round::<T>(&rng.vec(vocab * hidden));
+    let tokens = [3i32, 999, 0, 3, 500];
+    let (td, tok, xe) = (up::<T>(g, &table), g.upload("t", &tokens).unwrap(), g.upload("x", &vec![f32::NAN; n * hidden]).unwrap());
+    k.embedding(g, ptr(g, &td), ptr(g, &tok), ptr(g, &xe), n, hidden).unwrap();
+    let mut emb = vec![0f32; n * hidden];
+    g.stream.memcpy_dtoh(&xe, &mut emb).unwrap();
+    for (i, &t) in tokens.iter().enumerate() {
+        assert_eq!(&emb[i * hidden..(i + 1) * hidden], &table[t as usize * hidden..(t as usize + 1) * hidden]);
+    }
+    let idx = [4i32, 0];
+    let (idxd, gathered) = (g.upload("i", &idx).unwrap(), poisoned::<T>(g, 2 * hidden));
+    k.gather_rows(g, ptr(g, &hd), ptr(g, &idxd), ptr(g, &gathered), 2, hidden).unwrap();
+    let hs = down::<T>(g, &hd);
+    assert_eq!(down::<T>(g, &gathered), [&hs[4 * hidden..5 * hidden], &hs[..hidden]].concat());
+    // argmax, with a tie that the lower index must win
+    let mut logits = round::<T>(&rng.vec(3 * vocab));
+    logits[vocab + 10] = 5.0;
+    logits[vocab + 700] = 5.0;
+    let (ld, ids) = (up::<T>(g, &logits), g.upload("ids", &[u32::MAX; 3]).unwrap());
+    k.argmax(g, ptr(g, &ld), ptr(g, &ids), 3, vocab).unwrap();
+    let mut got = [0u32; 3];
+    g.stream.memcpy_dtoh(&ids, &mut got).unwrap();
+    let want: Vec<u32> = logits.chunks(vocab).map(ch00_model::sampling::argmax).collect();
+    assert_eq!(got.to_vec(), want);
+    assert_eq!(got[1], 10);
+    println!("small ops {}: ok", T::C_NAME);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn small_kernels_match_cpu() {
+    let g = gpu();
+    small_ops_case::<f32>(&g, 5);
+    small_ops_case::<f16>(&g, 6);
+    small_ops_case::<bf16>(&g, 7);
+}
+
+/// Without a GPU (CI), opening one is an error that says so, not a panic.
+#[test]
+fn opening_a_gpu_never_panics() {
+    match Gpu::new(0) {
+        Ok(g) => println!("GPU present: {}", g.name()),
+        Err(e) => {
+            let msg = e.to_string();
+            println!("no GPU: {msg}");
+            assert!(msg.contains("GPU"), "{msg}");
+        }
+    }
+}
