@@ -48,7 +48,8 @@ impl Gpu {
         // records to every launch (and to captured graphs).
         // SAFETY: no other stream touches our buffers.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx.new_stream().map_err(|e| device_err("creating a stream", e))?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| device_err("creating a cuBLAS handle", e))?;
         let workspace = stream.alloc_zeros::<u8>(CUBLAS_WORKSPACE).map_err(|e| oom("the cuBLAS workspace", CUBLAS_WORKSPACE, e))?;
         let (wp, _) = workspace.device_ptr(&stream);

@@ -9,6 +9,10 @@ typedef __nv_bfloat16 bf16;
 typedef float f32;
 typedef DTYPE T;
 
+#ifndef INFINITY  // NVRTC has no math.h
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(f16 x) { return __half2float(x); }
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
