@@ -88,14 +88,19 @@ pub struct BlockRunInfo {
 impl PagedEngine {
     /// The scheduler settings these engine settings give for `model`, and the maximum length.
     pub fn scheduler_config(&self, model: &Model) -> Result<(SchedulerConfig, usize)> {
-        let max_len = resolve_max_len(&model.config, self.max_len)?;
+        self.scheduler_config_for(&model.config)
+    }
+
+    /// The same, from the model's config alone (chapter 6 runs models that never exist on the CPU).
+    pub fn scheduler_config_for(&self, config: &LlamaConfig) -> Result<(SchedulerConfig, usize)> {
+        let max_len = resolve_max_len(config, self.max_len)?;
         let bs = self.block_size;
-        let per_token = kv_bytes_per_token(&model.config, DType::F32);
+        let per_token = kv_bytes_per_token(config, DType::F32);
         let num_blocks = match self.budget {
             KvBudget::Blocks(n) => n,
-            KvBudget::KvBytes(bytes) => blocks_for_budget(&model.config, bs, bytes, DType::F32)?,
+            KvBudget::KvBytes(bytes) => blocks_for_budget(config, bs, bytes, DType::F32)?,
             KvBudget::Slots(n) => {
-                blocks_for_budget(&model.config, bs, n as u64 * max_len as u64 * per_token, DType::F32)?
+                blocks_for_budget(config, bs, n as u64 * max_len as u64 * per_token, DType::F32)?
             }
         };
         let mut cfg = SchedulerConfig::new(num_blocks, bs);

@@ -8,6 +8,7 @@ use crate::kernels::{check_shape, Kernels};
 use crate::model::{Capacity, GpuModel, KvCache};
 use crate::runner::{GpuRunner, GpuStats};
 use crate::weights::GpuWeights;
+use ch00_model::rope::Rope;
 use ch00_model::{AttnShape, DType, Engine, LlamaConfig, Model, ModelError, Request, Result, RunOptions, RunOutput};
 use ch05_paged_attention::{run_paged, BlockRunInfo, PagedEngine};
 
@@ -73,12 +74,15 @@ impl CudaEngine {
     }
 
     // ANCHOR: run_typed
-    fn run_typed<T: GpuFloat>(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
-        let (mut cfg, max_len) = self.paged.scheduler_config(model)?;
+    fn run_typed<T: GpuFloat>(&mut self, source: Weights<'_>, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
+        let c = source.config().clone();
+        let (mut cfg, max_len) = self.paged.scheduler_config_for(&c)?;
         let gpu = Gpu::new(self.ordinal)?;
-        let c = model.config.clone();
         let kernels = Kernels::<T>::new(&gpu, AttnShape::of(&c))?;
-        let weights = GpuWeights::<T>::upload(&gpu, model)?;
+        let weights = match source {
+            Weights::Model(m) => GpuWeights::<T>::upload(&gpu, m)?,
+            Weights::Random(c, seed) => GpuWeights::<T>::random(&gpu, &kernels, c, Rope::new(c).inv_freq(), seed)?,
+        };
         let weight_bytes = weights.bytes;
         let cap = capacity(cfg.block_size, max_len, self.max_tokens_per_pass, self.max_rows);
         let mut gm = GpuModel::new(&gpu, c.clone(), kernels, weights, cap)?;
@@ -109,6 +113,22 @@ impl CudaEngine {
         self.last_run = Some(info);
         Ok(out)
     }
+
+    /// Runs on deterministic random weights made on the GPU (shapes too big for the CPU model,
+    /// e.g. 7B for the benchmarks).
+    pub fn run_random(&mut self, config: &LlamaConfig, seed: u64, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
+        self.dispatch(Weights::Random(config, seed), requests, opts)
+    }
+
+    fn dispatch(&mut self, source: Weights<'_>, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
+        let c = source.config();
+        check_shape(AttnShape::of(c))?;
+        match self.dtype_for(c) {
+            DType::F32 => self.run_typed::<f32>(source, requests, opts),
+            DType::F16 => self.run_typed::<half::f16>(source, requests, opts),
+            DType::BF16 => self.run_typed::<half::bf16>(source, requests, opts),
+        }
+    }
     // ANCHOR_END: run_typed
 }
 
@@ -118,13 +138,33 @@ impl Engine for CudaEngine {
     }
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
-        check_shape(AttnShape::of(&model.config))?;
-        match self.dtype_for(&model.config) {
-            DType::F32 => self.run_typed::<f32>(model, requests, opts),
-            DType::F16 => self.run_typed::<half::f16>(model, requests, opts),
-            DType::BF16 => self.run_typed::<half::bf16>(model, requests, opts),
+        self.dispatch(Weights::Model(model), requests, opts)
+    }
+}
+
+/// Where the weights come from: a CPU model to upload, or random ones made on the device.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    Model(&'a Model),
+    Random(&'a LlamaConfig, u64),
+}
+
+impl Weights<'_> {
+    fn config(&self) -> &LlamaConfig {
+        match self {
+            Weights::Model(m) => &m.config,
+            Weights::Random(c, _) => c,
         }
     }
+}
+
+/// Device bytes the engine's activation buffers take for `config` (allocated, then returned so
+/// the caller can measure them): for budgets computed for another card.
+pub fn activation_bytes<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, block_size: usize, max_len: usize, max_tokens: usize, max_rows: usize) -> Result<GpuModel<T>> {
+    let kernels = Kernels::<T>::new(gpu, AttnShape::of(config))?;
+    let tiny = LlamaConfig { num_hidden_layers: 1, ..config.clone() };
+    let weights = GpuWeights::<T>::random(gpu, &kernels, &tiny, Rope::new(config).inv_freq(), 0)?;
+    GpuModel::new(gpu, tiny, kernels, weights, capacity(block_size, max_len, max_tokens, max_rows))
 }
 
 /// Buffer sizes for a model: `max_tokens` per pass, `max_rows` sequences, and attention scratch

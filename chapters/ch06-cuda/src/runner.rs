@@ -12,7 +12,7 @@ use cudarc::driver::CudaGraph;
 use std::collections::BTreeMap;
 
 /// Counters of what the runner did, for the bench report.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct GpuStats {
     pub passes: usize,
     pub graph_replays: usize,

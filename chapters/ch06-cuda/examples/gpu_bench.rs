@@ -1,0 +1,242 @@
+//! Chapter 6's measurements on the GPU, written as JSON records that `scripts/gpu_tables.py`
+//! turns into the book's tables (beside the PyTorch peers, run in the same call by
+//! `scripts/gpu_bench.sh`):
+//!   a. the paged decode-attention kernel vs the K/V-read floor,
+//!   b. whole decode steps of a Llama-2-7B shape (random f16 weights), eager and as CUDA graphs,
+//!   c. throughput of the engine on a workload file (`--model DIR --workload FILE`),
+//!   d. the 80 GB scenario: 7B weights + 16 requests of up to 8K tokens in one card's KV budget.
+//!
+//!   gpu_bench --out DIR [--sections a,b,c,d] [--model DIR --workload FILE --max-requests N]
+
+use ch00_model::{kv_bytes_per_token, AttnShape, DType, Engine, LlamaConfig, Request, RunOptions};
+use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig};
+use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps};
+use ch06_cuda::{CudaEngine, Gpu};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let out = PathBuf::from(arg(&args, "--out").unwrap_or_else(|| ".".into()));
+    std::fs::create_dir_all(&out)?;
+    let sections = arg(&args, "--sections").unwrap_or_else(|| "a,b,c,d".into());
+    let gpu = Gpu::new(0)?;
+    let card = gpu.name();
+    let copy_gbps = copy_bandwidth(&gpu)?;
+    println!("{card}: device copy bandwidth {copy_gbps:.0} GB/s");
+    let command = args.join(" ");
+    let head = json!({ "card": card, "copy_gbps": copy_gbps, "command": command });
+    if sections.contains('a') {
+        let mut rows = Vec::new();
+        let mha = AttnShape { heads: 32, kv_heads: 32, head_dim: 128 };
+        let gqa = AttnShape { heads: 32, kv_heads: 8, head_dim: 128 };
+        for (shape, b, l) in [(mha, 64, 512), (mha, 64, 2048), (mha, 16, 8192), (mha, 1, 4096), (gqa, 64, 2048)] {
+            let r = attention::<half::f16>(&gpu, shape, b, l, 16, copy_gbps)?;
+            println!("attention B{b} L{l} {}/{}: {:.1} us, {:.0} GB/s = {:.0}% of copy", shape.heads, shape.kv_heads, r.us, r.gbps, 100.0 * r.frac_of_copy_bw);
+            rows.push(r);
+        }
+        write(&out.join("ch06_attention.json"), json!({ "machine": head, "rows": rows }))?;
+    }
+    if sections.contains('b') {
+        let c = LlamaConfig::named("llama-7b")?;
+        let mut rows = Vec::new();
+        for ctx in [512usize, 2048] {
+            for b in [1usize, 32, 64] {
+                match decode_steps::<half::f16>(&gpu, &c, &[b], &[ctx], copy_gbps) {
+                    Ok(r) => {
+                        for x in &r {
+                            println!("decode B{b} ctx{ctx} graph={}: {:.3} ms (floor {:.3} ms, {:.0}%), wall {:.3} ms", x.cuda_graph, x.step_ms, x.floor_ms, 100.0 * x.frac_of_floor, x.wall_ms);
+                        }
+                        rows.extend(r.into_iter().map(|x| serde_json::to_value(x).unwrap_or(Value::Null)));
+                    }
+                    Err(e) => {
+                        println!("decode B{b} ctx{ctx}: skipped: {e}");
+                        rows.push(json!({ "batch": b, "context": ctx, "skipped": e.to_string() }));
+                    }
+                }
+            }
+        }
+        write(&out.join("ch06_decode.json"), json!({ "machine": head, "model": "llama-7b shape, random f16 weights", "rows": rows }))?;
+    }
+    if sections.contains('c') {
+        if let (Some(model), Some(workload)) = (arg(&args, "--model"), arg(&args, "--workload")) {
+            let max = arg(&args, "--max-requests").and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+            throughput(&out, &head, Path::new(&model), Path::new(&workload), max)?;
+        } else {
+            println!("section c skipped: needs --model DIR --workload FILE");
+        }
+    }
+    if sections.contains('d') {
+        scenario(&out, &head, &gpu)?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, v: Value) -> Res<()> {
+    std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+}
+
+// ANCHOR: throughput
+/// The engine on every request of a workload file (all arriving at t = 0, ignoring EOS so each
+/// produces exactly its max_new_tokens), with TTFT, TPOT and ITL percentiles.
+fn throughput(out: &Path, head: &Value, model_dir: &Path, workload: &Path, max: usize) -> Res<()> {
+    let model = ch00_model::Model::load(model_dir)?;
+    let w: Value = serde_json::from_str(&std::fs::read_to_string(workload)?)?;
+    let list = w.get("requests").unwrap_or(&w).as_array().ok_or("workload: expected a list")?;
+    let reqs: Vec<Request> = list
+        .iter()
+        .take(max)
+        .enumerate()
+        .map(|(i, r)| {
+            let prompt = r["prompt_ids"].as_array().map(|a| a.iter().filter_map(|t| t.as_u64()).map(|t| t as u32).collect()).unwrap_or_default();
+            let n = r["max_new_tokens"].as_u64().unwrap_or(1) as usize;
+            Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, n) }
+        })
+        .collect();
+    let max_len = reqs.iter().map(|r| r.prompt.len() + r.max_new_tokens).max().unwrap_or(1);
+    let mut rows = Vec::new();
+    for graphs in [true, false] {
+        let mut e = CudaEngine {
+            dtype: Some(DType::F16),
+            cuda_graphs: graphs,
+            paged: PagedEngine { max_len: Some(max_len), ..Default::default() },
+            ..Default::default()
+        };
+        let run = e.run(&model, &reqs, &RunOptions::default())?;
+        let setup = e.last_setup.clone().unwrap_or_default();
+        let mut ttft: Vec<f64> = run.outputs.iter().map(|o| o.ttft_s).collect();
+        let mut tpot: Vec<f64> = run
+            .outputs
+            .iter()
+            .filter(|o| o.tokens.len() > 1)
+            .map(|o| o.token_latencies_s.iter().sum::<f64>() / (o.tokens.len() - 1) as f64)
+            .collect();
+        let mut itl: Vec<f64> = run.outputs.iter().flat_map(|o| o.token_latencies_s.iter().copied()).collect();
+        let tokens: usize = run.outputs.iter().map(|o| o.tokens.len()).sum();
+        let row = json!({
+            "cuda_graphs": graphs,
+            "requests": reqs.len(),
+            "generated_tokens": tokens,
+            "wall_s": run.stats.wall_s,
+            "tokens_per_s": tokens as f64 / run.stats.wall_s,
+            "steps": run.stats.steps,
+            "mean_batch": run.stats.mean_batch_size,
+            "peak_running": run.stats.peak_running,
+            "preemptions": run.stats.preemptions,
+            "ttft_s": { "p50": pct(&mut ttft, 50.0), "p90": pct(&mut ttft, 90.0), "p99": pct(&mut ttft, 99.0) },
+            "tpot_s": { "p50": pct(&mut tpot, 50.0), "p90": pct(&mut tpot, 90.0), "p99": pct(&mut tpot, 99.0) },
+            "itl_s": { "p50": pct(&mut itl, 50.0), "p90": pct(&mut itl, 90.0), "p99": pct(&mut itl, 99.0) },
+            "num_blocks": setup.num_blocks,
+            "kv_gib": setup.kv_bytes as f64 / GIB,
+            "gpu": setup.stats,
+            "first_tokens": run.outputs.iter().take(4).map(|o| o.tokens.iter().take(16).copied().collect::<Vec<_>>()).collect::<Vec<_>>(),
+        });
+        println!("throughput graphs={graphs}: {:.0} tokens/s over {} requests ({} steps, mean batch {:.1})", tokens as f64 / run.stats.wall_s, reqs.len(), run.stats.steps, run.stats.mean_batch_size);
+        rows.push(row);
+    }
+    write(&out.join("ch06_throughput.json"), json!({ "machine": head, "model": model_dir.display().to_string(), "rows": rows }))
+}
+// ANCHOR_END: throughput
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+// ANCHOR: scenario
+/// 7B weights and 16 requests of up to 8K tokens each, in the KV budget an 80 GB card leaves
+/// (90% of an H100's 81,559 MiB, minus the weights and buffers measured here). Contiguous slots
+/// (chapter 4) reserve 8K tokens per request; the paged engine holds only what each request has.
+fn scenario(out: &Path, head: &Value, gpu: &Gpu) -> Res<()> {
+    let c = LlamaConfig { max_position_embeddings: 8192, ..LlamaConfig::named("llama-7b")? };
+    let max_len = 8192;
+    let h100_bytes = 81_559.0 * (1u64 << 20) as f64;
+    let per_token = kv_bytes_per_token(&c, DType::F16);
+    let weights = ch06_cuda::weights::weight_bytes::<half::f16>(&c) as f64;
+    // Activations at 4096 tokens per pass, as the engine allocates them (measured on this card).
+    let (free0, _) = gpu.mem_info()?;
+    let probe = ch06_cuda::engine::activation_bytes::<half::f16>(gpu, &c, 16, max_len, 4096, 256)?;
+    let (free1, _) = gpu.mem_info()?;
+    let activations = (free0 - free1) as f64;
+    drop(probe);
+    let budget = 0.9 * h100_bytes - weights - activations;
+    let block = 16usize;
+    let num_blocks = (budget / (block as f64 * per_token as f64)).floor() as usize;
+    // Chapter 4's rule: a slot per request, each reserving max_len tokens.
+    let slot_bytes = (max_len as u64 * per_token) as f64;
+    let slots = (budget / slot_bytes).floor() as usize;
+    let contiguous = if slots >= 16 {
+        format!("16 slots of {max_len} tokens fit")
+    } else {
+        format!(
+            "refused: 16 slots × {max_len} tokens × {} KiB = {:.1} GiB > the {:.1} GiB budget; only {slots} fit at once",
+            per_token / 1024,
+            16.0 * slot_bytes / GIB,
+            budget / GIB
+        )
+    };
+    println!("80 GB scenario: KV budget {:.1} GiB = {num_blocks} blocks; contiguous: {contiguous}", budget / GIB);
+    // 16 requests whose prompts (1K–6K) and outputs (128–512) vary, as real ones do.
+    let reqs: Vec<Request> = (0..16)
+        .map(|i| {
+            let p = 1024 + (i * 331) % 5120;
+            let prompt = (0..p).map(|j| ((i * 7919 + j * 31) % 31_000 + 3) as u32).collect();
+            Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, 128 + (i * 97) % 384) }
+        })
+        .collect();
+    let used_tokens: usize = reqs.iter().map(|r| r.prompt.len() + r.max_new_tokens).sum();
+    // The real run: random 7B weights on this GPU, the pool cut to the 80 GB budget.
+    let mut e = CudaEngine {
+        dtype: Some(DType::F16),
+        num_blocks: Some(num_blocks),
+        paged: PagedEngine { max_len: Some(max_len), block_size: block, ..Default::default() },
+        ..Default::default()
+    };
+    let run = e.run_random(&c, 7, &reqs, &RunOptions::default())?;
+    let info = e.last_run.clone().unwrap_or_default();
+    let served = run.outputs.iter().filter(|o| !o.tokens.is_empty()).count();
+    println!("paged: served {served}/16, peak running {}, preemptions {}", run.stats.peak_running, run.stats.preemptions);
+    // Peak concurrency of both designs under the same budget on a longer real-length workload
+    // (the scheduler alone, no model): slots reserve max_len, blocks hold what is used.
+    let spec = ch00_model::WorkloadSpec {
+        n_requests: 200,
+        prompt_len: ch00_model::LengthDist::Uniform { lo: 512, hi: 4096 },
+        output_len: ch00_model::LengthDist::Exponential { mean: 512.0, min: 16, max: 4096 },
+        arrivals: ch00_model::Arrivals::AllAtOnce,
+        seed: 0,
+    };
+    let workload = spec.generate(c.vocab_size);
+    let slot_series = simulate_slots(&workload, slots.max(1), max_len, per_token)?;
+    let block_series = simulate_blocks(&workload, SchedulerConfig::new(num_blocks, block), max_len, per_token)?;
+    write(
+        &out.join("ch06_scenario.json"),
+        json!({
+            "machine": head,
+            "model": "llama-7b shape, max_len 8192, random f16 weights",
+            "h100_bytes": h100_bytes, "weight_bytes": weights, "activation_bytes": activations,
+            "kv_budget_bytes": budget, "kv_bytes_per_token": per_token, "num_blocks": num_blocks, "block_size": block,
+            "contiguous_slots": slots, "contiguous": contiguous,
+            "requests": 16, "tokens_used": used_tokens, "tokens_reserved_contiguous": 16 * max_len,
+            "paged_served": served, "paged_peak_running": run.stats.peak_running, "paged_preemptions": run.stats.preemptions,
+            "paged_peak_blocks": info.scheduler.peak_blocks_used, "paged_wall_s": run.stats.wall_s,
+            "generated_tokens": run.stats.generated_tokens,
+            "workload": "200 requests, prompts uniform 512-4096, outputs exponential mean 512 (16-4096), all queued at once",
+            "workload_peak_running": { "contiguous": slot_series.peak_running(), "paged": block_series.peak_running() },
+            "workload_mean_running": { "contiguous": slot_series.mean_running(), "paged": block_series.mean_running() },
+        }),
+    )
+}
+// ANCHOR_END: scenario
