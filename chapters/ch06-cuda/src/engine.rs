@@ -158,15 +158,6 @@ impl Weights<'_> {
     }
 }
 
-/// Device bytes the engine's activation buffers take for `config` (allocated, then returned so
-/// the caller can measure them): for budgets computed for another card.
-pub fn activation_bytes<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, block_size: usize, max_len: usize, max_tokens: usize, max_rows: usize) -> Result<GpuModel<T>> {
-    let kernels = Kernels::<T>::new(gpu, AttnShape::of(config))?;
-    let tiny = LlamaConfig { num_hidden_layers: 1, ..config.clone() };
-    let weights = GpuWeights::<T>::random(gpu, &kernels, &tiny, Rope::new(config).inv_freq(), 0)?;
-    GpuModel::new(gpu, tiny, kernels, weights, capacity(block_size, max_len, max_tokens, max_rows))
-}
-
 /// Buffer sizes for a model: `max_tokens` per pass, `max_rows` sequences, and attention scratch
 /// for the larger of a full pass at two partitions or the biggest decode graph at `max_len`.
 pub fn capacity(block_size: usize, max_len: usize, max_tokens: usize, max_rows: usize) -> Capacity {

@@ -10,7 +10,7 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use std::marker::PhantomData;
 
 /// Context positions one attention thread block covers; longer contexts are split.
-pub const PART: usize = 256;
+pub const PART: usize = 512;
 /// Head sizes the attention kernel is compiled for.
 pub const HEAD_DIMS: [usize; 5] = [16, 32, 64, 128, 256];
 
@@ -30,6 +30,7 @@ pub struct Kernels<T> {
     attention_reduce: CudaFunction,
     fill_uniform: CudaFunction,
     fill_const: CudaFunction,
+    gemv: CudaFunction,
     _t: PhantomData<T>,
 }
 
@@ -41,11 +42,16 @@ fn u32_of(what: &str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a launch")))
 }
 
-/// The largest of 8, 4, 2, 1 query heads per attention block that divides the GQA group.
+/// The largest of 8, 4, 2, 1 query heads per attention block that divides the GQA group and
+/// keeps the block's cross-warp partial sums within 16 KiB of shared memory.
 pub fn group_chunk(shape: AttnShape) -> usize {
     let group = shape.heads / shape.kv_heads;
-    [8, 4, 2, 1].into_iter().find(|c| group % c == 0).unwrap_or(1)
+    let warps = shape.head_dim.max(128) / 32;
+    [8, 4, 2, 1].into_iter().find(|c| group % c == 0 && warps * c * shape.head_dim * 4 <= 16 << 10).unwrap_or(1)
 }
+
+/// Batches up to this many rows take the GEMV kernel; larger ones cuBLAS.
+pub const GEMV_MAX_N: usize = 8;
 
 /// Checks that the attention kernel supports this shape.
 pub fn check_shape(shape: AttnShape) -> Result<()> {
@@ -91,6 +97,7 @@ impl<T: GpuFloat> Kernels<T> {
         let arg = m("argmax.cu", include_str!("kernels/argmax.cu"), &common)?;
         let init = m("init.cu", include_str!("kernels/init.cu"), &common)?;
         let attn = m("paged_attention.cu", include_str!("kernels/paged_attention.cu"), &attn_defs)?;
+        let gemv = m("gemv.cu", include_str!("kernels/gemv.cu"), &common)?;
         Ok(Kernels {
             shape,
             group_chunk: chunk,
@@ -105,6 +112,7 @@ impl<T: GpuFloat> Kernels<T> {
             attention_reduce: gpu.function(&attn, "paged_attention_reduce")?,
             fill_uniform: gpu.function(&init, "fill_uniform")?,
             fill_const: gpu.function(&init, "fill_const")?,
+            gemv: gpu.function(&gemv, "gemv")?,
             _t: PhantomData,
         })
     }
@@ -112,7 +120,7 @@ impl<T: GpuFloat> Kernels<T> {
     /// x (n, hidden) f32 = embed[tokens].
     pub fn embedding(&self, gpu: &Gpu, embed: u64, tokens: u64, x: u64, n: usize, hidden: usize) -> Result<()> {
         let h = hidden as i32;
-        launch!(gpu, self.embedding, (u32_of("tokens", n)?, 1, 1), 256; embed, tokens, x, h)
+        launch!(gpu, self.embedding, (u32_of("tokens", n)?, 1, 1), 512; embed, tokens, x, h)
     }
 
     /// out (n, cols) = src[idx].
@@ -125,7 +133,9 @@ impl<T: GpuFloat> Kernels<T> {
     #[allow(clippy::too_many_arguments)]
     pub fn add_rmsnorm(&self, gpu: &Gpu, x: u64, delta: u64, w: u64, out: u64, n: usize, hidden: usize, eps: f32) -> Result<()> {
         let h = hidden as i32;
-        launch!(gpu, self.add_rmsnorm, (u32_of("tokens", n)?, 1, 1), 256; x, delta, w, out, h, eps)
+        // One block per token: at decode batch sizes there are few blocks, so each gets many threads
+        // (the row's loads are then all in flight at once instead of in a long chain).
+        launch!(gpu, self.add_rmsnorm, (u32_of("tokens", n)?, 1, 1), 1024; x, delta, w, out, h, eps)
     }
 
     /// RoPE on q and k of the fused qkv rows; q into `q_out`, k and v into the caches at `slot`.
@@ -144,7 +154,7 @@ impl<T: GpuFloat> Kernels<T> {
     ) -> Result<()> {
         let s = self.shape;
         let (h, kvh, d) = (s.heads as i32, s.kv_heads as i32, s.head_dim as i32);
-        launch!(gpu, self.rope_cache, (u32_of("tokens", n)?, 1, 1), 128; qkv, q_out, k_cache, v_cache, pos, slot, inv_freq, h, kvh, d)
+        launch!(gpu, self.rope_cache, (u32_of("tokens", n)?, 1, 1), 512; qkv, q_out, k_cache, v_cache, pos, slot, inv_freq, h, kvh, d)
     }
 
     /// Copies blocks src[i] -> dst[i] (device arrays of `n` ids) in one layer's K and V caches.
@@ -192,6 +202,19 @@ impl<T: GpuFloat> Kernels<T> {
             io.part_o, io.part_ml, io.ctx_lens, io.out, heads, mp)
     }
     // ANCHOR_END: attention_launch
+
+    // ANCHOR: linear_dispatch
+    /// y (n, out) = x (n, in) · wᵀ: our GEMV for a small decode batch, cuBLAS otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(&self, gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<()> {
+        let vec = 16 / std::mem::size_of::<T>();
+        if n > GEMV_MAX_N || in_f % vec != 0 {
+            return linear::<T>(gpu, x, w, y, n, in_f, out_f);
+        }
+        let (nn, i, o) = (n as i32, in_f as i32, out_f as i32);
+        launch!(gpu, self.gemv, (u32_of("rows", out_f.div_ceil(8))?, 1, 1), 256; w, x, y, nn, i, o)
+    }
+    // ANCHOR_END: linear_dispatch
 
     /// w (n) = uniform(-scale, scale) from (seed, index), deterministic.
     pub fn fill_uniform(&self, gpu: &Gpu, w: u64, n: usize, seed: u64, scale: f32) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use crate::device::{ptr, Gpu};
 use crate::float::GpuFloat;
-use crate::kernels::{linear, AttentionIo, Kernels, PART};
+use crate::kernels::{AttentionIo, Kernels, PART};
 use crate::weights::GpuWeights;
 use ch00_model::{LlamaConfig, ModelError, Result};
 use cudarc::driver::CudaSlice;
@@ -105,6 +105,16 @@ impl<T: GpuFloat> KvCache<T> {
     }
 }
 
+/// Device bytes of the activation buffers `GpuModel::new` allocates for `cap`.
+pub fn buffer_bytes<T: GpuFloat>(c: &LlamaConfig, cap: &Capacity) -> u64 {
+    let (m, r) = (cap.max_tokens, cap.max_rows);
+    let (h, q, kv, i) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let t = std::mem::size_of::<T>();
+    let f32s = m * h + cap.max_query_parts * (q + c.num_attention_heads * 2);
+    let ts = m * (h + (q + 2 * kv) + 2 * q + h + 3 * i) + r * (h + c.vocab_size);
+    (f32s * 4 + ts * t + MetaLayout::new(cap).len * 4 + r * 4) as u64
+}
+
 pub struct GpuModel<T> {
     pub config: LlamaConfig,
     pub kernels: Kernels<T>,
@@ -168,7 +178,7 @@ impl<T: GpuFloat> GpuModel<T> {
         let elem = std::mem::size_of::<T>() as u64;
         for (li, layer) in w.layers.iter().enumerate() {
             let (kc, vc) = (p(&kv.k) + (li * kv.layer_elems) as u64 * elem, p(&kv.v) + (li * kv.layer_elems) as u64 * elem);
-            linear::<T>(gpu, p(&b.h), p(&layer.wqkv), p(&b.qkv), n, h, q + 2 * kvd)?; // (n, q + 2 kv)
+            k.linear(gpu, p(&b.h), p(&layer.wqkv), p(&b.qkv), n, h, q + 2 * kvd)?; // (n, q + 2 kv)
             let (pos, slot) = (self.meta(gpu, l.pos), self.meta(gpu, l.slot));
             k.rope_cache(gpu, p(&b.qkv), p(&b.q), kc, vc, pos, slot, ptr(gpu, &w.inv_freq), n)?;
             let io = AttentionIo {
@@ -183,16 +193,16 @@ impl<T: GpuFloat> GpuModel<T> {
                 out: p(&b.attn),
             };
             k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts)?; // (n, heads · head_dim)
-            linear::<T>(gpu, p(&b.attn), p(&layer.wo), p(&b.o), n, q, h)?;
+            k.linear(gpu, p(&b.attn), p(&layer.wo), p(&b.o), n, q, h)?;
             k.add_rmsnorm(gpu, x, p(&b.o), p(&layer.mlp_norm), p(&b.h), n, h, eps)?;
-            linear::<T>(gpu, p(&b.h), p(&layer.wgu), p(&b.gu), n, h, 2 * inter)?; // (n, 2 · intermediate)
+            k.linear(gpu, p(&b.h), p(&layer.wgu), p(&b.gu), n, h, 2 * inter)?; // (n, 2 · intermediate)
             k.silu_mul(gpu, p(&b.gu), p(&b.act), n, inter)?;
-            linear::<T>(gpu, p(&b.act), p(&layer.wdown), p(&b.o), n, inter, h)?;
+            k.linear(gpu, p(&b.act), p(&layer.wdown), p(&b.o), n, inter, h)?;
             let next_norm = w.layers.get(li + 1).map_or(&w.norm, |nl| &nl.attn_norm);
             k.add_rmsnorm(gpu, x, p(&b.o), p(next_norm), p(&b.h), n, h, eps)?;
         }
         k.gather_rows(gpu, p(&b.h), self.meta(gpu, l.logit_idx), p(&b.last), rows, h)?; // (rows, hidden)
-        linear::<T>(gpu, p(&b.last), p(w.lm_head()), p(&b.logits), rows, h, c.vocab_size)?; // (rows, vocab)
+        k.linear(gpu, p(&b.last), p(w.lm_head()), p(&b.logits), rows, h, c.vocab_size)?; // (rows, vocab)
         k.argmax(gpu, p(&b.logits), ptr(gpu, &b.ids), rows, c.vocab_size)
     }
     // ANCHOR_END: forward

@@ -227,13 +227,22 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let want = swiglu(&gu2.slice(ndarray::s![.., ..inter]).to_owned(), &gu2.slice(ndarray::s![.., inter..]).to_owned());
     let e = rel_err("silu_mul", &down::<T>(g, &act), want.as_slice().unwrap());
     assert!(e < tol::<T>(), "silu_mul {}: {e:.2e}", T::C_NAME);
-    // linear (cuBLAS) against ch00's linear
+    // linear against ch00's: a decode-sized batch (our GEMV) and a prefill-sized one (cuBLAS)
+    for rows in [1, 5, 8, 9, 40] {
+        let (a, wl) = (round::<T>(&rng.vec(rows * hidden)), round::<T>(&rng.vec(inter * hidden)));
+        let (ad, wld, yd) = (up::<T>(g, &a), up::<T>(g, &wl), poisoned::<T>(g, rows * inter));
+        k.linear(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), rows, hidden, inter).unwrap();
+        let want = linear(&Array2::from_shape_vec((rows, hidden), a).unwrap().view(), &Array2::from_shape_vec((inter, hidden), wl).unwrap());
+        let e = rel_err("linear", &down::<T>(g, &yd), want.as_slice().unwrap());
+        assert!(e < tol::<T>(), "linear {} with {rows} rows: {e:.2e}", T::C_NAME);
+    }
+    // and cuBLAS directly
     let (a, wl) = (round::<T>(&rng.vec(n * hidden)), round::<T>(&rng.vec(inter * hidden)));
     let (ad, wld, yd) = (up::<T>(g, &a), up::<T>(g, &wl), poisoned::<T>(g, n * inter));
     gpu_linear::<T>(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), n, hidden, inter).unwrap();
     let want = linear(&Array2::from_shape_vec((n, hidden), a).unwrap().view(), &Array2::from_shape_vec((inter, hidden), wl).unwrap());
-    let e = rel_err("linear", &down::<T>(g, &yd), want.as_slice().unwrap());
-    assert!(e < tol::<T>(), "linear {}: {e:.2e}", T::C_NAME);
+    let e = rel_err("cuBLAS linear", &down::<T>(g, &yd), want.as_slice().unwrap());
+    assert!(e < tol::<T>(), "cuBLAS linear {}: {e:.2e}", T::C_NAME);
     // embedding + gather_rows
     let table = round::<T>(&rng.vec(vocab * hidden));
     let tokens = [3i32, 999, 0, 3, 500];

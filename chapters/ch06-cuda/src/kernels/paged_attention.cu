@@ -8,15 +8,14 @@
 // PART (context positions per thread block: long contexts are split over several blocks, vLLM's
 // "v2" idea, and paged_attention_reduce merges the partial softmaxes).
 #ifndef PART
-#define PART 256
+#define PART 512
 #endif
 #define NT (HEAD_DIM > 128 ? HEAD_DIM : 128)      // threads per block
 #define VEC (16 / (int)sizeof(T))                 // elements per 16-byte load
 #define TPR ((HEAD_DIM / VEC) > 32 ? 32 : (HEAD_DIM / VEC))  // threads reading one K row
 #define EPT (HEAD_DIM / TPR)                      // elements of a K row per thread
 #define RPP (NT / TPR)                            // K rows read per pass of the block
-#define NG (NT / HEAD_DIM)                        // token groups in the V pass
-#define UNROLL 4                                  // K rows in flight per thread
+#define UNROLL 8                                  // K or V rows in flight per thread
 
 // ANCHOR: kernel
 // q: (n_q, heads, HEAD_DIM) T. k_cache, v_cache: (num_blocks · block_size, kv_heads, HEAD_DIM) T.
@@ -31,8 +30,9 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     int heads, int kv_heads, int block_size, int max_blocks, int max_parts, float scale) {
     __shared__ float qs[GROUP][HEAD_DIM];
     __shared__ float sc[GROUP][PART];
+    __shared__ long long row_at[PART];  // element offset of each position's K/V row for this head
     __shared__ float scratch[32];
-    __shared__ float red[NG > 1 ? NG * GROUP * HEAD_DIM : 1];
+    __shared__ float red[NT / 32][GROUP][HEAD_DIM];
 
     const int i = blockIdx.x, part = blockIdx.z, tid = threadIdx.x;
     const int group = heads / kv_heads, chunks = group / GROUP;
@@ -40,11 +40,13 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     const int ctx = ctx_lens[i], t0 = part * PART;
     if (t0 >= ctx) return;
     const int n = min(ctx - t0, PART);
-    const int* table = tables + (size_t)rows[i] * max_blocks;
-    const size_t row_stride = (size_t)kv_heads * HEAD_DIM;  // one position's K (or V) row
-    // Where position t0 + t of this sequence lives in the cache, for this K/V head.
-    #define KV_OFFSET(t) (((size_t)table[(t0 + (t)) / block_size] * block_size + (t0 + (t)) % block_size) * row_stride + (size_t)kvh * HEAD_DIM)
 
+    // 0. Walk the block table once: where each position of the partition lives.
+    const int* table = tables + (size_t)rows[i] * max_blocks;
+    for (int t = tid; t < n; t += NT) {
+        const int pos = t0 + t;
+        row_at[t] = ((long long)table[pos / block_size] * block_size + pos % block_size) * kv_heads * HEAD_DIM + (long long)kvh * HEAD_DIM;
+    }
     for (int e = tid; e < GROUP * HEAD_DIM; e += NT)
         qs[e / HEAD_DIM][e % HEAD_DIM] = to_f(q[((size_t)i * heads + h0) * HEAD_DIM + e]) * scale;
     __syncthreads();
@@ -52,37 +54,39 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     // 1. Scores: TPR threads read one K row with 16-byte loads and reduce its dot products with
     //    every query head of the group by shuffles; UNROLL rows are in flight per thread.
     const int lane_r = tid % TPR, r = tid / TPR;
-    float qr[GROUP][EPT];
-    #pragma unroll
-    for (int g = 0; g < GROUP; g++)
+    {
+        float qr[GROUP][EPT];
         #pragma unroll
-        for (int e = 0; e < EPT; e++) qr[g][e] = qs[g][lane_r * EPT + e];
-    for (int tb = 0; tb < n; tb += RPP * UNROLL) {
-        uint4 raw[UNROLL][EPT / VEC];
-        #pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            const int t = tb + u * RPP + r;
+        for (int g = 0; g < GROUP; g++)
             #pragma unroll
-            for (int c = 0; c < EPT / VEC; c++)
-                raw[u][c] = t < n ? *reinterpret_cast<const uint4*>(k_cache + KV_OFFSET(t) + lane_r * EPT + c * VEC)
-                                  : make_uint4(0, 0, 0, 0);
-        }
-        #pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            const T* k = reinterpret_cast<const T*>(raw[u]);
-            float acc[GROUP];
+            for (int e = 0; e < EPT; e++) qr[g][e] = qs[g][lane_r * EPT + e];
+        for (int tb = 0; tb < n; tb += RPP * UNROLL) {
+            uint4 raw[UNROLL][EPT / VEC];
             #pragma unroll
-            for (int g = 0; g < GROUP; g++) {
-                acc[g] = 0.0f;
+            for (int u = 0; u < UNROLL; u++) {
+                const int t = tb + u * RPP + r;
                 #pragma unroll
-                for (int e = 0; e < EPT; e++) acc[g] += qr[g][e] * to_f(k[e]);
-                #pragma unroll
-                for (int o = TPR / 2; o > 0; o >>= 1) acc[g] += __shfl_xor_sync(0xffffffffu, acc[g], o);
+                for (int c = 0; c < EPT / VEC; c++)
+                    raw[u][c] = t < n ? *reinterpret_cast<const uint4*>(k_cache + row_at[t] + lane_r * EPT + c * VEC)
+                                      : make_uint4(0, 0, 0, 0);
             }
-            const int t = tb + u * RPP + r;
-            if (t < n && lane_r == 0)
+            #pragma unroll
+            for (int u = 0; u < UNROLL; u++) {
+                const T* k = reinterpret_cast<const T*>(raw[u]);
+                float acc[GROUP];
                 #pragma unroll
-                for (int g = 0; g < GROUP; g++) sc[g][t] = acc[g];
+                for (int g = 0; g < GROUP; g++) {
+                    acc[g] = 0.0f;
+                    #pragma unroll
+                    for (int e = 0; e < EPT; e++) acc[g] += qr[g][e] * to_f(k[e]);
+                    #pragma unroll
+                    for (int o = TPR / 2; o > 0; o >>= 1) acc[g] += __shfl_xor_sync(0xffffffffu, acc[g], o);
+                }
+                const int t = tb + u * RPP + r;
+                if (t < n && lane_r == 0)
+                    #pragma unroll
+                    for (int g = 0; g < GROUP; g++) sc[g][t] = acc[g];
+            }
         }
     }
     __syncthreads();
@@ -104,35 +108,66 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     }
     __syncthreads();
 
-    // 3. Weighted sum of V rows: thread `dim` of token group `grp` walks every NG-th position.
-    const int dim = tid % HEAD_DIM, grp = tid / HEAD_DIM;
-    float o[GROUP];
+    // 3. Weighted sum of V rows, read like K: TPR threads per row, 16 bytes each, UNROLL rows in
+    //    flight; then the row groups' partial sums are added (shuffles within a warp, then
+    //    shared memory across warps).
+    float acc[GROUP][EPT];
     #pragma unroll
-    for (int g = 0; g < GROUP; g++) o[g] = 0.0f;
-    #pragma unroll 8
-    for (int t = grp; t < n; t += NG) {
-        const float v = to_f(v_cache[KV_OFFSET(t) + dim]);
+    for (int g = 0; g < GROUP; g++)
         #pragma unroll
-        for (int g = 0; g < GROUP; g++) o[g] += sc[g][t] * v;
-    }
-    if (NG > 1) {
+        for (int e = 0; e < EPT; e++) acc[g][e] = 0.0f;
+    for (int tb = 0; tb < n; tb += RPP * UNROLL) {
+        uint4 raw[UNROLL][EPT / VEC];
         #pragma unroll
-        for (int g = 0; g < GROUP; g++) red[(grp * GROUP + g) * HEAD_DIM + dim] = o[g];
-        __syncthreads();
-        if (grp == 0)
-            for (int k = 1; k < NG; k++)
+        for (int u = 0; u < UNROLL; u++) {
+            const int t = tb + u * RPP + r;
+            #pragma unroll
+            for (int c = 0; c < EPT / VEC; c++)
+                raw[u][c] = t < n ? *reinterpret_cast<const uint4*>(v_cache + row_at[t] + lane_r * EPT + c * VEC)
+                                  : make_uint4(0, 0, 0, 0);
+        }
+        #pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            const int t = tb + u * RPP + r;
+            if (t < n) {
+                const T* v = reinterpret_cast<const T*>(raw[u]);
                 #pragma unroll
-                for (int g = 0; g < GROUP; g++) o[g] += red[(k * GROUP + g) * HEAD_DIM + dim];
+                for (int g = 0; g < GROUP; g++) {
+                    const float p = sc[g][t];
+                    #pragma unroll
+                    for (int e = 0; e < EPT; e++) acc[g][e] += p * to_f(v[e]);
+                }
+            }
+        }
     }
-    if (grp == 0) {
+    #pragma unroll
+    for (int g = 0; g < GROUP; g++)
+        #pragma unroll
+        for (int e = 0; e < EPT; e++)
+            #pragma unroll
+            for (int o = 16; o >= TPR; o >>= 1) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+    const int warp = tid / 32, lane = tid % 32;
+    if (lane < TPR)
+        #pragma unroll
+        for (int g = 0; g < GROUP; g++)
+            #pragma unroll
+            for (int e = 0; e < EPT; e++) red[warp][g][lane * EPT + e] = acc[g][e];
+    __syncthreads();
+    for (int idx = tid; idx < GROUP * HEAD_DIM; idx += NT) {
+        const int g = idx / HEAD_DIM, d = idx % HEAD_DIM;
+        float s = 0.0f;
+        #pragma unroll
+        for (int w = 0; w < NT / 32; w++) s += red[w][g][d];
+        const size_t at = ((size_t)i * heads + h0 + g) * max_parts + part;
+        part_o[at * HEAD_DIM + d] = s;
+    }
+    if (tid == 0)
         #pragma unroll
         for (int g = 0; g < GROUP; g++) {
             const size_t at = ((size_t)i * heads + h0 + g) * max_parts + part;
-            part_o[at * HEAD_DIM + dim] = o[g];
-            if (dim == 0) { part_ml[at * 2] = m[g]; part_ml[at * 2 + 1] = l[g]; }
+            part_ml[at * 2] = m[g];
+            part_ml[at * 2 + 1] = l[g];
         }
-    }
-    #undef KV_OFFSET
 }
 // ANCHOR_END: kernel
 
