@@ -31,7 +31,7 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     __shared__ float qs[GROUP][HEAD_DIM];
     __shared__ float sc[GROUP][PART];
     __shared__ long long row_at[PART];  // element offset of each position's K/V row for this head
-    __shared__ float scratch[32];
+    __shared__ float ms[GROUP], ls[GROUP];  // each head's running max and sum
     __shared__ float red[NT / 32][GROUP][HEAD_DIM];
 
     const int i = blockIdx.x, part = blockIdx.z, tid = threadIdx.x;
@@ -92,19 +92,20 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     __syncthreads();
 
     // 2. Softmax of the partition (max-subtracted; the reduce kernel rescales across partitions).
-    float m[GROUP], l[GROUP];
-    #pragma unroll
-    for (int g = 0; g < GROUP; g++) {
+    //    Warp w takes heads w, w + NT/32, …: no block-wide barrier per head.
+    const int warp = tid / 32, lane = tid % 32;
+    for (int g = warp; g < GROUP; g += NT / 32) {
         float v = -INFINITY;
-        for (int t = tid; t < n; t += NT) v = fmaxf(v, sc[g][t]);
-        m[g] = block_max(v, scratch);
+        for (int t = lane; t < n; t += 32) v = fmaxf(v, sc[g][t]);
+        v = warp_max(v);
         float s = 0.0f;
-        for (int t = tid; t < n; t += NT) {
-            const float p = expf(sc[g][t] - m[g]);
+        for (int t = lane; t < n; t += 32) {
+            const float p = expf(sc[g][t] - v);
             sc[g][t] = p;
             s += p;
         }
-        l[g] = block_sum(s, scratch);
+        s = warp_sum(s);
+        if (lane == 0) { ms[g] = v; ls[g] = s; }
     }
     __syncthreads();
 
@@ -146,7 +147,6 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
         for (int e = 0; e < EPT; e++)
             #pragma unroll
             for (int o = 16; o >= TPR; o >>= 1) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
-    const int warp = tid / 32, lane = tid % 32;
     if (lane < TPR)
         #pragma unroll
         for (int g = 0; g < GROUP; g++)
@@ -161,13 +161,11 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
         const size_t at = ((size_t)i * heads + h0 + g) * max_parts + part;
         part_o[at * HEAD_DIM + d] = s;
     }
-    if (tid == 0)
-        #pragma unroll
-        for (int g = 0; g < GROUP; g++) {
-            const size_t at = ((size_t)i * heads + h0 + g) * max_parts + part;
-            part_ml[at * 2] = m[g];
-            part_ml[at * 2 + 1] = l[g];
-        }
+    if (tid < GROUP) {
+        const size_t at = ((size_t)i * heads + h0 + tid) * max_parts + part;
+        part_ml[at * 2] = ms[tid];
+        part_ml[at * 2 + 1] = ls[tid];
+    }
 }
 // ANCHOR_END: kernel
 
