@@ -147,7 +147,8 @@ fn tour() -> Result<()> {
     bar.finish_and_clear();
     println!("{}", report::stage_table(&rows));
     let same = rows.windows(2).all(|w| {
-        w[0].1.outputs.iter().zip(&w[1].1.outputs).all(|(a, b)| a.tokens == b.tokens)
+        let (a, b) = (&w[0].1.outputs, &w[1].1.outputs);
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.tokens == y.tokens)
     });
     println!("every stage generated the same tokens: {}", if same { "yes" } else { "NO" });
     println!("(equal-length requests: batching helps, continuous batching cannot beat static here;");
