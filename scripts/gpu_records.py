@@ -2,7 +2,9 @@
 """Renders the records of the GPU run (scripts/gpu_model_checks.sh; its $OUT files are kept in
 book/src/generated/gpu/) and the shipped model's train_report.json into the book's Markdown:
 
-  book/src/generated/hf-parity.md    ch00's logits vs transformers' on two random GQA checkpoints
+  book/src/generated/hf-parity.md    ch00's logits vs transformers' on three random GQA checkpoints
+  book/src/generated/hf-text-parity.md  text prompts → ids → greedy tokens (hf_check.py text-parity
+                                     writes it; copied from the GPU run's records when present)
   book/src/generated/model-card.md   the shipped model: training, losses, Rust-vs-PyTorch, sample
 
 usage: python3 scripts/gpu_records.py [--kvserve target/release/kvserve]
@@ -81,4 +83,10 @@ if __name__ == "__main__":
         f.write(parity())
     with open(os.path.join(GEN, "model-card.md"), "w") as f:
         f.write(model_card(a.kvserve))
-    print("wrote hf-parity.md, model-card.md")
+    wrote = ["hf-parity.md", "model-card.md"]
+    text_parity = os.path.join(REC, "hf-text-parity.md")
+    if os.path.exists(text_parity):
+        with open(text_parity) as src, open(os.path.join(GEN, "hf-text-parity.md"), "w") as f:
+            f.write(src.read())
+        wrote.append("hf-text-parity.md")
+    print("wrote " + ", ".join(wrote))

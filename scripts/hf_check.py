@@ -24,12 +24,34 @@ parity --rust-bin CMD --workdir DIR [--report FILE]
     case has max_rel >= 1e-4 (or the Rust run fails). Without --rust-bin it only
     writes the checkpoints and HF logits (fixtures).
 
-generate --model DIR --prompt TEXT --max-new-tokens N [--rust-ids "5 9 ..."]
-    Greedy decoding in float32: ids = [config.bos_token_id] + encode(TEXT)
-    with DIR/tokenizer.json; prints the text and, on the last line, the new
-    token ids separated by spaces. With --rust-ids (new ids only, or prompt+new;
-    spaces or commas) it reports equal / the first mismatch and HF's top-2 logit
-    margin there (a tiny margin means a near-tie, not a bug); exit 1 if unequal.
+generate --model DIR --prompt TEXT --max-new-tokens N [--rust-ids "5 9 ..."] [--rust-prompt-ids "..."]
+    Greedy decoding in float32 from a text prompt, tokenized exactly as a
+    transformers user would: AutoTokenizer.from_pretrained(DIR)(TEXT).input_ids
+    (tokenizer.json's post-processor decides whether a BOS is added; nothing is
+    prepended by hand). Prints the prompt ids, the text and, on the last line,
+    the new token ids separated by spaces. With --rust-ids (new ids only, or
+    prompt+new; spaces or commas) it reports equal / the first mismatch and HF's
+    top-2 logit margin there (a tiny margin means a near-tie, not a bug); with
+    --rust-prompt-ids it also compares the prompt's ids; exit 1 if unequal.
+
+text-parity --kvserve CMD --workdir DIR [--report FILE] [--markdown FILE]
+    Token ids from TEXT prompts, end to end, on checkpoints it builds itself
+    (random float32 Llama weights; byte-level BPE tokenizer = the shipped
+    models/shakespeare/tokenizer.json, so nothing is downloaded):
+      text-no-bos        tokenizer.json has no post-processor, but config.json
+                         names bos_token_id 1 (as SmolLM2, Qwen, GPT-2-style BPE)
+      text-bos-template  post-processor TemplateProcessing "<s> $A" (Llama 2 style)
+      text-llama3-bos    added token <|begin_of_text|> and Sequence[ByteLevel,
+                         TemplateProcessing] (Llama 3 style); generation_config.json
+                         lists two EOS ids, the second one a token greedy decoding
+                         reaches, so stopping on a listed id is checked too
+    For each checkpoint and prompt it compares transformers' prompt ids
+    (AutoTokenizer) with kvserve's, and transformers' greedy new tokens
+    (generate(do_sample=False), float32, CPU) with kvserve's, by running
+      CMD generate --model DIR/<name> --max-new-tokens N --print-ids PROMPT
+    (CMD is split like a shell line) and reading its "prompt ids:" line and its
+    last line. Writes a JSON report and a Markdown table that names the machine
+    (GPU card when there is one). Exit 1 on any difference.
 
 loss --model DIR [--sample FILE]
     Recomputes val_sample_loss (definition below) for DIR, in float32, and
@@ -49,6 +71,7 @@ mean over all predicted tokens of all windows (= total loss / (255 * n_windows))
 import argparse
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -72,9 +95,18 @@ VAL_SAMPLE_LOSS_DEF = (
 # --------------------------------------------------------------------------- shared helpers
 
 def load_tokenizer(path: str):
+    """The raw `tokenizers` tokenizer of a tokenizer.json (for scoring text with no special tokens)."""
     from tokenizers import Tokenizer  # installed with transformers
 
     return Tokenizer.from_file(path)
+
+
+def load_hf_tokenizer(model_dir: str):
+    """The tokenizer a transformers user gets for `model_dir`: its `__call__` is the reference for
+    how a text prompt becomes ids (special tokens as the checkpoint's tokenizer files say)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def load_model(model_dir: str, device: str = "cpu") -> LlamaForCausalLM:
@@ -127,11 +159,11 @@ PARITY_CASES = [
 ]
 
 
-def make_random_model(seed: int, tie: bool, rope_theta: float, rope_scaling=None) -> LlamaForCausalLM:
+def make_random_model(seed: int, tie: bool, rope_theta: float, rope_scaling=None, vocab_size: int = 512) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     rope = {"rope_parameters": {"rope_theta": rope_theta, **rope_scaling}} if rope_scaling else {}
     cfg = LlamaConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=344, num_hidden_layers=3,
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=344, num_hidden_layers=3,
         num_attention_heads=8, num_key_value_heads=2, head_dim=16,
         max_position_embeddings=256, rope_theta=rope_theta, rms_norm_eps=1e-5,
         tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2,
@@ -216,45 +248,236 @@ def parse_ids(s: str) -> list[int]:
     return [int(t) for t in s.replace(",", " ").split()]
 
 
-def cmd_generate(args) -> int:
-    model = load_model(args.model, args.device)
-    tok = load_tokenizer(os.path.join(args.model, "tokenizer.json"))
-    bos = model.config.bos_token_id
-    prompt_ids = ([bos] if bos is not None else []) + tok.encode(args.prompt, add_special_tokens=False).ids
-    x = torch.tensor([prompt_ids], device=args.device)
+def hf_greedy(model, tok, prompt: str, max_new_tokens: int, device: str = "cpu", ignore_eos: bool = False):
+    """transformers' greedy decoding from a text prompt: (prompt ids, new ids, per-step scores)."""
+    prompt_ids = tok(prompt).input_ids  # add_special_tokens=True: the post-processor decides
+    x = torch.tensor([prompt_ids], device=device)
+    eos = model.generation_config.eos_token_id
+    pad = eos[0] if isinstance(eos, list) else eos
     with torch.no_grad():
         out = model.generate(
-            x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=args.max_new_tokens,
-            min_new_tokens=args.max_new_tokens if args.ignore_eos else None,
-            pad_token_id=model.config.eos_token_id, output_scores=True, return_dict_in_generate=True,
+            x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens if ignore_eos else None,
+            pad_token_id=pad, output_scores=True, return_dict_in_generate=True,
         )
-    new_ids = out.sequences[0, len(prompt_ids):].tolist()
-    print(f"prompt ids ({len(prompt_ids)}, BOS first): {' '.join(map(str, prompt_ids))}")
+    return prompt_ids, out.sequences[0, len(prompt_ids):].tolist(), out.scores
+
+
+def first_mismatch(got: list[int], want: list[int], scores=None) -> dict:
+    """Equal, or where `got` (kvserve) first differs from `want` (transformers), with HF's top-2
+    logit margin at that step (a tiny margin is a near-tie, not a bug)."""
+    if got == want:
+        return {"equal": True}
+    i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    res = {"equal": False, "at": i, "kvserve": got[i] if i < len(got) else None, "hf": want[i] if i < len(want) else None}
+    if scores is not None and i < len(scores):
+        top2 = scores[i][0].float().topk(2)
+        res["hf_top2_margin"] = (top2.values[0] - top2.values[1]).item()
+    return res
+
+
+def describe_mismatch(m: dict) -> str:
+    if m["equal"]:
+        return "EQUAL"
+    if m["kvserve"] is None or m["hf"] is None:
+        return f"lengths differ after {m['at']} equal tokens (kvserve {m['kvserve']}, hf {m['hf']})"
+    margin = f" (hf top-2 logit margin there {m['hf_top2_margin']:.3g})" if "hf_top2_margin" in m else ""
+    return f"FIRST MISMATCH at {m['at']}: kvserve {m['kvserve']}, hf {m['hf']}{margin}"
+
+
+def cmd_generate(args) -> int:
+    model = load_model(args.model, args.device)
+    tok = load_hf_tokenizer(args.model)
+    prompt_ids, new_ids, scores = hf_greedy(model, tok, args.prompt, args.max_new_tokens, args.device, args.ignore_eos)
+    print(f"prompt ids ({len(prompt_ids)}, from AutoTokenizer): {' '.join(map(str, prompt_ids))}")
     print("text:", repr(args.prompt + tok.decode(new_ids, skip_special_tokens=False)))
     status = 0
+    if args.rust_prompt_ids is not None:
+        m = first_mismatch(parse_ids(args.rust_prompt_ids), prompt_ids)
+        print(f"rust prompt ids: {describe_mismatch(m)}")
+        status |= not m["equal"]
     if args.rust_ids is not None:
         rust = parse_ids(args.rust_ids)
         if len(rust) > len(new_ids) and rust[: len(prompt_ids)] == prompt_ids:
             rust = rust[len(prompt_ids):]
-        mismatch = next((i for i, (a, b) in enumerate(zip(rust, new_ids)) if a != b), None)
-        if mismatch is None and len(rust) == len(new_ids):
-            print(f"rust ids: EQUAL ({len(new_ids)} tokens)")
-        else:
-            status = 1
-            if mismatch is None:
-                print(f"rust ids: lengths differ (rust {len(rust)}, hf {len(new_ids)}), common prefix equal")
-            else:
-                top2 = out.scores[mismatch][0].float().topk(2)
-                print(f"rust ids: FIRST MISMATCH at new token {mismatch}: rust {rust[mismatch]}, hf {new_ids[mismatch]} "
-                      f"(hf top-2 logit margin there {(top2.values[0] - top2.values[1]).item():.3g})")
+        m = first_mismatch(rust, new_ids, scores)
+        print(f"rust ids: {describe_mismatch(m)}" + (f" ({len(new_ids)} tokens)" if m["equal"] else ""))
+        status |= not m["equal"]
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"prompt": args.prompt, "prompt_ids": prompt_ids, "new_ids": new_ids,
                        "text": tok.decode(new_ids, skip_special_tokens=False),
+                       "tokenizer": "AutoTokenizer.from_pretrained(model)(prompt).input_ids",
                        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-                       "device": args.device}, f, indent=1)
+                       "device": args.device, "machine": machine()}, f, indent=1)
     print(" ".join(map(str, new_ids)))
     return status
+
+
+# --------------------------------------------------------------------------- text parity
+
+def machine() -> str:
+    """This machine in words: CPU model and, when torch sees one, the GPU card."""
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}"
+
+
+SHIPPED_TOKENIZER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "models", "shakespeare", "tokenizer.json")
+
+# Prompts: plain text, a leading space, a newline, non-ASCII bytes, and a special token written in the text.
+TEXT_PROMPTS = [
+    "ROMEO:\nO, she doth teach the torches to burn bright!",
+    " To be, or not to be",
+    "Où est le café? ✓",
+    "<s>KING HENRY V:\nOnce more unto the breach",
+]
+
+TEXT_CASES = [
+    # name, post-processor kind, what it stands for
+    ("text-no-bos", None, "none (as SmolLM2, Qwen, GPT-2-style BPE)"),
+    ("text-bos-template", "llama2", "TemplateProcessing `<s> $A` (Llama 2 style)"),
+    ("text-llama3-bos", "llama3", "`<|begin_of_text|>` through Sequence[ByteLevel, TemplateProcessing] (Llama 3 style)"),
+]
+
+
+def make_text_checkpoint(mdir: str, kind, seed: int) -> None:
+    """A random float32 Llama and a tokenizer.json whose post-processor is `kind`, saved in `mdir`."""
+    from tokenizers import AddedToken, Tokenizer, processors
+
+    tok = Tokenizer.from_file(SHIPPED_TOKENIZER)  # byte-level BPE, <pad>=0 <s>=1 </s>=2, no post-processor
+    if kind == "llama2":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B:1", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    elif kind == "llama3":
+        tok.add_special_tokens([AddedToken("<|begin_of_text|>", special=True, normalized=False)])
+        bot = tok.token_to_id("<|begin_of_text|>")
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
+                                          special_tokens=[("<|begin_of_text|>", bot)]),
+        ])
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    model = make_random_model(seed, tie=True, rope_theta=10000.0, vocab_size=vocab)
+    model.save_pretrained(mdir)  # config.json names bos_token_id 1 and eos_token_id 2 in every case
+    tok.save(os.path.join(mdir, "tokenizer.json"))
+
+
+def run_kvserve(cmd: str, mdir: str, prompt: str, max_new_tokens: int) -> dict:
+    """kvserve's prompt ids and greedy new ids for a text prompt (`generate --print-ids`)."""
+    argv = shlex.split(cmd) + ["generate", "--model", mdir, "--max-new-tokens", str(max_new_tokens), "--print-ids", prompt]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    res = {"command": shlex.join(argv)}
+    lines = proc.stdout.splitlines()
+    prompt_lines = [l for l in lines if l.startswith("prompt ids:")]
+    if proc.returncode != 0 or not prompt_lines or not lines:
+        res["error"] = f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"
+        return res
+    res["prompt_ids"] = parse_ids(prompt_lines[-1].split(":", 1)[1])
+    res["new_ids"] = parse_ids(lines[-1])
+    return res
+
+
+def cmd_text_parity(args) -> int:
+    import transformers
+
+    os.makedirs(args.workdir, exist_ok=True)
+    report = {"transformers": transformers.__version__, "torch": torch.__version__, "machine": machine(),
+              "device": "cpu", "dtype": "float32", "max_new_tokens": args.max_new_tokens,
+              "command": shlex.join(["python3", "scripts/hf_check.py"] + sys.argv[1:]), "cases": {}}
+    failed = False
+    for seed, (name, kind, what) in enumerate(TEXT_CASES, start=10):
+        mdir = os.path.join(args.workdir, name)
+        make_text_checkpoint(mdir, kind, seed)
+        model = load_model(mdir)
+        if kind == "llama3":
+            # A second EOS id that greedy decoding reaches: the first new token of the first prompt
+            # that is neither EOS nor already in the prompt's output before it.
+            _, probe, _ = hf_greedy(model, load_hf_tokenizer(mdir), TEXT_PROMPTS[0], args.max_new_tokens, ignore_eos=True)
+            extra = next((t for i, t in enumerate(probe) if i >= 3 and t not in probe[:i] and t != 2), None)
+            eos = [2] + ([extra] if extra is not None else [])
+            model.generation_config.eos_token_id = eos
+            model.generation_config.save_pretrained(mdir)
+            model = load_model(mdir)
+        tok = load_hf_tokenizer(mdir)
+        raw = load_tokenizer(os.path.join(mdir, "tokenizer.json"))
+        case = {"post_processor": what, "tokenizer_class": type(tok).__name__,
+                "config_bos_token_id": model.config.bos_token_id,
+                "eos_token_id": model.generation_config.eos_token_id, "prompts": []}
+        for prompt in TEXT_PROMPTS:
+            prompt_ids, new_ids, scores = hf_greedy(model, tok, prompt, args.max_new_tokens)
+            row = {"prompt": prompt, "hf_prompt_ids": prompt_ids, "hf_new_ids": new_ids,
+                   "tokenizers_lib_ids": raw.encode(prompt, add_special_tokens=True).ids}
+            if args.kvserve:
+                k = run_kvserve(args.kvserve, mdir, prompt, args.max_new_tokens)
+                row["kvserve_command"] = k["command"]
+                if "error" in k:
+                    row["error"] = k["error"]
+                    row["ok"] = False
+                else:
+                    row["kvserve_prompt_ids"] = k["prompt_ids"]
+                    row["kvserve_new_ids"] = k["new_ids"]
+                    row["prompt_ids"] = first_mismatch(k["prompt_ids"], prompt_ids)
+                    row["new_ids"] = first_mismatch(k["new_ids"], new_ids, scores)
+                    row["ok"] = row["prompt_ids"]["equal"] and row["new_ids"]["equal"]
+                failed |= not row["ok"]
+                verdict = row["error"] if "error" in row else (
+                    f"prompt ids {describe_mismatch(row['prompt_ids'])}, greedy {describe_mismatch(row['new_ids'])}")
+                print(f"{name:<18} {prompt!r:<48} {verdict}", flush=True)
+            case["prompts"].append(row)
+        report["cases"][name] = case
+    report["ok"] = (not failed) if args.kvserve else None
+    text = json.dumps(report, indent=1)
+    if args.report:
+        with open(args.report, "w") as f:
+            f.write(text + "\n")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text_parity_markdown(report))
+    if not args.report and not args.markdown:
+        print(text)
+    return 1 if failed else 0
+
+
+def text_parity_markdown(r: dict) -> str:
+    def code(text: str) -> str:  # a table cell showing `text` literally
+        return "`" + text.replace("\n", "\\n").replace("|", "\\|") + "`"
+
+    def ids(xs, n=8):
+        return " ".join(map(str, xs[:n])) + (" …" if len(xs) > n else "")
+
+    def verdict(row, key):
+        if "error" in row:
+            return "kvserve failed"
+        m = row.get(key)
+        return "—" if m is None else ("yes" if m["equal"] else "**NO**: " + describe_mismatch(m))
+
+    out = ["| checkpoint | tokenizer.json post-processor | config.json `bos_token_id` | EOS ids (generation_config.json) |",
+           "|---|---|---:|---|"]
+    for name, c in r["cases"].items():
+        eos = c["eos_token_id"] if isinstance(c["eos_token_id"], list) else [c["eos_token_id"]]
+        out.append(f"| `{name}` | {c['post_processor'].replace('|', chr(92) + '|')} | {c['config_bos_token_id']} | "
+                   f"{', '.join(map(str, eos))} |")
+    out += ["", f"| checkpoint | prompt | prompt ids (transformers) | same in kvserve | greedy tokens equal (at most "
+                f"{r['max_new_tokens']}) |", "|---|---|---|---|---|"]
+    for name, c in r["cases"].items():
+        for row in c["prompts"]:
+            greedy = verdict(row, "new_ids")
+            n = len(row["hf_new_ids"])
+            if row.get("new_ids", {}).get("equal"):
+                greedy += f" ({n}{', stopped at EOS ' + str(row['hf_new_ids'][-1]) if n < r['max_new_tokens'] else ''})"
+            out.append(f"| `{name}` | {code(row['prompt'])} | {ids(row['hf_prompt_ids'])} | {verdict(row, 'prompt_ids')} | {greedy} |")
+    out.append("")
+    out.append(f"*Prompt ids from transformers {r['transformers']}'s `AutoTokenizer.from_pretrained(dir)(text)`, greedy tokens "
+               f"from `generate(do_sample=False)` in float32 on the CPU (torch {r['torch']}), against `kvserve generate "
+               f"--print-ids`; machine: {r['machine']}. Command: `{r['command']}`.*")
+    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- loss
@@ -294,16 +517,23 @@ def main() -> int:
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--rust-ids")
+    p.add_argument("--rust-prompt-ids", help="kvserve's prompt ids (its `prompt ids:` line), to compare too")
     p.add_argument("--ignore-eos", action="store_true", help="never stop early at EOS")
     p.add_argument("--json-out", help="also write prompt, prompt_ids, new_ids and text as JSON")
     p.add_argument("--device", default="cpu")
+    p = sub.add_parser("text-parity", help="token ids and greedy tokens from text prompts: kvserve vs transformers")
+    p.add_argument("--kvserve", help="command that runs the kvserve binary (its `generate` subcommand is used)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--report", help="JSON report")
+    p.add_argument("--markdown", help="Markdown table for the book")
+    p.add_argument("--max-new-tokens", type=int, default=24)
     p = sub.add_parser("loss", help="recompute val_sample_loss")
     p.add_argument("--model", required=True)
     p.add_argument("--sample", help="default: MODEL/val_sample.txt")
     p.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    return {"parity": cmd_parity, "generate": cmd_generate, "loss": cmd_loss}[args.cmd](args)
+    return {"parity": cmd_parity, "generate": cmd_generate, "text-parity": cmd_text_parity, "loss": cmd_loss}[args.cmd](args)
 
 
 if __name__ == "__main__":

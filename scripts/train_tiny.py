@@ -16,8 +16,9 @@ Model: LlamaForCausalLM from scratch, vocab 4096, hidden 256, intermediate 768,
 Training: train.txt is tokenized as one string (no special tokens) into one
 stream; each sample is a random 513-token window of it (inputs = first 512,
 targets = last 512). With probability --bos-prob the window is instead
-[BOS] + 512 stream tokens, so the BOS token that inference prepends is a
-trained embedding and the model is used to seeing it at position 0. AdamW
+[BOS] + 512 stream tokens, so the model works with or without a BOS at position 0
+(the tokenizer adds none, so neither transformers nor kvserve prepends one to a
+prompt; a caller that does gets a trained embedding). AdamW
 (betas 0.9/0.95, weight decay on matrices only), linear warmup then cosine
 decay to 10%, grad clip 1.0, bf16 autocast on CUDA, residual dropout (applied
 by forward hooks on each layer's attention and MLP outputs during training

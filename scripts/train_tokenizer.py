@@ -13,7 +13,7 @@ Tokenizer (HF `tokenizers` library):
   * normalizer: none
   * pre-tokenizer: ByteLevel(add_prefix_space=False, use_regex=True)  (GPT-2 regex)
   * decoder: ByteLevel, so decode(encode(text)) == text for any text
-  * post-processor: none; encode() never adds BOS/EOS (callers prepend BOS themselves)
+  * post-processor: none; encode() never adds BOS/EOS (transformers' AutoTokenizer and kvserve add none)
 
 Deterministic: the same train.txt always gives a byte-identical tokenizer.json
 (checked below by training twice in-process).

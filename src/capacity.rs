@@ -282,7 +282,12 @@ pub fn capacity_report(opts: &CapacityOptions) -> Result<CapacityReport> {
 /// `opts.real.config` names, e.g. the `bench` model the rest of `kvserve bench` uses).
 pub fn capacity_report_on(model: Option<&Model>, opts: &CapacityOptions) -> Result<CapacityReport> {
     let real = match (&opts.real, model) {
-        (Some(spec), Some(model)) => Some(real_run(model, spec)?),
+        (Some(spec), Some(model)) => {
+            if model.config != LlamaConfig::named(&spec.config)? {
+                anyhow::bail!("the real capacity run names the {:?} shape but was given another model", spec.config);
+            }
+            Some(real_run(model, spec)?)
+        }
         (Some(spec), None) => Some(real_run(&Model::random(LlamaConfig::named(&spec.config)?, 0)?, spec)?),
         (None, _) => None,
     };

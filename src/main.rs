@@ -66,7 +66,8 @@ struct GenerateArgs {
     top_p: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Also print the generated token ids, space-separated, as the last line.
+    /// Also print the prompt's token ids (a line `prompt ids: …`, as the tokenizer gave them) and
+    /// the generated token ids, space-separated, as the last line.
     #[arg(long)]
     print_ids: bool,
     /// The prompt (with a random-weight config: text, or whitespace-separated token ids).
@@ -111,6 +112,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     let (text, run) = complete(engine.as_mut(), &loaded, &args.prompt, args.max_new_tokens, sampling)?;
     let out = &run.outputs[0];
+    let ids = |ids: &[u32]| ids.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
     println!("{text}");
     eprintln!(
         "[{}: {} tokens, {:.1} tokens/s, finish {:?}, model {}]",
@@ -121,7 +123,8 @@ fn generate(args: &GenerateArgs) -> Result<()> {
         loaded.source
     );
     if args.print_ids {
-        println!("{}", out.tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" "));
+        println!("prompt ids: {}", ids(&loaded.encode(&args.prompt)?));
+        println!("{}", ids(&out.tokens));
     }
     Ok(())
 }
@@ -144,7 +147,8 @@ fn tour() -> Result<()> {
     bar.finish_and_clear();
     println!("{}", report::stage_table(&rows));
     let same = rows.windows(2).all(|w| {
-        w[0].1.outputs.iter().zip(&w[1].1.outputs).all(|(a, b)| a.tokens == b.tokens)
+        let (a, b) = (&w[0].1.outputs, &w[1].1.outputs);
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.tokens == y.tokens)
     });
     println!("every stage generated the same tokens: {}", if same { "yes" } else { "NO" });
     println!("(equal-length requests: batching helps, continuous batching cannot beat static here;");

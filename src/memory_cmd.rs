@@ -70,6 +70,10 @@ fn report(args: &MemoryArgs) -> Result<String> {
     if args.batch == 0 || args.seq_len == 0 {
         bail!("--batch and --seq-len must be at least 1");
     }
+    let gb_ok = |x: f64| x.is_finite() && (0.0..1e9).contains(&x);
+    if !gb_ok(args.gpu_gb) || args.gpu_gb == 0.0 || !args.activations_gb.iter().all(|&a| gb_ok(a)) {
+        bail!("--gpu-gb must be above 0 and --activations-gb at least 0, both below 10^9 GB");
+    }
     let (config, name) = match (&args.model, &args.config) {
         (Some(dir), _) => (LlamaConfig::from_file(&dir.join("config.json"))?, dir.display().to_string()),
         (None, c) => {
@@ -82,7 +86,7 @@ fn report(args: &MemoryArgs) -> Result<String> {
     let weights = config.param_count() * dtype.bytes();
     let gpu = gb(args.gpu_gb);
     let plan = |batch, len| MemoryPlan::new(&config, dtype, batch, len, weights, act, gpu);
-    let p = plan(args.batch, args.seq_len);
+    let p = plan(args.batch, args.seq_len)?;
     let mut o = String::new();
     writeln!(o, "model {name}: {} layers, {} KV heads × head_dim {}, {:?} KV cache", config.num_hidden_layers, config.num_key_value_heads, config.head_dim, dtype)?;
     writeln!(o, "units: KiB/MiB/GiB are powers of 2; GB is 10^9 bytes (how GPU memory is sold)\n")?;
@@ -98,7 +102,7 @@ fn report(args: &MemoryArgs) -> Result<String> {
 
     writeln!(o, "scenario                  KV cache              weights + activations   total (GB)    fits in {:.0} GB?", args.gpu_gb)?;
     for (batch, len) in [(1u64, 2048u64), (16, 2048), (16, 8192)] {
-        let s = plan(batch, len);
+        let s = plan(batch, len)?;
         let (lo, hi) = s.total();
         writeln!(o, "{:<25} {:<21} {:<23} {:>5.1}–{:<6.1} {}", format!("{batch} × {len} tokens"), bytes(s.kv_total), format!("{:.1} GB–{:.1} GB", (weights + act.0) as f64 / 1e9, (weights + act.1) as f64 / 1e9), lo as f64 / 1e9, hi as f64 / 1e9, verdict(&s))?;
     }

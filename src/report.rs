@@ -224,7 +224,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 
     // 3. Capacity: the same KV budget as contiguous slots (ch04) and as blocks (ch05).
-    let cap_opts = if args.quick { CapacityOptions { real: None, ..CapacityOptions::full() } } else { CapacityOptions::full() };
+    let mut cap_opts = if args.quick { CapacityOptions { real: None, ..CapacityOptions::full() } } else { CapacityOptions::full() };
+    if let Some(real) = cap_opts.real.as_mut() {
+        real.config = args.config.clone(); // it runs on `bench_model`, so it is labelled with its shape
+    }
     let capacity = capacity_report_on(Some(&bench_model.model), &cap_opts)?;
     let capacity_md = to_markdown(&capacity);
     println!("{capacity_md}");

@@ -1,8 +1,9 @@
 //! `kvserve trace`: run static (ch03) and continuous (ch04) batching on the same small workload
 //! with tracing on, and draw each run's slots over time as a Gantt chart (SVG).
 
+use anyhow::{bail, Context};
 use kvserve::figures::{gantt_svg, GanttOptions};
-use ch00_model::{resolve_max_len, Engine, RunOptions, RunOutput, WorkloadSpec};
+use ch00_model::{kv_bytes_per_token, resolve_max_len, DType, Engine, LlamaConfig, RunOptions, RunOutput, WorkloadSpec};
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{slots_for_budget, ContinuousBatchEngine, SlotBudget};
 use std::path::PathBuf;
@@ -34,10 +35,46 @@ pub struct TraceArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Most requests a traced run draws (one Gantt bar each; more is unreadable).
+const MAX_REQUESTS: usize = 1000;
+
+/// The slot count and budget both engines get, checked before anything is allocated: a slot
+/// beyond the number of requests could never hold one, so asking for it is an error.
+fn slot_budget(args: &TraceArgs, config: &LlamaConfig) -> anyhow::Result<(usize, SlotBudget)> {
+    if args.requests == 0 || args.requests > MAX_REQUESTS {
+        bail!("--requests {} is out of range: a trace draws 1 to {MAX_REQUESTS} requests", args.requests);
+    }
+    let n = args.requests;
+    match args.kv_budget {
+        Some(bytes) => {
+            let max_len = resolve_max_len(config, None)?; // the engines' default slot length
+            let slots = slots_for_budget(config, max_len, bytes)?;
+            if slots > n {
+                let slot_bytes = max_len as u64 * kv_bytes_per_token(config, DType::F32);
+                bail!(
+                    "--kv-budget {bytes} B holds {slots} slots of {max_len} tokens, more than the {n} requests can use: \
+                     give at most {} B ({n} slots × {slot_bytes} B)",
+                    n as u64 * slot_bytes
+                );
+            }
+            Ok((slots, SlotBudget::KvBytes(bytes)))
+        }
+        None if args.slots == 0 || args.slots > n => {
+            bail!("--slots {} is out of range: give 1 to {n} (the number of requests; more slots are never used)", args.slots)
+        }
+        None => Ok((args.slots, SlotBudget::Slots(args.slots))),
+    }
+}
+
 // ANCHOR: run
 /// Runs both engines on `WorkloadSpec::exponential_default(requests, seed)` and writes
 /// `gantt-static.svg` and `gantt-continuous.svg`, on one time scale so they compare at a glance.
 pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
+    // Sizes are checked on the config, before weights or caches are allocated.
+    let (slots, budget) = match &args.model {
+        Some(dir) => slot_budget(args, &LlamaConfig::from_file(&dir.join("config.json"))?)?,
+        None => slot_budget(args, &LlamaConfig::named(&args.config)?)?,
+    };
     let loaded = match &args.model {
         Some(dir) => kvserve::load_model(Some(dir), None)?,
         None => kvserve::load_model(None, Some(&args.config))?,
@@ -47,13 +84,6 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     spec.validate(model.config.vocab_size)?;
     let requests = spec.generate(model.config.vocab_size);
     let opts = RunOptions { trace: true, ..Default::default() };
-    let (slots, budget) = match args.kv_budget {
-        Some(bytes) => {
-            let max_len = resolve_max_len(&model.config, None)?; // the engines' default slot length
-            (slots_for_budget(&model.config, max_len, bytes)?, SlotBudget::KvBytes(bytes))
-        }
-        None => (args.slots, SlotBudget::Slots(args.slots)),
-    };
     let mut static_engine = StaticBatchEngine { batch_size: slots, max_len: None };
     let mut continuous = ContinuousBatchEngine { slots: budget, ..Default::default() };
     let runs: [(&str, &str, RunOutput); 2] = [
@@ -74,7 +104,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
             100.0 * s.slot_utilisation,
             loaded.source
         );
-        let opts = GanttOptions { title, num_slots: slots, x_max_s, width: 960, height: 90 + 44 * slots as u32 };
+        let height = u32::try_from(slots).ok().and_then(|s| s.checked_mul(44)?.checked_add(90)).context("too many slots to draw")?;
+        let opts = GanttOptions { title, num_slots: slots, x_max_s, width: 960, height };
         let path = out_dir.join(file);
         std::fs::write(&path, gantt_svg(&out.trace, &opts)?)?;
         println!(

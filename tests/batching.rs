@@ -34,7 +34,7 @@ fn check_run(
     requests: &[Request],
     want: &[(Vec<u32>, FinishReason)],
 ) -> Result<(), TestCaseError> {
-    prop_assert_eq!(out.outputs.len(), requests.len());
+    prop_assert_eq!((out.outputs.len(), want.len()), (requests.len(), requests.len()));
     for ((o, r), (tokens, finish)) in out.outputs.iter().zip(requests).zip(want) {
         prop_assert_eq!(o.id, r.id);
         prop_assert_eq!(&o.tokens, tokens, "{} request {}", name, r.id);

@@ -1,5 +1,6 @@
 //! The `kvserve` binary: memory calculator output, generate's --print-ids, and clear errors.
 
+use kvserve::ch00_model::{DType, LlamaConfig, Model};
 use std::process::Command;
 
 fn kvserve(args: &[&str]) -> (bool, String, String) {
@@ -46,6 +47,13 @@ fn bad_input_gives_a_message_not_a_panic() {
         (vec!["generate", "--model", "/no/such/dir", "x"], "missing file"),
         (vec!["generate", "--config", "tiny", "--top-p", "0", "x"], "top_p"),
         (vec!["memory", "--dtype", "f8"], "unknown dtype"),
+        (vec!["memory", "--batch", "100000000000", "--seq-len", "100000000000"], "too many bytes to count in 64 bits"),
+        (vec!["memory", "--batch", "1e11"], "invalid value '1e11'"),
+        (vec!["memory", "--gpu-gb=-1"], "--gpu-gb must be above 0"),
+        (vec!["trace", "--config", "tiny", "--slots", "100000000000"], "--slots 100000000000 is out of range"),
+        (vec!["trace", "--config", "tiny", "--kv-budget", "18446744073709551615"], "requests can use: give at most"),
+        (vec!["trace", "--config", "tiny", "--requests", "100000000000"], "--requests 100000000000 is out of range"),
+        (vec!["trace", "--config", "tiny", "--requests", "0"], "--requests 0 is out of range"),
     ] {
         let (ok, _, err) = kvserve(&args);
         assert!(!ok, "{args:?} should fail");
@@ -55,7 +63,8 @@ fn bad_input_gives_a_message_not_a_panic() {
 
 #[test]
 fn bench_json_has_every_field_the_book_and_scripts_read() {
-    let path = std::env::temp_dir().join(format!("kvserve-bench-{}.json", std::process::id()));
+    let dir = tempfile::tempdir().unwrap(); // removed when the test ends, pass or fail
+    let path = dir.path().join("bench.json");
     let (ok, out, err) = kvserve(&["bench", "--quick", "--config", "tiny", "--requests", "6", "--json", path.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("continuous (ch04) / static (ch03) throughput"), "{out}");
@@ -80,4 +89,36 @@ fn bench_json_has_every_field_the_book_and_scripts_read() {
         }
     }
     assert!(json["capacity"]["real"].is_null(), "--quick skips the real capacity run");
+}
+
+#[test]
+fn text_prompt_for_a_checkpoint_with_a_tiny_vocabulary_and_no_tokenizer_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LlamaConfig { vocab_size: 3, ..LlamaConfig::named("tiny").unwrap() };
+    Model::random(config, 0).unwrap().save(dir.path(), DType::F32).unwrap();
+    let model = dir.path().to_str().unwrap();
+    let (ok, _, err) = kvserve(&["generate", "--model", model, "--max-new-tokens", "2", "hello"]);
+    assert!(!ok && err.contains("vocabulary of 3") && !err.contains("panicked"), "{err}");
+    let (ok, out, err) = kvserve(&["generate", "--model", model, "--max-new-tokens", "2", "--print-ids", "1 2 0"]);
+    assert!(ok, "token ids still work: {err}");
+    assert!(out.contains("prompt ids: 1 2 0"), "{out}");
+}
+
+#[test]
+fn generate_prints_the_prompt_ids_the_tokenizer_gives() {
+    // The shipped tokenizer has no post-processor: no BOS, as transformers' AutoTokenizer gives.
+    let (ok, out, err) = kvserve(&["generate", "--max-new-tokens", "1", "--print-ids", "ROMEO:"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l == "prompt ids: 2036 28"), "{out}");
+}
+
+#[test]
+fn bench_labels_the_capacity_run_with_the_model_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.json");
+    let (ok, out, err) = kvserve(&["bench", "--config", "tiny", "--requests", "6", "--json", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(json["capacity"]["real"]["model"], "random:tiny", "{out}");
+    assert!(!out.contains("random:bench"), "{out}");
 }

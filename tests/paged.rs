@@ -43,9 +43,12 @@ fn ch05_gives_ch04_tokens_for_every_request_even_under_preemption() {
     let mut paged = ch05(20);
     let got = paged.run(&model, &requests, &opts).unwrap();
     assert!(got.stats.preemptions > 0, "the small pool must force preemption");
+    assert_eq!((want.outputs.len(), got.outputs.len()), (requests.len(), requests.len()));
     for (a, b) in want.outputs.iter().zip(&got.outputs) {
         assert_eq!(a.tokens, b.tokens, "request {}", a.id);
+        assert_eq!((a.logits.len(), b.logits.len()), (a.tokens.len(), b.tokens.len()), "a logits row per token");
         for (x, y) in a.logits.iter().zip(&b.logits) {
+            assert_eq!(x.len(), y.len());
             let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
             assert!(d < 1e-4, "request {}: logits differ by {d}", a.id);
         }
@@ -219,6 +222,7 @@ mod any_workload {
             };
             let want = KvCacheEngine { max_len: Some(64) }.run(&model, &requests, &RunOptions::default()).unwrap();
             let got = paged.run(&model, &requests, &RunOptions::default()).unwrap();
+            prop_assert_eq!((want.outputs.len(), got.outputs.len()), (requests.len(), requests.len()));
             for (a, b) in want.outputs.iter().zip(&got.outputs) {
                 prop_assert_eq!(&a.tokens, &b.tokens, "request {}", a.id);
             }

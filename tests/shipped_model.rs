@@ -54,8 +54,9 @@ fn every_stage_writes_the_same_text() {
 }
 
 #[test]
-fn greedy_tokens_match_transformers() {
-    // Written on the GPU machine by `scripts/hf_check.py generate ... --json-out` (see the book's appendix B).
+fn greedy_tokens_from_text_match_transformers() {
+    // Written by `scripts/hf_check.py generate ... --json-out` (see the book's appendix B): transformers'
+    // prompt ids (AutoTokenizer, which adds no BOS with this tokenizer.json) and its greedy tokens.
     let path = model_dir().join("hf_greedy.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
         assert!(std::env::var_os("KVSERVE_TEST_MODEL").is_some(), "{} is missing", path.display());
@@ -63,9 +64,12 @@ fn greedy_tokens_match_transformers() {
     };
     let hf: serde_json::Value = serde_json::from_str(&text).unwrap();
     let prompt = hf["prompt"].as_str().unwrap();
-    let want: Vec<u32> = hf["new_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let ids = |key: &str| -> Vec<u32> { hf[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+    let want = ids("new_ids");
     let loaded = load();
-    let req = Request::greedy(0, loaded.encode(prompt).unwrap(), want.len());
+    let prompt_ids = loaded.encode(prompt).unwrap();
+    assert_eq!(prompt_ids, ids("prompt_ids"), "the prompt is tokenized as transformers tokenizes it");
+    let req = Request::greedy(0, prompt_ids, want.len());
     let mut engine = kvserve::stage("ch02").unwrap();
     let got = engine.run(&loaded.model, &[req], &RunOptions::default()).unwrap();
     assert_eq!(got.outputs[0].tokens, want);

@@ -35,8 +35,7 @@ pub fn load_model(dir: Option<&Path>, config: Option<&str>) -> Result<LoadedMode
     };
     let model = Model::load(&dir)?;
     let tok_path = dir.join("tokenizer.json");
-    let tokenizer =
-        if tok_path.exists() { Some(Tokenizer::from_file(&tok_path, model.config.bos_token_id)?) } else { None };
+    let tokenizer = if tok_path.exists() { Some(Tokenizer::from_file(&tok_path)?) } else { None };
     let source = dir.canonicalize().unwrap_or(dir).display().to_string();
     Ok(LoadedModel { model, tokenizer, source })
 }
@@ -53,18 +52,26 @@ impl LoadedModel {
         }
     }
 
-    /// Token ids for a prompt: through the tokenizer, or (random models) ids parsed from
-    /// whitespace-separated numbers, else the bytes of the text folded into the vocabulary.
+    /// Token ids for a prompt: through the tokenizer (as transformers encodes it), or (no
+    /// tokenizer) ids parsed from whitespace-separated numbers, else the bytes of the text folded
+    /// into the vocabulary above its first three (special) ids.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
         if let Some(tok) = &self.tokenizer {
             return tok.encode(prompt);
         }
         let nums: Option<Vec<u32>> = prompt.split_whitespace().map(|w| w.parse().ok()).collect();
-        let vocab = self.model.config.vocab_size as u32;
-        Ok(match nums {
-            Some(ids) if !ids.is_empty() => ids,
-            _ => prompt.bytes().map(|b| 3 + b as u32 % (vocab - 3)).collect(),
-        })
+        if let Some(ids) = nums.filter(|ids| !ids.is_empty()) {
+            return Ok(ids);
+        }
+        let vocab = u32::try_from(self.model.config.vocab_size).unwrap_or(u32::MAX);
+        if vocab <= 3 {
+            return Err(crate::ModelError::Tokenizer(format!(
+                "{} has no tokenizer.json and a vocabulary of {vocab} ids, too small to fold text into; \
+                 give the prompt as whitespace-separated token ids",
+                self.source
+            )));
+        }
+        Ok(prompt.bytes().map(|b| 3 + u32::from(b) % (vocab - 3)).collect())
     }
 
     /// Text for generated ids (random models: the ids themselves).

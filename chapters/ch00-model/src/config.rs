@@ -113,11 +113,7 @@ impl LlamaConfig {
             return Err(ModelError::UnsupportedConfig(format!("head_dim {head_dim} must be even and non-zero")));
         }
         // ANCHOR_END: validate
-        let eos_token_ids = match raw.eos_token_id {
-            None => vec![],
-            Some(OneOrMany::One(id)) => vec![id],
-            Some(OneOrMany::Many(ids)) => ids,
-        };
+        let eos_token_ids = raw.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default();
         Ok(LlamaConfig {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -199,6 +195,32 @@ impl LlamaConfig {
     }
 }
 
+/// The stop ids of `generation_config.json` in `dir`, when the file exists: transformers'
+/// `generate` takes `eos_token_id` (one id or a list) from there and falls back to `config.json`
+/// only without the file. A file that names no `eos_token_id` means no EOS stop, as there.
+pub fn generation_eos_ids(dir: &Path) -> Result<Option<Vec<u32>>> {
+    #[derive(Deserialize)]
+    struct Raw {
+        eos_token_id: Option<OneOrMany>,
+    }
+    let path = dir.join("generation_config.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+    let raw: Raw = serde_json::from_str(&text).map_err(|e| ModelError::Malformed { path, message: e.to_string() })?;
+    Ok(Some(raw.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default()))
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<u32> {
+        match self {
+            OneOrMany::One(id) => vec![id],
+            OneOrMany::Many(ids) => ids,
+        }
+    }
+}
+
 fn parse_rope_scaling(value: Option<serde_json::Value>) -> Result<RopeScaling> {
     let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(RopeScaling::None) };
     let kind = value.get("rope_type").or_else(|| value.get("type")).and_then(|v| v.as_str()).unwrap_or("");
@@ -236,6 +258,23 @@ mod tests {
         assert_eq!((c.head_dim, c.kv_dim(), c.q_dim()), (8, 16, 64));
         assert_eq!(c.eos_token_ids, vec![2, 3]);
         assert_eq!(c.rope_theta, 500000.0);
+    }
+
+    #[test]
+    fn generation_config_gives_the_stop_ids_when_present() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(generation_eos_ids(dir.path()).unwrap(), None, "no file: config.json's ids stand");
+        let file = dir.path().join("generation_config.json");
+        for (text, want) in [
+            (r#"{"bos_token_id":128000,"eos_token_id":[128001,128008,128009]}"#, vec![128_001, 128_008, 128_009]),
+            (r#"{"eos_token_id":2}"#, vec![2]),
+            (r#"{"do_sample":true}"#, vec![]),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            assert_eq!(generation_eos_ids(dir.path()).unwrap(), Some(want), "{text}");
+        }
+        std::fs::write(&file, "{not json").unwrap();
+        assert!(matches!(generation_eos_ids(dir.path()), Err(ModelError::Malformed { .. })));
     }
 
     #[test]

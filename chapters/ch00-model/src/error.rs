@@ -42,6 +42,8 @@ pub enum ModelError {
     InvalidBatch(String),
     #[error("GPU: {0}")]
     Device(String),
+    #[error("{0}: too many bytes to count in 64 bits")]
+    Overflow(String),
 }
 // ANCHOR_END: errors
 

@@ -104,7 +104,10 @@ impl Model {
         if !dir.is_dir() {
             return Err(ModelError::MissingFile(dir.to_path_buf()));
         }
-        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let mut config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        if let Some(eos) = crate::config::generation_eos_ids(dir)? {
+            config.eos_token_ids = eos; // generation_config.json wins, as in transformers' generate
+        }
         let shards = Shards::open(dir)?;
         let parsed = shards.parsed();
         let src = TensorSource::new(&parsed);

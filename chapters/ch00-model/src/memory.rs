@@ -1,6 +1,7 @@
 //! KV-cache memory math: what one token costs, and what a batch of long requests costs.
 
 use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
 
 /// Element types the KV cache can be stored in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,7 @@ pub struct MemoryPlan {
 
 impl MemoryPlan {
     /// `batch` requests of `seq_len` tokens each, KV in `dtype`, weights of `weight_bytes` bytes.
+    /// An error if the total does not fit in a u64 of bytes (16 EiB): no GPU is that large.
     pub fn new(
         config: &LlamaConfig,
         dtype: DType,
@@ -64,17 +66,22 @@ impl MemoryPlan {
         weight_bytes: u64,
         activations: (u64, u64),
         gpu: u64,
-    ) -> Self {
+    ) -> Result<Self> {
         let per_token = kv_bytes_per_token(config, dtype);
-        MemoryPlan {
+        let too_large = || ModelError::Overflow(format!("{batch} requests × {seq_len} tokens × {per_token} B of KV"));
+        let per_request = per_token.checked_mul(seq_len).ok_or_else(too_large)?;
+        let kv_total = per_request.checked_mul(batch).ok_or_else(too_large)?;
+        // total() adds these; check once here so it cannot overflow.
+        kv_total.checked_add(weight_bytes).and_then(|b| b.checked_add(activations.0.max(activations.1))).ok_or_else(too_large)?;
+        Ok(MemoryPlan {
             per_token_per_layer: kv_bytes_per_token_per_layer(config, dtype),
             per_token,
-            per_request: per_token * seq_len,
-            kv_total: per_token * seq_len * batch,
+            per_request,
+            kv_total,
             weights: weight_bytes,
             activations,
             gpu,
-        }
+        })
     }
 
     /// Total need with the low and the high activation estimate.
@@ -112,10 +119,10 @@ mod tests {
         let c = LlamaConfig::named("llama-7b").unwrap();
         let weights = c.param_count() * 2; // 13.48 GB
         let act = (2_000_000_000, 4_000_000_000);
-        let long = MemoryPlan::new(&c, DType::F16, 16, 8192, weights, act, 80_000_000_000);
+        let long = MemoryPlan::new(&c, DType::F16, 16, 8192, weights, act, 80_000_000_000).unwrap();
         assert_eq!(long.kv_total, 64 << 30);
         assert!(!long.fits());
-        let short = MemoryPlan::new(&c, DType::F16, 16, 2048, weights, act, 80_000_000_000);
+        let short = MemoryPlan::new(&c, DType::F16, 16, 2048, weights, act, 80_000_000_000).unwrap();
         assert_eq!(short.kv_total, 16 << 30);
         assert!(short.fits());
         assert_eq!(short.max_requests(), 58); // (80 − 13.48 − 4) GB / 1 GiB
@@ -126,5 +133,13 @@ mod tests {
         let l2 = LlamaConfig::named("llama-7b").unwrap();
         let l3 = LlamaConfig::named("llama3-8b").unwrap();
         assert_eq!(kv_bytes_per_token(&l2, DType::F16), 4 * kv_bytes_per_token(&l3, DType::F16));
+    }
+
+    #[test]
+    fn sizes_beyond_u64_are_an_error_not_a_wrap() {
+        let c = LlamaConfig::named("llama-7b").unwrap();
+        let e = MemoryPlan::new(&c, DType::F16, 100_000_000_000, 100_000_000_000, 0, (0, 0), 1).unwrap_err();
+        assert!(matches!(e, ModelError::Overflow(_)), "{e}");
+        assert!(MemoryPlan::new(&c, DType::F16, 1, u64::MAX / (512 * 1024), u64::MAX, (0, 0), 1).is_err(), "weights added");
     }
 }

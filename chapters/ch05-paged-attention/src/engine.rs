@@ -178,10 +178,13 @@ mod tests {
         let mut ch04 = ContinuousBatchEngine { slots: SlotBudget::Slots(3), max_len: Some(64), ..Default::default() };
         let want = ch04.run(model, requests, &opts).unwrap();
         let got = paged.run(model, requests, &opts).unwrap();
+        assert_eq!((want.outputs.len(), got.outputs.len()), (requests.len(), requests.len()));
         for (a, b) in want.outputs.iter().zip(&got.outputs) {
             assert_eq!(a.tokens, b.tokens, "request {} differs from ch04", a.id);
             assert_eq!(a.finish, b.finish);
+            assert_eq!((a.logits.len(), b.logits.len()), (a.tokens.len(), b.tokens.len()));
             for (x, y) in a.logits.iter().zip(&b.logits) {
+                assert_eq!(x.len(), y.len());
                 let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
                 assert!(d < 1e-4, "request {}: logits differ by {d}", a.id);
             }
