@@ -37,6 +37,7 @@ pub fn cache_write(cache: &mut ContiguousCache, layer: usize, pos: usize, k: &[f
     todo!("chapter 2 (book/src/ch02-kv-cache.md): cache_write")
 }
 
+// ANCHOR: attend_one
 /// **Chapter 2 (chapter 0's `attend_one`) — attention of one query over a cache.**
 ///
 /// `q` is one token's query, (heads × head_dim); `keys` and `values` are the cached rows of its
@@ -51,3 +52,4 @@ pub fn cache_write(cache: &mut ContiguousCache, layer: usize, pos: usize, k: &[f
 pub fn attend_one(shape: AttnShape, q: &[f32], keys: &[f32], values: &[f32]) -> Result<Vec<f32>> {
     todo!("chapter 2 (book/src/ch02-kv-cache.md, chapter 0's attend_one): attend_one")
 }
+// ANCHOR_END: attend_one
