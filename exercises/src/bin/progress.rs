@@ -11,7 +11,7 @@ fn main() {
     }
     let answers = if cfg!(feature = "solutions") { "the reference answers (--features solutions)" } else { "yours" };
     println!("kvserve exercises: {} in chapters 1–5; answers checked: {answers}\n", EXERCISES.len());
-    println!("{:<4} {:<22} {:<9} {}", "ch.", "exercise", "status", "task");
+    println!("{:<4} {:<22} {:<9} task", "ch.", "exercise", "status");
     let mut solved = 0;
     let mut next = None;
     for ex in EXERCISES {

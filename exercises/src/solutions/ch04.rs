@@ -7,7 +7,7 @@ pub fn slots_for_budget(bytes_per_token: u64, max_len: u64, budget_bytes: u64) -
     if bytes_per_token == 0 || max_len == 0 {
         return Err(ExerciseError::InvalidSettings("a slot holds at least one token of at least one byte".into()));
     }
-    let slot = bytes_per_token.checked_mul(max_len).unwrap_or(u64::MAX);
+    let slot = bytes_per_token.saturating_mul(max_len); // u64::MAX: fits no budget
     if budget_bytes < slot || slot == u64::MAX {
         return Err(ExerciseError::BudgetTooSmall { budget: budget_bytes, needed: slot });
     }
