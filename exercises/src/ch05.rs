@@ -34,8 +34,9 @@ pub fn release(pool: &mut BlockPool, b: BlockId) -> Result<bool> {
 /// **Chapter 5 (and chapter 6's reshape-and-cache kernel) — slot mapping through a block table.**
 ///
 /// A sequence's token at position `p` lives in block `table[p / block_size]`, at offset
-/// `p % block_size` inside it. A GPU kernel addresses the pool as one flat array of token slots,
-/// so return, for every position in `positions`, its flat slot `block * block_size + offset`.
+/// `p % block_size` inside it. A GPU kernel addresses the pool as one flat array of token slots
+/// (chapter 6's `rope_cache.cu` writes K and V there), so return, for every position in
+/// `positions`, its flat slot `block * block_size + offset`.
 ///
 /// Errors: `block_size` is 0 (`InvalidSettings`); a position beyond what the table covers
 /// (`OutOfRange`).
