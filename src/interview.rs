@@ -56,6 +56,10 @@ impl Inputs {
         if !(self.reserve_gb.is_finite() && self.reserve_gb >= 0.0) {
             anyhow::bail!("reserve_gb must be at least 0");
         }
+        // Sizes stay far from u64's limit (a group of 8 such cards included).
+        if self.gpu_gb > 1e6 || self.reserve_gb > 1e6 || self.max_len > 1 << 30 {
+            anyhow::bail!("gpu_gb and reserve_gb must be at most 10^6 GB, max_len at most 2^30 tokens");
+        }
         Ok(())
     }
 }
@@ -136,7 +140,7 @@ fn cheatsheet_memory(i: &Inputs) -> Result<String> {
     for name in ["llama-7b", "llama3-8b", "llama3-70b"] {
         let (c, weights) = f16_config(name)?;
         let act = ((i.reserve_gb * GB) as u64, (i.reserve_gb * GB) as u64);
-        let plan = MemoryPlan::new(&c, DType::F16, 1, len, weights, act, (i.gpu_gb * GB) as u64);
+        let plan = MemoryPlan::new(&c, DType::F16, 1, len, weights, act, (i.gpu_gb * GB) as u64)?;
         let fit = if weights + act.1 > plan.gpu {
             "none: the weights alone do not fit".to_string()
         } else {

@@ -25,6 +25,7 @@ fn bad_inputs_are_errors() {
         Inputs { gpu_gb: f64::NAN, ..Inputs::default() },
         Inputs { reserve_gb: -1.0, ..Inputs::default() },
         Inputs { tpot_ms: 0.0, ..Inputs::default() },
+        Inputs { gpu_gb: 1e300, ..Inputs::default() },
     ] {
         assert!(files(&bad).is_err(), "{bad:?}");
     }
