@@ -5,6 +5,7 @@ use ch00_model::Engine;
 pub mod capacity;
 pub mod eval;
 pub mod figures;
+pub mod interview;
 
 pub use ch00_model;
 

@@ -10,7 +10,7 @@ pub struct MemoryArgs {
     /// A Hugging Face model directory to read config.json from.
     #[arg(long, conflicts_with = "config")]
     pub model: Option<PathBuf>,
-    /// A named shape: llama-7b (default), llama3-8b, bench, tiny.
+    /// A named shape: llama-7b (default), llama3-8b, llama3-70b, bench, tiny.
     #[arg(long)]
     pub config: Option<String>,
     /// Requests held at once.

@@ -137,7 +137,7 @@ impl LlamaConfig {
     }
 
     /// A named shape: `tiny` (tests), `bench` (CPU benchmarks: weights far larger than the caches),
-    /// `llama-7b` and `llama3-8b` (the real shapes, for memory math).
+    /// `llama-7b`, `llama3-8b` and `llama3-70b` (the real shapes, for memory math).
     pub fn named(name: &str) -> Result<Self> {
         let base = |vocab, hidden, inter, layers, heads, kv, max_pos, theta: f32| LlamaConfig {
             vocab_size: vocab,
@@ -166,12 +166,17 @@ impl LlamaConfig {
                 eos_token_ids: vec![128_001],
                 ..base(128_256, 4096, 14_336, 32, 32, 8, 8192, 500_000.0)
             },
+            "llama3-70b" => LlamaConfig {
+                bos_token_id: Some(128_000),
+                eos_token_ids: vec![128_001],
+                ..base(128_256, 8192, 28_672, 80, 64, 8, 8192, 500_000.0)
+            },
             _ => return Err(ModelError::UnknownConfig(name.into(), Self::NAMES.join(", "))),
         })
         // ANCHOR_END: named
     }
 
-    pub const NAMES: [&'static str; 4] = ["tiny", "bench", "llama-7b", "llama3-8b"];
+    pub const NAMES: [&'static str; 5] = ["tiny", "bench", "llama-7b", "llama3-8b", "llama3-70b"];
 
     // ANCHOR: dims
     /// Width of all query heads together.
@@ -304,6 +309,14 @@ mod tests {
     fn llama_7b_has_about_6_7_billion_parameters() {
         let c = LlamaConfig::named("llama-7b").unwrap();
         assert_eq!(c.param_count(), 6_738_415_616);
+    }
+
+    #[test]
+    fn llama3_70b_has_the_published_parameter_count() {
+        // Meta-Llama-3-70B as transformers counts it: 70,553,706,496.
+        let c = LlamaConfig::named("llama3-70b").unwrap();
+        assert_eq!(c.param_count(), 70_553_706_496);
+        assert_eq!((c.num_hidden_layers, c.num_key_value_heads, c.head_dim), (80, 8, 128));
     }
 
     #[test]

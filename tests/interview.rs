@@ -1,0 +1,42 @@
+//! The cheat sheet's and the mock interview's tables are computed, not measured, so the files in
+//! `book/src/generated` must be exactly what `kvserve::interview` writes now: a change to the
+//! calculators or the schedulers that moves a number fails here until the files are regenerated
+//! (`cargo run --release --example interview -- --markdown book/src/generated`).
+
+use kvserve::interview::{files, Inputs};
+use std::path::Path;
+
+#[test]
+fn generated_interview_tables_are_up_to_date() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("book/src/generated");
+    for (name, text) in files(&Inputs::default()).unwrap() {
+        let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        assert!(
+            on_disk == text,
+            "book/src/generated/{name} is out of date: run `cargo run --release --example interview -- --markdown book/src/generated`"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    for bad in [
+        Inputs { users: 0, ..Inputs::default() },
+        Inputs { gpu_gb: f64::NAN, ..Inputs::default() },
+        Inputs { reserve_gb: -1.0, ..Inputs::default() },
+        Inputs { tpot_ms: 0.0, ..Inputs::default() },
+        Inputs { gpu_gb: 1e300, ..Inputs::default() },
+    ] {
+        assert!(files(&bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_card_too_small_for_any_layout_says_so() {
+    // 20 GB cards: an 8-way group's share of the weights and the reserve alone exceed a card.
+    let tables = files(&Inputs { gpu_gb: 20.0, ..Inputs::default() }).unwrap();
+    let designs = &tables.iter().find(|(n, _)| *n == "mock-designs.md").unwrap().1;
+    assert!(designs.contains("No layout here meets 50 ms"), "{designs}");
+    let per_card = &tables.iter().find(|(n, _)| *n == "mock-per-card.md").unwrap().1;
+    assert_eq!(per_card.matches("none: the weights do not fit").count(), 4, "{per_card}");
+}
