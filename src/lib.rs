@@ -31,3 +31,8 @@ pub fn stage(name: &str) -> Option<Box<dyn Engine>> {
 }
 
 pub use ch00_model::{default_model_dir, load_model, LoadedModel};
+
+/// Whether this machine has a GPU that chapter 6 can open.
+pub fn ch06_available() -> bool {
+    ch06_cuda::Gpu::new(0).is_ok()
+}

@@ -122,3 +122,15 @@ fn bench_labels_the_capacity_run_with_the_model_it_ran() {
     assert_eq!(json["capacity"]["real"]["model"], "random:tiny", "{out}");
     assert!(!out.contains("random:bench"), "{out}");
 }
+
+/// `--stage ch06` on a machine without an NVIDIA GPU (CI) fails with a clear error, exit non-zero.
+#[test]
+fn the_gpu_stage_without_a_gpu_is_a_clear_error() {
+    if kvserve::ch06_available() {
+        return; // a GPU machine: the GPU tests of ch06 cover it
+    }
+    let (ok, _, err) = kvserve(&["generate", "--config", "tiny", "--stage", "ch06", "--max-new-tokens", "3", "1 5 9"]);
+    assert!(!ok);
+    assert!(err.contains("no CUDA GPU"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

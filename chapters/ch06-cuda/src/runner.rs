@@ -4,7 +4,7 @@
 
 use crate::device::{device_err, Gpu};
 use crate::float::GpuFloat;
-use crate::model::{GpuModel, KvCache};
+use crate::model::{Capacity, GpuModel, KvCache};
 use ch00_model::{Clock, DType, LlamaConfig, ModelError, Result, RunOptions, Sequence, Span};
 use ch05_paged_attention::{BlockId, PagedRunner};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
@@ -135,30 +135,34 @@ impl<T: GpuFloat> GpuRunner<T> {
         Ok(())
     }
     // ANCHOR_END: decode_graph
+}
 
-    /// Splits the step's tokens into passes that fit the buffers: at most `max_tokens` tokens,
-    /// `max_rows` sequences, and `max_query_parts` query × partition pairs per pass.
-    fn passes(&self, toks: &[Tok]) -> Vec<std::ops::Range<usize>> {
-        let cap = self.model.cap;
-        let mut out = Vec::new();
-        let (mut start, mut longest) = (0, 0);
-        for (i, t) in toks.iter().enumerate() {
-            let longest_with = longest.max(t.pos + 1);
-            let n = i + 1 - start;
-            let rows = t.span + 1 - toks[start].span;
-            if i > start && (n > cap.max_tokens || rows > cap.max_rows || n * GpuModel::<T>::parts_for(longest_with) > cap.max_query_parts) {
-                out.push(start..i);
-                start = i;
-                longest = t.pos + 1;
-            } else {
-                longest = longest_with;
-            }
+/// Splits a step's tokens into passes that fit the buffers: at most `max_tokens` tokens,
+/// `max_rows` sequences and `max_query_parts` query × partition pairs per pass, in order.
+fn split_passes(toks: &[Tok], cap: Capacity) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut longest) = (0, 0);
+    for (i, t) in toks.iter().enumerate() {
+        let longest_with = longest.max(t.pos + 1);
+        let n = i + 1 - start;
+        let rows = t.span + 1 - toks[start].span;
+        let too_big = n > cap.max_tokens || rows > cap.max_rows || n * parts_for(longest_with) > cap.max_query_parts;
+        if i > start && too_big {
+            out.push(start..i);
+            start = i;
+            longest = t.pos + 1;
+        } else {
+            longest = longest_with;
         }
-        if start < toks.len() {
-            out.push(start..toks.len());
-        }
-        out
     }
+    if start < toks.len() {
+        out.push(start..toks.len());
+    }
+    out
+}
+
+fn parts_for(ctx: usize) -> usize {
+    GpuModel::<f32>::parts_for(ctx)
 }
 
 impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
@@ -197,7 +201,7 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
                 self.collect(&all, seqs, spans, opts, &mut chosen)?;
             }
             _ => {
-                for range in self.passes(&toks) {
+                for range in split_passes(&toks, self.model.cap) {
                     self.eager_pass(&toks[range], &tables, seqs, spans, opts, &mut chosen)?;
                 }
             }
@@ -268,5 +272,47 @@ impl<T: GpuFloat> GpuRunner<T> {
             chosen[span] = Some((id, logits));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_graph_ladder_is_powers_of_two_and_midpoints() {
+        assert_eq!(graph_sizes(64), vec![1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64]);
+        assert_eq!(graph_sizes(1), vec![1]);
+        assert!(graph_sizes(0).is_empty());
+    }
+
+    proptest! {
+        /// Passes cover every token once, in order, and each fits the buffers (unless a single
+        /// token alone is already too big, which then runs alone).
+        #[test]
+        fn passes_cover_the_step_and_fit(lens in proptest::collection::vec(1usize..300, 1..12),
+                                         max_tokens in 1usize..200, max_rows in 1usize..5) {
+            let mut toks = Vec::new();
+            for (span, &len) in lens.iter().enumerate() {
+                for pos in 0..len {
+                    toks.push(Tok { token: 1, pos: pos + 3 * span, span, last: pos + 1 == len });
+                }
+            }
+            let cap = Capacity { max_tokens, max_rows, max_blocks: 64, max_query_parts: max_tokens * 2 };
+            let passes = split_passes(&toks, cap);
+            let mut next = 0;
+            for r in &passes {
+                prop_assert_eq!(r.start, next);
+                prop_assert!(r.end > r.start);
+                next = r.end;
+                let p = &toks[r.clone()];
+                let rows = p.last().unwrap().span + 1 - p[0].span;
+                let longest = p.iter().map(|t| t.pos + 1).max().unwrap();
+                let fits = p.len() <= cap.max_tokens && rows <= cap.max_rows && p.len() * parts_for(longest) <= cap.max_query_parts;
+                prop_assert!(fits || p.len() == 1, "pass {:?} does not fit {:?}", r, cap);
+            }
+            prop_assert_eq!(next, toks.len());
+        }
     }
 }

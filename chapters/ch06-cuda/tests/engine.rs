@@ -169,3 +169,28 @@ fn half_precision_logits_are_close_and_tokens_mostly_agree() {
     }
 }
 // ANCHOR_END: half_tolerance
+
+/// On a machine without a GPU (CI), the engine answers with an error that says so; never a panic.
+#[test]
+fn without_a_gpu_the_engine_is_a_clear_error() {
+    if let Ok(g) = ch06_cuda::Gpu::new(0) {
+        println!("skipped: this machine has a GPU ({})", g.name());
+        return;
+    }
+    let model = random_gqa();
+    let err = gpu_engine(DType::F16).run(&model, &requests(model.config.vocab_size, 2), &RunOptions::default()).unwrap_err();
+    assert!(matches!(err, ch00_model::ModelError::Device(_)), "{err}");
+    assert!(err.to_string().contains("no CUDA GPU"), "{err}");
+}
+
+/// A head size the attention kernel is not built for is refused before anything is allocated.
+#[test]
+fn an_unsupported_head_size_is_refused_up_front() {
+    let model = Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap(); // head_dim 16: supported
+    let mut c = model.config.clone();
+    (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim) = (96, 2, 2, 48);
+    let odd = Model::random(c, 0).unwrap();
+    let err = gpu_engine(DType::F16).run(&odd, &requests(odd.config.vocab_size, 1), &RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("head_dim 48 is not supported"), "{err}");
+    drop(model);
+}
