@@ -23,3 +23,10 @@ python3 scripts/peer_hf_generate.py --make-model /tmp/kvserve-llama-1b --shape l
 python3 scripts/peer_hf_generate.py --json-out "$OUT/peer_hf_generate.json" --workload "$OUT/workload.json" \
   --model /tmp/kvserve-llama-1b --max-requests "$N" --time-budget-s "${HF_BUDGET_S:-150}" > "$OUT/peer_hf_generate.log" 2>&1
 tail -n 15 "$OUT/peer_hf_generate.log"
+# the GPU engine against transformers on the same checkpoints: logits in each checkpoint's dtype,
+# and greedy tokens on the shipped model from the text prompt
+python3 scripts/hf_check.py parity --rust-bin .gpu/logits_gpu --workdir /tmp/kvserve-gpu-parity \
+  --report "$OUT/ch06_hf_parity.json" --threshold 0.05 > "$OUT/ch06_hf_parity.log" 2>&1
+.gpu/kvserve generate --stage ch06 --model models/shakespeare --max-new-tokens 64 --print-ids \
+  $'ROMEO:\nO, she doth teach the torches to burn bright!' > "$OUT/ch06_generate.txt" 2>&1
+tail -n 3 "$OUT/ch06_hf_parity.log" "$OUT/ch06_generate.txt"
