@@ -2,7 +2,7 @@
 //! tells the scheduler who finished.
 
 use crate::budget::slots_for_budget;
-use crate::scheduler::{Pending, Scheduler, SchedulerConfig};
+use crate::scheduler::{default_max_tokens_per_step, Pending, Scheduler, SchedulerConfig};
 use ch00_model::{resolve_max_len, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
 use ch02_kv_cache::KvCache;
 use ch03_static_batching::{alloc_slots, run_step, Recorder, Row};
@@ -54,7 +54,7 @@ impl ContinuousBatchEngine {
         let config = SchedulerConfig {
             num_slots,
             max_running: self.max_running.unwrap_or(num_slots),
-            max_tokens_per_step: self.max_tokens_per_step.unwrap_or(max_len.max(2048)),
+            max_tokens_per_step: self.max_tokens_per_step.unwrap_or(default_max_tokens_per_step(max_len)),
         };
         Ok((config, max_len))
     }

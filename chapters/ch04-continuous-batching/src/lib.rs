@@ -10,4 +10,4 @@ pub mod scheduler;
 
 pub use budget::slots_for_budget;
 pub use engine::{ContinuousBatchEngine, SlotBudget};
-pub use scheduler::{Admit, Decode, Pending, Scheduler, SchedulerConfig, StepPlan};
+pub use scheduler::{default_max_tokens_per_step, Admit, Decode, Pending, Scheduler, SchedulerConfig, StepPlan};

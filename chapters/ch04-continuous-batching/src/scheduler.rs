@@ -25,6 +25,13 @@ pub struct SchedulerConfig {
 }
 // ANCHOR_END: config
 
+/// The default step budget for sequences of up to `max_len` tokens: `max(max_len, 2048)`, vLLM's
+/// rule, which lets any prompt that fits a slot be admitted (and, in chapter 5, any preempted
+/// sequence be recomputed in one step).
+pub fn default_max_tokens_per_step(max_len: usize) -> usize {
+    max_len.max(2048)
+}
+
 /// A request as the scheduler sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pending {
