@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use ch00_model::{
     kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, RunOptions, WorkloadSpec,
 };
-use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
+use ch04_continuous_batching::{default_max_tokens_per_step, ContinuousBatchEngine, SchedulerConfig as SlotConfig, SlotBudget};
 use ch05_paged_attention::{
     blocks_for_budget, simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine, SchedulerConfig,
 };
@@ -305,12 +305,10 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     let requests = spec.workload.generate(model.config.vocab_size);
     let opts = RunOptions { trace: true, ..Default::default() };
 
-    let mut ch04 = ContinuousBatchEngine {
-        slots: SlotBudget::KvBytes(budget),
-        max_len: Some(spec.max_len),
-        max_tokens_per_step: Some(usize::MAX / 2),
-        ..Default::default()
-    };
+    // Equal limits: chapter 4's default token budget for both, and no cap on running requests
+    // beyond what the memory holds (chapter 4's default is one per slot, which is exactly that).
+    let mut ch04 =
+        ContinuousBatchEngine { slots: SlotBudget::KvBytes(budget), max_len: Some(spec.max_len), ..Default::default() };
     let (slot_cfg, _) = ch04.scheduler_config(model)?;
     let out = ch04.run(model, &requests, &opts).context("chapter 4 engine")?;
     let series =
@@ -322,6 +320,7 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
         budget: KvBudget::KvBytes(budget),
         block_size: spec.block_size,
         max_len: Some(spec.max_len),
+        max_running: Some(usize::MAX),
         ..Default::default()
     };
     let (block_cfg, _) = ch05.scheduler_config(model)?;
@@ -345,6 +344,20 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     Ok(CapacityRun::new(head, contiguous, paged))
 }
 
+// ANCHOR: limits
+/// Chapter 4's per-step limits as the capacity experiment sets them for both designs: chapter 4's
+/// default token budget, and no cap on running requests beyond what the memory holds — memory is
+/// what the experiment measures. (Chapter 4's default, one per slot, is exactly that for slots.)
+pub fn slot_config(num_slots: usize, max_len: usize) -> SlotConfig {
+    SlotConfig { num_slots, max_running: num_slots, max_tokens_per_step: default_max_tokens_per_step(max_len) }
+}
+
+/// The block pool's side of [`slot_config`]: the same token budget, no cap on running sequences.
+pub fn block_config(num_blocks: usize, block_size: usize, max_len: usize) -> SchedulerConfig {
+    SchedulerConfig { max_tokens_per_step: default_max_tokens_per_step(max_len), ..SchedulerConfig::new(num_blocks, block_size) }
+}
+// ANCHOR_END: limits
+
 // ANCHOR: accounting_run
 /// Drives chapter 4's slot scheduler and chapter 5's block scheduler with simulated token counts
 /// for a model shape on a GPU: no weights, no compute, the same schedulers as the engines.
@@ -359,9 +372,9 @@ pub fn accounting_run(spec: &AccountingSpec) -> Result<CapacityRun> {
     let num_blocks = blocks_for_budget(&config, spec.block_size, budget, dtype)?;
     let requests = spec.workload.generate(config.vocab_size);
 
-    let slots = simulate_slots(&requests, num_slots, spec.max_len, per_token)?;
+    let slots = simulate_slots(&requests, slot_config(num_slots, spec.max_len), spec.max_len, per_token)?;
     let blocks =
-        simulate_blocks(&requests, SchedulerConfig::new(num_blocks, spec.block_size), spec.max_len, per_token)?;
+        simulate_blocks(&requests, block_config(num_blocks, spec.block_size, spec.max_len), spec.max_len, per_token)?;
     // ANCHOR_END: accounting_run
     let head = RunHead {
         model: format!("{} shape", spec.config),
@@ -384,7 +397,7 @@ pub fn block_size_row(spec: &AccountingSpec, block_size: usize) -> Result<BlockS
     let per_token = kv_bytes_per_token(&config, dtype);
     let num_blocks = blocks_for_budget(&config, block_size, spec.budget_bytes(), dtype)?;
     let requests = spec.workload.generate(config.vocab_size);
-    let s = simulate_blocks(&requests, SchedulerConfig::new(num_blocks, block_size), spec.max_len, per_token)?;
+    let s = simulate_blocks(&requests, block_config(num_blocks, block_size, spec.max_len), spec.max_len, per_token)?;
     Ok(BlockSizeRow {
         block_size,
         num_blocks,
@@ -413,8 +426,8 @@ pub fn prefix_row(spec: &AccountingSpec, system_tokens: usize) -> Result<PrefixR
     }
     let num_blocks = blocks_for_budget(&config, spec.block_size, spec.budget_bytes(), dtype)?;
     let num_slots = (spec.budget_bytes() / (spec.max_len as u64 * per_token)) as usize;
-    let cfg = SchedulerConfig::new(num_blocks, spec.block_size);
-    let slots = simulate_slots(&requests, num_slots, spec.max_len, per_token)?;
+    let cfg = block_config(num_blocks, spec.block_size, spec.max_len);
+    let slots = simulate_slots(&requests, slot_config(num_slots, spec.max_len), spec.max_len, per_token)?;
     let paged = simulate_blocks(&requests, cfg, spec.max_len, per_token)?;
     let shared = simulate_blocks(&requests, SchedulerConfig { prefix_sharing: true, ..cfg }, spec.max_len, per_token)?;
     Ok(PrefixRow {

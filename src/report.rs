@@ -131,7 +131,7 @@ pub fn stage_table(rows: &[(&str, RunOutput)]) -> String {
 // ANCHOR_END: stage_table
 
 fn batching_table(rows: &[StageRow]) -> String {
-    let mut t = String::from("| stage | tokens/s | × previous | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) | mean batch | peak running | slot util. | wasted slot-steps | preemptions |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut t = String::from("| stage | tokens/s | × previous | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) | mean batch | peak running | slot / block util.¹ | wasted slot-steps | preemptions |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut prev: Option<f64> = None;
     for r in rows {
         let ratio = prev.map_or("—".to_string(), |p| format!("{:.2}×", r.tokens_per_s / p));
@@ -142,8 +142,12 @@ fn batching_table(rows: &[StageRow]) -> String {
         );
         prev = Some(r.tokens_per_s);
     }
+    t.push_str(UTILISATION_NOTE);
     t
 }
+
+/// What the utilisation column means for each kind of engine.
+const UTILISATION_NOTE: &str = "\n¹ ch02–ch04: busy slot-steps ÷ (slots × steps). ch05: share of the pool's blocks holding tokens, mean over steps.\n";
 
 /// A short description of this machine: CPU model and core count, and no GPU.
 pub fn machine() -> String {

@@ -3,7 +3,7 @@
 //! quotes are deterministic counts.
 
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
-use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine, SchedulerConfig};
+use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine};
 use kvserve::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
 use kvserve::ch00_model::{
     kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions, WorkloadSpec,
@@ -29,8 +29,10 @@ fn ch04(slots: usize) -> ContinuousBatchEngine {
     ContinuousBatchEngine { slots: SlotBudget::Slots(slots), max_len: Some(96), ..Default::default() }
 }
 
+/// A pool of `blocks` blocks of 4 tokens; the pool alone limits how many run.
 fn ch05(blocks: usize) -> PagedEngine {
-    PagedEngine { budget: KvBudget::Blocks(blocks), block_size: 4, max_len: Some(96), ..Default::default() }
+    let budget = KvBudget::Blocks(blocks);
+    PagedEngine { budget, block_size: 4, max_len: Some(96), max_running: Some(usize::MAX), ..Default::default() }
 }
 
 #[test]
@@ -67,7 +69,7 @@ fn the_accounting_run_predicts_both_engines_step_for_step() {
 
     let out = ch04(3).run(&model, &requests, &opts).unwrap();
     let engine = MemSeries::from_trace(&out.trace, Some(96 * per_token), &[], out.stats.generated_tokens);
-    let sim = simulate_slots(&requests, 3, 96, per_token).unwrap();
+    let sim = simulate_slots(&requests, ch04(3).scheduler_config(&model).unwrap().0, 96, per_token).unwrap();
     assert_eq!(engine.steps, sim.steps);
     assert_eq!(engine.generated_tokens, sim.generated_tokens);
 
@@ -75,7 +77,7 @@ fn the_accounting_run_predicts_both_engines_step_for_step() {
     let out = paged.run(&model, &requests, &opts).unwrap();
     let preempted = paged.last_run.unwrap().preempted;
     let engine = MemSeries::from_trace(&out.trace, None, &preempted, out.stats.generated_tokens);
-    let sim = simulate_blocks(&requests, SchedulerConfig::new(40, 4), 96, per_token).unwrap();
+    let sim = simulate_blocks(&requests, ch05(40).scheduler_config(&model).unwrap().0, 96, per_token).unwrap();
     assert!(sim.preemptions > 0, "the pool should be small enough to preempt");
     assert_eq!(engine.steps, sim.steps);
     assert_eq!((engine.preemptions, engine.generated_tokens), (sim.preemptions, sim.generated_tokens));
@@ -170,6 +172,25 @@ fn the_cpu_run_counts_are_deterministic() {
     assert_eq!((r1(c.waste_pct), r1(p.waste_pct)), (67.9, 8.3));
 }
 
+/// With chapter 4's limits and memory to spare, paging changes where K/V lives, not who runs:
+/// the default engines (8 slots; the memory of 8 slots in blocks) run the same schedule.
+#[test]
+fn with_equal_limits_ch05_runs_ch04s_schedule() {
+    let model = tiny();
+    let requests = workload(24, 7);
+    let opts = RunOptions { trace: true, ..Default::default() };
+    let mut slots = ContinuousBatchEngine { max_len: Some(96), ..Default::default() };
+    let mut blocks = PagedEngine { max_len: Some(96), ..Default::default() };
+    let (c, p) = (slots.scheduler_config(&model).unwrap().0, blocks.scheduler_config(&model).unwrap().0);
+    assert_eq!((c.max_running, c.max_tokens_per_step), (p.max_running, p.max_tokens_per_step));
+    let who = |o: &kvserve::ch00_model::RunOutput| -> Vec<Vec<(u64, usize)>> {
+        o.trace.iter().map(|s| { let mut v: Vec<_> = s.entries.iter().map(|e| (e.request, e.tokens)).collect(); v.sort(); v }).collect()
+    };
+    let (a, b) = (slots.run(&model, &requests, &opts).unwrap(), blocks.run(&model, &requests, &opts).unwrap());
+    assert_eq!(a.stats.peak_running, 8);
+    assert_eq!(who(&a), who(&b));
+}
+
 /// Requests arriving over time (a Poisson process) and a pool that forces preemption: the tokens
 /// still do not depend on who shared a step with whom.
 #[test]
@@ -218,6 +239,8 @@ mod any_workload {
                 max_len: Some(64),
                 watermark_blocks: Some(0),
                 prefix_sharing: share,
+                max_running: Some(usize::MAX),
+                max_tokens_per_step: None,
                 last_run: None,
             };
             let want = KvCacheEngine { max_len: Some(64) }.run(&model, &requests, &RunOptions::default()).unwrap();

@@ -71,7 +71,8 @@ pub struct RunStats {
     pub kv_bytes_used: u64,
     /// Most sequences running in one step.
     pub peak_running: usize,
-    /// Busy slot-steps / total slot-steps (batching engines; 1.0 for one-at-a-time engines).
+    /// Contiguous engines: busy slot-steps / total slot-steps (1.0 for one-at-a-time engines).
+    /// Paged engines: the share of the pool's blocks holding tokens, averaged over steps.
     pub slot_utilisation: f64,
     /// Slot-steps spent on a row that had already finished (static batching's padding).
     pub wasted_slot_steps: u64,

@@ -136,17 +136,11 @@ fn check(requests: &[Request], max_len: usize) -> Result<()> {
 }
 
 // ANCHOR: simulate_slots
-/// Chapter 4 without a model: `num_slots` slots of `max_len` tokens, each step every running
+/// Chapter 4 without a model: `cfg.num_slots` slots of `max_len` tokens, each step every running
 /// request produces one token. A running request holds `max_len` tokens' worth of memory and
 /// uses `prompt + generated − 1` of it (the newest token's K/V is written next step).
-pub fn simulate_slots(
-    requests: &[Request],
-    num_slots: usize,
-    max_len: usize,
-    bytes_per_token: u64,
-) -> Result<MemSeries> {
+pub fn simulate_slots(requests: &[Request], cfg: SlotConfig, max_len: usize, bytes_per_token: u64) -> Result<MemSeries> {
     check(requests, max_len)?;
-    let cfg = SlotConfig { num_slots, max_running: num_slots, max_tokens_per_step: usize::MAX / 2 };
     let mut sched = Scheduler::new(cfg)?;
     let target: Vec<usize> = requests.iter().map(|r| output_len(r, max_len)).collect();
     for (key, r) in requests.iter().enumerate().filter(|(k, _)| target[*k] > 0) {
@@ -234,6 +228,10 @@ pub fn simulate_blocks(
 mod tests {
     use super::*;
 
+    fn slots(num_slots: usize, max_tokens_per_step: usize) -> SlotConfig {
+        SlotConfig { num_slots, max_running: num_slots, max_tokens_per_step }
+    }
+
     fn reqs(shape: &[(usize, usize)]) -> Vec<Request> {
         let req =
             |i: usize, (p, n): (usize, usize)| Request { ignore_eos: true, ..Request::greedy(i as u64, vec![5; p], n) };
@@ -244,7 +242,7 @@ mod tests {
     fn slots_reserve_the_maximum_and_blocks_only_what_is_written() {
         // One request: 3-token prompt, 2 tokens out, max_len 8, 1 byte per token.
         let r = reqs(&[(3, 2)]);
-        let slots = simulate_slots(&r, 1, 8, 1).unwrap();
+        let slots = simulate_slots(&r, slots(1, 8), 8, 1).unwrap();
         let step = |running, reserved_bytes, used_bytes| MemStep { running, reserved_bytes, used_bytes, queued: false };
         assert_eq!(slots.steps, vec![step(1, 8, 3), step(1, 8, 4)]);
         let blocks = simulate_blocks(&r, SchedulerConfig::new(4, 2), 8, 1).unwrap();
@@ -258,7 +256,7 @@ mod tests {
     fn the_same_memory_holds_more_requests_in_blocks() {
         // 64 tokens of memory: 2 slots of 32, or 16 blocks of 4; requests use ~10 tokens each.
         let r = reqs(&[(4, 6); 8]);
-        let slots = simulate_slots(&r, 2, 32, 1).unwrap();
+        let slots = simulate_slots(&r, slots(2, 32), 32, 1).unwrap();
         let blocks = simulate_blocks(&r, SchedulerConfig::new(16, 4), 32, 1).unwrap();
         // All 8 prompts fit at once (1 block each); as they grow past 16 blocks the youngest are
         // preempted and recomputed, and still everything finishes in fewer steps.
@@ -272,7 +270,7 @@ mod tests {
     #[test]
     fn a_prompt_longer_than_max_len_is_an_error() {
         let r = reqs(&[(9, 1)]);
-        assert!(simulate_slots(&r, 1, 8, 1).is_err());
+        assert!(simulate_slots(&r, slots(1, 8), 8, 1).is_err());
         assert!(simulate_blocks(&r, SchedulerConfig::new(4, 2), 8, 1).is_err());
     }
 }

@@ -8,6 +8,7 @@ use crate::backend::PagedBackend;
 use crate::kv_pool::PagedKvPool;
 use crate::runner::{run_paged, PagedRunner};
 use crate::scheduler::{SchedulerConfig, SchedulerStats};
+use ch04_continuous_batching::default_max_tokens_per_step;
 use ch00_model::{
     kv_bytes_per_token, resolve_max_len, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Request, Result,
     RunOptions, RunOutput, Sequence, Span,
@@ -53,6 +54,12 @@ pub struct PagedEngine {
     /// Free blocks kept back at admission; `None` means 1% of the pool.
     pub watermark_blocks: Option<usize>,
     pub prefix_sharing: bool,
+    /// Most sequences running at once; `None` means chapter 4's default for the same memory: one
+    /// per `max_len`-token slot the pool's bytes would make (at least 1). Lift it to let the pool
+    /// alone decide how many run, as the capacity experiment does.
+    pub max_running: Option<usize>,
+    /// Most tokens per step; `None` means chapter 4's default, `max(max_len, 2048)`.
+    pub max_tokens_per_step: Option<usize>,
     /// What the last run did with its blocks (filled by [`Engine::run`]).
     pub last_run: Option<BlockRunInfo>,
 }
@@ -66,6 +73,8 @@ impl Default for PagedEngine {
             max_len: None,
             watermark_blocks: None,
             prefix_sharing: false,
+            max_running: None,
+            max_tokens_per_step: None,
             last_run: None,
         }
     }
@@ -103,9 +112,17 @@ impl PagedEngine {
                 blocks_for_budget(config, bs, n as u64 * max_len as u64 * per_token, DType::F32)?
             }
         };
-        let mut cfg = SchedulerConfig::new(num_blocks, bs);
-        cfg.watermark_blocks = self.watermark_blocks.unwrap_or(cfg.watermark_blocks);
-        cfg.prefix_sharing = self.prefix_sharing;
+        // ANCHOR: limits
+        // Chapter 4's limits, with chapter 4's defaults for the same memory and max_len.
+        let slots_of_memory = (num_blocks * bs / max_len).max(1);
+        let cfg = SchedulerConfig {
+            watermark_blocks: self.watermark_blocks.unwrap_or(num_blocks / 100),
+            prefix_sharing: self.prefix_sharing,
+            max_running: self.max_running.unwrap_or(slots_of_memory),
+            max_tokens_per_step: self.max_tokens_per_step.unwrap_or(default_max_tokens_per_step(max_len)),
+            ..SchedulerConfig::new(num_blocks, bs)
+        };
+        // ANCHOR_END: limits
         Ok((cfg, max_len))
     }
 }
@@ -206,7 +223,8 @@ mod tests {
         // 8 blocks of 4 tokens: two requests of 10 + 14 tokens already need 7, so the pool runs
         // dry mid-decode and the youngest requests are evicted and recomputed.
         let model = tiny();
-        let mut e = PagedEngine { budget: KvBudget::Blocks(8), block_size: 4, max_len: Some(64), ..Default::default() };
+        let budget = KvBudget::Blocks(8);
+        let mut e = PagedEngine { budget, block_size: 4, max_len: Some(64), max_running: Some(8), ..Default::default() };
         let out = same_as_ch04(&model, &reqs(&[14, 5, 14, 9, 12]), &mut e);
         let info = e.last_run.as_ref().unwrap();
         assert!(out.stats.preemptions > 0, "the tiny pool should force preemption");
@@ -224,8 +242,14 @@ mod tests {
         // full system-prompt blocks are written and named, and request 1 shares them.
         let model = tiny();
         let budget = KvBudget::Blocks(5);
-        let mut e =
-            PagedEngine { budget, block_size: 4, max_len: Some(64), prefix_sharing: true, ..Default::default() };
+        let mut e = PagedEngine {
+            budget,
+            block_size: 4,
+            max_len: Some(64),
+            prefix_sharing: true,
+            max_running: Some(8),
+            ..Default::default()
+        };
         let out = same_as_ch04(&model, &reqs(&[8, 6, 7, 8]), &mut e);
         let s = &e.last_run.as_ref().unwrap().scheduler;
         assert!(s.prefix_hit_tokens >= 8, "hits: {} of {}", s.prefix_hit_tokens, s.prefix_query_tokens);

@@ -184,7 +184,7 @@ impl BlockRecorder {
             kv_bytes_allocated: self.pool_bytes,
             kv_bytes_used: self.peak_kv_used,
             peak_running: sched.stats.peak_running,
-            // Blocks in use / blocks in the pool, averaged over steps.
+            // Not slots: the share of the pool's blocks holding tokens, averaged over steps.
             slot_utilisation: self.blocks_used_sum as f64 / (steps * self.num_blocks as f64),
             preemptions: sched.stats.preemptions,
             ..RunStats::default()

@@ -11,7 +11,8 @@ use crate::prefix::{block_hash, PrefixCache};
 use ch00_model::{ModelError, Result};
 use std::collections::VecDeque;
 
-/// How the pool is cut and how eagerly it is filled.
+// ANCHOR: config
+/// How the pool is cut, how eagerly it is filled, and chapter 4's per-step limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
     pub num_blocks: usize,
@@ -22,12 +23,26 @@ pub struct SchedulerConfig {
     pub watermark_blocks: usize,
     /// Share full blocks between requests with the same prefix.
     pub prefix_sharing: bool,
+    /// Most sequences running at once (chapter 4's `max_running`, vLLM's `max_num_seqs`).
+    pub max_running: usize,
+    /// Most tokens one step may compute: each decode costs 1, each admission or recompute its
+    /// uncached tokens (chapter 4's `max_tokens_per_step`, vLLM's `max_num_batched_tokens`).
+    pub max_tokens_per_step: usize,
 }
+// ANCHOR_END: config
 
 impl SchedulerConfig {
-    /// `num_blocks` of `block_size` tokens with a 1% watermark and no prefix sharing.
+    /// `num_blocks` of `block_size` tokens with a 1% watermark, no prefix sharing, and no per-step
+    /// limits: memory is the only limit. Engines set the limits (see `PagedEngine`).
     pub fn new(num_blocks: usize, block_size: usize) -> Self {
-        SchedulerConfig { num_blocks, block_size, watermark_blocks: num_blocks / 100, prefix_sharing: false }
+        SchedulerConfig {
+            num_blocks,
+            block_size,
+            watermark_blocks: num_blocks / 100,
+            prefix_sharing: false,
+            max_running: usize::MAX,
+            max_tokens_per_step: usize::MAX,
+        }
     }
 }
 
@@ -101,6 +116,9 @@ impl BlockScheduler {
         if cfg.block_size == 0 {
             return Err(ModelError::InvalidSettings("block_size must be at least 1 token".into()));
         }
+        if cfg.max_running == 0 || cfg.max_tokens_per_step == 0 {
+            return Err(ModelError::InvalidSettings("max_running and max_tokens_per_step must be at least 1".into()));
+        }
         Ok(BlockScheduler {
             cfg,
             alloc: BlockAllocator::new(cfg.num_blocks)?,
@@ -129,6 +147,14 @@ impl BlockScheduler {
                 self.cfg.num_blocks
             )));
         }
+        if max_tokens.max(prompt.len()) > self.cfg.max_tokens_per_step {
+            // A preempted sequence is recomputed in one step, so the whole of it must fit one.
+            return Err(ModelError::InvalidSettings(format!(
+                "a request of up to {} tokens does not fit max_tokens_per_step {}",
+                max_tokens.max(prompt.len()),
+                self.cfg.max_tokens_per_step
+            )));
+        }
         if !arrival_s.is_finite() {
             return Err(ModelError::InvalidSettings(format!("arrival time {arrival_s}")));
         }
@@ -143,7 +169,8 @@ impl BlockScheduler {
     // ANCHOR: schedule
     /// Plans the next step at time `now_s`: grow every running sequence by the blocks its next
     /// token needs, preempting the youngest when the pool is dry; then admit waiting requests
-    /// that have arrived, oldest first, while their blocks fit.
+    /// that have arrived, oldest first, while their blocks fit and chapter 4's limits allow
+    /// (`max_running` sequences, `max_tokens_per_step` tokens).
     pub fn schedule(&mut self, now_s: f64) -> Result<Plan> {
         let mut plan = Plan::default();
         for i in 0..self.running.len() {
@@ -160,12 +187,16 @@ impl BlockScheduler {
             self.preempt(victim)?;
             plan.preempted.push(victim);
         }
+        // The step's token budget, less one decode token (or a longer chunk) per running sequence.
+        let running_tokens: usize = self.running.iter().map(|&s| self.seqs[s].tokens.len() - self.seqs[s].computed).sum();
+        let mut budget = self.cfg.max_tokens_per_step.saturating_sub(running_tokens);
         let mut admitted = Vec::new();
-        while plan.preempted.is_empty() {
+        while plan.preempted.is_empty() && self.running.len() < self.cfg.max_running {
             let Some(&s) = self.waiting.front() else { break };
-            if self.seqs[s].arrival_s > now_s || !self.admit(s) {
+            let Some(tokens) = (self.seqs[s].arrival_s <= now_s).then(|| self.admit(s, budget)).flatten() else {
                 break; // first come, first served: nobody overtakes the head of the queue
-            }
+            };
+            budget -= tokens;
             self.waiting.pop_front();
             self.running.push(s);
             admitted.push(s);
@@ -193,8 +224,9 @@ impl BlockScheduler {
         true
     }
 
-    /// Admits `s` if its blocks (less those found in the prefix cache) fit above the watermark.
-    fn admit(&mut self, s: usize) -> bool {
+    /// Admits `s` if its blocks (less those found in the prefix cache) fit above the watermark and
+    /// the tokens it must compute fit `budget`. Returns those tokens.
+    fn admit(&mut self, s: usize, budget: usize) -> Option<usize> {
         let bs = self.cfg.block_size;
         let n = self.seqs[s].tokens.len();
         // At least the last token is computed: its logits choose the next token.
@@ -205,8 +237,8 @@ impl BlockScheduler {
         };
         let need = blocks_for(n, bs) - hits.len();
         let reserve = if self.running.is_empty() { 0 } else { self.cfg.watermark_blocks };
-        if self.alloc.num_free() < need + reserve {
-            return false;
+        if self.alloc.num_free() < need + reserve || n - hits.len() * bs > budget {
+            return None;
         }
         for &b in &hits {
             // The block is in use by its owner, so sharing cannot fail.
@@ -221,7 +253,8 @@ impl BlockScheduler {
             self.stats.prefix_query_tokens += n;
             self.stats.prefix_hit_tokens += seq.computed;
         }
-        self.grow(s)
+        let tokens = n - seq.computed;
+        self.grow(s).then_some(tokens)
     }
     // ANCHOR_END: schedule
 
@@ -367,6 +400,9 @@ mod tests {
                 prop_assert!(sched.running().is_empty() && sched.next_arrival().is_some_and(|t| t > now), "deadlock");
             }
             check_invariants(sched)?;
+            let cfg = sched.config();
+            prop_assert!(sched.running().len() <= cfg.max_running);
+            prop_assert!(plan.work.iter().map(|w| w.len).sum::<usize>() <= cfg.max_tokens_per_step);
             for w in &plan.work {
                 let r = ids.iter().position(|&i| i == w.seq).unwrap();
                 prop_assert!(reqs[r].2 as f64 <= now, "admitted before its arrival");
@@ -414,6 +450,32 @@ mod tests {
         assert!(s.submit(&[1; 10], 16, 0.0).is_ok());
         assert!(BlockScheduler::new(SchedulerConfig::new(4, 0)).is_err());
         assert!(BlockScheduler::new(SchedulerConfig::new(0, 4)).is_err());
+    }
+
+    #[test]
+    fn chapter_4_limits_cap_admission_with_blocks_to_spare() {
+        let cfg = SchedulerConfig { max_running: 2, max_tokens_per_step: 10, ..SchedulerConfig::new(64, 4) };
+        let mut s = BlockScheduler::new(cfg).unwrap();
+        for _ in 0..3 {
+            s.submit(&[1, 2, 3, 4], 8, 0.0).unwrap();
+        }
+        // Two of 4 tokens fit both limits; the third would be a third running sequence.
+        let plan = s.schedule(0.0).unwrap();
+        assert_eq!(plan.work.iter().map(|w| w.len).collect::<Vec<_>>(), vec![4, 4]);
+        assert_eq!(s.num_waiting(), 1);
+        // A request whose whole sequence could not be recomputed in one step is refused.
+        assert!(s.submit(&[1; 4], 11, 0.0).is_err());
+        let cfg = SchedulerConfig { max_tokens_per_step: 9, ..SchedulerConfig::new(64, 4) };
+        let mut s = BlockScheduler::new(cfg).unwrap();
+        for _ in 0..3 {
+            s.submit(&[1, 2, 3, 4], 8, 0.0).unwrap();
+        }
+        // 4 + 4 tokens fit 9; the third prompt waits for the next step (2 decodes + 4 <= 9).
+        assert_eq!(s.schedule(0.0).unwrap().work.len(), 2);
+        s.append(0, 5).unwrap();
+        s.append(1, 5).unwrap();
+        assert_eq!(s.schedule(0.0).unwrap().work.iter().map(|w| w.len).sum::<usize>(), 6);
+        assert!(BlockScheduler::new(SchedulerConfig { max_running: 0, ..SchedulerConfig::new(4, 4) }).is_err());
     }
 
     #[test]
@@ -467,13 +529,28 @@ mod tests {
 
     proptest! {
         /// Any workload, any arrival order, any pool that fits the largest request, with or without
-        /// prefix sharing:
-        /// no deadlock, every request finishes exactly once, ref counts match the tables after
-        /// every step, and nothing leaks at the end.
+        /// prefix sharing, under any per-step limits: no deadlock, every request finishes exactly
+        /// once, no step breaks a limit, ref counts match the tables after every step, and nothing
+        /// leaks at the end.
         #[test]
-        fn scheduler_invariants_hold(reqs in workload(), bs in 1usize..6, extra in 0usize..8, share: bool, wm in 0usize..3) {
+        fn scheduler_invariants_hold(
+            reqs in workload(),
+            bs in 1usize..6,
+            extra in 0usize..8,
+            share: bool,
+            wm in 0usize..3,
+            max_running in 1usize..8,
+            extra_tokens in 0usize..16,
+        ) {
             let largest = reqs.iter().map(|(p, n, _)| blocks_for(p.len() + n, bs)).max().unwrap();
-            let cfg = SchedulerConfig { num_blocks: largest + extra, block_size: bs, watermark_blocks: wm, prefix_sharing: share };
+            let longest = reqs.iter().map(|(p, n, _)| p.len() + n).max().unwrap();
+            let cfg = SchedulerConfig {
+                watermark_blocks: wm,
+                prefix_sharing: share,
+                max_running,
+                max_tokens_per_step: longest + extra_tokens,
+                ..SchedulerConfig::new(largest + extra, bs)
+            };
             let mut s = BlockScheduler::new(cfg).unwrap();
             drive(&mut s, &reqs)?;
         }
