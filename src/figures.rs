@@ -58,13 +58,13 @@ pub fn bars(trace: &[TraceStep]) -> Vec<Bar> {
     done
 }
 
-/// A colour per request (golden-ratio hues, so neighbours differ); prefill darker, idle grey.
+/// A colour per request (golden-ratio hues, so neighbours differ); prefill darker, padding grey.
 fn colour(request: u64, phase: Phase) -> RGBColor {
     let hue = (request as f64 * 0.618_033_988_75).fract();
     let (s, l) = match phase {
         Phase::Prefill => (0.75, 0.30),
         Phase::Decode => (0.60, 0.62),
-        Phase::Idle => return RGBColor(215, 215, 215),
+        Phase::Padding => return RGBColor(205, 205, 205),
     };
     hsl_to_rgb(hue, s, l)
 }
@@ -89,7 +89,7 @@ fn hsl_to_rgb(h: f64, s: f64, l: f64) -> RGBColor {
 // ANCHOR: gantt
 /// Draws the Gantt chart of a trace as an SVG document: one row per slot, one bar per request
 /// (its id written at the start), dark while it prefills, coloured while it decodes, grey while
-/// it has finished but still holds its slot.
+/// it has finished but is still computed as padding (static batching), its output thrown away.
 pub fn gantt_svg(trace: &[TraceStep], opts: &GanttOptions) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
@@ -108,7 +108,7 @@ pub fn gantt_svg(trace: &[TraceStep], opts: &GanttOptions) -> anyhow::Result<Str
             .disable_y_mesh()
             .y_labels(slots)
             .y_label_formatter(&|y| format!("slot {}", y.round()))
-            .x_desc("seconds since the start of the run    (dark: prefill, light: decode, grey: finished but still holding its slot)")
+            .x_desc("seconds since the start of the run    (dark: prefill, light: decode, grey: finished, computed as padding, output discarded)")
             .draw()?;
         let bars = bars(trace);
         chart.draw_series(bars.iter().map(|r| {
@@ -117,8 +117,8 @@ pub fn gantt_svg(trace: &[TraceStep], opts: &GanttOptions) -> anyhow::Result<Str
         }))?;
         // Label each request at the start of its time in a slot, if that time is wide enough.
         let px_per_s = opts.width as f64 / x_max;
-        let labels = bars.iter().filter(|r| r.phase != Phase::Idle).filter_map(|r| {
-            let mine = bars.iter().filter(|o| o.slot == r.slot && o.request == r.request && o.phase != Phase::Idle);
+        let labels = bars.iter().filter(|r| r.phase != Phase::Padding).filter_map(|r| {
+            let mine = bars.iter().filter(|o| o.slot == r.slot && o.request == r.request && o.phase != Phase::Padding);
             let (first, last) = mine.fold((f64::MAX, 0.0f64), |(a, b), o| (a.min(o.start_s), b.max(o.end_s)));
             let wide = (last - first) * px_per_s > 16.0;
             (first == r.start_s && wide).then(|| {
@@ -149,7 +149,7 @@ mod tests {
         let trace = [
             step(0, 1.0, &[(0, 7, Phase::Prefill), (1, 8, Phase::Prefill)]),
             step(1, 2.0, &[(0, 7, Phase::Decode), (1, 8, Phase::Decode)]),
-            step(2, 3.0, &[(0, 7, Phase::Decode), (1, 8, Phase::Idle)]),
+            step(2, 3.0, &[(0, 7, Phase::Decode), (1, 8, Phase::Padding)]),
         ];
         let bars = bars(&trace);
         let want = |slot, request, phase, start_s, end_s| Bar { slot, request, phase, start_s, end_s };
@@ -160,7 +160,7 @@ mod tests {
                 want(0, 7, Phase::Decode, 1.0, 3.0),
                 want(1, 8, Phase::Prefill, 0.0, 1.0),
                 want(1, 8, Phase::Decode, 1.0, 2.0),
-                want(1, 8, Phase::Idle, 2.0, 3.0),
+                want(1, 8, Phase::Padding, 2.0, 3.0),
             ]
         );
         let opts = GanttOptions { title: "t".into(), num_slots: 2, x_max_s: 3.0, width: 400, height: 200 };

@@ -96,13 +96,16 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     for (file, what, out) in &runs {
         let s = &out.stats;
+        // Every row of a step is computed; padding rows are computed for nothing.
+        let rows: usize = out.trace.iter().map(|t| t.entries.len()).sum();
+        let padding = 100.0 * s.wasted_slot_steps as f64 / rows.max(1) as f64;
         let title = format!(
-            "{what}: {} requests, {} slots, {:.1} tok/s, slot utilisation {:.0}% ({})",
+            "{what}: {} requests, {} slots, {:.1} tok/s, slot utilisation {:.0}%, padding {padding:.0}% of computed rows ({})",
             requests.len(),
             slots,
             s.tokens_per_s,
             100.0 * s.slot_utilisation,
-            loaded.source
+            loaded.source_name()
         );
         let height = u32::try_from(slots).ok().and_then(|s| s.checked_mul(44)?.checked_add(90)).context("too many slots to draw")?;
         let opts = GanttOptions { title, num_slots: slots, x_max_s, width: 960, height };

@@ -43,7 +43,7 @@ fn check_run(
         let (mut prefills, mut fed_steps) = (0, 0);
         for e in entries {
             prefills += usize::from(e.phase == Phase::Prefill);
-            fed_steps += usize::from(e.phase != Phase::Idle);
+            fed_steps += usize::from(e.phase != Phase::Padding);
         }
         let expected_prefills = usize::from(r.max_new_tokens > 0);
         prop_assert_eq!(prefills, expected_prefills, "{} request {} prefilled {} times", name, r.id, prefills);
@@ -122,7 +122,7 @@ fn trace_lines(out: &RunOutput) -> Vec<String> {
                     let phase = match e.phase {
                         Phase::Prefill => format!("prefill({})", e.tokens),
                         Phase::Decode => "decode".into(),
-                        Phase::Idle => "idle".into(),
+                        Phase::Padding => "padding".into(),
                     };
                     format!("{}:r{} {phase}", e.slot, e.request)
                 })

@@ -106,8 +106,9 @@ impl RunOutput {
 pub enum Phase {
     Prefill,
     Decode,
-    /// The row is in the batch but its request has finished (static batching's wasted work).
-    Idle,
+    /// The row's request has finished, but its batch has not: it is computed as padding and its
+    /// output thrown away (static batching's wasted work).
+    Padding,
 }
 
 /// One sequence's part in one step.

@@ -16,10 +16,13 @@ pub struct Span {
     /// What the backend files this sequence's K/V under (`StepMeta::seq`): a cache slot, a block table.
     pub slot: usize,
     pub start: usize,
+    /// Padding: computed like any other row, its logits thrown away (static batching's finished
+    /// rows, which ride along until their batch ends). The sequence may have finished.
+    pub padding: bool,
 }
 
 // ANCHOR: run_spans
-/// Runs one forward pass over all `spans` and lets each sequence accept its next token.
+/// Runs one forward pass over all `spans` and lets each sequence (but padding) accept its next token.
 pub fn run_spans(
     model: &Model,
     backend: &mut dyn AttentionBackend,
@@ -33,7 +36,7 @@ pub fn run_spans(
     let mut logits_for = Vec::new(); // (spans): each span's last token
     for s in spans {
         let seq = seqs.get(s.seq).ok_or_else(|| bad(s, "no such sequence"))?;
-        if seq.is_finished() || s.start >= seq.tokens.len() {
+        if (seq.is_finished() && !s.padding) || s.start >= seq.tokens.len() {
             return Err(bad(s, "nothing to feed"));
         }
         tokens.extend_from_slice(&seq.tokens[s.start..]);
@@ -46,7 +49,7 @@ pub fn run_spans(
     // One pass: the weights are read once for every sequence of the step.
     let logits = model.forward(&tokens, &meta, &logits_for, backend)?; // (spans, vocab)
     let now = clock.now_s();
-    for (i, s) in spans.iter().enumerate() {
+    for (i, s) in spans.iter().enumerate().filter(|(_, s)| !s.padding) {
         seqs[s.seq].accept(row(&logits, i), now, opts);
     }
     Ok(())

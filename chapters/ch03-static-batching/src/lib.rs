@@ -1,7 +1,8 @@
 //! Chapter 3: static batching. Up to B requests are prefilled together and decoded together, one
 //! token each per step, until *every* one of them has finished; only then does the next batch
-//! start. A row whose request finished early keeps its slot and sits idle: that is the waste
-//! continuous batching (chapter 4) removes.
+//! start. A row whose request finished early rides along as padding — computed every step, its
+//! output thrown away — as in a padded batch tensor: that is the waste continuous batching
+//! (chapter 4) removes.
 
 pub mod recorder;
 pub mod step;
@@ -72,7 +73,8 @@ impl Engine for StaticBatchEngine {
             if rows.is_empty() {
                 continue; // woke a little early: wait again
             }
-            // Step until every row has finished. A finished row keeps its slot and sits idle.
+            // Step until every row has finished. A finished row keeps its slot and is computed as
+            // padding, its output thrown away: the batch is a rectangle until its longest row ends.
             loop {
                 let fed = run_step(model, &mut backend, &mut seqs, &rows, &clock, opts)?;
                 recorder.record(&rows, &fed, &seqs, &backend, clock.now_s());
@@ -80,7 +82,7 @@ impl Engine for StaticBatchEngine {
                     break;
                 }
                 for r in &mut rows {
-                    r.phase = if seqs[r.seq].is_finished() { Phase::Idle } else { Phase::Decode };
+                    r.phase = if seqs[r.seq].is_finished() { Phase::Padding } else { Phase::Decode };
                 }
             }
             // ANCHOR_END: batch
@@ -112,25 +114,29 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_runs_until_its_longest_request_is_done_and_counts_the_idle_rows() {
+    fn a_batch_runs_until_its_longest_request_is_done_and_counts_the_padding_rows() {
         let model = tiny();
         let reqs: Vec<_> =
             [2, 5, 3].iter().enumerate().map(|(i, &n)| Request::greedy(i as u64, vec![4, 5], n)).collect();
         let reqs: Vec<_> = reqs.into_iter().map(|r| Request { ignore_eos: true, ..r }).collect();
-        let out =
-            StaticBatchEngine { batch_size: 4, max_len: Some(32) }.run(&model, &reqs, &RunOptions::default()).unwrap();
+        let opts = RunOptions { trace: true, ..Default::default() };
+        let out = StaticBatchEngine { batch_size: 4, max_len: Some(32) }.run(&model, &reqs, &opts).unwrap();
         let s = &out.stats;
         // One prefill step (first token of each) + 4 decode steps for the 5-token request.
         assert_eq!(s.steps, 5);
         assert_eq!(s.generated_tokens, 10);
-        // Rows idle after finishing: request 0 for 3 steps, request 2 for 2 steps.
+        // Padding rows after finishing: request 0 for 3 steps, request 2 for 2 steps.
         assert_eq!(s.wasted_slot_steps, 5);
         assert_eq!(s.peak_running, 3);
         assert!((s.slot_utilisation - 10.0 / 20.0).abs() < 1e-12, "{}", s.slot_utilisation);
         assert_eq!(s.kv_bytes_allocated, 4 * KvCache::new(&model.config, 32).bytes_allocated());
-        // At the end: 2 prompt tokens + 4 fed tokens of request 1, 2 + 1 and 2 + 2 of the others.
+        // At the end every row holds its whole sequence: 2 + 4 fed tokens of request 1, and the
+        // padding rows wrote their last token too (2 + 2 and 2 + 3).
         let per_token = ch00_model::kv_bytes_per_token(&model.config, ch00_model::DType::F32);
-        assert_eq!(s.kv_bytes_used, (6 + 3 + 4) * per_token);
+        assert_eq!(s.kv_bytes_used, (6 + 4 + 5) * per_token);
+        // Padding is computed: every step feeds all three rows after the prefill.
+        let fed: Vec<usize> = out.trace.iter().map(|t| t.entries.iter().map(|e| e.tokens).sum()).collect();
+        assert_eq!(fed, vec![6, 3, 3, 3, 3]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub struct Recorder {
     steps: usize,
     /// Slot-steps that fed a token (prefill or decode).
     busy: u64,
-    /// Slot-steps held by a request that had already finished.
+    /// Slot-steps computed for a request that had already finished (padding).
     wasted: u64,
     peak_running: usize,
     peak_kv_used: u64,
@@ -38,12 +38,12 @@ impl Recorder {
     // ANCHOR: record
     /// Books one step: `fed[i]` is the number of tokens `rows[i]` fed, `t_s` when the step ended.
     pub fn record(&mut self, rows: &[Row], fed: &[usize], seqs: &[Sequence], backend: &ContiguousBackend, t_s: f64) {
-        let running = rows.iter().filter(|r| r.phase != Phase::Idle).count();
+        let running = rows.iter().filter(|r| r.phase != Phase::Padding).count();
         self.steps += 1;
         self.busy += running as u64;
-        self.wasted += (rows.len() - running) as u64; // idle rows: finished, slot still held
+        self.wasted += (rows.len() - running) as u64; // padding rows: computed, output thrown away
         self.peak_running = self.peak_running.max(running);
-        // Every row, idle or not, still holds its tokens' K and V.
+        // Every row, padding or not, still holds its tokens' K and V.
         let kv_used = rows.iter().map(|r| backend.slots.get(r.slot).map_or(0, |c| c.bytes_used())).sum();
         self.peak_kv_used = self.peak_kv_used.max(kv_used);
         if let Some(trace) = &mut self.trace {

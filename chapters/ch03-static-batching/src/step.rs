@@ -1,6 +1,6 @@
 //! One batched step over contiguous cache slots: gather every row's tokens into one flat list,
-//! run the model once, and hand each row its logits. Static and continuous batching differ only
-//! in which rows they put here.
+//! run the model once, and hand each live row its logits. Static and continuous batching differ
+//! only in which rows they put here.
 
 use ch00_model::{run_spans, Clock, Model, ModelError, Phase, Result, RunOptions, Sequence, Span};
 use ch02_kv_cache::ContiguousBackend;
@@ -11,13 +11,14 @@ pub struct Row {
     pub seq: usize,
     pub slot: usize,
     /// `Prefill` feeds every token of the sequence so far (into an emptied slot), `Decode` feeds
-    /// its newest token, `Idle` feeds nothing: the row only keeps its slot.
+    /// its newest token. `Padding` is a finished row riding along as padding: it feeds its last token
+    /// again, at the same position, and its output is thrown away.
     pub phase: Phase,
 }
 
 // ANCHOR: run_step
-/// Runs one forward pass over all `rows` and lets each fed row's sequence accept its next token.
-/// Returns the number of tokens each row fed (0 for idle rows).
+/// Runs one forward pass over all `rows` and lets each live row's sequence accept its next token.
+/// Returns the number of tokens each row fed (1 for a padding row: it costs a decode row).
 pub fn run_step(
     model: &Model,
     backend: &mut ContiguousBackend,
@@ -32,7 +33,9 @@ pub fn run_step(
         let seq = seqs.get(r.seq).ok_or_else(|| bad_row(r, "no such sequence"))?;
         let cache = backend.slots.get_mut(r.slot).ok_or_else(|| bad_row(r, "no such slot"))?;
         let start = match r.phase {
-            Phase::Idle => continue,
+            // Padding: recompute the newest position. It stays inside the slot however long the
+            // batch runs on, and its K/V is the same every time.
+            Phase::Padding => seq.tokens.len() - 1,
             _ if seq.is_finished() => return Err(bad_row(r, "sequence already finished")),
             Phase::Prefill => {
                 cache.clear(); // the slot may hold a previous request's tokens
@@ -41,9 +44,9 @@ pub fn run_step(
             Phase::Decode => seq.tokens.len() - 1, // the cache holds everything before it
         };
         fed[i] = seq.tokens.len() - start;
-        spans.push(Span { seq: r.seq, slot: r.slot, start });
+        spans.push(Span { seq: r.seq, slot: r.slot, start, padding: r.phase == Phase::Padding });
     }
-    // One pass over every fed row: the weights are read once for the whole batch.
+    // One pass over every row: the weights are read once for the whole batch.
     run_spans(model, backend, seqs, &spans, clock, opts)?;
     Ok(fed)
 }

@@ -94,7 +94,7 @@ impl MemSeries {
         // Steps in which each request ran.
         let mut ran: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
         for (i, t) in trace.iter().enumerate() {
-            for e in t.entries.iter().filter(|e| e.phase != Phase::Idle) {
+            for e in t.entries.iter().filter(|e| e.phase != Phase::Padding) {
                 ran.entry(e.request).or_default().push(i);
             }
         }
@@ -109,7 +109,7 @@ impl MemSeries {
             .iter()
             .zip(queued)
             .map(|(t, queued)| {
-                let running = t.entries.iter().filter(|e| e.phase != Phase::Idle).count();
+                let running = t.entries.iter().filter(|e| e.phase != Phase::Padding).count();
                 let reserved_bytes = slot_bytes.map_or(t.kv_bytes_allocated, |b| t.entries.len() as u64 * b);
                 MemStep { running, reserved_bytes, used_bytes: t.kv_bytes_used, queued }
             })

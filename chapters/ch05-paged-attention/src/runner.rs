@@ -92,7 +92,7 @@ fn spans_of(seqs: &[Sequence], req_of: &[usize], work: &[Work]) -> Result<Vec<Sp
         if w.start + w.len != seqs[seq].tokens.len() {
             return Err(ModelError::InvalidBatch(format!("work for sequence {seq} stops short of its end")));
         }
-        spans.push(Span { seq, slot: i, start: w.start });
+        spans.push(Span { seq, slot: i, start: w.start, padding: false });
     }
     Ok(spans)
 }
