@@ -277,6 +277,7 @@ mod tests {
     fn output(ttft_s: f64, gaps: &[f64]) -> RequestOutput {
         RequestOutput {
             id: 0,
+            sample: 0,
             tokens: vec![5; gaps.len() + 1],
             finish: FinishReason::Length,
             ttft_s,

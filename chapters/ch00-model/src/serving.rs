@@ -19,14 +19,28 @@ pub struct Request {
     pub arrival_s: f64,
     /// Keep generating past EOS (benchmarks use this so output lengths follow the workload).
     pub ignore_eos: bool,
+    /// Samples to draw from the one prompt (parallel sampling). Sample `i` draws with seed
+    /// `sampling.seed + i`, so it gets exactly the tokens of a lone request with that seed.
+    pub n: usize,
 }
 // ANCHOR_END: request
 
+/// Most samples one request may ask for (a guard against absurd `n`, not a design limit).
+pub const MAX_SAMPLES: usize = 256;
+
 impl Request {
-    /// A greedy request arriving at time 0.
+    /// A greedy request arriving at time 0, one sample.
     pub fn greedy(id: u64, prompt: Vec<u32>, max_new_tokens: usize) -> Self {
-        Request { id, prompt, max_new_tokens, sampling: SamplingParams::greedy(), arrival_s: 0.0, ignore_eos: false }
+        let sampling = SamplingParams::greedy();
+        Request { id, prompt, max_new_tokens, sampling, arrival_s: 0.0, ignore_eos: false, n: 1 }
     }
+
+    // ANCHOR: sample_seed
+    /// The sampling parameters of sample `i`: the request's, with seed `seed + i`.
+    pub fn sample_params(&self, i: usize) -> SamplingParams {
+        SamplingParams { seed: self.sampling.seed.wrapping_add(i as u64), ..self.sampling }
+    }
+    // ANCHOR_END: sample_seed
 }
 
 /// Why a request stopped generating.
@@ -40,10 +54,13 @@ pub enum FinishReason {
     ContextFull,
 }
 
-/// What a request produced, and when.
+/// What one sample of a request produced, and when. A request with `n` samples has `n` outputs,
+/// one after the other, with samples `0..n`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestOutput {
     pub id: u64,
+    /// Which of the request's `n` samples this is.
+    pub sample: usize,
     pub tokens: Vec<u32>,
     pub finish: FinishReason,
     /// Seconds from arrival to the first generated token (0 when nothing was generated).
@@ -81,7 +98,8 @@ pub struct RunStats {
 }
 // ANCHOR_END: run_stats
 
-/// The result of running a workload: outputs in the order of the input requests.
+/// The result of running a workload: outputs in the order of the input requests (a request with
+/// `n` samples gives `n` consecutive outputs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutput {
     pub outputs: Vec<RequestOutput>,
@@ -196,8 +214,27 @@ pub fn validate_request(config: &LlamaConfig, req: &Request, max_len: usize) -> 
     if let Some(&t) = req.prompt.iter().find(|&&t| t as usize >= config.vocab_size) {
         return Err(ModelError::TokenOutOfRange { id: req.id, token: t, vocab: config.vocab_size });
     }
+    if !(1..=MAX_SAMPLES).contains(&req.n) {
+        return Err(ModelError::InvalidSampling(format!("request {}: n = {} must be in 1..={MAX_SAMPLES}", req.id, req.n)));
+    }
     req.sampling.validate()
 }
+
+// ANCHOR: sequences
+/// The sequences of a workload: one per sample, `n` per request, in request order. Every engine
+/// starts here; engines before chapter 5 treat the samples as independent sequences, chapter 5
+/// lets them share their prompt's blocks.
+pub fn sequences(config: &LlamaConfig, requests: &[Request], max_len: usize) -> Result<Vec<Sequence>> {
+    let mut seqs = Vec::with_capacity(requests.len());
+    for req in requests {
+        validate_request(config, req, max_len)?;
+        for i in 0..req.n {
+            seqs.push(Sequence::sample(config, req, i, max_len)?);
+        }
+    }
+    Ok(seqs)
+}
+// ANCHOR_END: sequences
 
 // ANCHOR: sequence
 /// A request in flight: its tokens so far, its sampler and its timings. Engines differ in how
@@ -205,6 +242,8 @@ pub fn validate_request(config: &LlamaConfig, req: &Request, max_len: usize) -> 
 #[derive(Debug, Clone)]
 pub struct Sequence {
     pub id: u64,
+    /// Which of its request's samples this sequence is.
+    pub sample: usize,
     /// Prompt followed by the generated tokens.
     pub tokens: Vec<u32>,
     pub prompt_len: usize,
@@ -221,18 +260,25 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    /// Validates the request and starts its bookkeeping. `max_len` bounds prompt + generated.
+    /// Validates the request and starts the bookkeeping of its first sample. `max_len` bounds
+    /// prompt + generated.
     pub fn new(config: &LlamaConfig, req: &Request, max_len: usize) -> Result<Self> {
+        Sequence::sample(config, req, 0, max_len)
+    }
+
+    /// Sample `i` of the request: its own sampler, seeded with `seed + i`.
+    pub fn sample(config: &LlamaConfig, req: &Request, i: usize, max_len: usize) -> Result<Self> {
         validate_request(config, req, max_len)?;
         let finish = (req.max_new_tokens == 0).then_some(FinishReason::Length);
         Ok(Sequence {
             id: req.id,
+            sample: i,
             tokens: req.prompt.clone(),
             prompt_len: req.prompt.len(),
             max_new_tokens: req.max_new_tokens,
             max_len,
             eos: if req.ignore_eos { Vec::new() } else { config.eos_token_ids.clone() },
-            sampler: Sampler::new(req.sampling)?,
+            sampler: Sampler::new(req.sample_params(i))?,
             arrival_s: req.arrival_s,
             last_token_s: None,
             ttft_s: 0.0,
@@ -248,6 +294,16 @@ impl Sequence {
 
     pub fn is_finished(&self) -> bool {
         self.finish.is_some()
+    }
+
+    /// Seconds after the start of the run at which its request arrives.
+    pub fn arrival_s(&self) -> f64 {
+        self.arrival_s
+    }
+
+    /// The most tokens (prompt + generated) this sequence can reach.
+    pub fn max_tokens(&self) -> usize {
+        (self.prompt_len + self.max_new_tokens).min(self.max_len)
     }
 
     // ANCHOR: accept
@@ -292,6 +348,7 @@ impl Sequence {
     pub fn into_output(self) -> RequestOutput {
         RequestOutput {
             id: self.id,
+            sample: self.sample,
             tokens: self.tokens[self.prompt_len..].to_vec(),
             finish: self.finish.unwrap_or(FinishReason::Length),
             ttft_s: self.ttft_s,
@@ -334,6 +391,22 @@ mod tests {
         let long = LlamaConfig { max_position_embeddings: 131_072, ..config() };
         assert_eq!(resolve_max_len(&long, None).unwrap(), DEFAULT_MAX_LEN_CAP);
         assert_eq!(resolve_max_len(&long, Some(8192)).unwrap(), 8192);
+    }
+
+    #[test]
+    fn n_samples_are_n_sequences_with_consecutive_seeds() {
+        let c = config();
+        let sampling = SamplingParams { temperature: 1.0, seed: 7, ..SamplingParams::greedy() };
+        let req = Request { n: 3, sampling, ..Request::greedy(4, vec![5, 6], 2) };
+        let seqs = sequences(&c, &[req.clone(), Request::greedy(5, vec![5], 1)], 16).unwrap();
+        let who: Vec<_> = seqs.iter().map(|s| (s.id, s.sample)).collect();
+        assert_eq!(who, vec![(4, 0), (4, 1), (4, 2), (5, 0)]);
+        assert_eq!(req.sample_params(2).seed, 9);
+        assert_eq!(seqs[0].max_tokens(), 4);
+        for n in [0, MAX_SAMPLES + 1] {
+            let bad = Request { n, ..req.clone() };
+            assert!(matches!(sequences(&c, &[bad], 16), Err(ModelError::InvalidSampling(_))), "n = {n}");
+        }
     }
 
     #[test]

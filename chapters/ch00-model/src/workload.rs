@@ -132,7 +132,7 @@ impl WorkloadSpec {
                     t += -unit_open(&mut rng).ln() / rate_per_s.max(f64::MIN_POSITIVE);
                 }
                 let sampling = SamplingParams::greedy();
-                Request { id, prompt, max_new_tokens, sampling, arrival_s: t, ignore_eos: true }
+                Request { id, prompt, max_new_tokens, sampling, arrival_s: t, ignore_eos: true, n: 1 }
             })
             .collect()
     }

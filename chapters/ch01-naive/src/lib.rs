@@ -3,8 +3,8 @@
 
 use ch00_model::ops::row;
 use ch00_model::{
-    attend_one, resolve_max_len, AttentionBackend, Clock, Engine, Model, Request, Result, RunOptions, RunOutput, RunStats,
-    Sequence, StepMeta, StepQkv,
+    attend_one, resolve_max_len, sequences, AttentionBackend, Clock, Engine, Model, Request, Result, RunOptions, RunOutput,
+    RunStats, StepMeta, StepQkv,
 };
 
 // ANCHOR: backend
@@ -39,11 +39,12 @@ impl Engine for NaiveEngine {
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         let max_len = resolve_max_len(&model.config, None)?;
-        let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
+        // One sequence per sample: a request with `n` samples is generated `n` times.
+        let mut seqs = sequences(&model.config, requests, max_len)?;
         let clock = Clock::start();
         let mut steps = 0;
-        for (seq, req) in seqs.iter_mut().zip(requests) {
-            clock.wait_until(req.arrival_s);
+        for seq in &mut seqs {
+            clock.wait_until(seq.arrival_s());
             // ANCHOR: generate
             while !seq.is_finished() {
                 let n = seq.tokens.len();

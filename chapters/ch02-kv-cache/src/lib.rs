@@ -9,7 +9,7 @@ pub use backend::ContiguousBackend;
 pub use cache::KvCache;
 
 use ch00_model::ops::row;
-use ch00_model::{resolve_max_len, Clock, Engine, Model, Request, Result, RunOptions, RunOutput, RunStats, Sequence, StepMeta};
+use ch00_model::{resolve_max_len, sequences, Clock, Engine, Model, Request, Result, RunOptions, RunOutput, RunStats, StepMeta};
 
 // ANCHOR: engine
 /// The chapter-2 engine: one request at a time, prefill then one-token decode steps over a cache
@@ -29,12 +29,12 @@ impl Engine for KvCacheEngine {
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         // ANCHOR: max_len
         let max_len = resolve_max_len(&model.config, self.max_len)?;
-        let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
+        let mut seqs = sequences(&model.config, requests, max_len)?; // n per request with n samples
         // ANCHOR_END: max_len
         let clock = Clock::start();
         let (mut steps, mut allocated, mut used) = (0, 0, 0);
-        for (seq, req) in seqs.iter_mut().zip(requests) {
-            clock.wait_until(req.arrival_s);
+        for seq in &mut seqs {
+            clock.wait_until(seq.arrival_s());
             if seq.is_finished() {
                 continue;
             }

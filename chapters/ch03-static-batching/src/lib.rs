@@ -10,7 +10,7 @@ pub mod step;
 pub use recorder::Recorder;
 pub use step::{run_step, Row};
 
-use ch00_model::{resolve_max_len, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
+use ch00_model::{resolve_max_len, sequences, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput};
 use ch02_kv_cache::{ContiguousBackend, KvCache};
 
 // ANCHOR: engine
@@ -47,13 +47,14 @@ impl Engine for StaticBatchEngine {
             return Err(ModelError::InvalidSettings("batch size must be at least 1".into()));
         }
         let max_len = resolve_max_len(&model.config, self.max_len)?;
-        let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
+        // One sequence per sample: a request's n samples are n independent rows here.
+        let mut seqs = sequences(&model.config, requests, max_len)?;
         if let Some(r) = requests.iter().find(|r| !r.arrival_s.is_finite()) {
             return Err(ModelError::InvalidSettings(format!("request {}: arrival time {}", r.id, r.arrival_s)));
         }
         // Serve in arrival order (ties: submission order); requests with nothing to do are done.
         let mut order: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].is_finished()).collect();
-        order.sort_by(|&a, &c| requests[a].arrival_s.total_cmp(&requests[c].arrival_s));
+        order.sort_by(|&a, &c| seqs[a].arrival_s().total_cmp(&seqs[c].arrival_s()));
 
         let mut backend = alloc_slots(model, b, max_len);
         let allocated = backend.slots.iter().map(KvCache::bytes_allocated).sum();
@@ -61,12 +62,12 @@ impl Engine for StaticBatchEngine {
         let clock = Clock::start();
         let mut next = 0; // first request of `order` not yet batched
         while next < order.len() {
-            clock.wait_until(requests[order[next]].arrival_s);
+            clock.wait_until(seqs[order[next]].arrival_s());
             // ANCHOR: batch
             // Form a batch from whoever has arrived, up to B; slot i serves the batch's i-th request.
             let now = clock.now_s();
             let mut rows = Vec::with_capacity(b);
-            while rows.len() < b && next < order.len() && requests[order[next]].arrival_s <= now {
+            while rows.len() < b && next < order.len() && seqs[order[next]].arrival_s() <= now {
                 rows.push(Row { seq: order[next], slot: rows.len(), phase: Phase::Prefill });
                 next += 1;
             }

@@ -3,7 +3,7 @@
 
 use crate::budget::slots_for_budget;
 use crate::scheduler::{default_max_tokens_per_step, Pending, Scheduler, SchedulerConfig};
-use ch00_model::{resolve_max_len, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput, Sequence};
+use ch00_model::{resolve_max_len, sequences, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput};
 use ch02_kv_cache::KvCache;
 use ch03_static_batching::{alloc_slots, run_step, Recorder, Row};
 
@@ -68,10 +68,11 @@ impl Engine for ContinuousBatchEngine {
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         let (config, max_len) = self.scheduler_config(model)?;
         let mut sched = Scheduler::new(config)?;
-        let mut seqs = requests.iter().map(|r| Sequence::new(&model.config, r, max_len)).collect::<Result<Vec<_>>>()?;
-        for (key, (seq, req)) in seqs.iter().zip(requests).enumerate() {
+        // One sequence per sample: n samples are n independent requests to this scheduler.
+        let mut seqs = sequences(&model.config, requests, max_len)?;
+        for (key, seq) in seqs.iter().enumerate() {
             if !seq.is_finished() {
-                sched.submit(Pending { key, arrival_s: req.arrival_s, prefill_tokens: seq.tokens.len() })?;
+                sched.submit(Pending { key, arrival_s: seq.arrival_s(), prefill_tokens: seq.tokens.len() })?;
             }
         }
         let mut backend = alloc_slots(model, config.num_slots, max_len);
