@@ -5,8 +5,10 @@
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine};
 use kvserve::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
+use ch02_kv_cache::KvCacheEngine;
 use kvserve::ch00_model::{
-    kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions, WorkloadSpec,
+    kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions, SamplingParams,
+    WorkloadSpec,
 };
 
 fn tiny() -> Model {
@@ -210,9 +212,75 @@ fn ch05_gives_ch04_tokens_with_poisson_arrivals() {
     assert_eq!(tokens(&want), tokens(&got));
 }
 
+/// Sampled requests, `n` each, at temperature 1: chapter 5 with copy-on-write against every
+/// sample run alone, as its own request with seed `seed + i`, by chapter 2.
+fn parallel_sampling_workload(n: usize) -> Vec<Request> {
+    workload(6, 11)
+        .into_iter()
+        .map(|r| {
+            let sampling = SamplingParams { temperature: 1.0, top_k: 40, top_p: 0.95, seed: 50 + 7 * r.id };
+            Request { n, sampling, ..r }
+        })
+        .collect()
+}
+
+/// Every sample as a lone request with its seed: what the `n` samples must equal.
+fn samples_alone(requests: &[Request]) -> Vec<Request> {
+    requests
+        .iter()
+        .flat_map(|r| (0..r.n).map(move |i| Request { n: 1, sampling: r.sample_params(i), ..r.clone() }))
+        .collect()
+}
+
+#[test]
+fn each_sample_equals_a_lone_run_with_its_seed_and_cow_saves_blocks() {
+    let model = tiny();
+    let requests = parallel_sampling_workload(4);
+    let alone = samples_alone(&requests);
+    let want = KvCacheEngine { max_len: Some(96) }.run(&model, &alone, &RunOptions::default()).unwrap();
+    // A pool that holds everything at once, so peak blocks measure sharing, not the pool.
+    let mut cow = ch05(400);
+    let got = cow.run(&model, &requests, &RunOptions::default()).unwrap();
+    assert_eq!(got.outputs.len(), 24);
+    assert_eq!(want.outputs.len(), got.outputs.len());
+    for (i, (a, b)) in want.outputs.iter().zip(&got.outputs).enumerate() {
+        assert_eq!((b.id, b.sample), (requests[i / 4].id, i % 4));
+        assert_eq!(a.tokens, b.tokens, "request {} sample {}", b.id, b.sample);
+    }
+    let samples_differ = got.outputs.chunks(4).any(|c| c.iter().any(|o| o.tokens != c[0].tokens));
+    assert!(samples_differ, "temperature 1 should make samples differ");
+    let mut independent = ch05(400);
+    let same = independent.run(&model, &alone, &RunOptions::default()).unwrap();
+    assert_eq!(same.outputs.iter().map(|o| &o.tokens).collect::<Vec<_>>(), got.outputs.iter().map(|o| &o.tokens).collect::<Vec<_>>());
+    let (c, i) = (cow.last_run.unwrap().scheduler, independent.last_run.unwrap().scheduler);
+    assert!(c.peak_blocks_used < i.peak_blocks_used, "copy-on-write {} vs independent {}", c.peak_blocks_used, i.peak_blocks_used);
+    assert!(c.cow_copies > 0 && i.cow_copies == 0);
+}
+
+#[test]
+fn samples_stay_their_own_under_preemption_and_in_every_stage() {
+    let model = tiny();
+    let requests = parallel_sampling_workload(3);
+    let alone = samples_alone(&requests);
+    let want = KvCacheEngine { max_len: Some(96) }.run(&model, &alone, &RunOptions::default()).unwrap();
+    let mut small = ch05(24);
+    let got = small.run(&model, &requests, &RunOptions::default()).unwrap();
+    assert!(got.stats.preemptions > 0, "the small pool must force preemption");
+    assert_eq!(want.outputs.len(), got.outputs.len());
+    for (a, b) in want.outputs.iter().zip(&got.outputs) {
+        assert_eq!(a.tokens, b.tokens, "request {} sample {}", b.id, b.sample);
+    }
+    for mut engine in kvserve::stages() {
+        let out = engine.run(&model, &requests, &RunOptions::default()).unwrap();
+        assert_eq!(out.outputs.len(), want.outputs.len(), "{}", engine.name());
+        for (a, b) in want.outputs.iter().zip(&out.outputs) {
+            assert_eq!(a.tokens, b.tokens, "{}: request {} sample {}", engine.name(), b.id, b.sample);
+        }
+    }
+}
+
 mod any_workload {
     use super::*;
-    use ch02_kv_cache::KvCacheEngine;
     use proptest::prelude::*;
 
     proptest! {

@@ -29,6 +29,8 @@ pub struct MemSeries {
     pub generated_tokens: usize,
     /// Share of admitted prompt tokens found in the prefix cache (0 without prefix sharing).
     pub prefix_hit_rate: f64,
+    /// Blocks copied on write (parallel sampling).
+    pub cow_copies: usize,
 }
 
 impl MemSeries {
@@ -58,6 +60,10 @@ impl MemSeries {
 
     pub fn peak_used_bytes(&self) -> u64 {
         self.steps.iter().map(|s| s.used_bytes).max().unwrap_or(0)
+    }
+
+    pub fn peak_reserved_bytes(&self) -> u64 {
+        self.steps.iter().map(|s| s.reserved_bytes).max().unwrap_or(0)
     }
 
     // ANCHOR: waste
@@ -115,7 +121,7 @@ impl MemSeries {
             })
             .collect();
         let preemptions = preempted.len();
-        MemSeries { steps, preemptions, generated_tokens: generated, prefix_hit_rate: 0.0 }
+        MemSeries { steps, preemptions, generated_tokens: generated, ..MemSeries::default() }
     }
 }
 
@@ -138,15 +144,23 @@ fn check(requests: &[Request], max_len: usize) -> Result<()> {
 // ANCHOR: simulate_slots
 /// Chapter 4 without a model: `cfg.num_slots` slots of `max_len` tokens, each step every running
 /// request produces one token. A running request holds `max_len` tokens' worth of memory and
-/// uses `prompt + generated − 1` of it (the newest token's K/V is written next step).
+/// uses `prompt + generated − 1` of it (the newest token's K/V is written next step). A request
+/// with `n` samples is `n` requests here, as in chapter 4's engine.
 pub fn simulate_slots(requests: &[Request], cfg: SlotConfig, max_len: usize, bytes_per_token: u64) -> Result<MemSeries> {
     check(requests, max_len)?;
     let mut sched = Scheduler::new(cfg)?;
-    let target: Vec<usize> = requests.iter().map(|r| output_len(r, max_len)).collect();
-    for (key, r) in requests.iter().enumerate().filter(|(k, _)| target[*k] > 0) {
-        sched.submit(Pending { key, arrival_s: r.arrival_s, prefill_tokens: r.prompt.len() })?;
+    let (mut target, mut prompt_len) = (Vec::new(), Vec::new()); // per sample
+    for r in requests {
+        for _ in 0..r.n {
+            let key = target.len();
+            target.push(output_len(r, max_len));
+            prompt_len.push(r.prompt.len());
+            if target[key] > 0 {
+                sched.submit(Pending { key, arrival_s: r.arrival_s, prefill_tokens: r.prompt.len() })?;
+            }
+        }
     }
-    let mut generated = vec![0usize; requests.len()];
+    let mut generated = vec![0usize; target.len()];
     let mut series = MemSeries::default();
     while !sched.is_done() {
         let plan = sched.schedule(f64::INFINITY); // time does not pass in accounting: everyone has arrived
@@ -157,7 +171,7 @@ pub fn simulate_slots(requests: &[Request], cfg: SlotConfig, max_len: usize, byt
         let mut used = 0;
         for &k in &keys {
             generated[k] += 1;
-            used += (requests[k].prompt.len() + generated[k] - 1) as u64 * bytes_per_token;
+            used += (prompt_len[k] + generated[k] - 1) as u64 * bytes_per_token;
         }
         let reserved = keys.len() as u64 * max_len as u64 * bytes_per_token;
         let queued = sched.waiting_len() > 0;
@@ -175,8 +189,9 @@ pub fn simulate_slots(requests: &[Request], cfg: SlotConfig, max_len: usize, byt
 
 // ANCHOR: simulate_blocks
 /// Chapter 5 without a model: the block scheduler over `cfg.num_blocks` blocks; each step every
-/// scheduled request produces one token (token id 0: only counts matter, unless prefix sharing
-/// is on, where the prompts' ids matter and generated ids never match across requests anyway).
+/// scheduled sequence produces one token (an id of its own: only counts matter, unless prefix
+/// sharing is on, where the prompts' ids matter and generated ids never match across sequences).
+/// A request's `n` samples share its prompt's blocks, copy-on-write, as in chapter 5's engine.
 pub fn simulate_blocks(
     requests: &[Request],
     cfg: SchedulerConfig,
@@ -185,14 +200,12 @@ pub fn simulate_blocks(
 ) -> Result<MemSeries> {
     check(requests, max_len)?;
     let mut sched = BlockScheduler::new(cfg)?;
-    let mut req_of = Vec::new();
-    let mut target = Vec::new();
-    for (i, r) in requests.iter().enumerate() {
+    let mut target = Vec::new(); // per scheduler sequence
+    for r in requests {
         let n = output_len(r, max_len);
         if n > 0 {
-            sched.submit(&r.prompt, r.prompt.len() + n, r.arrival_s)?;
-            req_of.push(i);
-            target.push(n);
+            sched.submit_samples(&r.prompt, r.prompt.len() + n, r.arrival_s, r.n)?;
+            target.extend(std::iter::repeat_n(n, r.n));
         }
     }
     let block_bytes = cfg.block_size as u64 * bytes_per_token;
@@ -213,11 +226,12 @@ pub fn simulate_blocks(
             generated[w.seq] += 1;
             match generated[w.seq] == target[w.seq] {
                 true => sched.finish(w.seq)?,
-                false => sched.append(w.seq, u32::MAX - req_of[w.seq] as u32)?,
+                false => sched.append(w.seq, u32::MAX - w.seq as u32)?,
             }
         }
     }
     series.preemptions = sched.stats.preemptions;
+    series.cow_copies = sched.stats.cow_copies;
     series.prefix_hit_rate = sched.stats.prefix_hit_rate();
     series.generated_tokens = generated.iter().sum();
     Ok(series)

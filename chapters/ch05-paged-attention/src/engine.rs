@@ -89,7 +89,8 @@ pub struct BlockRunInfo {
     pub blocks_used: Vec<usize>,
     /// (step, request id) of every preemption.
     pub preempted: Vec<(usize, u64)>,
-    /// Most blocks each request held at once, in request order (0 for requests never run).
+    /// Most blocks each output (a request's sample) held at once, in output order (0 for
+    /// those never run).
     pub peak_blocks_per_request: Vec<usize>,
     pub scheduler: SchedulerStats,
 }
@@ -156,6 +157,10 @@ impl PagedRunner for CpuRunner<'_> {
 
     fn kv_dtype(&self) -> DType {
         DType::F32
+    }
+
+    fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<()> {
+        copies.iter().try_for_each(|&(src, dst)| self.backend.pool.copy_block(src, dst))
     }
 
     fn step(

@@ -52,6 +52,22 @@ impl PagedKvPool {
         &self.v[o..o + self.kv_dim]
     }
 
+    // ANCHOR: copy_block
+    /// Copy-on-write's copy: every layer's K and V rows of block `src` into block `dst`.
+    pub fn copy_block(&mut self, src: BlockId, dst: BlockId) -> Result<()> {
+        if src >= self.num_blocks || dst >= self.num_blocks {
+            return Err(ModelError::InvalidBatch(format!("copy of block {src} to {dst} in a pool of {}", self.num_blocks)));
+        }
+        let rows = self.block_size * self.kv_dim; // (block_size, kv_dim) per layer
+        for layer in 0..self.k.len() / (self.num_blocks * rows) {
+            let (from, to) = (self.offset(layer, src, 0), self.offset(layer, dst, 0));
+            self.k.copy_within(from..from + rows, to);
+            self.v.copy_within(from..from + rows, to);
+        }
+        Ok(())
+    }
+    // ANCHOR_END: copy_block
+
     pub fn num_blocks(&self) -> usize {
         self.num_blocks
     }
@@ -89,5 +105,22 @@ mod tests {
         assert_eq!(pool.block_bytes(), 4 * per_token);
         assert_eq!(pool.bytes_allocated(), 12 * per_token);
         assert!(PagedKvPool::new(&c, 3, 0).is_err());
+    }
+
+    #[test]
+    fn a_copied_block_has_every_layer_of_the_source() {
+        let c = LlamaConfig::named("tiny").unwrap();
+        let mut pool = PagedKvPool::new(&c, 3, 2).unwrap();
+        let row = |x: f32| vec![x; c.kv_dim()];
+        for layer in 0..c.num_hidden_layers {
+            pool.write(layer, 0, 1, &row(layer as f32 + 1.0), &row(-(layer as f32) - 1.0));
+        }
+        pool.copy_block(0, 2).unwrap();
+        for layer in 0..c.num_hidden_layers {
+            assert_eq!(pool.key(layer, 2, 1), &row(layer as f32 + 1.0)[..]);
+            assert_eq!(pool.value(layer, 2, 1), &row(-(layer as f32) - 1.0)[..]);
+            assert!(pool.key(layer, 1, 1).iter().all(|&x| x == 0.0), "block 1 untouched");
+        }
+        assert!(pool.copy_block(0, 3).is_err());
     }
 }

@@ -7,8 +7,8 @@ use crate::allocator::BlockId;
 use crate::engine::BlockRunInfo;
 use crate::scheduler::{BlockScheduler, SchedulerConfig, Work};
 use ch00_model::{
-    kv_bytes_per_token, Clock, DType, LlamaConfig, ModelError, Phase, Request, Result, RunOptions, RunOutput, RunStats,
-    Sequence, Span, TraceEntry, TraceStep,
+    kv_bytes_per_token, sequences, Clock, DType, LlamaConfig, ModelError, Phase, Request, Result, RunOptions, RunOutput,
+    RunStats, Sequence, Span, TraceEntry, TraceStep,
 };
 
 // ANCHOR: runner
@@ -17,6 +17,9 @@ pub trait PagedRunner {
     fn config(&self) -> &LlamaConfig;
     /// The element type K/V is stored in (for the byte accounting).
     fn kv_dtype(&self) -> DType;
+    /// Copy-on-write: copies every layer's K and V of block `src` into block `dst`, for each
+    /// (src, dst) in order. Called before the step's forward pass (`step`) when the plan has copies.
+    fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<()>;
     /// One forward pass over `spans`; span i writes and reads its K/V through `tables[i]`
     /// (`Span::slot == i`). Each sequence of a span accepts its next token.
     fn step(
@@ -41,22 +44,25 @@ pub fn run_paged(
 ) -> Result<(RunOutput, BlockRunInfo)> {
     let config = runner.config().clone();
     let mut sched = BlockScheduler::new(cfg)?;
-    let mut seqs = requests.iter().map(|r| Sequence::new(&config, r, max_len)).collect::<Result<Vec<_>>>()?;
-    let mut req_of = Vec::new(); // scheduler index -> request index
-    for (i, (seq, req)) in seqs.iter().zip(requests).enumerate() {
+    let mut seqs = sequences(&config, requests, max_len)?; // n per request, one after the other
+    let mut req_of = Vec::new(); // scheduler index -> sequence index
+    let mut first = 0; // the first sequence of each request
+    for req in requests {
+        let seq = &seqs[first];
         if !seq.is_finished() {
-            let most = (seq.tokens.len() + req.max_new_tokens).min(max_len);
-            sched.submit(&seq.tokens, most, req.arrival_s)?;
-            req_of.push(i);
+            // The request's samples share its prompt's blocks (copy-on-write).
+            sched.submit_samples(&seq.tokens, seq.max_tokens(), seq.arrival_s(), req.n)?;
+            req_of.extend(first..first + req.n);
         }
+        first += req.n;
     }
-    let mut rec = BlockRecorder::new(&config, runner.kv_dtype(), cfg, requests.len(), opts.trace);
+    let mut rec = BlockRecorder::new(&config, runner.kv_dtype(), cfg, seqs.len(), opts.trace);
     let clock = Clock::start();
     // ANCHOR: loop
     while !sched.is_done() {
         let now = clock.now_s();
         let plan = sched.schedule(now)?;
-        rec.preempted(&plan.preempted, &req_of, requests);
+        rec.preempted(&plan.preempted, &req_of, &seqs);
         if plan.work.is_empty() {
             // Nothing running and nobody has arrived yet: sleep until the next arrival.
             match sched.next_arrival() {
@@ -67,6 +73,9 @@ pub fn run_paged(
         }
         let tables = plan.work.iter().map(|w| sched.table(w.seq).to_vec()).collect();
         let spans = spans_of(&seqs, &req_of, &plan.work)?;
+        if !plan.copies.is_empty() {
+            runner.copy_blocks(&plan.copies)?; // before anyone writes into the copied blocks
+        }
         runner.step(&mut seqs, &spans, tables, &clock, opts)?;
         rec.record(&plan.work, &sched, &seqs, &req_of, clock.now_s());
         // Finished sequences give their blocks back now; the others record their new token.
@@ -110,11 +119,11 @@ struct BlockRecorder {
     peak_kv_used: u64,
     info: BlockRunInfo,
     trace: Option<Vec<TraceStep>>,
-    n_requests: usize,
+    n_seqs: usize,
 }
 
 impl BlockRecorder {
-    fn new(config: &LlamaConfig, dtype: DType, cfg: SchedulerConfig, n_requests: usize, trace: bool) -> Self {
+    fn new(config: &LlamaConfig, dtype: DType, cfg: SchedulerConfig, n_seqs: usize, trace: bool) -> Self {
         let token_bytes = kv_bytes_per_token(config, dtype);
         let block_bytes = cfg.block_size as u64 * token_bytes;
         BlockRecorder {
@@ -128,13 +137,13 @@ impl BlockRecorder {
             peak_kv_used: 0,
             info: BlockRunInfo { num_blocks: cfg.num_blocks, block_size: cfg.block_size, ..Default::default() },
             trace: trace.then(Vec::new),
-            n_requests,
+            n_seqs,
         }
     }
 
-    fn preempted(&mut self, victims: &[usize], req_of: &[usize], requests: &[Request]) {
+    fn preempted(&mut self, victims: &[usize], req_of: &[usize], seqs: &[Sequence]) {
         for &v in victims {
-            self.info.preempted.push((self.steps, requests[req_of[v]].id));
+            self.info.preempted.push((self.steps, seqs[req_of[v]].id));
         }
     }
 
@@ -171,11 +180,11 @@ impl BlockRecorder {
         wall_s: f64,
     ) -> (RunOutput, BlockRunInfo) {
         let steps = self.steps.max(1) as f64;
-        let mut per_request = vec![0; self.n_requests];
-        for (s, &r) in req_of.iter().enumerate() {
-            per_request[r] = sched.stats.peak_blocks_per_seq[s];
+        let mut per_seq = vec![0; self.n_seqs];
+        for (s, &q) in req_of.iter().enumerate() {
+            per_seq[q] = sched.stats.peak_blocks_per_seq[s];
         }
-        self.info.peak_blocks_per_request = per_request;
+        self.info.peak_blocks_per_request = per_seq;
         self.info.scheduler = sched.stats.clone();
         let stats = RunStats {
             wall_s,

@@ -9,7 +9,8 @@ use crate::allocator::{BlockAllocator, BlockId};
 use crate::block_table::blocks_for;
 use crate::prefix::{block_hash, PrefixCache};
 use ch00_model::{ModelError, Result};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 
 // ANCHOR: config
 /// How the pool is cut, how eagerly it is filled, and chapter 4's per-step limits.
@@ -56,12 +57,18 @@ pub struct Work {
     pub prefill: bool,
 }
 
-/// What one step runs, and who was preempted to make room.
+// ANCHOR: plan
+/// What one step runs, who was preempted to make room, and which blocks must be copied first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub work: Vec<Work>,
     pub preempted: Vec<usize>,
+    /// Copy-on-write: (src, dst) blocks to copy, in this order, before the step's forward pass
+    /// (every layer's K and V of the whole block). A sample about to write into a block it
+    /// shares with its siblings gets its own copy first.
+    pub copies: Vec<(BlockId, BlockId)>,
 }
+// ANCHOR_END: plan
 
 /// Counters for the whole run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,6 +82,8 @@ pub struct SchedulerStats {
     /// for a readmitted sequence), and those found there.
     pub prefix_query_tokens: usize,
     pub prefix_hit_tokens: usize,
+    /// Blocks copied on write (parallel sampling).
+    pub cow_copies: usize,
 }
 
 impl SchedulerStats {
@@ -105,7 +114,9 @@ pub struct BlockScheduler {
     alloc: BlockAllocator,
     prefix: PrefixCache,
     seqs: Vec<SeqBlocks>,
-    waiting: VecDeque<usize>,
+    /// Groups admitted together, in arrival order: the `n` samples of a new request (they share
+    /// its prompt), or one preempted sequence.
+    waiting: VecDeque<Range<usize>>,
     /// In admission order: the last one is the youngest, the first to be preempted.
     running: Vec<usize>,
     pub stats: SchedulerStats,
@@ -138,32 +149,39 @@ impl BlockScheduler {
     /// tokens; returns its index. A request that could not fit even with the whole pool to itself
     /// is refused, which is what guarantees that preemption always makes progress.
     pub fn submit(&mut self, prompt: &[u32], max_tokens: usize, arrival_s: f64) -> Result<usize> {
-        let need = blocks_for(max_tokens.max(prompt.len()), self.cfg.block_size);
+        Ok(self.submit_samples(prompt, max_tokens, arrival_s, 1)?.start)
+    }
+
+    /// Queues `n` samples of one prompt (parallel sampling); returns their indices. They are
+    /// admitted together and share the prompt's blocks; each then grows on its own.
+    pub fn submit_samples(&mut self, prompt: &[u32], max_tokens: usize, arrival_s: f64, n: usize) -> Result<Range<usize>> {
+        let bad = |m: String| Err(ModelError::InvalidSettings(m));
+        let most = max_tokens.max(prompt.len());
+        let need = blocks_for(most, self.cfg.block_size);
         if prompt.is_empty() || need > self.cfg.num_blocks {
-            return Err(ModelError::InvalidSettings(format!(
-                "a request of up to {} tokens needs {need} blocks of {}; the KV pool has {}",
-                max_tokens.max(prompt.len()),
-                self.cfg.block_size,
-                self.cfg.num_blocks
-            )));
+            let (bs, pool) = (self.cfg.block_size, self.cfg.num_blocks);
+            return bad(format!("a request of up to {most} tokens needs {need} blocks of {bs}; the KV pool has {pool}"));
         }
-        if max_tokens.max(prompt.len()) > self.cfg.max_tokens_per_step {
-            // A preempted sequence is recomputed in one step, so the whole of it must fit one.
-            return Err(ModelError::InvalidSettings(format!(
-                "a request of up to {} tokens does not fit max_tokens_per_step {}",
-                max_tokens.max(prompt.len()),
-                self.cfg.max_tokens_per_step
-            )));
+        // A preempted sequence is recomputed in one step, so the whole of it must fit one; the
+        // samples are admitted in one step, with one extra token each (see `admit`).
+        let step = self.cfg.max_tokens_per_step;
+        if most > step || prompt.len() + n.saturating_sub(1) > step || n == 0 || n > self.cfg.max_running {
+            return bad(format!(
+                "a request of up to {most} tokens and {n} samples does not fit max_tokens_per_step {step} and max_running {}",
+                self.cfg.max_running
+            ));
         }
         if !arrival_s.is_finite() {
-            return Err(ModelError::InvalidSettings(format!("arrival time {arrival_s}")));
+            return bad(format!("arrival time {arrival_s}"));
         }
-        let s = self.seqs.len();
-        self.seqs.push(SeqBlocks { tokens: prompt.to_vec(), arrival_s, ..SeqBlocks::default() });
-        self.stats.peak_blocks_per_seq.push(0);
-        let at = self.waiting.partition_point(|&w| self.seqs[w].arrival_s <= arrival_s);
-        self.waiting.insert(at, s);
-        Ok(s)
+        let group = self.seqs.len()..self.seqs.len() + n;
+        for _ in 0..n {
+            self.seqs.push(SeqBlocks { tokens: prompt.to_vec(), arrival_s, ..SeqBlocks::default() });
+            self.stats.peak_blocks_per_seq.push(0);
+        }
+        let at = self.waiting.partition_point(|g| self.seqs[g.start].arrival_s <= arrival_s);
+        self.waiting.insert(at, group.clone());
+        Ok(group)
     }
 
     // ANCHOR: schedule
@@ -178,12 +196,15 @@ impl BlockScheduler {
         }
         let mut i = 0;
         while i < self.running.len() {
-            if self.grow(self.running[i]) {
+            let s = self.running[i];
+            if self.copy_on_write(s, &mut plan.copies)? && self.grow(s) {
                 i += 1;
                 continue;
             }
             // Out of blocks: free the most recently admitted sequence (maybe this one) and retry.
             let victim = self.running.pop().ok_or_else(|| stuck("nothing left to preempt"))?;
+            let table = &self.seqs[victim].table;
+            plan.copies.retain(|(_, dst)| !table.contains(dst)); // its copies are moot now
             self.preempt(victim)?;
             plan.preempted.push(victim);
         }
@@ -191,15 +212,17 @@ impl BlockScheduler {
         let running_tokens: usize = self.running.iter().map(|&s| self.seqs[s].tokens.len() - self.seqs[s].computed).sum();
         let mut budget = self.cfg.max_tokens_per_step.saturating_sub(running_tokens);
         let mut admitted = Vec::new();
-        while plan.preempted.is_empty() && self.running.len() < self.cfg.max_running {
-            let Some(&s) = self.waiting.front() else { break };
-            let Some(tokens) = (self.seqs[s].arrival_s <= now_s).then(|| self.admit(s, budget)).flatten() else {
+        while plan.preempted.is_empty() {
+            let Some(group) = self.waiting.front().cloned() else { break };
+            let ready = self.seqs[group.start].arrival_s <= now_s;
+            let room = self.running.len() + group.len() <= self.cfg.max_running;
+            let Some(tokens) = (ready && room).then(|| self.admit(group.clone(), budget)).flatten() else {
                 break; // first come, first served: nobody overtakes the head of the queue
             };
             budget -= tokens;
             self.waiting.pop_front();
-            self.running.push(s);
-            admitted.push(s);
+            self.running.extend(group.clone());
+            admitted.extend(group);
         }
         for &s in &self.running {
             let seq = &mut self.seqs[s];
@@ -209,6 +232,7 @@ impl BlockScheduler {
                 seq.computed = seq.tokens.len();
             }
         }
+        self.stats.cow_copies += plan.copies.len();
         self.record();
         Ok(plan)
     }
@@ -224,27 +248,30 @@ impl BlockScheduler {
         true
     }
 
-    /// Admits `s` if its blocks (less those found in the prefix cache) fit above the watermark and
-    /// the tokens it must compute fit `budget`. Returns those tokens.
-    fn admit(&mut self, s: usize, budget: usize) -> Option<usize> {
+    /// Admits a group — one sequence, or the `n` samples of one prompt — if the blocks of its
+    /// tokens (less those found in the prefix cache) fit above the watermark and the tokens it
+    /// must compute fit `budget`. Returns those tokens.
+    fn admit(&mut self, group: Range<usize>, budget: usize) -> Option<usize> {
         let bs = self.cfg.block_size;
-        let n = self.seqs[s].tokens.len();
+        let first = group.start;
+        let n = self.seqs[first].tokens.len();
         // At least the last token is computed: its logits choose the next token.
         let (hits, last_hash) = if self.cfg.prefix_sharing {
-            self.prefix.lookup(&self.seqs[s].tokens, bs, (n - 1) / bs)
+            self.prefix.lookup(&self.seqs[first].tokens, bs, (n - 1) / bs)
         } else {
             (Vec::new(), 0)
         };
         let need = blocks_for(n, bs) - hits.len();
         let reserve = if self.running.is_empty() { 0 } else { self.cfg.watermark_blocks };
-        if self.alloc.num_free() < need + reserve || n - hits.len() * bs > budget {
+        let tokens = n - hits.len() * bs + (group.len() - 1);
+        if self.alloc.num_free() < need + reserve || tokens > budget {
             return None;
         }
         for &b in &hits {
             // The block is in use by its owner, so sharing cannot fail.
             let _ = self.alloc.share(b);
         }
-        let seq = &mut self.seqs[s];
+        let seq = &mut self.seqs[first];
         seq.computed = hits.len() * bs;
         seq.hashed = hits.len();
         seq.last_hash = last_hash;
@@ -253,17 +280,60 @@ impl BlockScheduler {
             self.stats.prefix_query_tokens += n;
             self.stats.prefix_hit_tokens += seq.computed;
         }
-        let tokens = n - seq.computed;
-        self.grow(s).then_some(tokens)
+        if !self.grow(first) {
+            return None; // cannot happen: `need` blocks are free
+        }
+        self.fork(first, group.start + 1..group.end);
+        Some(tokens)
     }
     // ANCHOR_END: schedule
+
+    // ANCHOR: fork
+    /// The other samples of a prompt take a reference on every block of the first one's table —
+    /// the last, partly filled block too — instead of blocks of their own. Each computes only the
+    /// prompt's last token again (the same token at the same position after the same prefix, so
+    /// the same K/V the first sample writes there) to get its own row of logits to sample from.
+    fn fork(&mut self, first: usize, others: Range<usize>) {
+        let (table, hashed, last_hash) = {
+            let f = &self.seqs[first];
+            (f.table.clone(), f.hashed, f.last_hash)
+        };
+        for s in others {
+            for &b in &table {
+                let _ = self.alloc.share(b); // in use by `first`: cannot fail
+            }
+            let seq = &mut self.seqs[s];
+            (seq.table, seq.hashed, seq.last_hash) = (table.clone(), hashed, last_hash);
+            seq.computed = seq.tokens.len() - 1;
+        }
+    }
+    // ANCHOR_END: fork
+
+    // ANCHOR: cow
+    /// Copy-on-write. If the block that receives `s`'s next token is shared (with the other
+    /// samples of its prompt), `s` takes a fresh block and the step copies the shared one into it
+    /// before the forward pass. The last owner finds the block its own and writes in place.
+    /// False if the pool ran dry.
+    fn copy_on_write(&mut self, s: usize, copies: &mut Vec<(BlockId, BlockId)>) -> Result<bool> {
+        let i = self.seqs[s].computed / self.cfg.block_size;
+        let Some(&shared) = self.seqs[s].table.get(i) else { return Ok(true) }; // a new block
+        if self.alloc.ref_count(shared) == 1 {
+            return Ok(true);
+        }
+        let Some(own) = self.alloc.allocate() else { return Ok(false) };
+        self.alloc.release(shared)?; // its other owners keep it
+        self.seqs[s].table[i] = own;
+        copies.push((shared, own));
+        Ok(true)
+    }
+    // ANCHOR_END: cow
 
     // ANCHOR: preempt
     /// Preemption by recompute: give back every block and put the sequence at the head of the
     /// queue. It keeps its tokens; when readmitted, its whole prefix is prefilled again.
     fn preempt(&mut self, s: usize) -> Result<()> {
         self.release_blocks(s)?;
-        self.waiting.push_front(s);
+        self.waiting.push_front(s..s + 1);
         self.stats.preemptions += 1;
         Ok(())
     }
@@ -345,25 +415,36 @@ impl BlockScheduler {
         self.alloc.ref_count(b)
     }
 
-    /// Tokens whose K/V sits in the pool, counting a shared block once.
+    /// Tokens whose K/V sits in the pool, counting a shared block once (a shared block holds as
+    /// many tokens as its fullest owner has written there).
     pub fn tokens_held(&self) -> usize {
-        let per_seq: usize = self.running.iter().map(|&s| self.seqs[s].computed).sum();
-        let table_refs: usize = self.running.iter().map(|&s| self.seqs[s].table.len()).sum();
-        // Only full blocks are shared, so each extra reference repeats block_size tokens.
-        per_seq - (table_refs - self.alloc.num_used()) * self.cfg.block_size
+        let bs = self.cfg.block_size;
+        let mut total = 0;
+        let mut shared: HashMap<BlockId, (usize, usize)> = HashMap::new(); // block -> (sum, max)
+        for &s in &self.running {
+            let seq = &self.seqs[s];
+            total += seq.computed;
+            for (i, &b) in seq.table.iter().enumerate().filter(|&(_, &b)| self.alloc.ref_count(b) > 1) {
+                let t = seq.computed.saturating_sub(i * bs).min(bs);
+                let e = shared.entry(b).or_default();
+                *e = (e.0 + t, e.1.max(t));
+            }
+        }
+        total - shared.values().map(|&(sum, max)| sum - max).sum::<usize>()
     }
 
     pub fn running(&self) -> &[usize] {
         &self.running
     }
 
+    /// Sequences waiting (a request's samples count one each).
     pub fn num_waiting(&self) -> usize {
-        self.waiting.len()
+        self.waiting.iter().map(|g| g.len()).sum()
     }
 
     /// Arrival time of the first waiting request (the engine sleeps until then when idle).
     pub fn next_arrival(&self) -> Option<f64> {
-        self.waiting.front().map(|&s| self.seqs[s].arrival_s)
+        self.waiting.front().map(|g| self.seqs[g.start].arrival_s)
     }
 
     /// Nothing running and nothing waiting.
@@ -382,15 +463,25 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    /// Runs requests (prompt, output length) to completion with a fake model that emits token
-    /// 7; returns the number of steps and checks the invariants after every step.
-    /// Runs requests (prompt, output length, arrival step) to completion with a fake model that
-    /// emits token 7, one step per time unit; checks the invariants after every step and returns
-    /// the number of steps.
-    fn drive(sched: &mut BlockScheduler, reqs: &[(Vec<u32>, usize, u8)]) -> std::result::Result<usize, TestCaseError> {
-        let ids: Vec<usize> = reqs.iter().map(|(p, n, t)| sched.submit(p, p.len() + n, *t as f64).unwrap()).collect();
-        let mut generated = vec![0usize; reqs.len()];
-        let mut finished = vec![0usize; reqs.len()];
+    /// A request for [`drive`]: prompt, tokens to generate, arrival step, samples.
+    type Req = (Vec<u32>, usize, u8, usize);
+
+    /// Runs requests to completion with a fake model under which every sequence emits a token of
+    /// its own (so samples diverge), one step per time unit, and returns the number of steps.
+    /// After every step it checks the invariants and plays the runner on a shadow pool of token
+    /// ids: the plan's copies first, then every work item's writes through its block table. Then
+    /// every running sequence must read back exactly its own tokens through its table — which
+    /// fails if a sample ever wrote into a block another one still reads (a missing copy).
+    fn drive(sched: &mut BlockScheduler, reqs: &[Req]) -> std::result::Result<usize, TestCaseError> {
+        let groups: Vec<Range<usize>> =
+            reqs.iter().map(|(p, n, t, k)| sched.submit_samples(p, p.len() + n, *t as f64, *k).unwrap()).collect();
+        let request_of = |s: usize| groups.iter().position(|g| g.contains(&s)).unwrap();
+        let cfg = sched.config();
+        let bs = cfg.block_size;
+        let mut pool = vec![vec![None::<u32>; bs]; cfg.num_blocks];
+        let n_seqs = groups.last().map_or(0, |g| g.end);
+        let mut generated = vec![0usize; n_seqs];
+        let mut finished = vec![0usize; n_seqs];
         let mut steps = 0;
         while !sched.is_done() {
             let now = steps as f64;
@@ -400,25 +491,43 @@ mod tests {
                 prop_assert!(sched.running().is_empty() && sched.next_arrival().is_some_and(|t| t > now), "deadlock");
             }
             check_invariants(sched)?;
-            let cfg = sched.config();
             prop_assert!(sched.running().len() <= cfg.max_running);
             prop_assert!(plan.work.iter().map(|w| w.len).sum::<usize>() <= cfg.max_tokens_per_step);
+            for &(src, dst) in &plan.copies {
+                prop_assert_eq!(sched.ref_count(dst), 1, "a copy's destination belongs to one sequence");
+                pool[dst] = pool[src].clone();
+            }
             for w in &plan.work {
-                let r = ids.iter().position(|&i| i == w.seq).unwrap();
+                let (table, tokens) = (sched.table(w.seq), sched.tokens(w.seq));
+                if !w.prefill {
+                    prop_assert_eq!(sched.ref_count(table[w.start / bs]), 1, "a decode writes into a shared block");
+                }
+                for pos in w.start..w.start + w.len {
+                    pool[table[pos / bs]][pos % bs] = Some(tokens[pos]);
+                }
+            }
+            for &s in sched.running() {
+                let (table, tokens) = (sched.table(s), sched.tokens(s));
+                for (pos, &t) in tokens.iter().enumerate() {
+                    prop_assert_eq!(pool[table[pos / bs]][pos % bs], Some(t), "sequence {} position {}", s, pos);
+                }
+            }
+            for w in &plan.work {
+                let r = request_of(w.seq);
                 prop_assert!(reqs[r].2 as f64 <= now, "admitted before its arrival");
                 prop_assert_eq!(w.start + w.len, sched.tokens(w.seq).len());
-                generated[r] += 1;
-                if generated[r] == reqs[r].1 {
+                generated[w.seq] += 1;
+                if generated[w.seq] == reqs[r].1 {
                     sched.finish(w.seq).unwrap();
-                    finished[r] += 1;
+                    finished[w.seq] += 1;
                 } else {
-                    sched.append(w.seq, 7).unwrap();
+                    sched.append(w.seq, 1000 + w.seq as u32).unwrap();
                 }
             }
             steps += 1;
             prop_assert!(steps < 100_000);
         }
-        prop_assert!(finished.iter().all(|&f| f == 1), "every request finishes exactly once: {:?}", finished);
+        prop_assert!(finished.iter().all(|&f| f == 1), "every sample finishes exactly once: {:?}", finished);
         prop_assert_eq!(sched.blocks_used(), 0, "blocks leaked after every request finished");
         Ok(steps)
     }
@@ -479,9 +588,44 @@ mod tests {
     }
 
     #[test]
+    fn samples_share_the_prompt_and_copy_the_partly_filled_block_on_write() {
+        let mut s = BlockScheduler::new(SchedulerConfig::new(16, 4)).unwrap();
+        let samples = s.submit_samples(&[1, 2, 3, 4, 5, 6], 12, 0.0, 3).unwrap();
+        // One prompt in 2 blocks for 3 samples: the first computes it, the others its last token.
+        let plan = s.schedule(0.0).unwrap();
+        let work = |seq, start, len| Work { seq, start, len, prefill: true };
+        assert_eq!(plan.work, vec![work(0, 0, 6), work(1, 5, 1), work(2, 5, 1)]);
+        assert!(plan.copies.is_empty());
+        assert!(samples.clone().all(|i| s.table(i) == [0, 1]));
+        assert_eq!((s.blocks_used(), s.ref_count(1), s.tokens_held()), (2, 3, 6));
+        // Each sample's first token goes to position 6, in the half-full shared block 1: samples 0
+        // and 1 copy it first; sample 2, by then its only owner, writes in place.
+        for i in samples.clone() {
+            s.append(i, 10 + i as u32).unwrap();
+        }
+        let plan = s.schedule(0.0).unwrap();
+        assert_eq!(plan.copies, vec![(1, 2), (1, 3)]);
+        assert_eq!(samples.map(|i| s.table(i).to_vec()).collect::<Vec<_>>(), vec![vec![0, 2], vec![0, 3], vec![0, 1]]);
+        // The full block stays shared, once in memory; each sample holds 3 tokens of its own.
+        assert_eq!((s.ref_count(0), s.blocks_used(), s.tokens_held()), (3, 4, 4 + 3 * 3));
+        assert_eq!(s.stats.cow_copies, 2);
+
+        // A prompt that fills its blocks: nothing to copy, each sample opens a new block.
+        let mut s = BlockScheduler::new(SchedulerConfig::new(16, 4)).unwrap();
+        let samples = s.submit_samples(&[1, 2, 3, 4], 12, 0.0, 2).unwrap();
+        s.schedule(0.0).unwrap();
+        samples.clone().for_each(|i| s.append(i, 9).unwrap());
+        assert!(s.schedule(0.0).unwrap().copies.is_empty());
+        assert_eq!((s.table(0), s.table(1)), (&[0, 1][..], &[0, 2][..]));
+        // More samples than may run at once is refused, not queued forever.
+        let cfg = SchedulerConfig { max_running: 2, ..SchedulerConfig::new(16, 4) };
+        assert!(BlockScheduler::new(cfg).unwrap().submit_samples(&[1], 4, 0.0, 3).is_err());
+    }
+
+    #[test]
     fn a_tiny_pool_forces_preemption_and_everyone_still_finishes() {
         let mut s = BlockScheduler::new(SchedulerConfig::new(4, 2)).unwrap();
-        let reqs: Vec<_> = (0..3).map(|i| (vec![1, 2, i], 4, 0)).collect();
+        let reqs: Vec<_> = (0..3).map(|i| (vec![1, 2, i], 4, 0, 1)).collect();
         drive(&mut s, &reqs).unwrap();
         assert!(s.stats.preemptions > 0);
         assert_eq!(s.stats.peak_blocks_used, 4);
@@ -521,17 +665,19 @@ mod tests {
         assert_eq!((s.stats.prefix_hit_tokens, s.stats.prefix_query_tokens), (8, 19));
     }
 
-    fn workload() -> impl Strategy<Value = Vec<(Vec<u32>, usize, u8)>> {
+    fn workload() -> impl Strategy<Value = Vec<Req>> {
         // Prompts share prefixes often (tokens from a tiny alphabet) so prefix sharing is exercised;
-        // arrivals are spread over the first 20 steps, in any order.
-        proptest::collection::vec((proptest::collection::vec(0u32..2, 1..12), 1usize..12, 0u8..20), 1..12)
+        // arrivals are spread over the first 20 steps, in any order; up to 3 samples per prompt.
+        let prompt = proptest::collection::vec(0u32..2, 1..12);
+        proptest::collection::vec((prompt, 1usize..12, 0u8..20, 1usize..4), 1..12)
     }
 
     proptest! {
-        /// Any workload, any arrival order, any pool that fits the largest request, with or without
-        /// prefix sharing, under any per-step limits: no deadlock, every request finishes exactly
-        /// once, no step breaks a limit, ref counts match the tables after every step, and nothing
-        /// leaks at the end.
+        /// Any workload, any arrival order, any number of samples per prompt, any pool that fits
+        /// the largest request, with or without prefix sharing, under any per-step limits: no
+        /// deadlock, every sample finishes exactly once, no step breaks a limit, ref counts match
+        /// the tables after every step, copy-on-write keeps every sequence's tokens its own, and
+        /// nothing leaks at the end.
         #[test]
         fn scheduler_invariants_hold(
             reqs in workload(),
@@ -539,11 +685,11 @@ mod tests {
             extra in 0usize..8,
             share: bool,
             wm in 0usize..3,
-            max_running in 1usize..8,
+            max_running in 3usize..9,
             extra_tokens in 0usize..16,
         ) {
-            let largest = reqs.iter().map(|(p, n, _)| blocks_for(p.len() + n, bs)).max().unwrap();
-            let longest = reqs.iter().map(|(p, n, _)| p.len() + n).max().unwrap();
+            let largest = reqs.iter().map(|(p, n, _, _)| blocks_for(p.len() + n, bs)).max().unwrap();
+            let longest = reqs.iter().map(|(p, n, _, k)| (p.len() + n).max(p.len() + k - 1)).max().unwrap();
             let cfg = SchedulerConfig {
                 watermark_blocks: wm,
                 prefix_sharing: share,
