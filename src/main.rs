@@ -66,8 +66,12 @@ struct GenerateArgs {
     top_p: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Samples to draw from the prompt (sample i uses seed + i); in ch05 they share the prompt's
+    /// KV blocks, copy-on-write.
+    #[arg(long, default_value_t = 1)]
+    n: usize,
     /// Also print the prompt's token ids (a line `prompt ids: …`, as the tokenizer gave them) and
-    /// the generated token ids, space-separated, as the last line.
+    /// the generated token ids, space-separated, as the last line (one line per sample).
     #[arg(long)]
     print_ids: bool,
     /// The prompt (with a random-weight config: text, or whitespace-separated token ids).
@@ -110,21 +114,28 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     })?;
     let sampling =
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
-    let (text, run) = complete(engine.as_mut(), &loaded, &args.prompt, args.max_new_tokens, sampling)?;
-    let out = &run.outputs[0];
+    let (texts, run) = complete(engine.as_mut(), &loaded, &args.prompt, args.max_new_tokens, sampling, args.n)?;
     let ids = |ids: &[u32]| ids.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
-    println!("{text}");
+    for (text, out) in texts.iter().zip(&run.outputs) {
+        if args.n > 1 {
+            println!("--- sample {} (seed {}) ---", out.sample, args.seed.wrapping_add(out.sample as u64));
+        }
+        println!("{text}");
+    }
+    let finish: Vec<String> = run.outputs.iter().map(|o| format!("{:?}", o.finish)).collect();
     eprintln!(
-        "[{}: {} tokens, {:.1} tokens/s, finish {:?}, model {}]",
+        "[{}: {} tokens, {:.1} tokens/s, finish {}, model {}]",
         engine.name(),
-        out.tokens.len(),
+        run.stats.generated_tokens,
         run.stats.tokens_per_s,
-        out.finish,
+        finish.join(" "),
         loaded.source
     );
     if args.print_ids {
         println!("prompt ids: {}", ids(&loaded.encode(&args.prompt)?));
-        println!("{}", ids(&out.tokens));
+        for out in &run.outputs {
+            println!("{}", ids(&out.tokens));
+        }
     }
     Ok(())
 }

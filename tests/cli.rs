@@ -40,6 +40,26 @@ fn generate_prints_ids_that_match_the_engine() {
 }
 
 #[test]
+fn generate_n_prints_every_sample_and_ch05_shares_its_prompt() {
+    let args = |stage: &'static str, n: &'static str| {
+        ["generate", "--config", "tiny", "--stage", stage, "--max-new-tokens", "6", "--temperature", "1", "--seed", "3", "--n", n, "--print-ids", "1 5 9 200"]
+    };
+    let (ok, out, err) = kvserve(&args("ch05", "3"));
+    assert!(ok, "{err}");
+    assert!(out.contains("--- sample 2 (seed 5) ---"), "{out}");
+    let ids: Vec<&str> = out.lines().rev().take(3).collect();
+    // Sample 2 is the lone request with seed 5; ch02 generates the samples one by one.
+    let (ok, lone, _) = kvserve(&["generate", "--config", "tiny", "--stage", "ch05", "--max-new-tokens", "6", "--temperature", "1", "--seed", "5", "--print-ids", "1 5 9 200"]);
+    assert!(ok);
+    assert_eq!(lone.lines().last(), Some(ids[0]));
+    let (ok, ch02, _) = kvserve(&args("ch02", "3"));
+    assert!(ok);
+    assert_eq!(ch02.lines().rev().take(3).collect::<Vec<_>>(), ids);
+    let (ok, _, err) = kvserve(&args("ch05", "0"));
+    assert!(!ok && err.contains("n = 0") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn bad_input_gives_a_message_not_a_panic() {
     for (args, needle) in [
         (vec!["generate", "--config", "tiny", "--stage", "ch99", "x"], "unknown stage"),

@@ -83,19 +83,21 @@ impl LoadedModel {
     }
 }
 
-/// Generates from one prompt with `engine` on `loaded`: returns prompt + completion as text and
-/// the run's figures. `kvserve generate` and the chapters' examples are this and nothing more.
+/// Generates `n` samples from one prompt with `engine` on `loaded`: returns prompt + completion
+/// as text for each sample, and the run's figures. `kvserve generate` and the chapters' examples
+/// are this and nothing more.
 pub fn complete(
     engine: &mut dyn crate::Engine,
     loaded: &LoadedModel,
     prompt: &str,
     max_new_tokens: usize,
     sampling: crate::SamplingParams,
-) -> Result<(String, crate::RunOutput)> {
-    let request = crate::Request { sampling, ..crate::Request::greedy(0, loaded.encode(prompt)?, max_new_tokens) };
+    n: usize,
+) -> Result<(Vec<String>, crate::RunOutput)> {
+    let request = crate::Request { sampling, n, ..crate::Request::greedy(0, loaded.encode(prompt)?, max_new_tokens) };
     let run = engine.run(&loaded.model, &[request], &crate::RunOptions::default())?;
-    let text = format!("{prompt}{}", loaded.decode(&run.outputs[0].tokens)?);
-    Ok((text, run))
+    let texts = run.outputs.iter().map(|o| Ok(format!("{prompt}{}", loaded.decode(&o.tokens)?))).collect::<Result<_>>()?;
+    Ok((texts, run))
 }
 
 /// Body of the chapters' `generate` examples: `-- "prompt" [max_new_tokens]` on the default model.
@@ -105,7 +107,8 @@ pub fn example_run(engine: &mut dyn crate::Engine) -> std::result::Result<(Strin
     let prompt = args.first().map_or("ROMEO:\n", |s| s.as_str());
     let max_new = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let loaded = load_model(None, None)?;
-    let (text, run) = complete(engine, &loaded, prompt, max_new, crate::SamplingParams::greedy())?;
+    let (mut texts, run) = complete(engine, &loaded, prompt, max_new, crate::SamplingParams::greedy(), 1)?;
+    let text = texts.swap_remove(0);
     let s = &run.stats;
     let summary = format!(
         "[{}: {} tokens in {:.3} s = {:.1} tokens/s; KV allocated {} B, used {} B; model {}]",
