@@ -6,6 +6,7 @@ pub mod capacity;
 pub mod eval;
 pub mod figures;
 pub mod interview;
+pub mod sampling;
 
 pub use ch00_model;
 

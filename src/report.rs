@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use kvserve::capacity::{capacity_report_on, to_markdown, write_capacity_figures, CapacityOptions, CapacityReport};
+use kvserve::capacity::{capacity_report_on, to_markdown, write_capacity_figures, CapacityOptions, CapacityReport, RealRunSpec};
+use kvserve::sampling::{self, SamplingReport};
 use kvserve::ch00_model::workload::WorkloadSpec;
 use kvserve::ch00_model::{load_model, Engine, LoadedModel, Model, Request, RunOptions, RunOutput};
 use serde::Serialize;
@@ -182,6 +183,9 @@ struct Report {
     /// ch04 (contiguous slots) vs ch05 (blocks) under one KV budget: a real CPU run and the
     /// 7B-on-an-80-GB-GPU accounting run.
     capacity: CapacityReport,
+    /// `n` samples per prompt: ch05 with copy-on-write against the same samples as independent
+    /// requests (peak blocks, running sequences, copies).
+    parallel_sampling: SamplingReport,
 }
 
 fn run_stages(model: &Model, requests: &[Request], engines: Vec<Box<dyn Engine>>, label: &str) -> Result<Vec<(&'static str, RunOutput)>> {
@@ -236,6 +240,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let capacity_md = to_markdown(&capacity);
     println!("{capacity_md}");
 
+    // 4. Parallel sampling: n samples per prompt, copy-on-write against independent requests.
+    let sampling_spec = RealRunSpec { config: args.config.clone(), ..sampling::real_spec() };
+    let real = (!args.quick).then_some(&sampling_spec);
+    let parallel_sampling = sampling::sampling_report(Some(&bench_model.model), real)?;
+    let sampling_md = sampling::to_markdown(&parallel_sampling);
+    println!("## Parallel sampling\n\n{sampling_md}");
+
     let report = Report {
         machine: machine.clone(),
         command: command.clone(),
@@ -250,6 +261,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         stages: rows,
         continuous_over_static: ratio,
         capacity,
+        parallel_sampling,
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
@@ -262,6 +274,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let ratio_line = ratio.map_or(String::new(), |r| format!("\nContinuous (ch04) over static (ch03) throughput: **{r:.2}×**.\n"));
         std::fs::write(dir.join("batching.md"), format!("Workload: `{spec:?}` on `{}`.\n\n{batch_md}{ratio_line}{footer}", bench_model.source))?;
         std::fs::write(dir.join("capacity-ch05.md"), format!("{capacity_md}{footer}"))?;
+        std::fs::write(dir.join("parallel-sampling.md"), format!("{sampling_md}{footer}"))?;
         if let Some(figures) = &args.figures {
             write_capacity_figures(&report.capacity, figures)?;
         }

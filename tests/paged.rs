@@ -7,8 +7,8 @@ use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries,
 use kvserve::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
 use ch02_kv_cache::KvCacheEngine;
 use kvserve::ch00_model::{
-    kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions, SamplingParams,
-    WorkloadSpec,
+    kv_bytes_per_token, split_samples, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions,
+    SamplingParams, WorkloadSpec,
 };
 
 fn tiny() -> Model {
@@ -224,19 +224,11 @@ fn parallel_sampling_workload(n: usize) -> Vec<Request> {
         .collect()
 }
 
-/// Every sample as a lone request with its seed: what the `n` samples must equal.
-fn samples_alone(requests: &[Request]) -> Vec<Request> {
-    requests
-        .iter()
-        .flat_map(|r| (0..r.n).map(move |i| Request { n: 1, sampling: r.sample_params(i), ..r.clone() }))
-        .collect()
-}
-
 #[test]
 fn each_sample_equals_a_lone_run_with_its_seed_and_cow_saves_blocks() {
     let model = tiny();
     let requests = parallel_sampling_workload(4);
-    let alone = samples_alone(&requests);
+    let alone = split_samples(&requests);
     let want = KvCacheEngine { max_len: Some(96) }.run(&model, &alone, &RunOptions::default()).unwrap();
     // A pool that holds everything at once, so peak blocks measure sharing, not the pool.
     let mut cow = ch05(400);
@@ -261,7 +253,7 @@ fn each_sample_equals_a_lone_run_with_its_seed_and_cow_saves_blocks() {
 fn samples_stay_their_own_under_preemption_and_in_every_stage() {
     let model = tiny();
     let requests = parallel_sampling_workload(3);
-    let alone = samples_alone(&requests);
+    let alone = split_samples(&requests);
     let want = KvCacheEngine { max_len: Some(96) }.run(&model, &alone, &RunOptions::default()).unwrap();
     let mut small = ch05(24);
     let got = small.run(&model, &requests, &RunOptions::default()).unwrap();
@@ -277,6 +269,34 @@ fn samples_stay_their_own_under_preemption_and_in_every_stage() {
             assert_eq!(a.tokens, b.tokens, "{}: request {} sample {}", engine.name(), b.id, b.sample);
         }
     }
+}
+
+/// The bench's parallel-sampling counts: with everything in memory, copy-on-write needs fewer
+/// blocks than the same samples sent as independent requests; with memory the limit, more
+/// samples run at once. Counts only, so a snapshot.
+#[test]
+fn the_parallel_sampling_accounting_is_deterministic() {
+    let report = kvserve::sampling::sampling_report(None, None).unwrap();
+    let [fits, queued] = &report.accounting[..] else { panic!("two accounting runs") };
+    let (cow, ind) = (&fits.designs[0], &fits.designs[1]);
+    assert_eq!((cow.generated_tokens, cow.preemptions, ind.preemptions), (ind.generated_tokens, 0, 0));
+    assert!(cow.peak_blocks_used.unwrap() < ind.peak_blocks_used.unwrap(), "{cow:?} vs {ind:?}");
+    assert!(cow.cow_copies > 0 && ind.cow_copies == 0);
+    let (cow, ind) = (&queued.designs[0], &queued.designs[1]);
+    assert!(cow.mean_running_queued.unwrap() > ind.mean_running_queued.unwrap(), "{cow:?} vs {ind:?}");
+    assert!(cow.steps < ind.steps);
+    insta::assert_yaml_snapshot!("parallel_sampling_accounting", serde_json::to_value(&report.accounting).unwrap());
+}
+
+#[test]
+fn the_parallel_sampling_real_run_gives_every_design_the_same_tokens() {
+    let spec = RealRunSpec { config: "tiny".into(), max_len: 96, slots: 3, block_size: 4, ..kvserve::sampling::real_spec() };
+    let run = kvserve::sampling::real_run(&tiny(), &spec, 3).unwrap();
+    assert_eq!(run.same_tokens, Some(true));
+    let [cow, ind, ch04] = &run.designs[..] else { panic!("three designs") };
+    assert_eq!((cow.generated_tokens, ch04.generated_tokens), (ind.generated_tokens, ind.generated_tokens));
+    assert!(cow.cow_copies > 0 && ch04.peak_blocks_used.is_none());
+    assert!(cow.mean_running > ind.mean_running, "sharing fits more samples: {cow:?} vs {ind:?}");
 }
 
 mod any_workload {

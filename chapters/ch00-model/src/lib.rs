@@ -28,7 +28,7 @@ pub use memory::{kv_bytes_per_token, kv_bytes_per_token_per_layer, DType, Memory
 pub use model::Model;
 pub use sampling::{Sampler, SamplingParams};
 pub use serving::{
-    resolve_max_len, sequences, Clock, Engine, FinishReason, Phase, Request, RequestOutput, RunOptions, RunOutput, RunStats,
+    resolve_max_len, sequences, split_samples, Clock, Engine, FinishReason, Phase, Request, RequestOutput, RunOptions, RunOutput, RunStats,
     Sequence, TraceEntry, TraceStep, MAX_SAMPLES,
 };
 pub use step::{run_spans, Span};

@@ -236,6 +236,13 @@ pub fn sequences(config: &LlamaConfig, requests: &[Request], max_len: usize) -> 
 }
 // ANCHOR_END: sequences
 
+/// Every sample of every request as a lone request (`n` = 1) with its own seed: the same work
+/// without sharing, and exactly the tokens the `n` samples must produce.
+pub fn split_samples(requests: &[Request]) -> Vec<Request> {
+    let lone = |r: &Request, i: usize| Request { n: 1, sampling: r.sample_params(i), ..r.clone() };
+    requests.iter().flat_map(|r| (0..r.n).map(move |i| lone(r, i))).collect()
+}
+
 // ANCHOR: sequence
 /// A request in flight: its tokens so far, its sampler and its timings. Engines differ in how
 /// they schedule sequences, never in this bookkeeping.

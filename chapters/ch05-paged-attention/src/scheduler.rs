@@ -157,10 +157,11 @@ impl BlockScheduler {
     pub fn submit_samples(&mut self, prompt: &[u32], max_tokens: usize, arrival_s: f64, n: usize) -> Result<Range<usize>> {
         let bad = |m: String| Err(ModelError::InvalidSettings(m));
         let most = max_tokens.max(prompt.len());
-        let need = blocks_for(most, self.cfg.block_size);
+        // The longest sample alone, or all samples at admission (see `admit`), in an empty pool.
+        let need = blocks_for(most, self.cfg.block_size).max(blocks_for(prompt.len(), self.cfg.block_size) + n.max(1) - 1);
         if prompt.is_empty() || need > self.cfg.num_blocks {
             let (bs, pool) = (self.cfg.block_size, self.cfg.num_blocks);
-            return bad(format!("a request of up to {most} tokens needs {need} blocks of {bs}; the KV pool has {pool}"));
+            return bad(format!("a request of up to {most} tokens and {n} samples needs {need} blocks of {bs}; the KV pool has {pool}"));
         }
         // A preempted sequence is recomputed in one step, so the whole of it must fit one; the
         // samples are admitted in one step, with one extra token each (see `admit`).
@@ -249,8 +250,8 @@ impl BlockScheduler {
     }
 
     /// Admits a group — one sequence, or the `n` samples of one prompt — if the blocks of its
-    /// tokens (less those found in the prefix cache) fit above the watermark and the tokens it
-    /// must compute fit `budget`. Returns those tokens.
+    /// tokens (less those found in the prefix cache, plus one for each extra sample's first token)
+    /// fit above the watermark and the tokens it must compute fit `budget`. Returns those tokens.
     fn admit(&mut self, group: Range<usize>, budget: usize) -> Option<usize> {
         let bs = self.cfg.block_size;
         let first = group.start;
@@ -261,7 +262,9 @@ impl BlockScheduler {
         } else {
             (Vec::new(), 0)
         };
-        let need = blocks_for(n, bs) - hits.len();
+        // Samples beyond the first will each need a block of their own for their first token (a
+        // copy of the shared last block, or a new one): admit them only if those are free too.
+        let need = blocks_for(n, bs) - hits.len() + (group.len() - 1);
         let reserve = if self.running.is_empty() { 0 } else { self.cfg.watermark_blocks };
         let tokens = n - hits.len() * bs + (group.len() - 1);
         if self.alloc.num_free() < need + reserve || tokens > budget {
@@ -688,7 +691,8 @@ mod tests {
             max_running in 3usize..9,
             extra_tokens in 0usize..16,
         ) {
-            let largest = reqs.iter().map(|(p, n, _, _)| blocks_for(p.len() + n, bs)).max().unwrap();
+            let need = |(p, n, _, k): &Req| blocks_for(p.len() + n, bs).max(blocks_for(p.len(), bs) + k - 1);
+            let largest = reqs.iter().map(need).max().unwrap();
             let longest = reqs.iter().map(|(p, n, _, k)| (p.len() + n).max(p.len() + k - 1)).max().unwrap();
             let cfg = SchedulerConfig {
                 watermark_blocks: wm,
