@@ -42,6 +42,16 @@ fn every_stage_matches_the_one_before() {
     }
     let tokens: Vec<Vec<u32>> = runs[0].1.outputs.iter().map(|o| o.tokens.clone()).collect();
     insta::assert_yaml_snapshot!("tiny_greedy_tokens", tokens);
+    // Rows through the model: ch01 recomputes p + k rows for its k-th token, ch02 computes each
+    // token once (the last one is never fed), and batching changes who runs, not how much.
+    let (mut naive, mut cached) = (0, 0);
+    for (r, o) in requests.iter().zip(&runs[0].1.outputs) {
+        let (p, g) = (r.prompt.len() as u64, o.tokens.len() as u64);
+        naive += (0..g).map(|k| p + k).sum::<u64>();
+        cached += p + g - 1;
+    }
+    let rows: Vec<u64> = runs.iter().map(|(_, r)| r.stats.token_rows).collect();
+    assert_eq!(rows, [naive, cached, cached, cached, cached], "ch01..ch05 (no padding: equal lengths)");
 }
 
 #[test]

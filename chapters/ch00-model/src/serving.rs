@@ -80,6 +80,9 @@ pub struct RunStats {
     pub tokens_per_s: f64,
     /// Forward passes (steps) the engine ran.
     pub steps: usize,
+    /// Token rows the model computed over the run: prompts, recomputed prefixes, decode tokens
+    /// and padding. Each is one row through every linear layer.
+    pub token_rows: u64,
     /// Mean number of sequences per step.
     pub mean_batch_size: f64,
     /// Peak KV-cache bytes the engine had allocated at once.

@@ -42,7 +42,7 @@ impl Engine for NaiveEngine {
         // One sequence per sample: a request with `n` samples is generated `n` times.
         let mut seqs = sequences(&model.config, requests, max_len)?;
         let clock = Clock::start();
-        let mut steps = 0;
+        let (mut steps, mut rows) = (0, 0);
         for seq in &mut seqs {
             clock.wait_until(seq.arrival_s());
             // ANCHOR: generate
@@ -52,12 +52,14 @@ impl Engine for NaiveEngine {
                 let logits = model.forward(&seq.tokens, &meta, &[n - 1], &mut NoCache)?; // (1, vocab)
                 seq.accept(row(&logits, 0), clock.now_s(), opts);
                 steps += 1;
+                rows += n as u64;
             }
             // ANCHOR_END: generate
         }
         let stats = RunStats {
             wall_s: clock.now_s(),
             steps,
+            token_rows: rows,
             mean_batch_size: if steps > 0 { 1.0 } else { 0.0 },
             kv_bytes_allocated: 0,
             kv_bytes_used: 0,

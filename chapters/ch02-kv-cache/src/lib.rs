@@ -32,7 +32,7 @@ impl Engine for KvCacheEngine {
         let mut seqs = sequences(&model.config, requests, max_len)?; // n per request with n samples
         // ANCHOR_END: max_len
         let clock = Clock::start();
-        let (mut steps, mut allocated, mut used) = (0, 0, 0);
+        let (mut steps, mut rows, mut allocated, mut used) = (0, 0, 0, 0);
         for seq in &mut seqs {
             clock.wait_until(seq.arrival_s());
             if seq.is_finished() {
@@ -45,12 +45,14 @@ impl Engine for KvCacheEngine {
             let logits = model.forward(&seq.tokens, &StepMeta::span(0, 0, n), &[n - 1], &mut backend)?;
             seq.accept(row(&logits, 0), clock.now_s(), opts);
             steps += 1;
+            rows += n as u64;
             // Decode: feed only the newest token; the cache holds everything before it.
             while !seq.is_finished() {
                 let pos = seq.tokens.len() - 1;
                 let logits = model.forward(&seq.tokens[pos..], &StepMeta::span(0, pos, 1), &[0], &mut backend)?;
                 seq.accept(row(&logits, 0), clock.now_s(), opts);
                 steps += 1;
+                rows += 1;
             }
             // ANCHOR_END: generate
             // ANCHOR: stats
@@ -62,6 +64,7 @@ impl Engine for KvCacheEngine {
         let stats = RunStats {
             wall_s: clock.now_s(),
             steps,
+            token_rows: rows,
             mean_batch_size: if steps > 0 { 1.0 } else { 0.0 },
             kv_bytes_allocated: allocated,
             kv_bytes_used: used,

@@ -138,6 +138,7 @@ mod tests {
         // Padding is computed: every step feeds all three rows after the prefill.
         let fed: Vec<usize> = out.trace.iter().map(|t| t.entries.iter().map(|e| e.tokens).sum()).collect();
         assert_eq!(fed, vec![6, 3, 3, 3, 3]);
+        assert_eq!(s.token_rows, 18);
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub struct Recorder {
     num_slots: usize,
     kv_bytes_allocated: u64,
     steps: usize,
+    /// Token rows computed (padding included).
+    rows: u64,
     /// Slot-steps that fed a token (prefill or decode).
     busy: u64,
     /// Slot-steps computed for a request that had already finished (padding).
@@ -27,6 +29,7 @@ impl Recorder {
             num_slots,
             kv_bytes_allocated,
             steps: 0,
+            rows: 0,
             busy: 0,
             wasted: 0,
             peak_running: 0,
@@ -40,6 +43,7 @@ impl Recorder {
     pub fn record(&mut self, rows: &[Row], fed: &[usize], seqs: &[Sequence], backend: &ContiguousBackend, t_s: f64) {
         let running = rows.iter().filter(|r| r.phase != Phase::Padding).count();
         self.steps += 1;
+        self.rows += fed.iter().sum::<usize>() as u64;
         self.busy += running as u64;
         self.wasted += (rows.len() - running) as u64; // padding rows: computed, output thrown away
         self.peak_running = self.peak_running.max(running);
@@ -65,6 +69,7 @@ impl Recorder {
         let stats = RunStats {
             wall_s,
             steps: self.steps,
+            token_rows: self.rows,
             mean_batch_size: self.busy as f64 / steps,
             kv_bytes_allocated: self.kv_bytes_allocated,
             kv_bytes_used: self.peak_kv_used,

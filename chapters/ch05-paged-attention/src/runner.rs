@@ -115,6 +115,7 @@ struct BlockRecorder {
     num_blocks: usize,
     steps: usize,
     rows: usize,
+    token_rows: u64,
     blocks_used_sum: usize,
     peak_kv_used: u64,
     info: BlockRunInfo,
@@ -133,6 +134,7 @@ impl BlockRecorder {
             num_blocks: cfg.num_blocks,
             steps: 0,
             rows: 0,
+            token_rows: 0,
             blocks_used_sum: 0,
             peak_kv_used: 0,
             info: BlockRunInfo { num_blocks: cfg.num_blocks, block_size: cfg.block_size, ..Default::default() },
@@ -152,6 +154,7 @@ impl BlockRecorder {
         let (held_blocks, held_tokens) = (sched.blocks_used(), sched.tokens_held());
         self.steps += 1;
         self.rows += work.len();
+        self.token_rows += work.iter().map(|w| w.len as u64).sum::<u64>();
         self.blocks_used_sum += held_blocks;
         self.info.blocks_used.push(held_blocks);
         let kv_used = held_tokens as u64 * self.token_bytes;
@@ -189,6 +192,7 @@ impl BlockRecorder {
         let stats = RunStats {
             wall_s,
             steps: self.steps,
+            token_rows: self.token_rows,
             mean_batch_size: self.rows as f64 / steps,
             kv_bytes_allocated: self.pool_bytes,
             kv_bytes_used: self.peak_kv_used,
