@@ -2,6 +2,7 @@
 
 mod memory_cmd;
 mod report;
+mod tables;
 mod trace_cmd;
 
 use anyhow::{Context, Result};
@@ -156,7 +157,7 @@ fn tour() -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("{}", report::stage_table(&rows));
+    println!("{}", tables::stage_table(&rows));
     let same = rows.windows(2).all(|w| {
         let (a, b) = (&w[0].1.outputs, &w[1].1.outputs);
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.tokens == y.tokens)

@@ -67,7 +67,12 @@ pub fn real_spec() -> RealRunSpec {
 /// accounting runs with 32 prompts (everything fits) and 500 (memory is the limit).
 pub fn sampling_report(model: Option<&Model>, real: Option<&RealRunSpec>) -> Result<SamplingReport> {
     let real = match (real, model) {
-        (Some(spec), Some(model)) => Some(real_run(model, spec, SAMPLES)?),
+        (Some(spec), Some(model)) => {
+            if model.config != LlamaConfig::named(&spec.config)? {
+                anyhow::bail!("the parallel-sampling run names the {:?} shape but was given another model", spec.config);
+            }
+            Some(real_run(model, spec, SAMPLES)?)
+        }
         (Some(spec), None) => Some(real_run(&Model::random(LlamaConfig::named(&spec.config)?, 0)?, spec, SAMPLES)?),
         (None, _) => None,
     };
@@ -181,6 +186,13 @@ pub fn accounting_run(spec: &AccountingSpec, prompts: usize, n: usize) -> Result
     })
 }
 
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b => format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64),
+    }
+}
+
 /// The report as Markdown tables.
 pub fn to_markdown(r: &SamplingReport) -> String {
     let mut out = String::new();
@@ -189,11 +201,11 @@ pub fn to_markdown(r: &SamplingReport) -> String {
     for (kind, run) in runs {
         let _ = writeln!(
             out,
-            "### {kind}: {} prompts × {} samples, {}\n\nKV budget {:.2} MiB = {} blocks of {} tokens.{}\n",
+            "### {kind}: {} prompts × {} samples, {}\n\nKV budget {} = {} blocks of {} tokens.{}\n",
             run.prompts,
             run.n,
             run.model,
-            run.budget_bytes as f64 / (1u64 << 20) as f64,
+            human_bytes(run.budget_bytes),
             run.num_blocks,
             run.block_size,
             match run.same_tokens {

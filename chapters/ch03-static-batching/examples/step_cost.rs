@@ -2,10 +2,11 @@
 //!
 //! cargo run --release -p ch03-static-batching --example step_cost -- [config] [max batch]
 //! (default: `bench 16`). On a memory-bound model the cost of a step barely grows with B, so the
-//! tokens per second grow almost B-fold: the whole case for batching.
+//! tokens per second grow almost B-fold: the whole case for batching. `kvserve bench` writes the
+//! same measurement as the book's table.
 
-use ch00_model::{Engine, LengthDist, LlamaConfig, Model, RunOptions, WorkloadSpec};
-use ch03_static_batching::StaticBatchEngine;
+use ch00_model::{LlamaConfig, Model};
+use ch03_static_batching::decode_step_ms;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,18 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{:>5} {:>14} {:>14} {:>10}", "batch", "ms/step (p50)", "ms/token", "tok/s");
     let mut b = 1;
     while b <= max_batch {
-        let spec = WorkloadSpec {
-            prompt_len: LengthDist::Fixed(16),
-            output_len: LengthDist::Fixed(17),
-            ..WorkloadSpec::exponential_default(b, 0)
-        };
-        let requests = spec.generate(model.config.vocab_size);
-        let out =
-            StaticBatchEngine { batch_size: b, max_len: Some(64) }.run(&model, &requests, &RunOptions::default())?;
-        // Every request sees the same decode steps: one request's latencies are the step times.
-        let mut steps = out.outputs[0].token_latencies_s.clone();
-        steps.sort_by(f64::total_cmp);
-        let ms = steps[steps.len() / 2] * 1e3;
+        let ms = decode_step_ms(&model, b)?;
         println!("{b:>5} {ms:>14.1} {:>14.2} {:>10.1}", ms / b as f64, 1e3 * b as f64 / ms);
         b *= 2;
     }

@@ -4,9 +4,11 @@
 //! output thrown away — as in a padded batch tensor: that is the waste continuous batching
 //! (chapter 4) removes.
 
+pub mod cost;
 pub mod recorder;
 pub mod step;
 
+pub use cost::decode_step_ms;
 pub use recorder::Recorder;
 pub use step::{run_step, Row};
 
