@@ -162,6 +162,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let params = model.config.param_count();
     println!("## Batching — model {} ({params} params, {} of f32 weights), {n} requests\n", bench_model.source, mib(params * 4));
     println!("workload: {spec:?}\n\n{batch_md}\n{ratio_md}");
+    if let Some(r) = ratio {
+        println!("continuous (ch04) / static (ch03) throughput: {r:.2}×\n");
+    }
 
     // 2b. ch05 vs ch04 as run above: the same limits (ch04's defaults) and the same memory.
     let (slot_cfg, _) = ContinuousBatchEngine::default().scheduler_config(model)?;

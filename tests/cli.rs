@@ -94,7 +94,7 @@ fn bench_json_has_every_field_the_book_and_scripts_read() {
     let stages: Vec<&str> = json["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["ch02-kv-cache", "ch03-static-batching", "ch04-continuous-batching", "ch05-paged-attention"]);
     for s in json["stages"].as_array().unwrap() {
-        for key in ["tokens_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99", "slot_utilisation", "wasted_slot_steps"] {
+        for key in ["tokens_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99", "itl_ms_p50", "itl_ms_p99", "token_rows", "ms_per_step", "slot_utilisation", "wasted_slot_steps"] {
             assert!(s[key].is_number(), "{} lacks {key}", s["stage"]);
         }
     }
@@ -109,6 +109,13 @@ fn bench_json_has_every_field_the_book_and_scripts_read() {
         }
     }
     assert!(json["capacity"]["real"].is_null(), "--quick skips the real capacity run");
+    // ch05 ran with ch04's limits; n-way sampling compares copy-on-write with independent requests.
+    assert_eq!(json["equal_limits"]["max_running"][0], json["equal_limits"]["max_running"][1]);
+    assert_eq!(json["equal_limits"]["max_tokens_per_step"][0], json["equal_limits"]["max_tokens_per_step"][1]);
+    let sampling = &json["parallel_sampling"]["accounting"][0]["designs"];
+    assert_eq!(sampling[0]["design"], "ch05, copy-on-write");
+    assert!(sampling[0]["peak_blocks_used"].as_u64() < sampling[1]["peak_blocks_used"].as_u64());
+    assert!(json["step_cost_ms"].as_array().is_some_and(|a| !a.is_empty()));
 }
 
 #[test]
