@@ -135,7 +135,8 @@ fn size_row_of(requests: usize, slots: usize, ch03: &RunOutput, ch04: &RunOutput
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let machine = machine();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    // The command as a reader would type it, wherever the binary happened to be.
+    let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     println!("kvserve bench on {machine}\n");
 
     // 1. One request at a time: recompute (ch01) vs KV cache (ch02), on the default model.

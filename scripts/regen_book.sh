@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Regenerates every measured table and figure of the book, on this machine, in one go:
+#
+#   scripts/regen_book.sh
+#
+# About half an hour on a 2-core machine. Every file it writes names the machine (CPU, cores,
+# load average) and the command that made it; run it when the machine is otherwise quiet.
+# Not regenerated here: the GPU records (book/src/generated/gpu/, hf-parity.md, model-card.md),
+# which come from scripts/gpu_model_checks.sh on the GPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+G=book/src/generated
+F=book/src/figures
+T=${CARGO_TARGET_DIR:-target}
+quiet() { nice -n 10 "$@"; }
+
+quiet cargo build --release -p kvserve -p ch05-paged-attention --bins --examples
+# Every table of chapters 1-5 that kvserve bench measures, its JSON, the capacity figures.
+quiet "$T/release/kvserve" bench --json "$G/bench.json" --markdown "$G" --figures "$F"
+# The Gantt charts of chapters 3 and 4.
+quiet "$T/release/kvserve" trace --out "$F"
+# Block tables of chapter 5, from the real scheduler.
+quiet "$T/release/examples/block_tables" > "$G/block-tables.txt"
+quiet "$T/release/examples/parallel_sampling" > "$G/parallel-sampling.txt"
+# Appendix A.
+{ echo '```text'; echo '$ kvserve memory'; "$T/release/kvserve" memory; echo '```'; } > "$G/memory-7b.md"
+# The criterion benches, and their tables.
+quiet cargo bench --bench stages
+python3 scripts/criterion_table.py stages > "$G/bench-lengths.md"
+quiet cargo bench --bench paged -- --warm-up-time 1 --measurement-time 4
+python3 scripts/criterion_table.py paged > "$G/bench-paged.md"
+quiet cargo bench --bench batching
+python3 scripts/criterion_table.py batching > "$G/bench-batching.md"
+echo "regenerated $G and $F"
