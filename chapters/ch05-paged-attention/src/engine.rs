@@ -113,18 +113,24 @@ impl PagedEngine {
                 blocks_for_budget(config, bs, n as u64 * max_len as u64 * per_token, DType::F32)?
             }
         };
+        Ok((self.pool_config(num_blocks, max_len), max_len))
+    }
+
+    /// The scheduler settings for a pool of `num_blocks` blocks (chapter 6 sizes its pool on the
+    /// card, after loading the weights) and sequences of up to `max_len` tokens.
+    pub fn pool_config(&self, num_blocks: usize, max_len: usize) -> SchedulerConfig {
+        let bs = self.block_size;
         // ANCHOR: limits
         // Chapter 4's limits, with chapter 4's defaults for the same memory and max_len.
-        let slots_of_memory = (num_blocks * bs / max_len).max(1);
-        let cfg = SchedulerConfig {
+        let slots_of_memory = (num_blocks * bs / max_len.max(1)).max(1);
+        SchedulerConfig {
             watermark_blocks: self.watermark_blocks.unwrap_or(num_blocks / 100),
             prefix_sharing: self.prefix_sharing,
             max_running: self.max_running.unwrap_or(slots_of_memory),
             max_tokens_per_step: self.max_tokens_per_step.unwrap_or(default_max_tokens_per_step(max_len)),
             ..SchedulerConfig::new(num_blocks, bs)
-        };
+        }
         // ANCHOR_END: limits
-        Ok((cfg, max_len))
     }
 }
 

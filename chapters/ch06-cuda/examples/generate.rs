@@ -38,7 +38,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let loaded = load_model(model.as_deref(), None)?;
     let prompt = prompt.unwrap_or_else(|| "ROMEO:".into());
-    let (text, run) = complete(&mut e, &loaded, &prompt, max_new, SamplingParams::greedy())?;
+    let (mut texts, run) = complete(&mut e, &loaded, &prompt, max_new, SamplingParams::greedy(), 1)?;
+    let text = texts.swap_remove(0);
     if let Some(s) = &e.last_setup {
         println!(
             "{} ({}): weights {:.2} GiB; KV pool {} blocks of {} tokens = {:.2} GiB; at most {} tokens at once",

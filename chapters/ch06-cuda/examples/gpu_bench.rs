@@ -9,7 +9,7 @@
 //!   gpu_bench --out DIR [--sections a,b,c,d] [--model DIR --workload FILE --max-requests N]
 
 use ch00_model::{kv_bytes_per_token, AttnShape, DType, Engine, LlamaConfig, Request, RunOptions};
-use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig};
+use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig, SlotConfig};
 use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps};
 use ch06_cuda::{CudaEngine, Gpu};
 use serde_json::{json, Value};
@@ -201,7 +201,8 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
     let mut e = CudaEngine {
         dtype: Some(DType::F16),
         num_blocks: Some(num_blocks),
-        paged: PagedEngine { max_len: Some(max_len), block_size: block, ..Default::default() },
+        // Memory is the limit this scenario measures: no cap on running sequences.
+        paged: PagedEngine { max_len: Some(max_len), block_size: block, max_running: Some(usize::MAX), ..Default::default() },
         ..Default::default()
     };
     let run = e.run_random(&c, 7, &reqs, &RunOptions::default())?;
@@ -218,7 +219,8 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
         seed: 0,
     };
     let workload = spec.generate(c.vocab_size);
-    let slot_series = simulate_slots(&workload, slots.max(1), max_len, per_token)?;
+    let slot_cfg = SlotConfig { num_slots: slots.max(1), max_running: slots.max(1), max_tokens_per_step: usize::MAX / 2 };
+    let slot_series = simulate_slots(&workload, slot_cfg, max_len, per_token)?;
     let block_series = simulate_blocks(&workload, SchedulerConfig::new(num_blocks, block), max_len, per_token)?;
     write(
         &out.join("ch06_scenario.json"),

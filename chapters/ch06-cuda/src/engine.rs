@@ -76,7 +76,7 @@ impl CudaEngine {
     // ANCHOR: run_typed
     fn run_typed<T: GpuFloat>(&mut self, source: Weights<'_>, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         let c = source.config().clone();
-        let (mut cfg, max_len) = self.paged.scheduler_config_for(&c)?;
+        let (cfg, max_len) = self.paged.scheduler_config_for(&c)?;
         let gpu = Gpu::new(self.ordinal)?;
         let kernels = Kernels::<T>::new(&gpu, AttnShape::of(&c))?;
         let weights = match source {
@@ -92,8 +92,8 @@ impl CudaEngine {
         };
         let used_before_kv = gpu.mem_info().map(|(free, total)| (total - free) as u64)?;
         let kv = KvCache::<T>::new(&gpu, &c, num_blocks, cfg.block_size)?;
-        cfg.num_blocks = num_blocks;
-        cfg.watermark_blocks = self.paged.watermark_blocks.unwrap_or(num_blocks / 100);
+        // Chapter 5's rules for the pool actually made: watermark, and chapter 4's per-step limits.
+        let cfg = self.paged.pool_config(num_blocks, max_len);
         let mut setup = GpuSetup {
             device: gpu.name(),
             dtype: format!("{:?}", T::DTYPE).to_lowercase(),

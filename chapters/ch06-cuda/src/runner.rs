@@ -174,6 +174,17 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         T::DTYPE
     }
 
+    /// Copy-on-write for parallel sampling (`n` > 1): every layer's K and V rows of block `src`
+    /// into block `dst`, in order, before the step. Not on the GPU yet: a clear error instead.
+    fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<()> {
+        match copies.first() {
+            None => Ok(()),
+            Some(_) => Err(ModelError::InvalidSettings(
+                "ch06: copy-on-write block copies (parallel sampling, n > 1) are not implemented on the GPU yet".into(),
+            )),
+        }
+    }
+
     // ANCHOR: step
     fn step(&mut self, seqs: &mut [Sequence], spans: &[Span], tables: Vec<Vec<BlockId>>, clock: &Clock, opts: &RunOptions) -> Result<()> {
         // Flatten: every span's tokens from its start to its end, in order.

@@ -116,7 +116,14 @@ fn preemption_and_prefix_sharing_keep_each_request_s_tokens() {
             Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, 60 + 10 * (i % 4)) }
         })
         .collect();
-    let paged = PagedEngine { max_len: Some(512), prefix_sharing: true, budget: KvBudget::Blocks(24), ..Default::default() };
+    // The pool alone limits how many run (the default would allow one per 512-token slot: 0 → 1).
+    let paged = PagedEngine {
+        max_len: Some(512),
+        prefix_sharing: true,
+        budget: KvBudget::Blocks(24),
+        max_running: Some(usize::MAX),
+        ..Default::default()
+    };
     let mut e = CudaEngine { num_blocks: Some(24), paged: paged.clone(), ..gpu_engine(DType::F32) };
     let got = e.run(&model, &reqs, &RunOptions::default()).unwrap();
     let info = e.last_run.clone().unwrap();
