@@ -45,6 +45,7 @@ fn every_stage_matches_the_one_before() {
     // Rows through the model: ch01 recomputes p + k rows for its k-th token, ch02 computes each
     // token once (the last one is never fed), and batching changes who runs, not how much.
     let (mut naive, mut cached) = (0, 0);
+    assert_eq!(requests.len(), runs[0].1.outputs.len());
     for (r, o) in requests.iter().zip(&runs[0].1.outputs) {
         let (p, g) = (r.prompt.len() as u64, o.tokens.len() as u64);
         naive += (0..g).map(|k| p + k).sum::<u64>();
