@@ -22,8 +22,9 @@ quiet "$T/release/kvserve" trace --out "$F"
 # Block tables of chapter 5, from the real scheduler.
 quiet "$T/release/examples/block_tables" > "$G/block-tables.txt"
 quiet "$T/release/examples/parallel_sampling" > "$G/parallel-sampling.txt"
-# Appendix A.
+# Appendix A, and the interview pages' computed tables (they use chapter 5's accounting run).
 { echo '```text'; echo '$ kvserve memory'; "$T/release/kvserve" memory; echo '```'; } > "$G/memory-7b.md"
+quiet "$T/release/examples/interview" --markdown "$G"
 # The criterion benches, and their tables.
 quiet cargo bench --bench stages
 python3 scripts/criterion_table.py stages > "$G/bench-lengths.md"

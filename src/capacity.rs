@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use ch00_model::{
     kv_bytes_per_token, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, RunOptions, WorkloadSpec,
 };
-use ch04_continuous_batching::{default_max_tokens_per_step, ContinuousBatchEngine, SchedulerConfig as SlotConfig, SlotBudget};
+use ch04_continuous_batching::{ContinuousBatchEngine, SchedulerConfig as SlotConfig, SlotBudget};
 use ch05_paged_attention::{
     blocks_for_budget, simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine, SchedulerConfig,
 };
@@ -305,10 +305,13 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     let requests = spec.workload.generate(model.config.vocab_size);
     let opts = RunOptions { trace: true, ..Default::default() };
 
-    // Equal limits: chapter 4's default token budget for both, and no cap on running requests
-    // beyond what the memory holds (chapter 4's default is one per slot, which is exactly that).
-    let mut ch04 =
-        ContinuousBatchEngine { slots: SlotBudget::KvBytes(budget), max_len: Some(spec.max_len), ..Default::default() };
+    // Equal limits, as in `slot_config` and `block_config`: none but the memory.
+    let mut ch04 = ContinuousBatchEngine {
+        slots: SlotBudget::KvBytes(budget),
+        max_len: Some(spec.max_len),
+        max_tokens_per_step: Some(usize::MAX),
+        ..Default::default()
+    };
     let (slot_cfg, _) = ch04.scheduler_config(model)?;
     let out = ch04.run(model, &requests, &opts).context("chapter 4 engine")?;
     let series =
@@ -321,6 +324,7 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
         block_size: spec.block_size,
         max_len: Some(spec.max_len),
         max_running: Some(usize::MAX),
+        max_tokens_per_step: Some(usize::MAX),
         ..Default::default()
     };
     let (block_cfg, _) = ch05.scheduler_config(model)?;
@@ -345,16 +349,17 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
 }
 
 // ANCHOR: limits
-/// Chapter 4's per-step limits as the capacity experiment sets them for both designs: chapter 4's
-/// default token budget, and no cap on running requests beyond what the memory holds — memory is
-/// what the experiment measures. (Chapter 4's default, one per slot, is exactly that for slots.)
-pub fn slot_config(num_slots: usize, max_len: usize) -> SlotConfig {
-    SlotConfig { num_slots, max_running: num_slots, max_tokens_per_step: default_max_tokens_per_step(max_len) }
+/// Chapter 4's per-step limits as the capacity experiment sets them, equal for both designs: none.
+/// Memory is what the experiment measures, so nothing else may decide how many requests run —
+/// no cap on running requests beyond what the memory holds (for slots, one per slot, chapter 4's
+/// default) and no token budget per step.
+pub fn slot_config(num_slots: usize) -> SlotConfig {
+    SlotConfig { num_slots, max_running: num_slots, max_tokens_per_step: usize::MAX }
 }
 
-/// The block pool's side of [`slot_config`]: the same token budget, no cap on running sequences.
-pub fn block_config(num_blocks: usize, block_size: usize, max_len: usize) -> SchedulerConfig {
-    SchedulerConfig { max_tokens_per_step: default_max_tokens_per_step(max_len), ..SchedulerConfig::new(num_blocks, block_size) }
+/// The block pool's side of [`slot_config`]: no per-step limits (`SchedulerConfig::new`).
+pub fn block_config(num_blocks: usize, block_size: usize) -> SchedulerConfig {
+    SchedulerConfig::new(num_blocks, block_size)
 }
 // ANCHOR_END: limits
 
@@ -372,9 +377,9 @@ pub fn accounting_run(spec: &AccountingSpec) -> Result<CapacityRun> {
     let num_blocks = blocks_for_budget(&config, spec.block_size, budget, dtype)?;
     let requests = spec.workload.generate(config.vocab_size);
 
-    let slots = simulate_slots(&requests, slot_config(num_slots, spec.max_len), spec.max_len, per_token)?;
+    let slots = simulate_slots(&requests, slot_config(num_slots), spec.max_len, per_token)?;
     let blocks =
-        simulate_blocks(&requests, block_config(num_blocks, spec.block_size, spec.max_len), spec.max_len, per_token)?;
+        simulate_blocks(&requests, block_config(num_blocks, spec.block_size), spec.max_len, per_token)?;
     // ANCHOR_END: accounting_run
     let head = RunHead {
         model: format!("{} shape", spec.config),
@@ -397,7 +402,7 @@ pub fn block_size_row(spec: &AccountingSpec, block_size: usize) -> Result<BlockS
     let per_token = kv_bytes_per_token(&config, dtype);
     let num_blocks = blocks_for_budget(&config, block_size, spec.budget_bytes(), dtype)?;
     let requests = spec.workload.generate(config.vocab_size);
-    let s = simulate_blocks(&requests, block_config(num_blocks, block_size, spec.max_len), spec.max_len, per_token)?;
+    let s = simulate_blocks(&requests, block_config(num_blocks, block_size), spec.max_len, per_token)?;
     Ok(BlockSizeRow {
         block_size,
         num_blocks,
@@ -426,8 +431,8 @@ pub fn prefix_row(spec: &AccountingSpec, system_tokens: usize) -> Result<PrefixR
     }
     let num_blocks = blocks_for_budget(&config, spec.block_size, spec.budget_bytes(), dtype)?;
     let num_slots = (spec.budget_bytes() / (spec.max_len as u64 * per_token)) as usize;
-    let cfg = block_config(num_blocks, spec.block_size, spec.max_len);
-    let slots = simulate_slots(&requests, slot_config(num_slots, spec.max_len), spec.max_len, per_token)?;
+    let cfg = block_config(num_blocks, spec.block_size);
+    let slots = simulate_slots(&requests, slot_config(num_slots), spec.max_len, per_token)?;
     let paged = simulate_blocks(&requests, cfg, spec.max_len, per_token)?;
     let shared = simulate_blocks(&requests, SchedulerConfig { prefix_sharing: true, ..cfg }, spec.max_len, per_token)?;
     Ok(PrefixRow {

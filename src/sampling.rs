@@ -21,7 +21,7 @@ pub struct SamplingDesign {
     pub peak_blocks_used: Option<usize>,
     pub peak_running: usize,
     pub mean_running: f64,
-    /// Mean running sequences while others waited (accounting runs only).
+    /// Mean running sequences while others waited (accounting runs in which some waited).
     pub mean_running_queued: Option<f64>,
     pub steps: usize,
     pub preemptions: usize,
@@ -99,7 +99,9 @@ pub fn real_run(model: &Model, spec: &RealRunSpec, n: usize) -> Result<SamplingR
         budget: KvBudget::KvBytes(budget),
         block_size: spec.block_size,
         max_len: Some(spec.max_len),
-        max_running: Some(usize::MAX), // memory is the limit, as in the capacity run
+        // Memory is the only limit, as in the capacity run.
+        max_running: Some(usize::MAX),
+        max_tokens_per_step: Some(usize::MAX),
         ..Default::default()
     };
     let opts = RunOptions::default();
@@ -107,7 +109,12 @@ pub fn real_run(model: &Model, spec: &RealRunSpec, n: usize) -> Result<SamplingR
     let cow_out = cow.run(model, &requests, &opts).context("chapter 5, copy-on-write")?;
     let mut independent = paged();
     let ind_out = independent.run(model, &alone, &opts).context("chapter 5, independent samples")?;
-    let mut ch04 = ContinuousBatchEngine { slots: SlotBudget::KvBytes(budget), max_len: Some(spec.max_len), ..Default::default() };
+    let mut ch04 = ContinuousBatchEngine {
+        slots: SlotBudget::KvBytes(budget),
+        max_len: Some(spec.max_len),
+        max_tokens_per_step: Some(usize::MAX),
+        ..Default::default()
+    };
     let ch04_out = ch04.run(model, &requests, &opts).context("chapter 4")?;
     // ANCHOR_END: real_run
     let tokens = |o: &RunOutput| o.outputs.iter().map(|r| r.tokens.clone()).collect::<Vec<_>>();
@@ -157,7 +164,7 @@ pub fn accounting_run(spec: &AccountingSpec, prompts: usize, n: usize) -> Result
     let mut workload = spec.workload.clone();
     workload.n_requests = prompts;
     let requests = sampled(workload.generate(config.vocab_size), n);
-    let cfg = block_config(num_blocks, spec.block_size, spec.max_len);
+    let cfg = block_config(num_blocks, spec.block_size);
     let cow = simulate_blocks(&requests, cfg, spec.max_len, per_token)?;
     let independent = simulate_blocks(&split_samples(&requests), cfg, spec.max_len, per_token)?;
     // ANCHOR_END: accounting_run
@@ -167,7 +174,7 @@ pub fn accounting_run(spec: &AccountingSpec, prompts: usize, n: usize) -> Result
         peak_blocks_used: Some((s.peak_reserved_bytes() / block_bytes) as usize),
         peak_running: s.peak_running(),
         mean_running: s.mean_running(),
-        mean_running_queued: Some(s.mean_running_queued()),
+        mean_running_queued: s.steps.iter().any(|x| x.queued).then(|| s.mean_running_queued()),
         steps: s.steps.len(),
         preemptions: s.preemptions,
         cow_copies: s.cow_copies,

@@ -47,7 +47,10 @@ impl MemSeries {
     /// is left out).
     pub fn mean_running_queued(&self) -> f64 {
         let queued: Vec<f64> = self.steps.iter().filter(|s| s.queued).map(|s| s.running as f64).collect();
-        queued.iter().sum::<f64>() / queued.len().max(1) as f64
+        if queued.is_empty() {
+            return 0.0; // nobody ever waited (an empty f64 sum is -0.0)
+        }
+        queued.iter().sum::<f64>() / queued.len() as f64
     }
 
     pub fn mean_reserved_bytes(&self) -> f64 {

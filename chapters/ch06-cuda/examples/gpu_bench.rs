@@ -201,8 +201,14 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
     let mut e = CudaEngine {
         dtype: Some(DType::F16),
         num_blocks: Some(num_blocks),
-        // Memory is the limit this scenario measures: no cap on running sequences.
-        paged: PagedEngine { max_len: Some(max_len), block_size: block, max_running: Some(usize::MAX), ..Default::default() },
+        // Memory is the limit this scenario measures: no per-step limits (as chapter 5's capacity run).
+        paged: PagedEngine {
+            max_len: Some(max_len),
+            block_size: block,
+            max_running: Some(usize::MAX),
+            max_tokens_per_step: Some(usize::MAX),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let run = e.run_random(&c, 7, &reqs, &RunOptions::default())?;
