@@ -2,7 +2,7 @@
 //! block tables; it turns them into one metadata upload and one GPU pass (or several, when a
 //! long prefill exceeds the pass's buffers), and only token ids come back.
 
-use crate::device::{device_err, Gpu};
+use crate::device::{device_err, ptr, Gpu};
 use crate::float::GpuFloat;
 use crate::model::{Capacity, GpuModel, KvCache};
 use ch00_model::{Clock, DType, LlamaConfig, ModelError, Result, RunOptions, Sequence, Span};
@@ -17,6 +17,8 @@ pub struct GpuStats {
     pub passes: usize,
     pub graph_replays: usize,
     pub graphs_captured: usize,
+    /// Copy-on-write block copies (parallel sampling).
+    pub block_copies: usize,
 }
 
 pub struct GpuRunner<T> {
@@ -174,16 +176,30 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         T::DTYPE
     }
 
+    // ANCHOR: copy_blocks
     /// Copy-on-write for parallel sampling (`n` > 1): every layer's K and V rows of block `src`
-    /// into block `dst`, in order, before the step. Not on the GPU yet: a clear error instead.
+    /// into block `dst`, before the step, in stream order (so before the step's kernels read them).
+    /// The scheduler only ever copies into freshly allocated blocks, so the copies of one step are
+    /// independent and run as one launch per layer.
     fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<()> {
-        match copies.first() {
-            None => Ok(()),
-            Some(_) => Err(ModelError::InvalidSettings(
-                "ch06: copy-on-write block copies (parallel sampling, n > 1) are not implemented on the GPU yet".into(),
-            )),
+        if copies.is_empty() {
+            return Ok(());
         }
+        let (src, dst): (Vec<i32>, Vec<i32>) = copies.iter().map(|&(s, d)| (s as i32, d as i32)).unzip();
+        let (src, dst) = (self.gpu.upload("copy-on-write ids", &src)?, self.gpu.upload("copy-on-write ids", &dst)?);
+        let c = &self.model.config;
+        let block_elems = self.kv.block_size * c.kv_dim();
+        let elem = std::mem::size_of::<T>() as u64;
+        let (k0, v0) = (ptr(&self.gpu, &self.kv.k), ptr(&self.gpu, &self.kv.v));
+        for layer in 0..c.num_hidden_layers {
+            let off = (layer * self.kv.layer_elems) as u64 * elem;
+            let (s, d) = (ptr(&self.gpu, &src), ptr(&self.gpu, &dst));
+            self.model.kernels.copy_blocks(&self.gpu, k0 + off, v0 + off, s, d, copies.len(), block_elems)?;
+        }
+        self.stats.block_copies += copies.len();
+        Ok(())
     }
+    // ANCHOR_END: copy_blocks
 
     // ANCHOR: step
     fn step(&mut self, seqs: &mut [Sequence], spans: &[Span], tables: Vec<Vec<BlockId>>, clock: &Clock, opts: &RunOptions) -> Result<()> {

@@ -201,3 +201,30 @@ fn an_unsupported_head_size_is_refused_up_front() {
     assert!(err.to_string().contains("head_dim 48 is not supported"), "{err}");
     drop(model);
 }
+
+// ANCHOR: parallel_sampling
+/// Parallel sampling on the GPU: 3 samples of each prompt share its blocks and copy the partly
+/// filled last block on the first diverging write. Every sample equals chapter 5's (CPU) sample
+/// and an independent run with its own seed; the GPU really copied blocks.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn parallel_samples_copy_on_write_match_ch05_and_independent_runs() {
+    let model = shipped();
+    let mut reqs = requests(model.config.vocab_size, 4);
+    for (i, r) in reqs.iter_mut().enumerate() {
+        r.n = 3;
+        r.sampling = SamplingParams { temperature: 0.9, top_k: 40, top_p: 0.95, seed: 7 + i as u64 };
+    }
+    let opts = RunOptions::default();
+    let want = cpu(&model, &reqs, &opts);
+    let mut e = gpu_engine(DType::F32);
+    let got = e.run(&model, &reqs, &opts).unwrap();
+    assert_eq!(got.outputs.len(), 12);
+    assert_same_tokens("parallel samples vs ch05", &want, &got);
+    let alone = gpu_engine(DType::F32).run(&model, &ch00_model::split_samples(&reqs), &opts).unwrap();
+    assert_same_tokens("parallel samples vs independent requests", &alone, &got);
+    let stats = e.last_setup.unwrap().stats;
+    assert!(stats.block_copies > 0, "copy-on-write should have copied blocks: {stats:?}");
+    println!("parallel sampling on the GPU: {} block copies, same tokens as ch05 and as 12 independent runs", stats.block_copies);
+}
+// ANCHOR_END: parallel_sampling
