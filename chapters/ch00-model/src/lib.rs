@@ -17,6 +17,7 @@ pub mod sampling;
 pub mod save;
 pub mod serving;
 pub mod step;
+pub mod stepwise;
 pub mod tokenizer;
 pub mod workload;
 
@@ -32,5 +33,6 @@ pub use serving::{
     Sequence, TraceEntry, TraceStep, MAX_SAMPLES,
 };
 pub use step::{run_spans, Span};
+pub use stepwise::{drive, EngineLoad, NewToken, StepEngine, StepOutput};
 pub use tokenizer::Tokenizer;
 pub use workload::{Arrivals, LengthDist, WorkloadSpec};

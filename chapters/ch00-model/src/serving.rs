@@ -114,8 +114,12 @@ pub struct RunOutput {
 impl RunOutput {
     /// Collects the sequences' outputs (in request order) and completes `stats` with the number
     /// of generated tokens and the throughput over `stats.wall_s`.
-    pub fn from_sequences(seqs: Vec<Sequence>, mut stats: RunStats, trace: Vec<TraceStep>) -> Self {
-        let outputs: Vec<_> = seqs.into_iter().map(Sequence::into_output).collect();
+    pub fn from_sequences(seqs: Vec<Sequence>, stats: RunStats, trace: Vec<TraceStep>) -> Self {
+        RunOutput::from_outputs(seqs.into_iter().map(Sequence::into_output).collect(), stats, trace)
+    }
+
+    /// The same from outputs already collected (a step-wise engine hands them out as they finish).
+    pub fn from_outputs(outputs: Vec<RequestOutput>, mut stats: RunStats, trace: Vec<TraceStep>) -> Self {
         stats.generated_tokens = outputs.iter().map(|o| o.tokens.len()).sum();
         stats.tokens_per_s = stats.generated_tokens as f64 / stats.wall_s.max(1e-9);
         RunOutput { outputs, stats, trace }
@@ -167,6 +171,12 @@ pub struct RunOptions {
 pub trait Engine {
     fn name(&self) -> &'static str;
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput>;
+    /// This engine with these settings, driven step by step over `model` (what a server runs).
+    /// Engines that only run whole workloads answer with an error.
+    fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn crate::StepEngine + 'm>> {
+        let _ = model;
+        Err(ModelError::InvalidSettings(format!("{} cannot be driven step by step (no server for it)", self.name())))
+    }
 }
 // ANCHOR_END: engine
 

@@ -6,12 +6,12 @@
 use crate::allocator::BlockId;
 use crate::backend::PagedBackend;
 use crate::kv_pool::PagedKvPool;
-use crate::runner::{run_paged, PagedRunner};
+use crate::runner::{run_paged, PagedCore, PagedRunner};
 use crate::scheduler::{SchedulerConfig, SchedulerStats};
 use ch04_continuous_batching::default_max_tokens_per_step;
 use ch00_model::{
     kv_bytes_per_token, resolve_max_len, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Request, Result,
-    RunOptions, RunOutput, Sequence, Span,
+    RunOptions, RunOutput, Sequence, Span, StepEngine,
 };
 
 /// How big the block pool is.
@@ -146,6 +146,13 @@ impl Engine for PagedEngine {
         let (out, info) = run_paged(&mut runner, cfg, max_len, requests, opts)?;
         self.last_run = Some(info);
         Ok(out)
+    }
+
+    fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
+        let (cfg, max_len) = self.scheduler_config(model)?;
+        let pool = PagedKvPool::new(&model.config, cfg.num_blocks, cfg.block_size)?;
+        let runner = CpuRunner { model, backend: PagedBackend { pool, tables: Vec::new() } };
+        Ok(Box::new(PagedCore::new(runner, cfg, max_len, RunOptions::default())?))
     }
 }
 

@@ -26,7 +26,7 @@ pub use allocator::{BlockAllocator, BlockId};
 pub use backend::PagedBackend;
 pub use block_table::{blocks_for, locate};
 pub use engine::{blocks_for_budget, BlockRunInfo, CpuRunner, KvBudget, PagedEngine};
-pub use runner::{run_paged, PagedRunner};
+pub use runner::{run_paged, PagedCore, PagedRunner};
 pub use kv_pool::PagedKvPool;
 pub use prefix::{block_hash, PrefixCache};
 pub use scheduler::{BlockScheduler, Plan, SchedulerConfig, SchedulerStats, Work};

@@ -384,8 +384,35 @@ impl BlockScheduler {
         self.running.remove(pos);
         self.release_blocks(s)?;
         self.seqs[s].finished = true;
+        self.seqs[s].tokens = Vec::new(); // a long-running server must not keep every prompt
         Ok(())
     }
+
+    // ANCHOR: abort
+    /// The client went away: sequence `s` leaves the running batch or the queue, and its blocks
+    /// go back to the pool at once (a block it shares stays with its other owners).
+    pub fn abort(&mut self, s: usize) -> Result<()> {
+        if self.seqs.get(s).is_none_or(|q| q.finished) {
+            return Err(stuck(&format!("no live sequence {s}")));
+        }
+        if let Some(pos) = self.running.iter().position(|&r| r == s) {
+            self.running.remove(pos);
+        } else {
+            let g = self.waiting.iter().position(|g| g.contains(&s)).ok_or_else(|| stuck(&format!("{s} is lost")))?;
+            let group = self.waiting[g].clone();
+            // A waiting group is a range; cutting one sample out may split it in two.
+            let parts = [group.start..s, s + 1..group.end];
+            self.waiting.remove(g);
+            for part in parts.into_iter().rev().filter(|p| !p.is_empty()) {
+                self.waiting.insert(g, part);
+            }
+        }
+        self.release_blocks(s)?;
+        self.seqs[s].finished = true;
+        self.seqs[s].tokens = Vec::new(); // a long-running server must not keep every prompt
+        Ok(())
+    }
+    // ANCHOR_END: abort
 
     fn record(&mut self) {
         let st = &mut self.stats;

@@ -1,0 +1,90 @@
+//! The step-wise engine: how a server drives an engine, one scheduling iteration at a time, as
+//! vLLM's engine core is driven. Requests are added while others run; every `step` returns the
+//! token each running sequence just produced and the sequences that finished; a request whose
+//! client went away is aborted. The offline [`crate::Engine::run`] of a batching engine is
+//! [`drive`]: add the whole workload, then step until nothing is left.
+
+use crate::error::Result;
+use crate::serving::{Request, RequestOutput};
+
+// ANCHOR: step_output
+/// A token one sequence produced in a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewToken {
+    pub id: u64,
+    /// Which of the request's `n` samples produced it.
+    pub sample: usize,
+    pub token: u32,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepOutput {
+    /// One entry per sequence that produced a token (a finished sequence's last token included).
+    pub tokens: Vec<NewToken>,
+    /// Sequences that finished this step, with their engine index (the order they were added in,
+    /// one per sample) and everything they produced.
+    pub finished: Vec<(usize, RequestOutput)>,
+    /// Whether the model ran (false: nothing had arrived yet, or nothing was left).
+    pub ran: bool,
+}
+// ANCHOR_END: step_output
+
+/// What the engine holds right now (for `/metrics` and backpressure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineLoad {
+    /// Sequences in the running batch.
+    pub running: usize,
+    /// Sequences queued for admission (preempted ones included).
+    pub waiting: usize,
+    /// KV blocks (paged engines) or slots (contiguous engines) in use, and how many there are.
+    pub kv_units_used: usize,
+    pub kv_units_total: usize,
+    /// Preemptions since the engine started.
+    pub preemptions: usize,
+}
+
+// ANCHOR: step_engine
+/// An engine driven step by step.
+pub trait StepEngine {
+    /// Seconds on the engine's clock; a request arriving now has `arrival_s = now_s()`.
+    fn now_s(&self) -> f64;
+    /// Queues a request (all its samples). A bad request is an error and changes nothing.
+    fn add_request(&mut self, req: &Request) -> Result<()>;
+    /// One scheduling iteration and one forward pass over everyone scheduled.
+    fn step(&mut self) -> Result<StepOutput>;
+    /// Drops every sequence of request `id`, running or waiting; its KV memory is free at once.
+    /// Returns whether there was anything to drop.
+    fn abort(&mut self, id: u64) -> Result<bool>;
+    /// Anything running or waiting.
+    fn has_unfinished(&self) -> bool;
+    /// When the earliest waiting request arrives (offline workloads arrive in the future).
+    fn next_arrival(&self) -> Option<f64>;
+    fn load(&self) -> EngineLoad;
+}
+// ANCHOR_END: step_engine
+
+// ANCHOR: drive
+/// The offline run as a loop over `step`: adds `requests` (arrival times on the engine's clock),
+/// steps until all have finished, and returns every sequence's output in the order added.
+pub fn drive(engine: &mut dyn StepEngine, requests: &[Request]) -> Result<Vec<RequestOutput>> {
+    for r in requests {
+        engine.add_request(r)?;
+    }
+    let mut outputs = Vec::new();
+    while engine.has_unfinished() {
+        let step = engine.step()?;
+        outputs.extend(step.finished);
+        if !step.ran {
+            // Nobody has arrived yet: an idle server waits for work.
+            if let Some(t) = engine.next_arrival() {
+                if let Ok(wait) = std::time::Duration::try_from_secs_f64(t - engine.now_s()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+    outputs.sort_by_key(|(seq, _)| *seq);
+    Ok(outputs.into_iter().map(|(_, o)| o).collect())
+}
+// ANCHOR_END: drive
