@@ -61,6 +61,8 @@ pub trait StepEngine {
     /// When the earliest waiting request arrives (offline workloads arrive in the future).
     fn next_arrival(&self) -> Option<f64>;
     fn load(&self) -> EngineLoad;
+    /// Longest sequence (prompt + generated) the engine accepts.
+    fn max_len(&self) -> usize;
 }
 // ANCHOR_END: step_engine
 

@@ -241,6 +241,10 @@ impl<R: PagedRunner> StepEngine for PagedCore<R> {
             preemptions: self.sched.stats.preemptions,
         }
     }
+
+    fn max_len(&self) -> usize {
+        self.max_len
+    }
 }
 
 // ANCHOR: spans

@@ -1,0 +1,215 @@
+//! The server end to end, in process on 127.0.0.1 with an ephemeral port, driven by the
+//! project's HTTP client over real sockets.
+
+use ch00_model::{load_model, Engine, LoadedModel, Request, RunOptions, SamplingParams};
+use ch05_paged_attention::{KvBudget, PagedEngine};
+use ch07_server::client::{get, post_raw, send, SseReader};
+use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig, Shared};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+const BLOCKS: usize = 48;
+
+fn engine() -> PagedEngine {
+    PagedEngine { budget: KvBudget::Blocks(BLOCKS), block_size: 4, max_len: Some(128), max_running: Some(16), ..Default::default() }
+}
+
+struct Server {
+    url: String,
+    state: Shared,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    loaded: Arc<LoadedModel>,
+}
+
+async fn start(cfg: ServerConfig) -> Server {
+    let loaded = Arc::new(load_model(None, Some("tiny")).unwrap());
+    let make: MakeStepper = Box::new(|m| engine().stepper(m));
+    let (handle, _thread) = spawn_engine(loaded.clone(), make).unwrap();
+    let state = app_state(handle, loaded.clone(), &cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let st = state.clone();
+    let done = tokio::spawn(async move { serve(listener, st, &cfg, async { drop(rx.await) }).await });
+    Server { url, state, stop: Some(tx), done, loaded }
+}
+
+impl Server {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.done).await.unwrap().unwrap().unwrap();
+    }
+
+    /// Polls `/metrics` (the engine publishes its load after each step) until no block is used.
+    async fn all_blocks_free(&self) -> bool {
+        for _ in 0..200 {
+            if self.metric("kvserve_kv_blocks_used").await == 0.0 && self.metric("kvserve_requests_running").await == 0.0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = get(&format!("{}/metrics", self.url)).await.unwrap();
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// What `kvserve generate` gives for this prompt and sampling: the offline engine, one request.
+fn generate(loaded: &LoadedModel, prompt: &[u32], max_tokens: usize, sampling: SamplingParams) -> Vec<u32> {
+    let req = Request { sampling, ..Request::greedy(0, prompt.to_vec(), max_tokens) };
+    let out = engine().run(&loaded.model, &[req], &RunOptions::default()).unwrap();
+    assert_eq!(out.outputs.len(), 1);
+    out.outputs[0].tokens.clone()
+}
+
+/// Streams one completion: the token ids and text of its chunks, and the finish reason.
+async fn stream(url: &str, body: Value) -> (Vec<u32>, String, String) {
+    let (status, body) = send(Method::POST, &format!("{url}/v1/completions"), body.to_string()).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let mut sse = SseReader::new(body);
+    let (mut ids, mut text, mut finish) = (Vec::new(), String::new(), String::new());
+    let mut done = false;
+    while let Some(data) = sse.next().await.unwrap() {
+        if data == "[DONE]" {
+            done = true;
+            break;
+        }
+        let c: Value = serde_json::from_str(&data).unwrap();
+        for ch in c["choices"].as_array().unwrap() {
+            ids.extend(ch["token_ids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32));
+            text += ch["text"].as_str().unwrap();
+            if let Some(f) = ch["finish_reason"].as_str() {
+                finish = f.to_string();
+            }
+        }
+    }
+    assert!(done, "the stream ends with data: [DONE]");
+    (ids, text, finish)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_streams_get_exactly_the_tokens_of_generate() {
+    let srv = start(ServerConfig::default()).await;
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        let prompt: Vec<u32> = (0..3 + i as u32 % 5).map(|k| 10 + k * 7 + i as u32).collect();
+        let sampling = SamplingParams { temperature: if i % 2 == 0 { 0.0 } else { 0.9 }, seed: 100 + i, ..SamplingParams::greedy() };
+        let want = generate(&srv.loaded, &prompt, 10 + i as usize, sampling);
+        let body = json!({
+            "prompt": prompt, "max_tokens": 10 + i, "temperature": sampling.temperature, "seed": sampling.seed,
+            "stream": true, "return_token_ids": true,
+        });
+        let url = srv.url.clone();
+        tasks.push(tokio::spawn(async move { (want, stream(&url, body).await) }));
+    }
+    for t in tasks {
+        let (want, (ids, text, finish)) = t.await.unwrap();
+        assert_eq!(ids, want);
+        assert_eq!(text, srv.loaded.decode(&want).unwrap());
+        assert!(finish == "length" || finish == "stop");
+    }
+    assert!(srv.all_blocks_free().await);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_frees_its_blocks() {
+    let srv = start(ServerConfig::default()).await;
+    let body = json!({ "prompt": [5, 6, 7, 8, 9], "max_tokens": 120, "ignore_eos": true, "stream": true });
+    let (status, resp) = send(Method::POST, &format!("{}/v1/completions", srv.url), body.to_string()).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let mut sse = SseReader::new(resp);
+    sse.next().await.unwrap().unwrap();
+    sse.next().await.unwrap().unwrap();
+    assert!(srv.metric("kvserve_kv_blocks_used").await > 0.0);
+    drop(sse); // the connection closes mid-stream
+    assert!(srv.all_blocks_free().await, "blocks still held after the client left");
+    assert_eq!(srv.metric("kvserve_kv_blocks_total").await, BLOCKS as f64);
+    assert_eq!(srv.metric("kvserve_requests_aborted_total").await, 1.0);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_while_another_stream_completes() {
+    let srv = start(ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() }).await;
+    let sampling = SamplingParams { temperature: 0.7, seed: 3, ..SamplingParams::greedy() };
+    let want = generate(&srv.loaded, &[4, 5, 6], 80, SamplingParams { ..sampling });
+    let body = json!({ "prompt": [4, 5, 6], "max_tokens": 80, "temperature": 0.7, "seed": 3, "stream": true, "return_token_ids": true });
+    let url = srv.url.clone();
+    let good = tokio::spawn(async move { stream(&url, body).await });
+    let completions = format!("{}/v1/completions", srv.url);
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        ("{not json".into(), StatusCode::BAD_REQUEST, "invalid request body"),
+        (json!({ "prompt": "1 2", "max_tokens": "ten" }).to_string(), StatusCode::BAD_REQUEST, "invalid request body"),
+        (json!({ "max_tokens": 3 }).to_string(), StatusCode::BAD_REQUEST, "prompt"),
+        (json!({ "prompt": vec![1u32; 127], "max_tokens": 4 }).to_string(), StatusCode::BAD_REQUEST, "context length"),
+        (json!({ "prompt": "1 2", "max_tokens": 0 }).to_string(), StatusCode::BAD_REQUEST, "max_tokens"),
+        (json!({ "prompt": "1 2", "max_tokens": 1_000_000_000u64 }).to_string(), StatusCode::BAD_REQUEST, "context length"),
+        (json!({ "prompt": "1 2", "temperature": -1 }).to_string(), StatusCode::BAD_REQUEST, "temperature"),
+        (json!({ "prompt": "1 2", "n": 0 }).to_string(), StatusCode::BAD_REQUEST, "n must be"),
+        (json!({ "prompt": [99999] }).to_string(), StatusCode::BAD_REQUEST, "vocab"),
+        (json!({ "prompt": "x".repeat(5000) }).to_string(), StatusCode::PAYLOAD_TOO_LARGE, "too large"),
+    ];
+    for (body, status, says) in cases {
+        let (got, text) = post_raw(&completions, &body).await.unwrap();
+        assert_eq!(got, status, "{body:.80}: {text}");
+        let err: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        let msg = err["error"]["message"].as_str().unwrap().to_lowercase();
+        assert!(msg.contains(says), "{msg} should mention {says}");
+    }
+    let (got, text) = post_raw(&format!("{}/v1/chat/completions", srv.url), &json!({ "messages": [] }).to_string()).await.unwrap();
+    assert_eq!(got, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("no chat template"));
+    assert_eq!(get(&format!("{}/nowhere", srv.url)).await.unwrap().0, StatusCode::NOT_FOUND);
+    let (ids, _, finish) = good.await.unwrap();
+    assert_eq!((ids, finish.as_str()), (want, "length"));
+    // Shutting down: new requests get 503, health says so.
+    srv.state.shutting_down.store(true, Ordering::SeqCst);
+    assert_eq!(post_raw(&completions, r#"{"prompt": "1 2"}"#).await.unwrap().0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(&format!("{}/health", srv.url)).await.unwrap().0, StatusCode::SERVICE_UNAVAILABLE);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_429_and_whole_responses_have_n_choices_and_usage() {
+    let srv = start(ServerConfig { max_waiting: 0, ..ServerConfig::default() }).await;
+    let (status, text) = post_raw(&format!("{}/v1/completions", srv.url), r#"{"prompt": "1 2"}"#).await.unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    srv.shutdown().await;
+
+    let chat = ChatTemplate {
+        template: "{% for m in messages %}{{ m.content }} {% endfor %}".into(),
+        bos_token: String::new(),
+        eos_token: String::new(),
+    };
+    let srv = start(ServerConfig { chat: Some(chat), ..ServerConfig::default() }).await;
+    let body = json!({ "prompt": [4, 5], "max_tokens": 6, "n": 3, "temperature": 1.0, "seed": 9, "ignore_eos": true });
+    let (status, text) = post_raw(&format!("{}/v1/completions", srv.url), &body.to_string()).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let c: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(c["choices"].as_array().unwrap().len(), 3);
+    assert_eq!(c["usage"], json!({ "prompt_tokens": 2, "completion_tokens": 18, "total_tokens": 20 }));
+    for (i, ch) in c["choices"].as_array().unwrap().iter().enumerate() {
+        let sampling = SamplingParams { temperature: 1.0, seed: 9 + i as u64, ..SamplingParams::greedy() };
+        let want = generate(&srv.loaded, &[4, 5], 6, sampling);
+        assert_eq!(ch["text"].as_str().unwrap(), srv.loaded.decode(&want).unwrap(), "sample {i}");
+    }
+    let body = json!({ "messages": [{ "role": "user", "content": "7 8 9" }], "max_tokens": 4 });
+    let (status, text) = post_raw(&format!("{}/v1/chat/completions", srv.url), &body.to_string()).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let c: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(c["object"], "chat.completion");
+    assert_eq!(c["choices"][0]["message"]["role"], "assistant");
+    let (status, models) = get(&format!("{}/v1/models", srv.url)).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(models.contains("\"max_model_len\":128"), "{models}");
+    srv.shutdown().await;
+}
