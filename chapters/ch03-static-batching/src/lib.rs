@@ -12,8 +12,12 @@ pub use cost::decode_step_ms;
 pub use recorder::Recorder;
 pub use step::{run_step, Row};
 
-use ch00_model::{resolve_max_len, sequences, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput};
+use ch00_model::{
+    drive, resolve_max_len, sequences, Clock, Engine, EngineLoad, Model, ModelError, NewToken, Phase, Request, RequestOutput,
+    Result, RunOptions, RunOutput, Sequence, StepEngine, StepOutput,
+};
 use ch02_kv_cache::{ContiguousBackend, KvCache};
+use std::collections::{HashMap, VecDeque};
 
 // ANCHOR: engine
 /// The chapter-3 engine: batches of up to `batch_size` requests, each in its own contiguous cache
@@ -44,53 +48,203 @@ impl Engine for StaticBatchEngine {
     }
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
-        let b = self.batch_size;
+        let mut core = StaticCore::new(model, *self, *opts)?;
+        let outputs = drive(&mut core, requests)?;
+        Ok(core.finish(outputs))
+    }
+
+    fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
+        Ok(Box::new(StaticCore::new(model, *self, RunOptions::default())?))
+    }
+}
+
+/// Static batching, one step at a time. A batch forms when the previous one has ended; a
+/// request that finishes (or is aborted) early keeps its slot as padding until the batch ends.
+pub struct StaticCore<'m> {
+    model: &'m Model,
+    batch_size: usize,
+    backend: ContiguousBackend,
+    recorder: Recorder,
+    clock: Clock,
+    opts: RunOptions,
+    max_len: usize,
+    /// Every sequence ever added, by key (one that is over keeps only its bookkeeping).
+    seqs: Vec<Sequence>,
+    /// Keys not yet batched, in arrival order (ties: order added).
+    waiting: VecDeque<usize>,
+    /// The running batch (empty between batches); slot i serves row i.
+    rows: Vec<Row>,
+    /// Aborted sequences (a batched one rides along as padding).
+    gone: Vec<bool>,
+    /// Request id -> keys of its sequences still in flight.
+    live: HashMap<u64, Vec<usize>>,
+    done: Vec<(usize, RequestOutput)>,
+}
+
+impl<'m> StaticCore<'m> {
+    pub fn new(model: &'m Model, settings: StaticBatchEngine, opts: RunOptions) -> Result<Self> {
+        let b = settings.batch_size;
         if b == 0 {
             return Err(ModelError::InvalidSettings("batch size must be at least 1".into()));
         }
-        let max_len = resolve_max_len(&model.config, self.max_len)?;
-        // One sequence per sample: a request's n samples are n independent rows here.
-        let mut seqs = sequences(&model.config, requests, max_len)?;
-        if let Some(r) = requests.iter().find(|r| !r.arrival_s.is_finite()) {
-            return Err(ModelError::InvalidSettings(format!("request {}: arrival time {}", r.id, r.arrival_s)));
-        }
-        // Serve in arrival order (ties: submission order); requests with nothing to do are done.
-        let mut order: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].is_finished()).collect();
-        order.sort_by(|&a, &c| seqs[a].arrival_s().total_cmp(&seqs[c].arrival_s()));
-
-        let mut backend = alloc_slots(model, b, max_len);
+        let max_len = resolve_max_len(&model.config, settings.max_len)?;
+        let backend = alloc_slots(model, b, max_len);
         let allocated = backend.slots.iter().map(KvCache::bytes_allocated).sum();
-        let mut recorder = Recorder::new(b, allocated, opts.trace);
-        let clock = Clock::start();
-        let mut next = 0; // first request of `order` not yet batched
-        while next < order.len() {
-            clock.wait_until(seqs[order[next]].arrival_s());
-            // ANCHOR: batch
-            // Form a batch from whoever has arrived, up to B; slot i serves the batch's i-th request.
-            let now = clock.now_s();
-            let mut rows = Vec::with_capacity(b);
-            while rows.len() < b && next < order.len() && seqs[order[next]].arrival_s() <= now {
-                rows.push(Row { seq: order[next], slot: rows.len(), phase: Phase::Prefill });
-                next += 1;
+        Ok(StaticCore {
+            model,
+            batch_size: b,
+            backend,
+            recorder: Recorder::new(b, allocated, opts.trace),
+            clock: Clock::start(),
+            opts,
+            max_len,
+            seqs: Vec::new(),
+            waiting: VecDeque::new(),
+            rows: Vec::new(),
+            gone: Vec::new(),
+            live: HashMap::new(),
+            done: Vec::new(),
+        })
+    }
+
+    /// The run's figures, with `outputs` (every sequence's, in the order added).
+    pub fn finish(self, outputs: Vec<RequestOutput>) -> RunOutput {
+        let wall_s = self.clock.now_s();
+        self.recorder.finish(outputs, wall_s)
+    }
+
+    fn output(&mut self, key: usize) -> RequestOutput {
+        let out = self.seqs[key].clone().into_output();
+        if let Some(keys) = self.live.get_mut(&out.id) {
+            keys.retain(|&k| k != key);
+            if keys.is_empty() {
+                self.live.remove(&out.id);
             }
-            if rows.is_empty() {
-                continue; // woke a little early: wait again
-            }
-            // Step until every row has finished. A finished row keeps its slot and is computed as
-            // padding, its output thrown away: the batch is a rectangle until its longest row ends.
-            loop {
-                let fed = run_step(model, &mut backend, &mut seqs, &rows, &clock, opts)?;
-                recorder.record(&rows, &fed, &seqs, &backend, clock.now_s());
-                if rows.iter().all(|r| seqs[r.seq].is_finished()) {
-                    break;
-                }
-                for r in &mut rows {
-                    r.phase = if seqs[r.seq].is_finished() { Phase::Padding } else { Phase::Decode };
-                }
-            }
-            // ANCHOR_END: batch
         }
-        Ok(recorder.finish(seqs, clock.now_s()))
+        out
+    }
+
+    fn over(&self, key: usize) -> bool {
+        self.seqs[key].is_finished() || self.gone[key]
+    }
+
+    /// Ends the batch if every row is over: the slots are free, the tokens dropped.
+    fn end_batch_if_over(&mut self) {
+        if self.rows.iter().all(|r| self.over(r.seq)) {
+            for r in std::mem::take(&mut self.rows) {
+                self.seqs[r.seq].tokens = Vec::new();
+            }
+        }
+    }
+}
+
+impl StepEngine for StaticCore<'_> {
+    fn now_s(&self) -> f64 {
+        self.clock.now_s()
+    }
+
+    fn add_request(&mut self, req: &Request) -> Result<()> {
+        if !req.arrival_s.is_finite() {
+            return Err(ModelError::InvalidSettings(format!("request {}: arrival time {}", req.id, req.arrival_s)));
+        }
+        // One sequence per sample: a request's n samples are n independent rows here.
+        for seq in sequences(&self.model.config, std::slice::from_ref(req), self.max_len)? {
+            let key = self.seqs.len();
+            let finished = seq.is_finished();
+            let at = self.waiting.partition_point(|&w| self.seqs[w].arrival_s() <= seq.arrival_s());
+            self.seqs.push(seq);
+            self.gone.push(false);
+            self.live.entry(req.id).or_default().push(key);
+            if finished {
+                let out = self.output(key);
+                self.done.push((key, out));
+            } else {
+                self.waiting.insert(at, key);
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<StepOutput> {
+        let mut out = StepOutput { finished: std::mem::take(&mut self.done), ..Default::default() };
+        // ANCHOR: batch
+        if self.rows.is_empty() {
+            // Form a batch from whoever has arrived, up to B; slot i serves the batch's i-th request.
+            let now = self.clock.now_s();
+            while self.rows.len() < self.batch_size {
+                match self.waiting.front() {
+                    Some(&k) if self.seqs[k].arrival_s() <= now => {
+                        self.waiting.pop_front();
+                        self.rows.push(Row { seq: k, slot: self.rows.len(), phase: Phase::Prefill });
+                    }
+                    _ => break,
+                }
+            }
+            if self.rows.is_empty() {
+                return Ok(out); // nobody has arrived yet: the caller waits
+            }
+        }
+        // Step the batch. A row that is over keeps its slot and is computed as padding, its output
+        // thrown away: the batch is a rectangle until its longest row ends.
+        let fed = run_step(self.model, &mut self.backend, &mut self.seqs, &self.rows, &self.clock, &self.opts)?;
+        self.recorder.record(&self.rows, &fed, &self.seqs, &self.backend, self.clock.now_s());
+        out.ran = true;
+        for i in 0..self.rows.len() {
+            let r = self.rows[i];
+            if r.phase == Phase::Padding {
+                continue;
+            }
+            let seq = &self.seqs[r.seq];
+            out.tokens.push(NewToken { id: seq.id, sample: seq.sample, token: seq.tokens[seq.tokens.len() - 1] });
+            if seq.is_finished() {
+                let done = self.output(r.seq); // its user has it now; its slot waits for the batch
+                out.finished.push((r.seq, done));
+            }
+        }
+        for i in 0..self.rows.len() {
+            self.rows[i].phase = if self.over(self.rows[i].seq) { Phase::Padding } else { Phase::Decode };
+        }
+        self.end_batch_if_over();
+        // ANCHOR_END: batch
+        Ok(out)
+    }
+
+    fn abort(&mut self, id: u64) -> Result<bool> {
+        let before = self.done.len();
+        self.done.retain(|(_, o)| o.id != id);
+        let keys = self.live.remove(&id).unwrap_or_default();
+        for &k in &keys {
+            self.gone[k] = true;
+            self.waiting.retain(|&w| w != k);
+            match self.rows.iter_mut().find(|r| r.seq == k) {
+                Some(r) => r.phase = Phase::Padding, // static batching: the slot is held to the end
+                None => self.seqs[k].tokens = Vec::new(),
+            }
+        }
+        self.end_batch_if_over();
+        Ok(!keys.is_empty() || self.done.len() < before)
+    }
+
+    fn has_unfinished(&self) -> bool {
+        !self.waiting.is_empty() || !self.rows.is_empty() || !self.done.is_empty()
+    }
+
+    fn next_arrival(&self) -> Option<f64> {
+        self.waiting.front().map(|&k| self.seqs[k].arrival_s())
+    }
+
+    fn load(&self) -> EngineLoad {
+        EngineLoad {
+            running: self.rows.iter().filter(|r| r.phase != Phase::Padding).count(),
+            waiting: self.waiting.len(),
+            kv_units_used: self.rows.len(),
+            kv_units_total: self.batch_size,
+            preemptions: 0,
+        }
+    }
+
+    fn max_len(&self) -> usize {
+        self.max_len
     }
 }
 

@@ -2,7 +2,7 @@
 //! did useful work and how many were wasted, the KV bytes in use, and (optionally) the trace.
 
 use crate::step::Row;
-use ch00_model::{Phase, RunOutput, RunStats, Sequence, TraceEntry, TraceStep};
+use ch00_model::{Phase, RequestOutput, RunOutput, RunStats, Sequence, TraceEntry, TraceStep};
 use ch02_kv_cache::ContiguousBackend;
 
 /// Accumulates [`RunStats`] and the trace of a run over `num_slots` slots.
@@ -62,8 +62,8 @@ impl Recorder {
     }
     // ANCHOR_END: record
 
-    /// The run's output: every sequence's tokens and timings (in the order given) and the stats.
-    pub fn finish(self, seqs: Vec<Sequence>, wall_s: f64) -> RunOutput {
+    /// The run's output: every sequence's output (in the order given) and the stats.
+    pub fn finish(self, outputs: Vec<RequestOutput>, wall_s: f64) -> RunOutput {
         let steps = self.steps.max(1) as f64;
         let slot_steps = (self.steps * self.num_slots).max(1) as f64;
         let stats = RunStats {
@@ -78,6 +78,6 @@ impl Recorder {
             wasted_slot_steps: self.wasted,
             ..RunStats::default()
         };
-        RunOutput::from_sequences(seqs, stats, self.trace.unwrap_or_default())
+        RunOutput::from_outputs(outputs, stats, self.trace.unwrap_or_default())
     }
 }

@@ -3,8 +3,12 @@
 
 use crate::budget::slots_for_budget;
 use crate::scheduler::{default_max_tokens_per_step, Pending, Scheduler, SchedulerConfig};
-use ch00_model::{resolve_max_len, sequences, Clock, Engine, Model, ModelError, Phase, Request, Result, RunOptions, RunOutput};
-use ch02_kv_cache::KvCache;
+use ch00_model::{
+    drive, resolve_max_len, sequences, Clock, Engine, EngineLoad, Model, ModelError, NewToken, Phase, Request, RequestOutput,
+    Result, RunOptions, RunOutput, Sequence, StepEngine, StepOutput,
+};
+use ch02_kv_cache::{ContiguousBackend, KvCache};
+use std::collections::HashMap;
 use ch03_static_batching::{alloc_slots, run_step, Recorder, Row};
 
 // ANCHOR: settings
@@ -66,44 +70,172 @@ impl Engine for ContinuousBatchEngine {
     }
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
-        let (config, max_len) = self.scheduler_config(model)?;
-        let mut sched = Scheduler::new(config)?;
-        // One sequence per sample: n samples are n independent requests to this scheduler.
-        let mut seqs = sequences(&model.config, requests, max_len)?;
-        for (key, seq) in seqs.iter().enumerate() {
-            if !seq.is_finished() {
-                sched.submit(Pending { key, arrival_s: seq.arrival_s(), prefill_tokens: seq.tokens.len() })?;
+        let mut core = ContinuousCore::new(model, *self, *opts)?;
+        let outputs = drive(&mut core, requests)?;
+        Ok(core.finish(outputs))
+    }
+
+    fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
+        Ok(Box::new(ContinuousCore::new(model, *self, RunOptions::default())?))
+    }
+}
+
+// ANCHOR: core
+/// Continuous batching, one step at a time: the scheduler's plan, one forward pass over it, and
+/// the slots of whoever finished handed back for the next step.
+pub struct ContinuousCore<'m> {
+    model: &'m Model,
+    sched: Scheduler,
+    backend: ContiguousBackend,
+    recorder: Recorder,
+    clock: Clock,
+    opts: RunOptions,
+    max_len: usize,
+    /// Every sequence ever added, by key (a finished one keeps only its bookkeeping).
+    seqs: Vec<Sequence>,
+    /// Request id -> keys of its sequences still in flight.
+    live: HashMap<u64, Vec<usize>>,
+    /// Requests with nothing to generate, reported by the next step.
+    done: Vec<(usize, RequestOutput)>,
+}
+// ANCHOR_END: core
+
+impl<'m> ContinuousCore<'m> {
+    pub fn new(model: &'m Model, settings: ContinuousBatchEngine, opts: RunOptions) -> Result<Self> {
+        let (config, max_len) = settings.scheduler_config(model)?;
+        let backend = alloc_slots(model, config.num_slots, max_len);
+        let allocated = backend.slots.iter().map(KvCache::bytes_allocated).sum();
+        Ok(ContinuousCore {
+            model,
+            sched: Scheduler::new(config)?,
+            backend,
+            recorder: Recorder::new(config.num_slots, allocated, opts.trace),
+            clock: Clock::start(),
+            opts,
+            max_len,
+            seqs: Vec::new(),
+            live: HashMap::new(),
+            done: Vec::new(),
+        })
+    }
+
+    /// The run's figures, with `outputs` (every sequence's, in the order added).
+    pub fn finish(self, outputs: Vec<RequestOutput>) -> RunOutput {
+        let wall_s = self.clock.now_s();
+        self.recorder.finish(outputs, wall_s)
+    }
+
+    /// Sequence `key` is over: its output, and its tokens dropped (a server runs for long).
+    fn retire(&mut self, key: usize) -> RequestOutput {
+        let out = self.seqs[key].clone().into_output();
+        self.seqs[key].tokens = Vec::new();
+        if let Some(keys) = self.live.get_mut(&out.id) {
+            keys.retain(|&k| k != key);
+            if keys.is_empty() {
+                self.live.remove(&out.id);
             }
         }
-        let mut backend = alloc_slots(model, config.num_slots, max_len);
-        let allocated = backend.slots.iter().map(KvCache::bytes_allocated).sum();
-        let mut recorder = Recorder::new(config.num_slots, allocated, opts.trace);
-        let clock = Clock::start();
-        // ANCHOR: loop
-        while !sched.is_done() {
-            let now = clock.now_s();
-            let plan = sched.schedule(now);
-            if plan.is_empty() {
-                // Nothing running and nobody has arrived yet: sleep until the next arrival.
-                match sched.next_arrival() {
-                    Some(t) if t > now => clock.wait_until(t),
-                    _ => return Err(ModelError::InvalidSettings("the scheduler made no progress".into())),
+        out
+    }
+}
+
+impl StepEngine for ContinuousCore<'_> {
+    fn now_s(&self) -> f64 {
+        self.clock.now_s()
+    }
+
+    fn add_request(&mut self, req: &Request) -> Result<()> {
+        // One sequence per sample: n samples are n independent requests to this scheduler.
+        let new = sequences(&self.model.config, std::slice::from_ref(req), self.max_len)?;
+        for (i, seq) in new.into_iter().enumerate() {
+            let key = self.seqs.len();
+            let finished = seq.is_finished();
+            if !finished {
+                // Identical prompts: if the first sample is refused, nothing has been queued.
+                let pending = Pending { key, arrival_s: seq.arrival_s(), prefill_tokens: seq.tokens.len() };
+                if let Err(e) = self.sched.submit(pending) {
+                    debug_assert_eq!(i, 0);
+                    return Err(e);
                 }
-                continue;
             }
-            // One step: the running requests decode, the admitted ones prefill, in one forward pass.
-            let decodes = plan.decode.iter().map(|d| Row { seq: d.key, slot: d.slot, phase: Phase::Decode });
-            let prefills = plan.admit.iter().map(|a| Row { seq: a.key, slot: a.slot, phase: Phase::Prefill });
-            let rows: Vec<Row> = decodes.chain(prefills).collect();
-            let fed = run_step(model, &mut backend, &mut seqs, &rows, &clock, opts)?;
-            recorder.record(&rows, &fed, &seqs, &backend, clock.now_s());
-            // Finished requests leave now; their slots are free for the next step's admissions.
-            for r in rows.iter().filter(|r| seqs[r.seq].is_finished()) {
-                sched.finish(r.seq)?;
+            self.live.entry(req.id).or_default().push(key);
+            self.seqs.push(seq);
+            if finished {
+                let out = self.retire(key);
+                self.done.push((key, out));
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<StepOutput> {
+        let mut out = StepOutput { finished: std::mem::take(&mut self.done), ..Default::default() };
+        if self.sched.is_done() {
+            return Ok(out);
+        }
+        // ANCHOR: loop
+        let now = self.clock.now_s();
+        let plan = self.sched.schedule(now);
+        if plan.is_empty() {
+            // Nothing running and nobody has arrived yet: the caller waits for the next arrival.
+            return match self.sched.next_arrival() {
+                Some(t) if t > now => Ok(out),
+                _ => Err(ModelError::InvalidSettings("the scheduler made no progress".into())),
+            };
+        }
+        // One step: the running requests decode, the admitted ones prefill, in one forward pass.
+        let decodes = plan.decode.iter().map(|d| Row { seq: d.key, slot: d.slot, phase: Phase::Decode });
+        let prefills = plan.admit.iter().map(|a| Row { seq: a.key, slot: a.slot, phase: Phase::Prefill });
+        let rows: Vec<Row> = decodes.chain(prefills).collect();
+        let fed = run_step(self.model, &mut self.backend, &mut self.seqs, &rows, &self.clock, &self.opts)?;
+        self.recorder.record(&rows, &fed, &self.seqs, &self.backend, self.clock.now_s());
+        out.ran = true;
+        // Finished requests leave now; their slots are free for the next step's admissions.
+        for r in &rows {
+            let seq = &self.seqs[r.seq];
+            out.tokens.push(NewToken { id: seq.id, sample: seq.sample, token: seq.tokens[seq.tokens.len() - 1] });
+            if seq.is_finished() {
+                self.sched.finish(r.seq)?;
+                let done = self.retire(r.seq);
+                out.finished.push((r.seq, done));
             }
         }
         // ANCHOR_END: loop
-        Ok(recorder.finish(seqs, clock.now_s()))
+        Ok(out)
+    }
+
+    fn abort(&mut self, id: u64) -> Result<bool> {
+        let before = self.done.len();
+        self.done.retain(|(_, o)| o.id != id);
+        let keys = self.live.remove(&id).unwrap_or_default();
+        for &k in &keys {
+            self.sched.abort(k); // its slot is free for the next step
+            self.seqs[k].tokens = Vec::new();
+        }
+        Ok(!keys.is_empty() || self.done.len() < before)
+    }
+
+    fn has_unfinished(&self) -> bool {
+        !self.sched.is_done() || !self.done.is_empty()
+    }
+
+    fn next_arrival(&self) -> Option<f64> {
+        self.sched.next_arrival()
+    }
+
+    fn load(&self) -> EngineLoad {
+        let slots = self.sched.config().num_slots;
+        EngineLoad {
+            running: self.sched.running().len(),
+            waiting: self.sched.waiting_len(),
+            kv_units_used: slots - self.sched.free_slots(),
+            kv_units_total: slots,
+            preemptions: 0,
+        }
+    }
+
+    fn max_len(&self) -> usize {
+        self.max_len
     }
 }
 

@@ -9,5 +9,5 @@ pub mod engine;
 pub mod scheduler;
 
 pub use budget::slots_for_budget;
-pub use engine::{ContinuousBatchEngine, SlotBudget};
+pub use engine::{ContinuousBatchEngine, ContinuousCore, SlotBudget};
 pub use scheduler::{default_max_tokens_per_step, Admit, Decode, Pending, Scheduler, SchedulerConfig, StepPlan};

@@ -173,6 +173,19 @@ impl Scheduler {
     }
     // ANCHOR_END: finish
 
+    /// The client went away: request `key` leaves the queue, or the running set and its slot.
+    /// Returns whether it was there.
+    pub fn abort(&mut self, key: usize) -> bool {
+        if let Some(i) = self.running.iter().position(|r| r.key == key) {
+            let slot = self.running.remove(i).slot;
+            self.free.insert(slot);
+            return true;
+        }
+        let before = self.waiting.len();
+        self.waiting.retain(|w| w.key != key);
+        self.waiting.len() < before
+    }
+
     /// Arrival time of the first waiting request (the engine sleeps until then when idle).
     pub fn next_arrival(&self) -> Option<f64> {
         self.waiting.front().map(|p| p.arrival_s)
