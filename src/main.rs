@@ -2,6 +2,7 @@
 
 mod memory_cmd;
 mod report;
+mod serve_cmd;
 mod tables;
 mod trace_cmd;
 
@@ -9,7 +10,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kvserve::ch00_model::checkpoint::complete;
-use kvserve::ch00_model::{load_model, RunOptions, SamplingParams};
+use ch07_server::engine::Event;
+use ch07_server::text::Assembler;
+use kvserve::ch00_model::{load_model, Engine, LoadedModel, Request, RequestOutput, RunOptions, SamplingParams};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -31,6 +35,14 @@ enum Command {
     Trace(trace_cmd::TraceArgs),
     /// Validation loss of a checkpoint on its val_sample.txt, next to its training report's.
     Eval(EvalArgs),
+    /// An OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions; GET
+    /// /v1/models, /health, /metrics) over a step-wise stage.
+    Serve(serve_cmd::ServeArgs),
+    /// Sends a workload to an OpenAI-compatible server and reports TTFT, TPOT, ITL and throughput.
+    Loadgen(serve_cmd::LoadgenArgs),
+    /// Serves each stage over HTTP in turn and runs loadgen at increasing rates: chapter 7's
+    /// table and latency-throughput figure.
+    ServeBench(serve_cmd::ServeBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -88,6 +100,9 @@ fn main() -> Result<()> {
         Some(Command::Bench(args)) => report::run(&args),
         Some(Command::Trace(args)) => trace_cmd::run(&args),
         Some(Command::Eval(args)) => eval(&args),
+        Some(Command::Serve(args)) => serve_cmd::serve_cmd(&args),
+        Some(Command::Loadgen(args)) => serve_cmd::loadgen_cmd(&args),
+        Some(Command::ServeBench(args)) => serve_cmd::serve_bench_cmd(&args),
     }
 }
 
@@ -115,8 +130,20 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     })?;
     let sampling =
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
-    let (texts, run) = complete(engine.as_mut(), &loaded, &args.prompt, args.max_new_tokens, sampling, args.n)?;
     let ids = |ids: &[u32]| ids.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
+    if args.n == 1 {
+        if let Some((out, wall_s)) = stream_one(engine.as_ref(), &loaded, args, sampling)? {
+            let tps = out.tokens.len() as f64 / wall_s.max(1e-9);
+            let (name, n, source) = (engine.name(), out.tokens.len(), &loaded.source);
+            eprintln!("[{name}: {n} tokens, {tps:.1} tokens/s, finish {:?}, model {source}, streamed]", out.finish);
+            if args.print_ids {
+                println!("prompt ids: {}", ids(&loaded.encode(&args.prompt)?));
+                println!("{}", ids(&out.tokens));
+            }
+            return Ok(());
+        }
+    }
+    let (texts, run) = complete(engine.as_mut(), &loaded, &args.prompt, args.max_new_tokens, sampling, args.n)?;
     for (text, out) in texts.iter().zip(&run.outputs) {
         if args.n > 1 {
             println!("--- sample {} (seed {}) ---", out.sample, args.seed.wrapping_add(out.sample as u64));
@@ -140,6 +167,40 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     }
     Ok(())
 }
+
+// ANCHOR: stream_one
+/// Streams one sample to the terminal token by token, driving a step-wise stage; `None` when the
+/// stage only runs whole workloads. Returns the output and the seconds it took.
+fn stream_one(
+    engine: &dyn Engine,
+    loaded: &LoadedModel,
+    args: &GenerateArgs,
+    sampling: SamplingParams,
+) -> Result<Option<(RequestOutput, f64)>> {
+    let Ok(mut stepper) = engine.stepper(&loaded.model) else { return Ok(None) };
+    let request = Request { sampling, ..Request::greedy(0, loaded.encode(&args.prompt)?, args.max_new_tokens) };
+    stepper.add_request(&request)?;
+    let start = std::time::Instant::now();
+    let mut text = Assembler::new(loaded, 1, Vec::new()); // holds back half-decoded characters
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", args.prompt)?;
+    let mut output = None;
+    while stepper.has_unfinished() {
+        let step = stepper.step()?;
+        let tokens = step.tokens.iter().map(|t| Event::Token { sample: 0, token: t.token });
+        let ends = step.finished.iter().map(|(_, o)| Event::Finished { sample: 0, reason: o.finish });
+        for ev in tokens.chain(ends) {
+            if let Some(d) = text.on_event(ev).map_err(anyhow::Error::msg)? {
+                write!(stdout, "{}", d.text)?;
+                stdout.flush()?;
+            }
+        }
+        output = step.finished.into_iter().next().map(|(_, o)| o).or(output);
+    }
+    writeln!(stdout)?;
+    Ok(output.map(|o| (o, start.elapsed().as_secs_f64())))
+}
+// ANCHOR_END: stream_one
 
 /// The tour: every stage on the default model over a small fixed workload, side by side.
 fn tour() -> Result<()> {

@@ -1,0 +1,325 @@
+//! `kvserve serve`, `kvserve loadgen` and `kvserve serve-bench`: chapter 7 from the command line.
+
+use anyhow::{bail, Context, Result};
+use ch03_static_batching::StaticBatchEngine;
+use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
+use ch05_paged_attention::{KvBudget, PagedEngine};
+use ch07_server::loadgen::{self, LoadgenConfig, Report};
+use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig};
+use kvserve::ch00_model::{load_model, Arrivals, LengthDist, LoadedModel, WorkloadSpec};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The engine's limits, for whichever stage serves.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineLimits {
+    /// Longest prompt + output, in tokens (default: the model's context, capped at 4096).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// ch03: the batch size; ch04: cache slots; ch05: a pool of the same memory unless --kv-blocks.
+    #[arg(long, default_value_t = 8)]
+    slots: usize,
+    /// ch05: KV blocks in the pool.
+    #[arg(long)]
+    kv_blocks: Option<usize>,
+    /// ch05: tokens per block.
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    /// ch04, ch05: most sequences running at once (default: one per slot).
+    #[arg(long)]
+    max_running: Option<usize>,
+}
+
+// ANCHOR: make_stepper
+/// The step-wise engine of `stage` with these limits, built on the engine thread.
+pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
+    let name = kvserve::stage(stage).with_context(|| format!("unknown stage {stage:?}"))?.name();
+    Ok(match name {
+        "ch03-static-batching" => {
+            let e = StaticBatchEngine { batch_size: l.slots, max_len: l.max_len };
+            Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
+        }
+        "ch04-continuous-batching" => {
+            let e = ContinuousBatchEngine {
+                slots: SlotBudget::Slots(l.slots),
+                max_running: l.max_running,
+                max_len: l.max_len,
+                ..Default::default()
+            };
+            Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
+        }
+        "ch05-paged-attention" => {
+            let e = PagedEngine {
+                budget: l.kv_blocks.map_or(KvBudget::Slots(l.slots), KvBudget::Blocks),
+                block_size: l.block_size,
+                max_len: l.max_len,
+                max_running: l.max_running,
+                ..Default::default()
+            };
+            Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
+        }
+        other => bail!("{other} runs whole workloads only and cannot serve; use ch03, ch04 or ch05"),
+    })
+}
+// ANCHOR_END: make_stepper
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Hugging Face model directory (default: the shipped model).
+    #[arg(long, conflicts_with = "config")]
+    model: Option<PathBuf>,
+    /// A named random-weight config instead: tiny, bench, llama-7b, llama3-8b.
+    #[arg(long)]
+    config: Option<String>,
+    /// Which stage serves: ch03, ch04 or ch05.
+    #[arg(long, default_value = "ch05-paged-attention")]
+    stage: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// The model name clients use (default: the checkpoint's).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    #[command(flatten)]
+    limits: EngineLimits,
+    /// Waiting sequences beyond which new requests get 429.
+    #[arg(long, default_value_t = 256)]
+    max_waiting: usize,
+    /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30.0)]
+    grace_s: f64,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// A model, its engine thread and the server's settings: everything but the socket.
+fn start(
+    loaded: LoadedModel,
+    make: MakeStepper,
+    mut cfg: ServerConfig,
+    name: Option<String>,
+) -> Result<(ch07_server::Shared, ServerConfig, std::thread::JoinHandle<()>)> {
+    cfg.model_name = name.unwrap_or_else(|| loaded.source_name());
+    let loaded = Arc::new(loaded);
+    let (engine, thread) = spawn_engine(loaded.clone(), make)?;
+    Ok((app_state(engine, loaded, &cfg), cfg, thread))
+}
+
+pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
+    let make = make_stepper(&args.stage, &args.limits)?;
+    let loaded = load_model(args.model.as_deref(), args.config.as_deref())?;
+    let dir = match (&args.model, &args.config) {
+        (Some(d), _) => Some(d.clone()),
+        (None, None) => Some(kvserve::default_model_dir()),
+        (None, Some(_)) => None,
+    };
+    let chat = match dir {
+        Some(d) => ChatTemplate::from_dir(&d)?,
+        None => None,
+    };
+    let grace = Duration::try_from_secs_f64(args.grace_s).context("--grace-s")?;
+    let cfg = ServerConfig { chat, max_waiting: args.max_waiting, grace, ..ServerConfig::default() };
+    let (state, cfg, thread) = start(loaded, make, cfg, args.served_model_name.clone())?;
+    let addr = format!("{}:{}", args.host, args.port);
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+        eprintln!(
+            "kvserve: {} serving {} on http://{} (max_len {}, chat {}); Ctrl-C to stop",
+            args.stage,
+            cfg.model_name,
+            listener.local_addr()?,
+            state.engine.max_len,
+            if cfg.chat.is_some() { "on" } else { "off: no chat template" }
+        );
+        serve(listener, state, &cfg, ch07_server::shutdown_signal()).await
+    })?;
+    let _ = thread.join();
+    eprintln!("kvserve: stopped");
+    Ok(())
+}
+
+/// What to send: the workload generator's shape.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkloadArgs {
+    #[arg(long, default_value_t = 32)]
+    num_requests: usize,
+    /// Shortest and longest prompt, in tokens (uniform).
+    #[arg(long, default_value_t = 16)]
+    prompt_min: usize,
+    #[arg(long, default_value_t = 64)]
+    prompt_max: usize,
+    /// Mean output length (exponential, clipped to 4..=--output-max).
+    #[arg(long, default_value_t = 64.0)]
+    output_mean: f64,
+    #[arg(long, default_value_t = 256)]
+    output_max: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl WorkloadArgs {
+    fn spec(&self, rate: Option<f64>) -> WorkloadSpec {
+        WorkloadSpec {
+            n_requests: self.num_requests,
+            prompt_len: LengthDist::Uniform { lo: self.prompt_min, hi: self.prompt_max },
+            output_len: LengthDist::Exponential { mean: self.output_mean, min: 4, max: self.output_max },
+            arrivals: rate.map_or(Arrivals::AllAtOnce, |rate_per_s| Arrivals::Poisson { rate_per_s }),
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct LoadgenArgs {
+    /// The server's OpenAI API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000/v1")]
+    url: String,
+    /// The model name to send (default: none).
+    #[arg(long)]
+    model: Option<String>,
+    /// Requests per second, Poisson arrivals (default: all at once).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Vocabulary the prompt ids come from (default: the server's `vocab_size` in /v1/models).
+    #[arg(long)]
+    vocab: Option<usize>,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn loadgen_cmd(args: &LoadgenArgs) -> Result<()> {
+    let report = runtime()?.block_on(async {
+        let vocab_size = match args.vocab {
+            Some(v) => v,
+            None => server_vocab(&args.url).await?,
+        };
+        let cfg = LoadgenConfig {
+            base_url: args.url.clone(),
+            model: args.model.clone(),
+            workload: args.workload.spec(args.rate),
+            vocab_size,
+        };
+        loadgen::run(&cfg).await
+    })?;
+    println!("{}", report.markdown());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.failed > 0 {
+        bail!("{} of {} requests failed", report.failed, report.requests);
+    }
+    Ok(())
+}
+
+async fn server_vocab(base: &str) -> Result<usize> {
+    let (status, text) = ch07_server::client::get(&format!("{}/models", base.trim_end_matches('/'))).await?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("/models answered {status}: {text}"))?;
+    v["data"][0]["vocab_size"].as_u64().map(|v| v as usize).context("the server does not say its vocab_size; pass --vocab")
+}
+
+#[derive(clap::Args)]
+pub struct ServeBenchArgs {
+    /// A named random-weight config (default: bench).
+    #[arg(long, default_value = "bench")]
+    config: String,
+    /// Stages to serve, one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "ch03,ch04,ch05")]
+    stages: Vec<String>,
+    /// Offered loads, requests per second (Poisson).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    rates: Vec<f64>,
+    #[command(flatten)]
+    limits: EngineLimits,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Where the JSON and Markdown go.
+    #[arg(long, default_value = "book/src/generated")]
+    out: PathBuf,
+    /// Where the figure goes.
+    #[arg(long, default_value = "book/src/figures")]
+    figures: PathBuf,
+}
+
+// ANCHOR: serve_bench
+/// Serves each stage over HTTP on a loopback port and drives it with `loadgen` at each rate.
+pub fn serve_bench_cmd(args: &ServeBenchArgs) -> Result<()> {
+    let machine = crate::tables::machine();
+    let rt = runtime()?;
+    let mut series: Vec<(String, Vec<Report>)> = Vec::new();
+    for stage in &args.stages {
+        let make = make_stepper(stage, &args.limits)?;
+        let loaded = load_model(None, Some(&args.config))?;
+        let vocab_size = loaded.model.config.vocab_size;
+        let (state, cfg, thread) = start(loaded, make, ServerConfig::default(), Some(args.config.clone()))?;
+        let name = kvserve::stage(stage).map_or(stage.clone(), |e| e.name().to_string());
+        let reports = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let base_url = format!("http://{}/v1", listener.local_addr()?);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(async move { serve(listener, state, &cfg, async { drop(stopped.await) }).await });
+            let mut reports = Vec::new();
+            for &rate in &args.rates {
+                let workload = args.workload.spec(Some(rate));
+                let cfg = LoadgenConfig { base_url: base_url.clone(), model: None, workload, vocab_size };
+                let r = loadgen::run(&cfg).await?;
+                eprintln!("{name} at {rate} req/s: {:.1} tokens/s, TTFT p50 {:.0} ms", r.output_tokens_per_s, r.ttft_ms.p50);
+                reports.push(r);
+            }
+            let _ = stop.send(());
+            server.await??;
+            anyhow::Ok(reports)
+        })?;
+        let _ = thread.join();
+        series.push((name, reports));
+    }
+    let command = format!(
+        "kvserve serve-bench --config {} --stages {} --rates {} --num-requests {} --slots {}",
+        args.config,
+        args.stages.join(","),
+        args.rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","),
+        args.workload.num_requests,
+        args.limits.slots
+    );
+    let mut md = String::from("| stage | offered req/s | completed | tokens/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | ITL p99 ms |\n");
+    md += "|---|--:|--:|--:|--:|--:|--:|--:|\n";
+    for (name, reports) in &series {
+        for r in reports {
+            md += &format!(
+                "| {name} | {} | {}/{} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+                r.rate_per_s.unwrap_or(0.0),
+                r.completed,
+                r.requests,
+                r.output_tokens_per_s,
+                r.ttft_ms.p50,
+                r.ttft_ms.p99,
+                r.tpot_ms.p50,
+                r.itl_ms.p99
+            );
+        }
+    }
+    md += &format!("\n*Measured on {machine} with `{command}`: each stage served over HTTP on a loopback port.*\n");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("serving.md"), &md)?;
+    let json = serde_json::json!({ "machine": machine, "command": command, "series": series });
+    std::fs::write(args.out.join("serving.json"), serde_json::to_string_pretty(&json)?)?;
+    let points: Vec<(String, Vec<(f64, f64, f64, f64)>)> = series
+        .iter()
+        .map(|(n, rs)| {
+            let pts = rs.iter().map(|r| (r.rate_per_s.unwrap_or(0.0), r.ttft_ms.p50, r.ttft_ms.p99, r.output_tokens_per_s));
+            (n.clone(), pts.collect())
+        })
+        .collect();
+    let title = format!("{} model served over HTTP, {} requests per rate; {machine}", args.config, args.workload.num_requests);
+    std::fs::create_dir_all(&args.figures)?;
+    std::fs::write(args.figures.join("serving-latency-throughput.svg"), kvserve::figures::latency_throughput_svg(&points, &title)?)?;
+    println!("{md}");
+    Ok(())
+}
+// ANCHOR_END: serve_bench
