@@ -25,6 +25,8 @@ quiet "$T/release/examples/parallel_sampling" > "$G/parallel-sampling.txt"
 # Appendix A, and the interview pages' computed tables (they use chapter 5's accounting run).
 { echo '```text'; echo '$ kvserve memory'; "$T/release/kvserve" memory; echo '```'; } > "$G/memory-7b.md"
 quiet "$T/release/examples/interview" --markdown "$G"
+# Chapter 7: ch03/ch04/ch05 served over HTTP at rising load (table and figure).
+quiet "$T/release/kvserve" serve-bench --num-requests 12 --output-mean 32 --output-max 128 --out "$G" --figures "$F"
 # The criterion benches, and their tables.
 quiet cargo bench --bench stages
 python3 scripts/criterion_table.py stages > "$G/bench-lengths.md"

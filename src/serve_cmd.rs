@@ -233,7 +233,7 @@ pub struct ServeBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "ch03,ch04,ch05")]
     stages: Vec<String>,
     /// Offered loads, requests per second (Poisson).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,4")]
     rates: Vec<f64>,
     #[command(flatten)]
     limits: EngineLimits,
@@ -279,12 +279,19 @@ pub fn serve_bench_cmd(args: &ServeBenchArgs) -> Result<()> {
         let _ = thread.join();
         series.push((name, reports));
     }
+    let w = &args.workload;
     let command = format!(
-        "kvserve serve-bench --config {} --stages {} --rates {} --num-requests {} --slots {}",
+        "kvserve serve-bench --config {} --stages {} --rates {} --num-requests {} --prompt-min {} --prompt-max {} \
+         --output-mean {} --output-max {} --seed {} --slots {}",
         args.config,
         args.stages.join(","),
         args.rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","),
-        args.workload.num_requests,
+        w.num_requests,
+        w.prompt_min,
+        w.prompt_max,
+        w.output_mean,
+        w.output_max,
+        w.seed,
         args.limits.slots
     );
     let mut md = String::from("| stage | offered req/s | completed | tokens/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | ITL p99 ms |\n");

@@ -161,3 +161,29 @@ fn the_gpu_stage_without_a_gpu_is_a_clear_error() {
     assert!(err.contains("no CUDA GPU"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn generate_streams_on_step_wise_stages_with_the_same_text() {
+    let args = |stage| ["generate", "--config", "tiny", "--stage", stage, "--max-new-tokens", "9", "--print-ids", "1 5 9 200"];
+    let (ok, whole, _) = kvserve(&args("ch02"));
+    assert!(ok);
+    for stage in ["ch03", "ch04", "ch05"] {
+        let (ok, streamed, err) = kvserve(&args(stage));
+        assert!(ok, "{err}");
+        assert!(err.contains("streamed"), "{stage}: {err}");
+        assert_eq!(streamed, whole, "{stage} streams the text ch02 prints at once");
+    }
+}
+
+#[test]
+fn serve_and_loadgen_refuse_bad_settings_with_clear_errors() {
+    let (ok, _, err) = kvserve(&["serve", "--config", "tiny", "--stage", "ch01"]);
+    assert!(!ok);
+    assert!(err.contains("cannot serve"), "{err}");
+    let (ok, _, err) = kvserve(&["serve", "--config", "tiny", "--stage", "ch05", "--block-size", "0"]);
+    assert!(!ok);
+    assert!(err.contains("engine could not start"), "{err}");
+    let (ok, _, err) = kvserve(&["loadgen", "--url", "https://api.example.com/v1", "--vocab", "100", "--num-requests", "1"]);
+    assert!(!ok);
+    assert!(err.contains("only http://"), "{err}");
+}

@@ -81,6 +81,7 @@ pub struct Report {
 pub async fn run(cfg: &LoadgenConfig) -> Result<Report> {
     cfg.workload.validate(cfg.vocab_size)?;
     let url = format!("{}/completions", cfg.base_url.trim_end_matches('/'));
+    crate::client::split_url(&url)?; // a bad URL is one error, not N failed requests
     let start = Instant::now();
     let mut tasks = Vec::new();
     for r in cfg.workload.generate(cfg.vocab_size) {
