@@ -502,7 +502,9 @@ mod tests {
     /// ids: the plan's copies first, then every work item's writes through its block table. Then
     /// every running sequence must read back exactly its own tokens through its table — which
     /// fails if a sample ever wrote into a block another one still reads (a missing copy).
-    fn drive(sched: &mut BlockScheduler, reqs: &[Req]) -> std::result::Result<usize, TestCaseError> {
+    /// `aborts[r]`: the step at which request `r`'s client goes away (its samples still running
+    /// or waiting are aborted then), if it does.
+    fn drive(sched: &mut BlockScheduler, reqs: &[Req], aborts: &[Option<u8>]) -> std::result::Result<usize, TestCaseError> {
         let groups: Vec<Range<usize>> =
             reqs.iter().map(|(p, n, t, k)| sched.submit_samples(p, p.len() + n, *t as f64, *k).unwrap()).collect();
         let request_of = |s: usize| groups.iter().position(|g| g.contains(&s)).unwrap();
@@ -515,6 +517,18 @@ mod tests {
         let mut steps = 0;
         while !sched.is_done() {
             let now = steps as f64;
+            for (r, g) in groups.iter().enumerate().filter(|&(r, _)| aborts.get(r).copied().flatten().is_some_and(|a| usize::from(a) == steps)) {
+                let live: Vec<usize> = g.clone().filter(|&q| finished[q] == 0).collect();
+                for q in live {
+                    sched.abort(q).unwrap();
+                    finished[q] += 1;
+                    prop_assert!(sched.table(q).is_empty(), "an aborted sequence keeps blocks");
+                }
+                prop_assert!(sched.running().iter().all(|q| !g.contains(q)), "request {} still runs", r);
+            }
+            if sched.is_done() {
+                break; // the aborts took the last of the work
+            }
             let plan = sched.schedule(now).unwrap();
             if plan.work.is_empty() {
                 // Only legitimate when nothing runs and the next request has not arrived yet.
@@ -557,7 +571,7 @@ mod tests {
             steps += 1;
             prop_assert!(steps < 100_000);
         }
-        prop_assert!(finished.iter().all(|&f| f == 1), "every sample finishes exactly once: {:?}", finished);
+        prop_assert!(finished.iter().all(|&f| f == 1), "every sample finishes or is aborted exactly once: {:?}", finished);
         prop_assert_eq!(sched.blocks_used(), 0, "blocks leaked after every request finished");
         Ok(steps)
     }
@@ -656,7 +670,7 @@ mod tests {
     fn a_tiny_pool_forces_preemption_and_everyone_still_finishes() {
         let mut s = BlockScheduler::new(SchedulerConfig::new(4, 2)).unwrap();
         let reqs: Vec<_> = (0..3).map(|i| (vec![1, 2, i], 4, 0, 1)).collect();
-        drive(&mut s, &reqs).unwrap();
+        drive(&mut s, &reqs, &[]).unwrap();
         assert!(s.stats.preemptions > 0);
         assert_eq!(s.stats.peak_blocks_used, 4);
     }
@@ -706,8 +720,9 @@ mod tests {
         /// Any workload, any arrival order, any number of samples per prompt, any pool that fits
         /// the largest request, with or without prefix sharing, under any per-step limits: no
         /// deadlock, every sample finishes exactly once, no step breaks a limit, ref counts match
-        /// the tables after every step, copy-on-write keeps every sequence's tokens its own, and
-        /// nothing leaks at the end.
+        /// the tables after every step, copy-on-write keeps every sequence's tokens its own,
+        /// clients that go away (aborts, running or waiting) give every block back, and nothing
+        /// leaks at the end.
         #[test]
         fn scheduler_invariants_hold(
             reqs in workload(),
@@ -717,6 +732,7 @@ mod tests {
             wm in 0usize..3,
             max_running in 3usize..9,
             extra_tokens in 0usize..16,
+            aborts in proptest::collection::vec(proptest::option::weighted(0.3, 0u8..30), 12),
         ) {
             let need = |(p, n, _, k): &Req| blocks_for(p.len() + n, bs).max(blocks_for(p.len(), bs) + k - 1);
             let largest = reqs.iter().map(need).max().unwrap();
@@ -729,7 +745,7 @@ mod tests {
                 ..SchedulerConfig::new(largest + extra, bs)
             };
             let mut s = BlockScheduler::new(cfg).unwrap();
-            drive(&mut s, &reqs)?;
+            drive(&mut s, &reqs, &aborts)?;
         }
     }
 }
