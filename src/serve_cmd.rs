@@ -20,13 +20,13 @@ pub struct EngineLimits {
     /// ch03: the batch size; ch04: cache slots; ch05: a pool of the same memory unless --kv-blocks.
     #[arg(long, default_value_t = 8)]
     slots: usize,
-    /// ch05: KV blocks in the pool.
+    /// ch05, ch06: KV blocks in the pool (ch06 default: as many as fit the card).
     #[arg(long)]
     kv_blocks: Option<usize>,
-    /// ch05: tokens per block.
+    /// ch05, ch06: tokens per block.
     #[arg(long, default_value_t = 16)]
     block_size: usize,
-    /// ch04, ch05: most sequences running at once (default: one per slot).
+    /// ch04, ch05, ch06: most sequences running at once (default: chapter 4's for the memory).
     #[arg(long)]
     max_running: Option<usize>,
 }
@@ -59,7 +59,18 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
             };
             Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
         }
-        other => bail!("{other} runs whole workloads only and cannot serve; use ch03, ch04 or ch05"),
+        "ch06-cuda" => {
+            let paged = PagedEngine {
+                block_size: l.block_size,
+                max_len: l.max_len,
+                max_running: l.max_running,
+                ..Default::default()
+            };
+            // The pool fills the card unless --kv-blocks says how many blocks.
+            let e = ch06_cuda::CudaEngine { paged, num_blocks: l.kv_blocks, ..Default::default() };
+            Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
+        }
+        other => bail!("{other} runs whole workloads only and cannot serve; use ch03, ch04, ch05 or ch06"),
     })
 }
 // ANCHOR_END: make_stepper
@@ -72,7 +83,7 @@ pub struct ServeArgs {
     /// A named random-weight config instead: tiny, bench, llama-7b, llama3-8b.
     #[arg(long)]
     config: Option<String>,
-    /// Which stage serves: ch03, ch04 or ch05.
+    /// Which stage serves: ch03, ch04, ch05 or ch06 (an NVIDIA GPU).
     #[arg(long, default_value = "ch05-paged-attention")]
     stage: String,
     #[arg(long, default_value = "127.0.0.1")]

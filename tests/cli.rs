@@ -187,3 +187,14 @@ fn serve_and_loadgen_refuse_bad_settings_with_clear_errors() {
     assert!(!ok);
     assert!(err.contains("only http://"), "{err}");
 }
+
+/// `serve --stage ch06` without an NVIDIA GPU: the engine cannot start, and says why.
+#[test]
+fn serving_the_gpu_stage_without_a_gpu_is_a_clear_error() {
+    if kvserve::ch06_available() {
+        return;
+    }
+    let (ok, _, err) = kvserve(&["serve", "--config", "tiny", "--stage", "ch06", "--port", "0"]);
+    assert!(!ok);
+    assert!(err.contains("engine could not start") && err.contains("GPU"), "{err}");
+}

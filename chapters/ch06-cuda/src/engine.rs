@@ -9,8 +9,10 @@ use crate::model::{Capacity, GpuModel, KvCache};
 use crate::runner::{GpuRunner, GpuStats};
 use crate::weights::GpuWeights;
 use ch00_model::rope::Rope;
-use ch00_model::{AttnShape, DType, Engine, LlamaConfig, Model, ModelError, Request, Result, RunOptions, RunOutput};
-use ch05_paged_attention::{run_paged, BlockRunInfo, PagedEngine};
+use ch00_model::{
+    AttnShape, DType, Engine, LlamaConfig, Model, ModelError, Request, Result, RunOptions, RunOutput, StepEngine,
+};
+use ch05_paged_attention::{run_paged, BlockRunInfo, PagedCore, PagedEngine, SchedulerConfig};
 
 /// PagedAttention on one NVIDIA GPU.
 #[derive(Debug, Clone)]
@@ -75,6 +77,16 @@ impl CudaEngine {
 
     // ANCHOR: run_typed
     fn run_typed<T: GpuFloat>(&mut self, source: Weights<'_>, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
+        let (mut runner, cfg, max_len, mut setup) = self.build::<T>(source)?;
+        let (out, info) = run_paged(&mut runner, cfg, max_len, requests, opts)?;
+        setup.stats = runner.stats.clone();
+        self.last_setup = Some(setup);
+        self.last_run = Some(info);
+        Ok(out)
+    }
+
+    /// Uploads (or makes) the weights, sizes the KV pool and builds the GPU runner.
+    fn build<T: GpuFloat>(&self, source: Weights<'_>) -> Result<(GpuRunner<T>, SchedulerConfig, usize, GpuSetup)> {
         let c = source.config().clone();
         let (cfg, max_len) = self.paged.scheduler_config_for(&c)?;
         let gpu = Gpu::new(self.ordinal)?;
@@ -94,7 +106,7 @@ impl CudaEngine {
         let kv = KvCache::<T>::new(&gpu, &c, num_blocks, cfg.block_size)?;
         // Chapter 5's rules for the pool actually made: watermark, and chapter 4's per-step limits.
         let cfg = self.paged.pool_config(num_blocks, max_len);
-        let mut setup = GpuSetup {
+        let setup = GpuSetup {
             device: gpu.name(),
             dtype: format!("{:?}", T::DTYPE).to_lowercase(),
             total_bytes: gpu.mem_info()?.1 as u64,
@@ -106,12 +118,7 @@ impl CudaEngine {
             max_concurrent_tokens: num_blocks * cfg.block_size,
             stats: GpuStats::default(),
         };
-        let mut runner = GpuRunner::new(gpu, gm, kv, max_len, self.cuda_graphs);
-        let (out, info) = run_paged(&mut runner, cfg, max_len, requests, opts)?;
-        setup.stats = runner.stats.clone();
-        self.last_setup = Some(setup);
-        self.last_run = Some(info);
-        Ok(out)
+        Ok((GpuRunner::new(gpu, gm, kv, max_len, self.cuda_graphs), cfg, max_len, setup))
     }
 
     /// Runs on deterministic random weights made on the GPU (shapes too big for the CPU model,
@@ -139,6 +146,20 @@ impl Engine for CudaEngine {
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         self.dispatch(Weights::Model(model), requests, opts)
+    }
+
+    /// Chapter 5's `PagedCore` over the GPU runner: the server drives the GPU step by step.
+    fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
+        check_shape(AttnShape::of(&model.config))?;
+        fn core<T: GpuFloat>(e: &CudaEngine, model: &Model) -> Result<Box<dyn StepEngine>> {
+            let (runner, cfg, max_len, _) = e.build::<T>(Weights::Model(model))?;
+            Ok(Box::new(PagedCore::new(runner, cfg, max_len, RunOptions::default())?))
+        }
+        match self.dtype_for(&model.config) {
+            DType::F32 => core::<f32>(self, model),
+            DType::F16 => core::<half::f16>(self, model),
+            DType::BF16 => core::<half::bf16>(self, model),
+        }
     }
 }
 
