@@ -133,10 +133,20 @@ pub fn gantt_svg(trace: &[TraceStep], opts: &GanttOptions) -> anyhow::Result<Str
 }
 // ANCHOR_END: gantt
 
+/// One load generator run, as the serving figure plots it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadPoint {
+    /// Offered load, requests per second.
+    pub rate: f64,
+    pub ttft_p50_ms: f64,
+    pub ttft_p99_ms: f64,
+    pub tokens_per_s: f64,
+}
+
 // ANCHOR: latency_throughput
 /// The serving figure: for each stage, TTFT (p50 solid, p99 dashed) and output tokens/s against
-/// the offered request rate. `series`: (stage, [(rate, ttft p50 ms, ttft p99 ms, tokens/s)]).
-pub fn latency_throughput_svg(series: &[(String, Vec<(f64, f64, f64, f64)>)], title: &str) -> anyhow::Result<String> {
+/// the offered request rate.
+pub fn latency_throughput_svg(series: &[(String, Vec<LoadPoint>)], title: &str) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
@@ -145,9 +155,9 @@ pub fn latency_throughput_svg(series: &[(String, Vec<(f64, f64, f64, f64)>)], ti
         top.titled(title, ("sans-serif", 14))?;
         let (left, right) = body.split_horizontally(500);
         let pts = || series.iter().flat_map(|(_, p)| p.iter());
-        let x_max = pts().map(|p| p.0).fold(0.0, f64::max).max(1e-3) * 1.05;
-        let ttft_max = pts().map(|p| p.2).fold(0.0, f64::max).max(1.0) * 1.1;
-        let tps_max = pts().map(|p| p.3).fold(0.0, f64::max).max(1.0) * 1.1;
+        let x_max = pts().map(|p| p.rate).fold(0.0, f64::max).max(1e-3) * 1.05;
+        let ttft_max = pts().map(|p| p.ttft_p99_ms).fold(0.0, f64::max).max(1.0) * 1.1;
+        let tps_max = pts().map(|p| p.tokens_per_s).fold(0.0, f64::max).max(1.0) * 1.1;
         let colours = [RGBColor(200, 60, 40), RGBColor(40, 110, 200), RGBColor(30, 150, 70), RGBColor(140, 80, 170)];
         let mut lat = ChartBuilder::on(&left)
             .margin(12)
@@ -165,13 +175,13 @@ pub fn latency_throughput_svg(series: &[(String, Vec<(f64, f64, f64, f64)>)], ti
         thr.configure_mesh().x_desc("offered load, requests/s").y_desc("tokens/s").draw()?;
         for (i, (name, p)) in series.iter().enumerate() {
             let c = colours[i % colours.len()];
-            lat.draw_series(LineSeries::new(p.iter().map(|q| (q.0, q.1)), c.stroke_width(2)))?
+            lat.draw_series(LineSeries::new(p.iter().map(|q| (q.rate, q.ttft_p50_ms)), c.stroke_width(2)))?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
-            lat.draw_series(DashedLineSeries::new(p.iter().map(|q| (q.0, q.2)), 6, 4, c.stroke_width(1)))?;
-            lat.draw_series(p.iter().map(|q| Circle::new((q.0, q.1), 3, c.filled())))?;
-            thr.draw_series(LineSeries::new(p.iter().map(|q| (q.0, q.3)), c.stroke_width(2)))?;
-            thr.draw_series(p.iter().map(|q| Circle::new((q.0, q.3), 3, c.filled())))?;
+            lat.draw_series(DashedLineSeries::new(p.iter().map(|q| (q.rate, q.ttft_p99_ms)), 6, 4, c.stroke_width(1)))?;
+            lat.draw_series(p.iter().map(|q| Circle::new((q.rate, q.ttft_p50_ms), 3, c.filled())))?;
+            thr.draw_series(LineSeries::new(p.iter().map(|q| (q.rate, q.tokens_per_s)), c.stroke_width(2)))?;
+            thr.draw_series(p.iter().map(|q| Circle::new((q.rate, q.tokens_per_s), 3, c.filled())))?;
         }
         lat.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).draw()?;
         root.present()?;

@@ -6,6 +6,7 @@ use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use ch07_server::loadgen::{self, LoadgenConfig, Report};
 use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig};
+use kvserve::figures::LoadPoint;
 use kvserve::ch00_model::{load_model, Arrivals, LengthDist, LoadedModel, WorkloadSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -327,13 +328,13 @@ pub fn serve_bench_cmd(args: &ServeBenchArgs) -> Result<()> {
     std::fs::write(args.out.join("serving.md"), &md)?;
     let json = serde_json::json!({ "machine": machine, "command": command, "series": series });
     std::fs::write(args.out.join("serving.json"), serde_json::to_string_pretty(&json)?)?;
-    let points: Vec<(String, Vec<(f64, f64, f64, f64)>)> = series
-        .iter()
-        .map(|(n, rs)| {
-            let pts = rs.iter().map(|r| (r.rate_per_s.unwrap_or(0.0), r.ttft_ms.p50, r.ttft_ms.p99, r.output_tokens_per_s));
-            (n.clone(), pts.collect())
-        })
-        .collect();
+    let point = |r: &Report| LoadPoint {
+        rate: r.rate_per_s.unwrap_or(0.0),
+        ttft_p50_ms: r.ttft_ms.p50,
+        ttft_p99_ms: r.ttft_ms.p99,
+        tokens_per_s: r.output_tokens_per_s,
+    };
+    let points: Vec<_> = series.iter().map(|(n, rs)| (n.clone(), rs.iter().map(point).collect())).collect();
     let title = format!("{} model served over HTTP, {} requests per rate; {machine}", args.config, args.workload.num_requests);
     std::fs::create_dir_all(&args.figures)?;
     std::fs::write(args.figures.join("serving-latency-throughput.svg"), kvserve::figures::latency_throughput_svg(&points, &title)?)?;
