@@ -4,11 +4,11 @@
 # Build here first:  ../shared/scripts/gpu-pack.sh build -p ch06-cuda --examples
 # then on the GPU machine, from the repository root:  OUT=/some/dir bash scripts/gpu_bench.sh
 # Records (JSON) and logs go to $OUT; `python3 scripts/gpu_tables.py $OUT` writes the book's tables.
-#   N=128  requests of the throughput workload served by both engines (transformers: static batches of 32)
+#   N=96   requests of the throughput workload served by both engines (transformers: static batches of 32)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-N=${N:-128}
+N=${N:-96}
 bench=$(ls .gpu/gpu_bench-* 2>/dev/null | head -n 1); bench=${bench:-.gpu/gpu_bench}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/card.txt" 2>&1
 # a, b, d: kernel, decode steps, 80 GB scenario (Rust)
@@ -21,7 +21,7 @@ python3 scripts/peer_hf_generate.py --make-workload "$OUT/workload.json" --n 300
 python3 scripts/peer_hf_generate.py --make-model /tmp/kvserve-llama-1b --shape llama-1b >> "$OUT/workload.log" 2>&1
 "$bench" --out "$OUT" --sections c --model /tmp/kvserve-llama-1b --workload "$OUT/workload.json" --max-requests "$N" 2>&1 | tee -a "$OUT/ch06_bench.log"
 python3 scripts/peer_hf_generate.py --json-out "$OUT/peer_hf_generate.json" --workload "$OUT/workload.json" \
-  --model /tmp/kvserve-llama-1b --max-requests "$N" --time-budget-s "${HF_BUDGET_S:-150}" > "$OUT/peer_hf_generate.log" 2>&1
+  --model /tmp/kvserve-llama-1b --max-requests "$N" --time-budget-s "${HF_BUDGET_S:-200}" > "$OUT/peer_hf_generate.log" 2>&1
 tail -n 15 "$OUT/peer_hf_generate.log"
 # the GPU engine against transformers on the same checkpoints: logits in each checkpoint's dtype,
 # and greedy tokens on the shipped model from the text prompt
