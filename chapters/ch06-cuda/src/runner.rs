@@ -179,11 +179,16 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
     // ANCHOR: copy_blocks
     /// Copy-on-write for parallel sampling (`n` > 1): every layer's K and V rows of block `src`
     /// into block `dst`, before the step, in stream order (so before the step's kernels read them).
-    /// The scheduler only ever copies into freshly allocated blocks, so the copies of one step are
-    /// independent and run as one launch per layer.
+    /// Copies that do not read each other's destinations run as one launch per layer.
     fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<()> {
         if copies.is_empty() {
             return Ok(());
+        }
+        // Copies must behave as if run in order. When a later copy writes a block an earlier one
+        // reads (a block freed and reused within one schedule), run them one launch at a time.
+        let ordered = copies.iter().enumerate().any(|(i, &(_, d))| copies[..i].iter().any(|&(s, _)| s == d));
+        if ordered && copies.len() > 1 {
+            return copies.iter().try_for_each(|c| self.copy_blocks(std::slice::from_ref(c)));
         }
         let (src, dst): (Vec<i32>, Vec<i32>) = copies.iter().map(|&(s, d)| (s as i32, d as i32)).unzip();
         let (src, dst) = (self.gpu.upload("copy-on-write ids", &src)?, self.gpu.upload("copy-on-write ids", &dst)?);
