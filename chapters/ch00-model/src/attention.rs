@@ -3,6 +3,7 @@
 
 use crate::config::LlamaConfig;
 use crate::error::Result;
+use crate::kernels::{dot4, dot_inline, with_simd};
 use crate::ops::softmax_in_place;
 
 // ANCHOR: step_meta
@@ -108,23 +109,35 @@ pub fn attend_one<'k>(
     let group = shape.heads / shape.kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
     let mut scores = vec![0.0f32; n_ctx];
-    for h in 0..shape.heads {
-        let kvh = h / group;
-        let q_h = &q[h * d..(h + 1) * d];
-        for (t, s) in scores.iter_mut().enumerate() {
-            let k_h = &key(t)[kvh * d..(kvh + 1) * d];
-            *s = q_h.iter().zip(k_h).map(|(a, b)| a * b).sum::<f32>() * scale;
-        }
-        softmax_in_place(&mut scores);
-        let out_h = &mut out[h * d..(h + 1) * d];
-        out_h.fill(0.0);
-        for (t, &p) in scores.iter().enumerate() {
-            let v_h = &value(t)[kvh * d..(kvh + 1) * d];
-            for (o, v) in out_h.iter_mut().zip(v_h) {
-                *o += p * v;
+    with_simd(|| {
+        for h in 0..shape.heads {
+            let kvh = h / group;
+            let q_h = &q[h * d..(h + 1) * d];
+            let k_h = |t: usize| &key(t)[kvh * d..(kvh + 1) * d];
+            // Four positions at a time: four independent dot products, each `dot(q_h, k_h(t))`.
+            let mut blocks = scores.chunks_exact_mut(4);
+            for (b, s) in (&mut blocks).enumerate() {
+                let t = 4 * b;
+                let dots = dot4(q_h, [k_h(t), k_h(t + 1), k_h(t + 2), k_h(t + 3)]);
+                for (s, dot) in s.iter_mut().zip(dots) {
+                    *s = dot * scale;
+                }
+            }
+            let done = n_ctx - blocks.into_remainder().len();
+            for (t, s) in scores.iter_mut().enumerate().skip(done) {
+                *s = dot_inline(q_h, k_h(t)) * scale;
+            }
+            softmax_in_place(&mut scores);
+            let out_h = &mut out[h * d..(h + 1) * d];
+            out_h.fill(0.0);
+            for (t, &p) in scores.iter().enumerate() {
+                let v_h = &value(t)[kvh * d..(kvh + 1) * d];
+                for (o, v) in out_h.iter_mut().zip(v_h) {
+                    *o += p * v;
+                }
             }
         }
-    }
+    })
 }
 // ANCHOR_END: attend_one
 

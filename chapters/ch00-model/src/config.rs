@@ -137,7 +137,8 @@ impl LlamaConfig {
     }
 
     /// A named shape: `tiny` (tests), `bench` (CPU benchmarks: weights far larger than the caches),
-    /// `llama-7b`, `llama3-8b` and `llama3-70b` (the real shapes, for memory math).
+    /// `peer-76m` (the comparison with candle, `scripts/peer_candle.sh`), `llama-7b`, `llama3-8b`
+    /// and `llama3-70b` (the real shapes, for memory math).
     pub fn named(name: &str) -> Result<Self> {
         let base = |vocab, hidden, inter, layers, heads, kv, max_pos, theta: f32| LlamaConfig {
             vocab_size: vocab,
@@ -160,6 +161,7 @@ impl LlamaConfig {
         Ok(match name {
             "tiny" => base(512, 64, 172, 2, 4, 2, 256, 10_000.0),
             "bench" => LlamaConfig { tie_word_embeddings: true, ..base(8192, 1024, 2816, 8, 16, 4, 1024, 10_000.0) },
+            "peer-76m" => LlamaConfig { tie_word_embeddings: true, ..base(1024, 768, 2048, 12, 12, 4, 2048, 10_000.0) },
             "llama-7b" => base(32_000, 4096, 11_008, 32, 32, 32, 4096, 10_000.0),
             "llama3-8b" => LlamaConfig {
                 bos_token_id: Some(128_000),
@@ -176,7 +178,7 @@ impl LlamaConfig {
         // ANCHOR_END: named
     }
 
-    pub const NAMES: [&'static str; 5] = ["tiny", "bench", "llama-7b", "llama3-8b", "llama3-70b"];
+    pub const NAMES: [&'static str; 6] = ["tiny", "bench", "peer-76m", "llama-7b", "llama3-8b", "llama3-70b"];
 
     // ANCHOR: dims
     /// Width of all query heads together.

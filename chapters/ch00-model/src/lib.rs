@@ -7,6 +7,7 @@ pub mod attention;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod kernels;
 pub mod load;
 pub mod memory;
 pub mod model;

@@ -2,7 +2,7 @@
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::model::{Layer, Model};
+use crate::model::{LayerWeights, Model};
 use half::{bf16, f16};
 use ndarray::{Array1, Array2};
 use safetensors::{Dtype, SafeTensors};
@@ -117,7 +117,7 @@ impl Model {
         let layers = (0..config.num_hidden_layers)
             .map(|n| {
                 let p = |s: &str| format!("model.layers.{n}.{s}.weight");
-                Ok(Layer {
+                Ok(LayerWeights {
                     attn_norm: src.vector(&p("input_layernorm"), h)?,
                     wq: src.matrix(&p("self_attn.q_proj"), q, h)?,
                     wk: src.matrix(&p("self_attn.k_proj"), kv, h)?,

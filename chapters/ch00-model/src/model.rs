@@ -5,12 +5,13 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::ops::{linear, rms_norm, swiglu};
 use crate::rope::Rope;
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{concatenate, s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 
 // ANCHOR: weights
-/// One decoder block's weights. Linear weights are (out_features, in_features), as in HF.
+/// One decoder block's weights as a checkpoint stores them: linear weights are
+/// (out_features, in_features), as in Hugging Face.
 #[derive(Debug, Clone)]
-pub struct Layer {
+pub struct LayerWeights {
     pub attn_norm: Array1<f32>, // (hidden)
     pub wq: Array2<f32>,        // (heads * head_dim, hidden)
     pub wk: Array2<f32>,        // (kv_heads * head_dim, hidden)
@@ -20,6 +21,20 @@ pub struct Layer {
     pub w_gate: Array2<f32>,    // (intermediate, hidden)
     pub w_up: Array2<f32>,      // (intermediate, hidden)
     pub w_down: Array2<f32>,    // (hidden, intermediate)
+}
+
+/// One decoder block as the model runs it. Projections of the same input are stacked at load
+/// time, so a step makes one pass over the input instead of three (q, k, v) or two (gate, up).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    attn_norm: Array1<f32>, // (hidden)
+    wqkv: Array2<f32>,      // (q_dim + 2 * kv_dim, hidden): q rows, then k rows, then v rows
+    wo: Array2<f32>,        // (hidden, q_dim)
+    mlp_norm: Array1<f32>,  // (hidden)
+    w_gate_up: Array2<f32>, // (2 * intermediate, hidden): gate rows, then up rows
+    w_down: Array2<f32>,    // (hidden, intermediate)
+    q_dim: usize,
+    kv_dim: usize,
 }
 
 /// A Llama-architecture decoder in f32.
@@ -34,12 +49,114 @@ pub struct Model {
 }
 // ANCHOR_END: weights
 
+impl Layer {
+    /// Stacks q, k, v and gate, up. The shapes must already be checked (`Model::from_parts`).
+    fn fuse(w: LayerWeights) -> Result<Self> {
+        let stack = |parts: &[ArrayView2<f32>]| {
+            concatenate(Axis(0), parts).map_err(|e| ModelError::UnsupportedConfig(format!("stacking weights: {e}")))
+        };
+        Ok(Layer {
+            wqkv: stack(&[w.wq.view(), w.wk.view(), w.wv.view()])?,
+            w_gate_up: stack(&[w.w_gate.view(), w.w_up.view()])?,
+            q_dim: w.wq.nrows(),
+            kv_dim: w.wk.nrows(),
+            attn_norm: w.attn_norm,
+            wo: w.wo,
+            mlp_norm: w.mlp_norm,
+            w_down: w.w_down,
+        })
+    }
+
+    pub fn attn_norm(&self) -> ArrayView1<'_, f32> {
+        self.attn_norm.view()
+    }
+    /// q_proj, k_proj and v_proj stacked: (q_dim + 2 * kv_dim, hidden). Rows `0..q_dim` are
+    /// q_proj, the next `kv_dim` rows k_proj, the last `kv_dim` rows v_proj.
+    pub fn wqkv(&self) -> ArrayView2<'_, f32> {
+        self.wqkv.view()
+    }
+    /// q_proj.weight: (heads * head_dim, hidden), rows of [`Layer::wqkv`].
+    pub fn wq(&self) -> ArrayView2<'_, f32> {
+        self.wqkv.slice(s![..self.q_dim, ..])
+    }
+    /// k_proj.weight: (kv_heads * head_dim, hidden).
+    pub fn wk(&self) -> ArrayView2<'_, f32> {
+        self.wqkv.slice(s![self.q_dim..self.q_dim + self.kv_dim, ..])
+    }
+    /// v_proj.weight: (kv_heads * head_dim, hidden).
+    pub fn wv(&self) -> ArrayView2<'_, f32> {
+        self.wqkv.slice(s![self.q_dim + self.kv_dim.., ..])
+    }
+    /// o_proj.weight: (hidden, heads * head_dim).
+    pub fn wo(&self) -> ArrayView2<'_, f32> {
+        self.wo.view()
+    }
+    pub fn mlp_norm(&self) -> ArrayView1<'_, f32> {
+        self.mlp_norm.view()
+    }
+    /// gate_proj and up_proj stacked: (2 * intermediate, hidden), gate rows first.
+    pub fn w_gate_up(&self) -> ArrayView2<'_, f32> {
+        self.w_gate_up.view()
+    }
+    /// gate_proj.weight: (intermediate, hidden).
+    pub fn w_gate(&self) -> ArrayView2<'_, f32> {
+        self.w_gate_up.slice(s![..self.w_gate_up.nrows() / 2, ..])
+    }
+    /// up_proj.weight: (intermediate, hidden).
+    pub fn w_up(&self) -> ArrayView2<'_, f32> {
+        self.w_gate_up.slice(s![self.w_gate_up.nrows() / 2.., ..])
+    }
+    /// down_proj.weight: (hidden, intermediate).
+    pub fn w_down(&self) -> ArrayView2<'_, f32> {
+        self.w_down.view()
+    }
+}
+
+/// The activations of one step, allocated once per step and reused by every layer.
+struct Scratch {
+    h: Array2<f32>,       // (tokens, hidden): the normalised residual stream
+    qkv: Array2<f32>,     // (tokens, q_dim + 2 * kv_dim)
+    q: Array2<f32>,       // (tokens, q_dim)
+    k: Array2<f32>,       // (tokens, kv_dim)
+    v: Array2<f32>,       // (tokens, kv_dim)
+    attn: Array2<f32>,    // (tokens, q_dim)
+    out: Array2<f32>,     // (tokens, hidden): o_proj or down_proj, before the residual add
+    gate_up: Array2<f32>, // (tokens, 2 * intermediate)
+    act: Array2<f32>,     // (tokens, intermediate)
+}
+
+impl Scratch {
+    fn new(c: &LlamaConfig, tokens: usize) -> Self {
+        let (h, q, kv, i) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let z = |cols: usize| Array2::zeros((tokens, cols));
+        Scratch {
+            h: z(h),
+            qkv: z(q + 2 * kv),
+            q: z(q),
+            k: z(kv),
+            v: z(kv),
+            attn: z(q),
+            out: z(h),
+            gate_up: z(2 * i),
+            act: z(i),
+        }
+    }
+
+    /// Copies the stacked projection's columns into q, k and v.
+    fn split_qkv(&mut self) {
+        let (q, kv) = (self.q.ncols(), self.k.ncols());
+        self.q.assign(&self.qkv.slice(s![.., ..q]));
+        self.k.assign(&self.qkv.slice(s![.., q..q + kv]));
+        self.v.assign(&self.qkv.slice(s![.., q + kv..]));
+    }
+}
+
 impl Model {
     /// Assembles a model from its parts, checking every shape against the config.
     pub fn from_parts(
         config: LlamaConfig,
         embed: Array2<f32>,
-        layers: Vec<Layer>,
+        layers: Vec<LayerWeights>,
         norm: Array1<f32>,
         lm_head: Option<Array2<f32>>,
     ) -> Result<Self> {
@@ -69,6 +186,7 @@ impl Model {
             check(&name("mlp.up_proj"), l.w_up.shape(), &[i, h])?;
             check(&name("mlp.down_proj"), l.w_down.shape(), &[h, i])?;
         }
+        let layers = layers.into_iter().map(Layer::fuse).collect::<Result<Vec<_>>>()?;
         let rope = Rope::new(&config);
         Ok(Model { config, embed, layers, norm, lm_head, rope })
     }
@@ -103,30 +221,34 @@ impl Model {
         let c = &self.config;
         let shape = self.attn_shape();
         let mut x = self.embed.select(Axis(0), &tokens.iter().map(|&t| t as usize).collect::<Vec<_>>()); // (tokens, hidden)
+        let mut s = Scratch::new(c, tokens.len());
         for (l, layer) in self.layers.iter().enumerate() {
             // ANCHOR: attn_block
-            let h = rms_norm(&x.view(), &layer.attn_norm, c.rms_norm_eps); // (tokens, hidden)
-            let mut q = linear(&h.view(), &layer.wq); // (tokens, heads * head_dim)
-            let mut k = linear(&h.view(), &layer.wk); // (tokens, kv_heads * head_dim)
-            let v = linear(&h.view(), &layer.wv); // (tokens, kv_heads * head_dim)
-            self.rope.apply(&mut q, &meta.pos);
-            self.rope.apply(&mut k, &meta.pos);
-            let mut attn = Array2::<f32>::zeros((tokens.len(), shape.q_dim())); // (tokens, heads * head_dim)
-            let qkv = StepQkv { shape, q: flat(&q)?, k: flat(&k)?, v: flat(&v)? };
-            backend.attend(l, meta, &qkv, attn.as_slice_mut().ok_or_else(not_contiguous)?)?;
-            x += &linear(&attn.view(), &layer.wo);
+            rms_norm(&x.view(), &layer.attn_norm(), c.rms_norm_eps, &mut s.h); // (tokens, hidden)
+            linear(&s.h.view(), &layer.wqkv(), &mut s.qkv); // (tokens, q_dim + 2 * kv_dim)
+            self.rope.apply(&mut s.qkv, &meta.pos, shape.heads + shape.kv_heads); // the q and k heads
+            s.split_qkv();
+            let qkv = StepQkv { shape, q: flat(&s.q)?, k: flat(&s.k)?, v: flat(&s.v)? };
+            backend.attend(l, meta, &qkv, s.attn.as_slice_mut().ok_or_else(not_contiguous)?)?;
+            linear(&s.attn.view(), &layer.wo(), &mut s.out);
+            x += &s.out;
             // ANCHOR_END: attn_block
 
             // ANCHOR: mlp_block
-            let h = rms_norm(&x.view(), &layer.mlp_norm, c.rms_norm_eps);
-            let act = swiglu(&linear(&h.view(), &layer.w_gate), &linear(&h.view(), &layer.w_up)); // (tokens, intermediate)
-            x += &linear(&act.view(), &layer.w_down);
+            rms_norm(&x.view(), &layer.mlp_norm(), c.rms_norm_eps, &mut s.h);
+            linear(&s.h.view(), &layer.w_gate_up(), &mut s.gate_up); // (tokens, 2 * intermediate)
+            swiglu(&s.gate_up.view(), &mut s.act); // (tokens, intermediate)
+            linear(&s.act.view(), &layer.w_down(), &mut s.out);
+            x += &s.out;
             // ANCHOR_END: mlp_block
         }
         // ANCHOR: head
         let last = x.select(Axis(0), logits_for); // (logits_for, hidden)
-        let h = rms_norm(&last.view(), &self.norm, c.rms_norm_eps);
-        Ok(linear(&h.view(), self.lm_head())) // (logits_for, vocab)
+        let mut h = Array2::zeros(last.dim());
+        rms_norm(&last.view(), &self.norm.view(), c.rms_norm_eps, &mut h);
+        let mut logits = Array2::zeros((logits_for.len(), c.vocab_size));
+        linear(&h.view(), &self.lm_head().view(), &mut logits);
+        Ok(logits) // (logits_for, vocab)
         // ANCHOR_END: head
     }
     // ANCHOR_END: forward

@@ -1,35 +1,41 @@
 //! The small tensor operations of a Llama block, on row-major `ndarray` matrices.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+use crate::kernels;
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip};
+use rayon::prelude::*;
 
 // ANCHOR: linear
-/// `x · Wᵀ`, with `w` stored as Hugging Face does: (out_features, in_features).
-/// x: (tokens, in) → (tokens, out). Runs once for every token of the step: this is where
-/// batching pays, because the weights are read once for the whole batch.
-pub fn linear(x: &ArrayView2<f32>, w: &Array2<f32>) -> Array2<f32> {
-    x.dot(&w.t())
+/// `y = x · Wᵀ`, with `w` stored as Hugging Face does: (out_features, in_features).
+/// x: (tokens, in) → y: (tokens, out), written into a buffer the caller reuses step after step.
+/// Every output is one dot product, `y[t][o] = x[t] · w[o]`. The output features are cut into
+/// bands, one task per band on every core; a core reads its band of `w` once for all the tokens
+/// of the step — this is where batching pays.
+pub fn linear(x: &ArrayView2<f32>, w: &ArrayView2<f32>, y: &mut Array2<f32>) {
+    assert_eq!((x.ncols(), y.dim()), (w.ncols(), (x.nrows(), w.nrows())), "linear: shapes disagree");
+    y.axis_chunks_iter_mut(Axis(1), kernels::BAND)
+        .into_par_iter()
+        .zip(w.axis_chunks_iter(Axis(0), kernels::BAND))
+        .for_each(|(mut y_band, w_band)| kernels::dot_rows(x, &w_band, &mut y_band));
 }
 // ANCHOR_END: linear
 
 // ANCHOR: rms_norm
-/// RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · weight. x: (tokens, hidden).
-pub fn rms_norm(x: &ArrayView2<f32>, weight: &Array1<f32>, eps: f32) -> Array2<f32> {
-    let mut out = x.to_owned();
-    for mut row in out.axis_iter_mut(Axis(0)) {
+/// RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · weight. x, out: (tokens, hidden).
+pub fn rms_norm(x: &ArrayView2<f32>, weight: &ArrayView1<f32>, eps: f32, out: &mut Array2<f32>) {
+    for (row, mut out) in x.rows().into_iter().zip(out.rows_mut()) {
         let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
         let scale = 1.0 / (mean_sq + eps).sqrt();
-        Zip::from(&mut row).and(weight).for_each(|v, &w| *v = w * (*v * scale));
+        Zip::from(&mut out).and(&row).and(weight).for_each(|o, &v, &w| *o = w * (v * scale));
     }
-    out
 }
 // ANCHOR_END: rms_norm
 
 // ANCHOR: swiglu
-/// SwiGLU's gate: silu(gate) · up, elementwise. Both: (tokens, intermediate).
-pub fn swiglu(gate: &Array2<f32>, up: &Array2<f32>) -> Array2<f32> {
-    let mut out = gate.clone();
-    Zip::from(&mut out).and(up).for_each(|g, &u| *g = *g / (1.0 + (-*g).exp()) * u);
-    out
+/// SwiGLU's gate: silu(gate) · up, elementwise. gate_up: (tokens, 2 × intermediate), each row
+/// the gate projection then the up projection; out: (tokens, intermediate).
+pub fn swiglu(gate_up: &ArrayView2<f32>, out: &mut Array2<f32>) {
+    let (gate, up) = gate_up.view().split_at(Axis(1), out.ncols());
+    Zip::from(out).and(&gate).and(&up).for_each(|o, &g, &u| *o = g / (1.0 + (-g).exp()) * u);
 }
 // ANCHOR_END: swiglu
 
@@ -71,7 +77,8 @@ mod tests {
     #[test]
     fn rms_norm_gives_unit_rms_before_weight() {
         let x = array![[3.0f32, 4.0], [1.0, 1.0]];
-        let y = rms_norm(&x.view(), &array![1.0, 2.0], 0.0);
+        let mut y = Array2::zeros((2, 2));
+        rms_norm(&x.view(), &array![1.0, 2.0].view(), 0.0, &mut y);
         let rms = (12.5f32).sqrt();
         assert!((y[[0, 0]] - 3.0 / rms).abs() < 1e-6);
         assert!((y[[0, 1]] - 2.0 * 4.0 / rms).abs() < 1e-6);
@@ -82,7 +89,9 @@ mod tests {
     fn linear_uses_out_by_in_weights() {
         let x = array![[1.0f32, 2.0]];
         let w = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]]; // (out 3, in 2)
-        assert_eq!(linear(&x.view(), &w), array![[1.0, 2.0, 3.0]]);
+        let mut y = Array2::zeros((1, 3));
+        linear(&x.view(), &w.view(), &mut y);
+        assert_eq!(y, array![[1.0, 2.0, 3.0]]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::model::{Layer, Model};
+use crate::model::{LayerWeights, Model};
 use ndarray::{Array1, Array2};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +32,7 @@ impl Model {
         let fan = |n: usize| (3.0 / n as f32).sqrt(); // unit variance outputs
         let embed = mat(config.vocab_size, h, 1.0);
         let layers = (0..config.num_hidden_layers)
-            .map(|_| Layer {
+            .map(|_| LayerWeights {
                 attn_norm: Array1::ones(h),
                 wq: mat(q, h, fan(h)),
                 wk: mat(kv, h, fan(h)),
@@ -59,8 +59,8 @@ mod tests {
         let a = Model::random(c.clone(), 5).unwrap();
         let b = Model::random(c.clone(), 5).unwrap();
         let d = Model::random(c, 6).unwrap();
-        assert_eq!(a.layers[1].wk, b.layers[1].wk);
-        assert_ne!(a.layers[1].wk, d.layers[1].wk);
+        assert_eq!(a.layers[1].wk(), b.layers[1].wk());
+        assert_ne!(a.layers[1].wk(), d.layers[1].wk());
     }
 
     #[test]

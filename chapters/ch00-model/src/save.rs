@@ -45,15 +45,15 @@ pub fn named_tensors(m: &Model) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     push("model.embed_tokens.weight".into(), m.embed.shape(), m.embed.iter().copied().collect());
     for (n, l) in m.layers.iter().enumerate() {
         let p = |s: &str| format!("model.layers.{n}.{s}.weight");
-        push(p("input_layernorm"), l.attn_norm.shape(), l.attn_norm.to_vec());
-        push(p("self_attn.q_proj"), l.wq.shape(), l.wq.iter().copied().collect());
-        push(p("self_attn.k_proj"), l.wk.shape(), l.wk.iter().copied().collect());
-        push(p("self_attn.v_proj"), l.wv.shape(), l.wv.iter().copied().collect());
-        push(p("self_attn.o_proj"), l.wo.shape(), l.wo.iter().copied().collect());
-        push(p("post_attention_layernorm"), l.mlp_norm.shape(), l.mlp_norm.to_vec());
-        push(p("mlp.gate_proj"), l.w_gate.shape(), l.w_gate.iter().copied().collect());
-        push(p("mlp.up_proj"), l.w_up.shape(), l.w_up.iter().copied().collect());
-        push(p("mlp.down_proj"), l.w_down.shape(), l.w_down.iter().copied().collect());
+        push(p("input_layernorm"), l.attn_norm().shape(), l.attn_norm().to_vec());
+        push(p("self_attn.q_proj"), l.wq().shape(), l.wq().iter().copied().collect());
+        push(p("self_attn.k_proj"), l.wk().shape(), l.wk().iter().copied().collect());
+        push(p("self_attn.v_proj"), l.wv().shape(), l.wv().iter().copied().collect());
+        push(p("self_attn.o_proj"), l.wo().shape(), l.wo().iter().copied().collect());
+        push(p("post_attention_layernorm"), l.mlp_norm().shape(), l.mlp_norm().to_vec());
+        push(p("mlp.gate_proj"), l.w_gate().shape(), l.w_gate().iter().copied().collect());
+        push(p("mlp.up_proj"), l.w_up().shape(), l.w_up().iter().copied().collect());
+        push(p("mlp.down_proj"), l.w_down().shape(), l.w_down().iter().copied().collect());
     }
     push("model.norm.weight".into(), m.norm.shape(), m.norm.to_vec());
     if let Some(head) = &m.lm_head {
