@@ -134,8 +134,8 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     if args.n == 1 {
         if let Some((out, wall_s)) = stream_one(engine.as_ref(), &loaded, args, sampling)? {
             let tps = out.tokens.len() as f64 / wall_s.max(1e-9);
-            let (name, n, source) = (engine.name(), out.tokens.len(), &loaded.source);
-            eprintln!("[{name}: {n} tokens, {tps:.1} tokens/s, finish {:?}, model {source}, streamed]", out.finish);
+            let (name, n, source, decode) = (engine.name(), out.tokens.len(), &loaded.source, decode_rate(&out));
+            eprintln!("[{name}: {n} tokens, {tps:.1} tokens/s, decode {decode:.1} tokens/s, finish {:?}, model {source}, streamed]", out.finish);
             if args.print_ids {
                 println!("prompt ids: {}", ids(&loaded.encode(&args.prompt)?));
                 println!("{}", ids(&out.tokens));
@@ -152,10 +152,11 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     }
     let finish: Vec<String> = run.outputs.iter().map(|o| format!("{:?}", o.finish)).collect();
     eprintln!(
-        "[{}: {} tokens, {:.1} tokens/s, finish {}, model {}]",
+        "[{}: {} tokens, {:.1} tokens/s, decode {:.1} tokens/s, finish {}, model {}]",
         engine.name(),
         run.stats.generated_tokens,
         run.stats.tokens_per_s,
+        run.outputs.first().map_or(0.0, decode_rate),
         finish.join(" "),
         loaded.source
     );
@@ -166,6 +167,12 @@ fn generate(args: &GenerateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Decode rate of one output: the tokens after the first over the time they took (no prefill).
+fn decode_rate(out: &RequestOutput) -> f64 {
+    let secs: f64 = out.token_latencies_s.iter().sum();
+    if secs > 0.0 { out.token_latencies_s.len() as f64 / secs } else { 0.0 }
 }
 
 // ANCHOR: stream_one

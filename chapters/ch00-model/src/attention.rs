@@ -3,8 +3,9 @@
 
 use crate::config::LlamaConfig;
 use crate::error::Result;
-use crate::kernels::{dot4, dot_inline, with_simd};
+use crate::kernels::head_scores;
 use crate::ops::softmax_in_place;
+use rayon::prelude::*;
 
 // ANCHOR: step_meta
 /// Per-token metadata of one step: which sequence each token belongs to and its position in it.
@@ -101,45 +102,41 @@ pub fn attend_one<'k>(
     shape: AttnShape,
     q: &[f32],
     n_ctx: usize,
-    key: impl Fn(usize) -> &'k [f32],
-    value: impl Fn(usize) -> &'k [f32],
+    key: impl Fn(usize) -> &'k [f32] + Sync,
+    value: impl Fn(usize) -> &'k [f32] + Sync,
     out: &mut [f32],
 ) {
     let d = shape.head_dim;
     let group = shape.heads / shape.kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let mut scores = vec![0.0f32; n_ctx];
-    with_simd(|| {
-        for h in 0..shape.heads {
-            let kvh = h / group;
-            let q_h = &q[h * d..(h + 1) * d];
-            let k_h = |t: usize| &key(t)[kvh * d..(kvh + 1) * d];
-            // Four positions at a time: four independent dot products, each `dot(q_h, k_h(t))`.
-            let mut blocks = scores.chunks_exact_mut(4);
-            for (b, s) in (&mut blocks).enumerate() {
-                let t = 4 * b;
-                let dots = dot4(q_h, [k_h(t), k_h(t + 1), k_h(t + 2), k_h(t + 3)]);
-                for (s, dot) in s.iter_mut().zip(dots) {
-                    *s = dot * scale;
-                }
-            }
-            let done = n_ctx - blocks.into_remainder().len();
-            for (t, s) in scores.iter_mut().enumerate().skip(done) {
-                *s = dot_inline(q_h, k_h(t)) * scale;
-            }
+    // One K/V head and the `group` query heads that read it (adjacent in `out`).
+    let kv_head = |(kvh, out_group): (usize, &mut [f32])| {
+        let keys: Vec<&[f32]> = (0..n_ctx).map(|t| &key(t)[kvh * d..(kvh + 1) * d]).collect();
+        let values: Vec<&[f32]> = (0..n_ctx).map(|t| &value(t)[kvh * d..(kvh + 1) * d]).collect();
+        let mut scores = vec![0.0f32; n_ctx];
+        for (h, out_h) in (kvh * group..).zip(out_group.chunks_exact_mut(d)) {
+            head_scores(&q[h * d..(h + 1) * d], &keys, scale, &mut scores); // q_h · k_t / √d
             softmax_in_place(&mut scores);
-            let out_h = &mut out[h * d..(h + 1) * d];
             out_h.fill(0.0);
-            for (t, &p) in scores.iter().enumerate() {
-                let v_h = &value(t)[kvh * d..(kvh + 1) * d];
-                for (o, v) in out_h.iter_mut().zip(v_h) {
+            for (&p, v_h) in scores.iter().zip(&values) {
+                for (o, v) in out_h.iter_mut().zip(*v_h) {
                     *o += p * v;
                 }
             }
         }
-    })
+    };
+    // A long context is worth spreading the K/V heads over the cores.
+    if n_ctx * shape.q_dim() < PARALLEL_ATTENTION {
+        out.chunks_exact_mut(group * d).enumerate().for_each(kv_head);
+    } else {
+        out.par_chunks_exact_mut(group * d).enumerate().for_each(kv_head);
+    }
 }
 // ANCHOR_END: attend_one
+
+/// Below this many (context position × query dimension) products, `attend_one` stays on one core:
+/// waking the others would cost more than it saves.
+const PARALLEL_ATTENTION: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

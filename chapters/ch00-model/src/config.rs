@@ -161,7 +161,7 @@ impl LlamaConfig {
         Ok(match name {
             "tiny" => base(512, 64, 172, 2, 4, 2, 256, 10_000.0),
             "bench" => LlamaConfig { tie_word_embeddings: true, ..base(8192, 1024, 2816, 8, 16, 4, 1024, 10_000.0) },
-            "peer-76m" => LlamaConfig { tie_word_embeddings: true, ..base(1024, 768, 2048, 12, 12, 4, 2048, 10_000.0) },
+            "peer-76m" => base(512, 768, 2048, 12, 12, 4, 2048, 10_000.0),
             "llama-7b" => base(32_000, 4096, 11_008, 32, 32, 32, 4096, 10_000.0),
             "llama3-8b" => LlamaConfig {
                 bos_token_id: Some(128_000),

@@ -6,19 +6,21 @@
 //!   never depends on the batch size, the tile shape or the thread, so a token's logits are the same
 //!   bits whichever other tokens share its step — what lets every stage produce exactly the tokens
 //!   of the one before.
-//! - **Tiles.** [`tile`] computes a few tokens × a few weight rows at once: each weight vector
-//!   loaded from memory feeds every token of the tile, each token vector every row.
-//! - **All cores.** The output features are cut into bands, one task each (rayon): a core reads
-//!   its band of the weights once for all the step's tokens.
-//! - **Wide registers.** The same code is compiled a second time for AVX2 + FMA and chosen at run
-//!   time when the CPU has them; elsewhere `mul_add` is still a fused multiply-add, so the bits
-//!   are the same, only slower on x86 CPUs older than 2013.
+//! - **Tiles.** [`Portable::tile`] computes a few tokens × a few weight rows at once: each weight
+//!   vector loaded from memory feeds every token of the tile, each token vector every row.
+//! - **All cores.** `linear` cuts the output features into bands, one task each (rayon): a core
+//!   reads its band of the weights once for all the step's tokens.
+//! - **Wide registers.** On x86-64 CPUs with AVX2 and FMA (and, when present, AVX-512's 32
+//!   registers) the tile is written with those instructions and chosen at run time. Each lane is
+//!   the same fused multiply-add as [`f32::mul_add`], so it gives the portable tile's bits exactly
+//!   (tested below).
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Independent running sums per dot product: eight f32 lanes fill one AVX register.
 pub const LANES: usize = 8;
-/// Weight rows per tile: each token vector loaded feeds this many rows.
+/// Weight rows per tile: each token vector loaded feeds this many rows. A single token gets
+/// twice as many, so that more rows stream from memory at once.
 const ROWS: usize = 4;
 /// Tokens per tile: each weight vector loaded feeds this many tokens.
 const TOKENS: usize = 4;
@@ -27,124 +29,224 @@ const TOKENS: usize = 4;
 pub const BAND: usize = 32;
 /// Tokens per pass over a band: a prefill of hundreds of tokens is cut so its rows stay in cache.
 const TOKEN_BLOCK: usize = 64;
+/// How many tiles ahead the AVX kernels ask for weights (measured: one tile ahead is not enough
+/// to hide memory latency, more does not help).
+const PREFETCH_TILES: usize = 2;
 
-// ANCHOR: tile
-/// The dot products of `T` token rows with `R` weight rows, all of length `n`: (T, R) sums.
-/// Lane `l` of each sum accumulates the products at positions `l, l + LANES, …` with fused
-/// multiply-adds; the lanes are then added pairwise ([`reduce`]). One weight vector loaded feeds
-/// `T` tokens; one token vector feeds `R` rows.
-#[inline(always)]
-fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: [&[f32]; R]) -> [[f32; R]; T] {
-    let n = x[0].len();
-    let full = n - n % LANES;
-    let mut acc = [[[0.0f32; LANES]; R]; T];
-    for start in (0..full).step_by(LANES) {
-        let xv: [&[f32; LANES]; T] = std::array::from_fn(|t| chunk(x[t], start));
-        let wv: [&[f32; LANES]; R] = std::array::from_fn(|r| chunk(w[r], start));
-        for t in 0..T {
-            for r in 0..R {
-                for l in 0..LANES {
-                    acc[t][r][l] = xv[t][l].mul_add(wv[r][l], acc[t][r][l]);
+/// A way to compute a tile of dot products; every implementation gives the same bits.
+trait Tiles {
+    /// The dot products of `T` token rows with `R` weight rows: (T, R) sums.
+    ///
+    /// # Safety
+    /// Every row of `x` and `w` has the same length, and the CPU supports the instructions the
+    /// implementation uses.
+    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: [&[f32]; R]) -> [[f32; R]; T];
+}
+
+/// Plain Rust: the definition of the order every other implementation follows.
+struct Portable;
+
+impl Tiles for Portable {
+    // ANCHOR: tile
+    /// Lane `l` of each sum accumulates the products at positions `l, l + LANES, …` with fused
+    /// multiply-adds; the lanes are then added pairwise ([`finish`]). One weight vector loaded
+    /// feeds `T` tokens; one token vector feeds `R` rows.
+    #[inline(always)]
+    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: [&[f32]; R]) -> [[f32; R]; T] {
+        let n = x[0].len();
+        let full = n - n % LANES;
+        let mut acc = [[[0.0f32; LANES]; R]; T];
+        for start in (0..full).step_by(LANES) {
+            for t in 0..T {
+                for r in 0..R {
+                    for l in 0..LANES {
+                        acc[t][r][l] = x[t][start + l].mul_add(w[r][start + l], acc[t][r][l]);
+                    }
                 }
             }
         }
+        finish(x, w, full, acc)
     }
-    for (l, i) in (full..n).enumerate() {
+    // ANCHOR_END: tile
+}
+
+/// The end of every tile: the last `n % LANES` products go into lanes 0, 1, … with fused
+/// multiply-adds, then each sum's lanes are added pairwise: (0+4, 1+5, 2+6, 3+7), (0+2, 1+3), 0+1.
+#[inline(always)]
+fn finish<const T: usize, const R: usize>(
+    x: [&[f32]; T],
+    w: [&[f32]; R],
+    full: usize,
+    mut acc: [[[f32; LANES]; R]; T],
+) -> [[f32; R]; T] {
+    for (l, i) in (full..x[0].len()).enumerate() {
         for t in 0..T {
             for r in 0..R {
                 acc[t][r][l] = x[t][i].mul_add(w[r][i], acc[t][r][l]);
             }
         }
     }
-    acc.map(|row| row.map(reduce))
+    acc.map(|sums| {
+        sums.map(|a| {
+            let b = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+            (b[0] + b[2]) + (b[1] + b[3])
+        })
+    })
 }
-// ANCHOR_END: tile
 
-#[inline(always)]
-fn chunk(v: &[f32], start: usize) -> &[f32; LANES] {
-    v[start..start + LANES].try_into().expect("LANES elements")
-}
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{finish, Tiles, LANES, PREFETCH_TILES};
+    use std::arch::x86_64::*;
 
-/// Adds the lanes pairwise: (0+4, 1+5, 2+6, 3+7), then (0+2, 1+3), then the last two.
-#[inline(always)]
-fn reduce(a: [f32; LANES]) -> f32 {
-    let b = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
-    let c = [b[0] + b[2], b[1] + b[3]];
-    c[0] + c[1]
+    /// The tile in AVX2 + FMA: one 8-lane register per running sum.
+    pub(super) struct Avx2;
+
+    impl Tiles for Avx2 {
+        #[inline(always)]
+        unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: [&[f32]; R]) -> [[f32; R]; T] {
+            let n = x[0].len();
+            let full = n - n % LANES;
+            let mut acc = [[_mm256_setzero_ps(); R]; T];
+            let mut xv = [_mm256_setzero_ps(); T];
+            for start in (0..full).step_by(LANES) {
+                for t in 0..T {
+                    // SAFETY (here and below): start + LANES <= full <= n, the length of every row.
+                    xv[t] = _mm256_loadu_ps(x[t].as_ptr().add(start));
+                }
+                if start % (2 * LANES) == 0 {
+                    // Once per 64-byte line: the same place in the rows `PREFETCH_TILES` tiles on
+                    // (a matrix's rows follow each other in memory), into L2. The hardware
+                    // prefetcher alone restarts at every row and leaves memory idle meanwhile.
+                    for r in 0..R {
+                        let ahead = w[r].as_ptr().wrapping_add(PREFETCH_TILES * R * n + start);
+                        _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
+                    }
+                }
+                for r in 0..R {
+                    let wv = _mm256_loadu_ps(w[r].as_ptr().add(start));
+                    for t in 0..T {
+                        acc[t][r] = _mm256_fmadd_ps(xv[t], wv, acc[t][r]);
+                    }
+                }
+            }
+            let mut lanes = [[[0.0f32; LANES]; R]; T];
+            for t in 0..T {
+                for r in 0..R {
+                    _mm256_storeu_ps(lanes[t][r].as_mut_ptr(), acc[t][r]);
+                }
+            }
+            finish(x, w, full, lanes)
+        }
+    }
+
+    /// The best instruction set of this CPU for the kernels, if better than plain Rust.
+    #[derive(Clone, Copy)]
+    pub(super) enum Simd {
+        Avx2,
+        /// AVX2 instructions with AVX-512's 32 vector registers: the 4 × 4 tile's 16 sums and
+        /// its 5 operands all stay in registers.
+        Avx512,
+    }
+
+    impl Simd {
+        #[inline]
+        pub(super) fn detect() -> Option<Simd> {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl");
+            match (avx2, avx512) {
+                (true, true) => Some(Simd::Avx512),
+                (true, false) => Some(Simd::Avx2),
+                _ => None,
+            }
+        }
+    }
+
+    /// `$name_avx2` and `$name_avx512`: `$body::<Avx2>` compiled for those instruction sets.
+    macro_rules! compiled_for {
+        ($avx2:ident, $avx512:ident, fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn $avx2($($arg: $ty),*) $(-> $ret)? {
+                unsafe { super::$body::<Avx2>($($arg),*) }
+            }
+            #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+            pub(super) unsafe fn $avx512($($arg: $ty),*) $(-> $ret)? {
+                unsafe { super::$body::<Avx2>($($arg),*) }
+            }
+        };
+    }
+
+    compiled_for!(dot_rows_avx2, dot_rows_avx512, fn(xs: &[&[f32]], ws: &[&[f32]], y: &mut ndarray::ArrayViewMut2<f32>) = dot_rows_with);
+    compiled_for!(scores_avx2, scores_avx512, fn(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) = scores_with);
 }
 
 /// `a · b` in the order every kernel here uses. Panics if the lengths differ (a caller's bug).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    with_simd(|| dot_inline(a, b))
-}
-
-#[inline(always)]
-pub(crate) fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot of unequal lengths");
-    tile::<1, 1>([a], [b])[0][0]
-}
-
-/// `q · keys[j]` for four keys at once (four independent chains of multiply-adds), each equal to
-/// [`dot`]`(q, keys[j])` bit for bit.
-#[inline(always)]
-pub(crate) fn dot4(q: &[f32], keys: [&[f32]; 4]) -> [f32; 4] {
-    assert!(keys.iter().all(|k| k.len() == q.len()), "dot of unequal lengths");
-    tile::<1, 4>([q], keys)[0]
-}
-
-/// Runs `f` compiled with AVX2 + FMA when this CPU has them, else as compiled by default.
-/// Only code inlined into `f` gets the wider instructions: the kernels here are
-/// `#[inline(always)]` for that reason.
-#[inline(always)]
-pub(crate) fn with_simd<O>(f: impl FnOnce() -> O) -> O {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        fn wide<O>(f: impl FnOnce() -> O) -> O {
-            f()
-        }
-        // SAFETY: the CPU supports the features `wide` is compiled for (checked just above).
-        return unsafe { wide(f) };
-    }
-    f()
+    // SAFETY: equal lengths, checked above; plain Rust runs anywhere.
+    unsafe { Portable::tile::<1, 1>([a], [b])[0][0] }
 }
 
 /// `y[t][o] = x[t] · w[o]` for a band of weight rows `w` (band, n) and its columns of `y`
-/// (tokens, band): token blocks × tiles of `TOKENS` tokens and `ROWS` rows, with smaller tiles at
-/// the edges.
+/// (tokens, band).
 pub fn dot_rows(x: &ArrayView2<f32>, w: &ArrayView2<f32>, y: &mut ArrayViewMut2<f32>) {
     assert_eq!((x.ncols(), y.dim()), (w.ncols(), (x.nrows(), w.nrows())), "dot_rows: shapes disagree");
     let xs: Vec<&[f32]> = x.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect();
     let ws: Vec<&[f32]> = w.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect();
-    with_simd(|| {
-        for t0 in (0..xs.len()).step_by(TOKEN_BLOCK) {
-            let tokens = &xs[t0..xs.len().min(t0 + TOKEN_BLOCK)];
-            for r0 in (0..ws.len()).step_by(ROWS) {
-                let rows = &ws[r0..ws.len().min(r0 + ROWS)];
-                for t1 in (0..tokens.len()).step_by(TOKENS) {
-                    let ts = &tokens[t1..tokens.len().min(t1 + TOKENS)];
-                    let mut put = |t: usize, r: usize, v: f32| y[[t0 + t1 + t, r0 + r]] = v;
-                    edge_tile(ts, rows, &mut put);
-                }
-            }
+    // SAFETY: every row has x.ncols() == w.ncols() elements; each path runs only on a CPU that
+    // has its instructions.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        match x86::Simd::detect() {
+            Some(x86::Simd::Avx512) => return x86::dot_rows_avx512(&xs, &ws, y),
+            Some(x86::Simd::Avx2) => return x86::dot_rows_avx2(&xs, &ws, y),
+            None => {}
         }
-    })
+        dot_rows_with::<Portable>(&xs, &ws, y)
+    }
 }
 
-/// A tile of up to `TOKENS` × `ROWS`, dispatched to the `tile` of exactly that shape.
+/// Token blocks × tiles of `TOKENS` tokens and `ROWS` rows, with smaller tiles at the edges.
+///
+/// # Safety
+/// As [`Tiles::tile`]: rows of one length, instructions supported.
 #[inline(always)]
-fn edge_tile(ts: &[&[f32]], rows: &[&[f32]], put: &mut impl FnMut(usize, usize, f32)) {
+unsafe fn dot_rows_with<K: Tiles>(xs: &[&[f32]], ws: &[&[f32]], y: &mut ArrayViewMut2<f32>) {
+    for t0 in (0..xs.len()).step_by(TOKEN_BLOCK) {
+        let block = &xs[t0..xs.len().min(t0 + TOKEN_BLOCK)];
+        let rows_per_tile = if block.len() == 1 { 2 * ROWS } else { ROWS };
+        for r0 in (0..ws.len()).step_by(rows_per_tile) {
+            let rows = &ws[r0..ws.len().min(r0 + rows_per_tile)];
+            for t1 in (0..block.len()).step_by(TOKENS) {
+                let tokens = &block[t1..block.len().min(t1 + TOKENS)];
+                let mut put = |t: usize, r: usize, v: f32| y[[t0 + t1 + t, r0 + r]] = v;
+                unsafe { edge_tile::<K>(tokens, rows, &mut put) };
+            }
+        }
+    }
+}
+
+/// A tile of up to `TOKENS` × `ROWS`, run by the `tile` of exactly that shape.
+///
+/// # Safety
+/// As [`Tiles::tile`].
+#[inline(always)]
+unsafe fn edge_tile<K: Tiles>(ts: &[&[f32]], rows: &[&[f32]], put: &mut impl FnMut(usize, usize, f32)) {
     macro_rules! run {
         ($t:literal, $r:literal) => {{
-            let out = tile::<$t, $r>(std::array::from_fn(|i| ts[i]), std::array::from_fn(|i| rows[i]));
-            for (t, row) in out.iter().enumerate() {
-                for (r, &v) in row.iter().enumerate() {
+            let out = unsafe { K::tile::<$t, $r>(std::array::from_fn(|i| ts[i]), std::array::from_fn(|i| rows[i])) };
+            for (t, sums) in out.iter().enumerate() {
+                for (r, &v) in sums.iter().enumerate() {
                     put(t, r, v);
                 }
             }
         }};
     }
     match (ts.len(), rows.len()) {
+        (1, 8) => run!(1, 8),
+        (1, 7) => run!(1, 7),
+        (1, 6) => run!(1, 6),
+        (1, 5) => run!(1, 5),
         (4, 4) => run!(4, 4),
         (4, 3) => run!(4, 3),
         (4, 2) => run!(4, 2),
@@ -162,5 +264,89 @@ fn edge_tile(ts: &[&[f32]], rows: &[&[f32]], put: &mut impl FnMut(usize, usize, 
         (1, 2) => run!(1, 2),
         (1, 1) => run!(1, 1),
         _ => {}
+    }
+}
+
+/// `scores[t] = (q · keys[t]) × scale`: the scores of one attention head, four positions at a
+/// time, each bit for bit [`dot`]`(q, keys[t]) × scale`. Panics if a key's length differs from
+/// the query's or `keys` and `scores` differ in length.
+pub fn head_scores(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
+    assert_eq!(keys.len(), scores.len(), "one score per key");
+    assert!(keys.iter().all(|k| k.len() == q.len()), "keys and query differ in length");
+    // SAFETY: lengths checked above; each path runs only on a CPU that has its instructions.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        match x86::Simd::detect() {
+            Some(x86::Simd::Avx512) => return x86::scores_avx512(q, keys, scale, scores),
+            Some(x86::Simd::Avx2) => return x86::scores_avx2(q, keys, scale, scores),
+            None => {}
+        }
+        scores_with::<Portable>(q, keys, scale, scores)
+    }
+}
+
+/// # Safety
+/// As [`Tiles::tile`].
+#[inline(always)]
+unsafe fn scores_with<K: Tiles>(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
+    for (s, k) in scores.chunks_mut(4).zip(keys.chunks(4)) {
+        if let ([s0, s1, s2, s3], [k0, k1, k2, k3]) = (&mut *s, k) {
+            let [d0, d1, d2, d3] = unsafe { K::tile::<1, 4>([q], [k0, k1, k2, k3]) }[0];
+            (*s0, *s1, *s2, *s3) = (d0 * scale, d1 * scale, d2 * scale, d3 * scale);
+        } else {
+            for (s, k) in s.iter_mut().zip(k) {
+                *s = unsafe { K::tile::<1, 1>([q], [k]) }[0][0] * scale;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    fn values(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn((rows, cols), |(r, c)| (((r * 131 + c * 71 + seed * 17) % 1009) as f32 / 504.5 - 1.0) * 1.37)
+    }
+
+    #[test]
+    fn every_output_is_the_same_dot_product_whatever_the_batch() {
+        // 77 columns: nine full lane blocks and a tail of five.
+        let w = values(37, 77, 1);
+        let x = values(70, 77, 2);
+        let mut y = Array2::zeros((70, 37));
+        dot_rows(&x.view(), &w.view(), &mut y.view_mut());
+        for batch in [1, 3, 5, 70] {
+            let mut yb = Array2::zeros((batch, 37));
+            dot_rows(&x.slice(ndarray::s![..batch, ..]), &w.view(), &mut yb.view_mut());
+            for t in 0..batch {
+                for o in 0..37 {
+                    let expected = dot(x.row(t).as_slice().unwrap(), w.row(o).as_slice().unwrap());
+                    assert_eq!(y[[t, o]].to_bits(), expected.to_bits(), "token {t}, row {o}");
+                    assert_eq!(yb[[t, o]].to_bits(), expected.to_bits(), "batch {batch}, token {t}, row {o}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_is_close_to_the_exact_sum() {
+        let (a, b) = (values(1, 1000, 3), values(1, 1000, 4));
+        let exact: f64 = a.iter().zip(&b).map(|(&p, &q)| p as f64 * q as f64).sum();
+        let got = dot(a.as_slice().unwrap(), b.as_slice().unwrap()) as f64;
+        assert!((got - exact).abs() < 1e-4 * exact.abs().max(1.0), "{got} vs {exact}");
+    }
+
+    #[test]
+    fn head_scores_are_scaled_dot_products() {
+        let q = values(1, 64, 5);
+        let k = values(7, 64, 6);
+        let keys: Vec<&[f32]> = k.rows().into_iter().map(|r| r.to_slice().unwrap()).collect();
+        let mut scores = [0.0f32; 7];
+        head_scores(q.as_slice().unwrap(), &keys, 0.125, &mut scores);
+        for (s, key) in scores.iter().zip(&keys) {
+            assert_eq!(s.to_bits(), (dot(q.as_slice().unwrap(), key) * 0.125).to_bits());
+        }
     }
 }

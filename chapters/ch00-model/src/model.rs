@@ -5,7 +5,8 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::ops::{linear, rms_norm, swiglu};
 use crate::rope::Rope;
-use ndarray::{concatenate, s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use crate::pages::stack_rows;
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 
 // ANCHOR: weights
 /// One decoder block's weights as a checkpoint stores them: linear weights are
@@ -50,20 +51,18 @@ pub struct Model {
 // ANCHOR_END: weights
 
 impl Layer {
-    /// Stacks q, k, v and gate, up. The shapes must already be checked (`Model::from_parts`).
+    /// Stacks q, k, v and gate, up, and moves every matrix to huge-page memory ([`stack_rows`]).
+    /// The shapes must already be checked (`Model::from_parts`).
     fn fuse(w: LayerWeights) -> Result<Self> {
-        let stack = |parts: &[ArrayView2<f32>]| {
-            concatenate(Axis(0), parts).map_err(|e| ModelError::UnsupportedConfig(format!("stacking weights: {e}")))
-        };
         Ok(Layer {
             wqkv: stack(&[w.wq.view(), w.wk.view(), w.wv.view()])?,
+            wo: stack(&[w.wo.view()])?,
             w_gate_up: stack(&[w.w_gate.view(), w.w_up.view()])?,
+            w_down: stack(&[w.w_down.view()])?,
             q_dim: w.wq.nrows(),
             kv_dim: w.wk.nrows(),
             attn_norm: w.attn_norm,
-            wo: w.wo,
             mlp_norm: w.mlp_norm,
-            w_down: w.w_down,
         })
     }
 
@@ -187,6 +186,8 @@ impl Model {
             check(&name("mlp.down_proj"), l.w_down.shape(), &[h, i])?;
         }
         let layers = layers.into_iter().map(Layer::fuse).collect::<Result<Vec<_>>>()?;
+        let embed = stack(&[embed.view()])?;
+        let lm_head = lm_head.map(|head| stack(&[head.view()])).transpose()?;
         let rope = Rope::new(&config);
         Ok(Model { config, embed, layers, norm, lm_head, rope })
     }
@@ -270,6 +271,11 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// [`stack_rows`], with its error in the model's terms.
+fn stack(parts: &[ArrayView2<f32>]) -> Result<Array2<f32>> {
+    stack_rows(parts).map_err(|e| ModelError::UnsupportedConfig(format!("stacking weights: {e}")))
 }
 
 fn flat(a: &Array2<f32>) -> Result<&[f32]> {
