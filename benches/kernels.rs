@@ -25,13 +25,13 @@ fn activations(rows: usize, cols: usize) -> ndarray::Array2<f32> {
 
 fn linear(c: &mut Criterion) {
     let model = model();
-    let w = model.layers[0].w_up(); // (intermediate, hidden), a view into the stacked gate/up
+    let w = kvserve::ch00_model::packed::Packed::new(&model.layers[0].w_up().view()); // (intermediate, hidden)
     let mut g = c.benchmark_group("linear");
     g.sample_size(20);
     for &b in &BATCHES {
-        let x = activations(b, w.ncols());
-        let mut y = ndarray::Array2::<f32>::zeros((b, w.nrows()));
-        g.throughput(Throughput::Bytes((w.len() * 4) as u64));
+        let x = activations(b, w.cols());
+        let mut y = ndarray::Array2::<f32>::zeros((b, w.rows()));
+        g.throughput(Throughput::Bytes((w.rows() * w.cols() * 4) as u64));
         g.bench_with_input(BenchmarkId::from_parameter(b), &x, |bench, x| {
             bench.iter(|| kvserve::ch00_model::ops::linear(&x.view(), &w, &mut y));
             black_box(&y);

@@ -87,8 +87,9 @@ impl<'a> StepQkv<'a> {
 // ANCHOR: backend
 /// Where K and V live. `attend` receives one layer's q, k, v for every token of the step and
 /// writes each token's attention output (tokens, heads * head_dim) into `out`. Each token attends
-/// to its own sequence's tokens at positions `0..=pos` (causal).
-pub trait AttentionBackend {
+/// to its own sequence's tokens at positions `0..=pos` (causal). `Send`: a step runs on whichever
+/// core of the thread pool is free.
+pub trait AttentionBackend: Send {
     fn attend(&mut self, layer: usize, meta: &StepMeta, qkv: &StepQkv<'_>, out: &mut [f32]) -> Result<()>;
 }
 // ANCHOR_END: backend

@@ -3,11 +3,13 @@
 //!
 //! - **One dot product, one order.** Every output of `linear` and every attention score is
 //!   [`dot`]: `LANES` running sums of fused multiply-adds, added pairwise at the end. The order
-//!   never depends on the batch size, the tile shape or the thread, so a token's logits are the same
-//!   bits whichever other tokens share its step — what lets every stage produce exactly the tokens
-//!   of the one before.
-//! - **Tiles.** [`Portable::tile`] computes a few tokens × a few weight rows at once: each weight
-//!   vector loaded from memory feeds every token of the tile, each token vector every row.
+//!   never depends on the batch size, the tile, the layout of the weights or the thread, so a
+//!   token's logits are the same bits whichever other tokens share its step — what lets every
+//!   stage produce exactly the tokens of the one before.
+//! - **Tiles.** A tile is a few tokens × a few weight rows: each weight vector loaded from memory
+//!   feeds every token of the tile, each token vector every row.
+//! - **One stream per core.** `linear`'s weights are [`Packed`](crate::packed::Packed): the rows
+//!   of a tile are interleaved in memory in the order the tile reads them.
 //! - **All cores.** `linear` cuts the output features into bands, one task each (rayon): a core
 //!   reads its band of the weights once for all the step's tokens.
 //! - **Wide registers.** On x86-64 CPUs with AVX2 and FMA (and, when present, AVX-512's 32
@@ -15,32 +17,62 @@
 //!   the same fused multiply-add as [`f32::mul_add`], so it gives the portable tile's bits exactly
 //!   (tested below).
 
+use crate::packed::GROUP;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Independent running sums per dot product: eight f32 lanes fill one AVX register.
 pub const LANES: usize = 8;
-/// Weight rows per tile: each token vector loaded feeds this many rows. A single token gets
-/// twice as many, so that more rows stream from memory at once.
-const ROWS: usize = 4;
 /// Tokens per tile: each weight vector loaded feeds this many tokens.
 const TOKENS: usize = 4;
-/// Output features per parallel task of `linear`: 32 rows of a 768-wide matrix are 96 KiB, which
-/// stay in a core's L2 cache while every token block of the step passes over them.
+/// Output features per parallel task of `linear` (a multiple of [`GROUP`]): 32 rows of a
+/// 768-wide matrix are 96 KiB, which stay in a core's L2 cache while every token block of the
+/// step passes over them.
 pub const BAND: usize = 32;
 /// Tokens per pass over a band: a prefill of hundreds of tokens is cut so its rows stay in cache.
 const TOKEN_BLOCK: usize = 64;
-/// How many tiles ahead the AVX kernels ask for weights (measured: one tile ahead is not enough
-/// to hide memory latency, more does not help).
-const PREFETCH_TILES: usize = 2;
+
+/// Where `R` weight rows of `n` values are: values `c·LANES..(c+1)·LANES` of row `r` start at
+/// `start[r] + c·stride`, and its last `n % LANES` values are `tails[r]`. One description for
+/// rows of a plain row-major matrix (`stride = LANES`) and for a packed group
+/// (`stride = GROUP·LANES`).
+#[derive(Clone, Copy)]
+struct Rows<'a, const R: usize> {
+    start: [*const f32; R],
+    stride: usize,
+    tails: [&'a [f32]; R],
+}
+
+impl<'a, const R: usize> Rows<'a, R> {
+    /// Rows of a row-major matrix, each `n` long.
+    #[inline(always)]
+    fn plain(rows: [&'a [f32]; R], n: usize) -> Self {
+        let full = n - n % LANES;
+        Rows { start: rows.map(|r| r.as_ptr()), stride: LANES, tails: rows.map(|r| &r[full..n]) }
+    }
+}
+
+impl<'a> Rows<'a, GROUP> {
+    /// The rows of one packed group (`GROUP · n` values, see [`crate::packed`]).
+    #[inline(always)]
+    fn packed(group: &'a [f32], n: usize) -> Self {
+        let (full, tail) = (n - n % LANES, n % LANES);
+        let tails = &group[GROUP * full..GROUP * n];
+        Rows {
+            start: std::array::from_fn(|r| group.as_ptr().wrapping_add(r * LANES)), // read only when n ≥ LANES
+            stride: GROUP * LANES,
+            tails: std::array::from_fn(|r| &tails[r * tail..(r + 1) * tail]),
+        }
+    }
+}
 
 /// A way to compute a tile of dot products; every implementation gives the same bits.
 trait Tiles {
-    /// The dot products of `T` token rows with `R` weight rows: (T, R) sums.
+    /// The dot products of `T` token rows (`n` values each) with `R` weight rows: (T, R) sums.
     ///
     /// # Safety
-    /// Every row of `x` and `w` has the same length, and the CPU supports the instructions the
-    /// implementation uses.
-    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: [&[f32]; R]) -> [[f32; R]; T];
+    /// `w` describes rows of `n` values inside live memory, and the CPU supports the
+    /// implementation's instructions.
+    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>) -> [[f32; R]; T];
 }
 
 /// Plain Rust: the definition of the order every other implementation follows.
@@ -52,20 +84,21 @@ impl Tiles for Portable {
     /// multiply-adds; the lanes are then added pairwise ([`finish`]). One weight vector loaded
     /// feeds `T` tokens; one token vector feeds `R` rows.
     #[inline(always)]
-    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: [&[f32]; R]) -> [[f32; R]; T] {
-        let n = x[0].len();
-        let full = n - n % LANES;
+    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>) -> [[f32; R]; T] {
+        let full = x[0].len() / LANES * LANES;
         let mut acc = [[[0.0f32; LANES]; R]; T];
-        for start in (0..full).step_by(LANES) {
-            for t in 0..T {
-                for r in 0..R {
+        for c in 0..full / LANES {
+            for r in 0..R {
+                // SAFETY: chunk c < full / LANES of row r, inside its memory (the caller's promise).
+                let wv = unsafe { &*(w.start[r].add(c * w.stride) as *const [f32; LANES]) };
+                for t in 0..T {
                     for l in 0..LANES {
-                        acc[t][r][l] = x[t][start + l].mul_add(w[r][start + l], acc[t][r][l]);
+                        acc[t][r][l] = x[t][c * LANES + l].mul_add(wv[l], acc[t][r][l]);
                     }
                 }
             }
         }
-        finish(x, w, full, acc)
+        finish(x, w.tails, full, acc)
     }
     // ANCHOR_END: tile
 }
@@ -75,14 +108,14 @@ impl Tiles for Portable {
 #[inline(always)]
 fn finish<const T: usize, const R: usize>(
     x: [&[f32]; T],
-    w: [&[f32]; R],
+    tails: [&[f32]; R],
     full: usize,
     mut acc: [[[f32; LANES]; R]; T],
 ) -> [[f32; R]; T] {
-    for (l, i) in (full..x[0].len()).enumerate() {
-        for t in 0..T {
-            for r in 0..R {
-                acc[t][r][l] = x[t][i].mul_add(w[r][i], acc[t][r][l]);
+    for t in 0..T {
+        for r in 0..R {
+            for (l, (&a, &b)) in x[t][full..].iter().zip(tails[r]).enumerate() {
+                acc[t][r][l] = a.mul_add(b, acc[t][r][l]);
             }
         }
     }
@@ -96,7 +129,7 @@ fn finish<const T: usize, const R: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{finish, Tiles, LANES, PREFETCH_TILES};
+    use super::{finish, Rows, Tiles, LANES};
     use std::arch::x86_64::*;
 
     /// The tile in AVX2 + FMA: one 8-lane register per running sum.
@@ -104,27 +137,17 @@ mod x86 {
 
     impl Tiles for Avx2 {
         #[inline(always)]
-        unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: [&[f32]; R]) -> [[f32; R]; T] {
-            let n = x[0].len();
-            let full = n - n % LANES;
+        unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>) -> [[f32; R]; T] {
+            let full = x[0].len() / LANES * LANES;
             let mut acc = [[_mm256_setzero_ps(); R]; T];
             let mut xv = [_mm256_setzero_ps(); T];
-            for start in (0..full).step_by(LANES) {
+            for c in 0..full / LANES {
                 for t in 0..T {
-                    // SAFETY (here and below): start + LANES <= full <= n, the length of every row.
-                    xv[t] = _mm256_loadu_ps(x[t].as_ptr().add(start));
-                }
-                if start % (2 * LANES) == 0 {
-                    // Once per 64-byte line: the same place in the rows `PREFETCH_TILES` tiles on
-                    // (a matrix's rows follow each other in memory), into L2. The hardware
-                    // prefetcher alone restarts at every row and leaves memory idle meanwhile.
-                    for r in 0..R {
-                        let ahead = w[r].as_ptr().wrapping_add(PREFETCH_TILES * R * n + start);
-                        _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
-                    }
+                    // SAFETY (here and below): chunk c lies inside every row (the caller's promise).
+                    xv[t] = unsafe { _mm256_loadu_ps(x[t].as_ptr().add(c * LANES)) };
                 }
                 for r in 0..R {
-                    let wv = _mm256_loadu_ps(w[r].as_ptr().add(start));
+                    let wv = unsafe { _mm256_loadu_ps(w.start[r].add(c * w.stride)) };
                     for t in 0..T {
                         acc[t][r] = _mm256_fmadd_ps(xv[t], wv, acc[t][r]);
                     }
@@ -133,10 +156,10 @@ mod x86 {
             let mut lanes = [[[0.0f32; LANES]; R]; T];
             for t in 0..T {
                 for r in 0..R {
-                    _mm256_storeu_ps(lanes[t][r].as_mut_ptr(), acc[t][r]);
+                    unsafe { _mm256_storeu_ps(lanes[t][r].as_mut_ptr(), acc[t][r]) };
                 }
             }
-            finish(x, w, full, lanes)
+            finish(x, w.tails, full, lanes)
         }
     }
 
@@ -144,8 +167,8 @@ mod x86 {
     #[derive(Clone, Copy)]
     pub(super) enum Simd {
         Avx2,
-        /// AVX2 instructions with AVX-512's 32 vector registers: the 4 × 4 tile's 16 sums and
-        /// its 5 operands all stay in registers.
+        /// AVX2 instructions with AVX-512's 32 vector registers: a 4 × 4 tile's 16 sums and its
+        /// operands all stay in registers.
         Avx512,
     }
 
@@ -162,108 +185,88 @@ mod x86 {
         }
     }
 
-    /// `$name_avx2` and `$name_avx512`: `$body::<Avx2>` compiled for those instruction sets.
+    /// `$avx2` and `$avx512`: `$body::<Avx2>` compiled for those instruction sets.
     macro_rules! compiled_for {
-        ($avx2:ident, $avx512:ident, fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+        ($avx2:ident, $avx512:ident, fn($($arg:ident: $ty:ty),*) = $body:ident) => {
             #[target_feature(enable = "avx2,fma")]
-            pub(super) unsafe fn $avx2($($arg: $ty),*) $(-> $ret)? {
+            pub(super) unsafe fn $avx2($($arg: $ty),*) {
                 unsafe { super::$body::<Avx2>($($arg),*) }
             }
             #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-            pub(super) unsafe fn $avx512($($arg: $ty),*) $(-> $ret)? {
+            pub(super) unsafe fn $avx512($($arg: $ty),*) {
                 unsafe { super::$body::<Avx2>($($arg),*) }
             }
         };
     }
 
-    compiled_for!(dot_rows_avx2, dot_rows_avx512, fn(xs: &[&[f32]], ws: &[&[f32]], y: &mut ndarray::ArrayViewMut2<f32>) = dot_rows_with);
+    compiled_for!(dot_rows_avx2, dot_rows_avx512, fn(xs: &[&[f32]], w: &[f32], y: &mut ndarray::ArrayViewMut2<f32>) = dot_rows_with);
     compiled_for!(scores_avx2, scores_avx512, fn(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) = scores_with);
 }
 
 /// `a · b` in the order every kernel here uses. Panics if the lengths differ (a caller's bug).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot of unequal lengths");
-    // SAFETY: equal lengths, checked above; plain Rust runs anywhere.
-    unsafe { Portable::tile::<1, 1>([a], [b])[0][0] }
+    // SAFETY: `b` has a.len() values; plain Rust runs anywhere.
+    unsafe { Portable::tile::<1, 1>([a], Rows::plain([b], a.len()))[0][0] }
 }
 
-/// `y[t][o] = x[t] · w[o]` for a band of weight rows `w` (band, n) and its columns of `y`
-/// (tokens, band).
-pub fn dot_rows(x: &ArrayView2<f32>, w: &ArrayView2<f32>, y: &mut ArrayViewMut2<f32>) {
-    assert_eq!((x.ncols(), y.dim()), (w.ncols(), (x.nrows(), w.nrows())), "dot_rows: shapes disagree");
+/// `y[t][o] = x[t] · w[o]` for a band of packed weight groups `w` (see [`crate::packed`]; its
+/// rows are `y`'s columns, the padding rows of its last group beyond them) and tokens `x`.
+/// Panics if the shapes disagree.
+pub fn dot_rows(x: &ArrayView2<f32>, w: &[f32], y: &mut ArrayViewMut2<f32>) {
+    let n = x.ncols();
+    let groups = y.ncols().div_ceil(GROUP);
+    assert!(y.nrows() == x.nrows() && w.len() == groups * GROUP * n, "dot_rows: shapes disagree");
+    if n == 0 {
+        y.fill(0.0);
+        return;
+    }
     let xs: Vec<&[f32]> = x.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect();
-    let ws: Vec<&[f32]> = w.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect();
-    // SAFETY: every row has x.ncols() == w.ncols() elements; each path runs only on a CPU that
-    // has its instructions.
+    // SAFETY: every group holds GROUP rows of n values and every token row has n values (checked
+    // above); each path runs only on a CPU that has its instructions.
     unsafe {
         #[cfg(target_arch = "x86_64")]
         match x86::Simd::detect() {
-            Some(x86::Simd::Avx512) => return x86::dot_rows_avx512(&xs, &ws, y),
-            Some(x86::Simd::Avx2) => return x86::dot_rows_avx2(&xs, &ws, y),
+            Some(x86::Simd::Avx512) => return x86::dot_rows_avx512(&xs, w, y),
+            Some(x86::Simd::Avx2) => return x86::dot_rows_avx2(&xs, w, y),
             None => {}
         }
-        dot_rows_with::<Portable>(&xs, &ws, y)
+        dot_rows_with::<Portable>(&xs, w, y)
     }
 }
 
-/// Token blocks × tiles of `TOKENS` tokens and `ROWS` rows, with smaller tiles at the edges.
+/// Token blocks × packed groups × tiles of up to `TOKENS` tokens.
 ///
 /// # Safety
-/// As [`Tiles::tile`]: rows of one length, instructions supported.
+/// `w` holds whole groups of rows as long as the token rows; instructions supported.
 #[inline(always)]
-unsafe fn dot_rows_with<K: Tiles>(xs: &[&[f32]], ws: &[&[f32]], y: &mut ArrayViewMut2<f32>) {
+unsafe fn dot_rows_with<K: Tiles>(xs: &[&[f32]], w: &[f32], y: &mut ArrayViewMut2<f32>) {
+    let n = xs.first().map_or(0, |x| x.len());
     for t0 in (0..xs.len()).step_by(TOKEN_BLOCK) {
         let block = &xs[t0..xs.len().min(t0 + TOKEN_BLOCK)];
-        let rows_per_tile = if block.len() == 1 { 2 * ROWS } else { ROWS };
-        for r0 in (0..ws.len()).step_by(rows_per_tile) {
-            let rows = &ws[r0..ws.len().min(r0 + rows_per_tile)];
+        for (g, group) in w.chunks_exact(GROUP * n).enumerate() {
+            let rows = Rows::packed(group, n);
+            let kept = (y.ncols() - g * GROUP).min(GROUP); // the last group's padding rows are dropped
             for t1 in (0..block.len()).step_by(TOKENS) {
                 let tokens = &block[t1..block.len().min(t1 + TOKENS)];
-                let mut put = |t: usize, r: usize, v: f32| y[[t0 + t1 + t, r0 + r]] = v;
-                unsafe { edge_tile::<K>(tokens, rows, &mut put) };
-            }
-        }
-    }
-}
-
-/// A tile of up to `TOKENS` × `ROWS`, run by the `tile` of exactly that shape.
-///
-/// # Safety
-/// As [`Tiles::tile`].
-#[inline(always)]
-unsafe fn edge_tile<K: Tiles>(ts: &[&[f32]], rows: &[&[f32]], put: &mut impl FnMut(usize, usize, f32)) {
-    macro_rules! run {
-        ($t:literal, $r:literal) => {{
-            let out = unsafe { K::tile::<$t, $r>(std::array::from_fn(|i| ts[i]), std::array::from_fn(|i| rows[i])) };
-            for (t, sums) in out.iter().enumerate() {
-                for (r, &v) in sums.iter().enumerate() {
-                    put(t, r, v);
+                macro_rules! run {
+                    ($t:literal) => {{
+                        let sums = unsafe { K::tile::<$t, GROUP>(std::array::from_fn(|i| tokens[i]), rows) };
+                        for (t, sums) in sums.iter().enumerate() {
+                            for (r, &v) in sums.iter().enumerate().take(kept) {
+                                y[[t0 + t1 + t, g * GROUP + r]] = v;
+                            }
+                        }
+                    }};
+                }
+                match tokens.len() {
+                    4 => run!(4),
+                    3 => run!(3),
+                    2 => run!(2),
+                    _ => run!(1),
                 }
             }
-        }};
-    }
-    match (ts.len(), rows.len()) {
-        (1, 8) => run!(1, 8),
-        (1, 7) => run!(1, 7),
-        (1, 6) => run!(1, 6),
-        (1, 5) => run!(1, 5),
-        (4, 4) => run!(4, 4),
-        (4, 3) => run!(4, 3),
-        (4, 2) => run!(4, 2),
-        (4, 1) => run!(4, 1),
-        (3, 4) => run!(3, 4),
-        (3, 3) => run!(3, 3),
-        (3, 2) => run!(3, 2),
-        (3, 1) => run!(3, 1),
-        (2, 4) => run!(2, 4),
-        (2, 3) => run!(2, 3),
-        (2, 2) => run!(2, 2),
-        (2, 1) => run!(2, 1),
-        (1, 4) => run!(1, 4),
-        (1, 3) => run!(1, 3),
-        (1, 2) => run!(1, 2),
-        (1, 1) => run!(1, 1),
-        _ => {}
+        }
     }
 }
 
@@ -286,16 +289,17 @@ pub fn head_scores(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
 }
 
 /// # Safety
-/// As [`Tiles::tile`].
+/// Every key as long as `q`; instructions supported.
 #[inline(always)]
 unsafe fn scores_with<K: Tiles>(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
+    let n = q.len();
     for (s, k) in scores.chunks_mut(4).zip(keys.chunks(4)) {
-        if let ([s0, s1, s2, s3], [k0, k1, k2, k3]) = (&mut *s, k) {
-            let [d0, d1, d2, d3] = unsafe { K::tile::<1, 4>([q], [k0, k1, k2, k3]) }[0];
+        if let ([s0, s1, s2, s3], &[k0, k1, k2, k3]) = (&mut *s, k) {
+            let [d0, d1, d2, d3] = unsafe { K::tile::<1, 4>([q], Rows::plain([k0, k1, k2, k3], n)) }[0];
             (*s0, *s1, *s2, *s3) = (d0 * scale, d1 * scale, d2 * scale, d3 * scale);
         } else {
-            for (s, k) in s.iter_mut().zip(k) {
-                *s = unsafe { K::tile::<1, 1>([q], [k]) }[0][0] * scale;
+            for (s, &k) in s.iter_mut().zip(k) {
+                *s = unsafe { K::tile::<1, 1>([q], Rows::plain([k], n)) }[0][0] * scale;
             }
         }
     }
@@ -304,6 +308,7 @@ unsafe fn scores_with<K: Tiles>(q: &[f32], keys: &[&[f32]], scale: f32, scores: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packed::Packed;
     use ndarray::Array2;
 
     fn values(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
@@ -312,19 +317,17 @@ mod tests {
 
     #[test]
     fn every_output_is_the_same_dot_product_whatever_the_batch() {
-        // 77 columns: nine full lane blocks and a tail of five.
+        // 77 columns: nine full lane chunks and a tail of five; 37 rows: a last group of one.
         let w = values(37, 77, 1);
+        let packed = Packed::new(&w.view());
         let x = values(70, 77, 2);
-        let mut y = Array2::zeros((70, 37));
-        dot_rows(&x.view(), &w.view(), &mut y.view_mut());
         for batch in [1, 3, 5, 70] {
-            let mut yb = Array2::zeros((batch, 37));
-            dot_rows(&x.slice(ndarray::s![..batch, ..]), &w.view(), &mut yb.view_mut());
+            let mut y = Array2::zeros((batch, 37));
+            dot_rows(&x.slice(ndarray::s![..batch, ..]), packed.data(), &mut y.view_mut());
             for t in 0..batch {
                 for o in 0..37 {
                     let expected = dot(x.row(t).as_slice().unwrap(), w.row(o).as_slice().unwrap());
-                    assert_eq!(y[[t, o]].to_bits(), expected.to_bits(), "token {t}, row {o}");
-                    assert_eq!(yb[[t, o]].to_bits(), expected.to_bits(), "batch {batch}, token {t}, row {o}");
+                    assert_eq!(y[[t, o]].to_bits(), expected.to_bits(), "batch {batch}, token {t}, row {o}");
                 }
             }
         }

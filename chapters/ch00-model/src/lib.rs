@@ -12,6 +12,7 @@ pub mod load;
 pub mod memory;
 pub mod model;
 pub mod ops;
+pub mod packed;
 pub mod pages;
 pub mod random;
 pub mod roofline;

@@ -5,8 +5,8 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::ops::{linear, rms_norm, swiglu};
 use crate::rope::Rope;
-use crate::pages::stack_rows;
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use crate::packed::Packed;
+use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
 // ANCHOR: weights
 /// One decoder block's weights as a checkpoint stores them: linear weights are
@@ -25,15 +25,16 @@ pub struct LayerWeights {
 }
 
 /// One decoder block as the model runs it. Projections of the same input are stacked at load
-/// time, so a step makes one pass over the input instead of three (q, k, v) or two (gate, up).
+/// time, so a step makes one pass over the input instead of three (q, k, v) or two (gate, up);
+/// every matrix is [`Packed`] for the kernels (its `unpack` gives the HF layout back).
 #[derive(Debug, Clone)]
 pub struct Layer {
-    attn_norm: Array1<f32>, // (hidden)
-    wqkv: Array2<f32>,      // (q_dim + 2 * kv_dim, hidden): q rows, then k rows, then v rows
-    wo: Array2<f32>,        // (hidden, q_dim)
-    mlp_norm: Array1<f32>,  // (hidden)
-    w_gate_up: Array2<f32>, // (2 * intermediate, hidden): gate rows, then up rows
-    w_down: Array2<f32>,    // (hidden, intermediate)
+    pub attn_norm: Array1<f32>, // (hidden)
+    pub wqkv: Packed,           // (q_dim + 2 * kv_dim, hidden): q_proj rows, then k_proj, then v_proj
+    pub wo: Packed,             // (hidden, q_dim)
+    pub mlp_norm: Array1<f32>,  // (hidden)
+    pub w_gate_up: Packed,      // (2 * intermediate, hidden): gate_proj rows, then up_proj
+    pub w_down: Packed,         // (hidden, intermediate)
     q_dim: usize,
     kv_dim: usize,
 }
@@ -42,23 +43,23 @@ pub struct Layer {
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: LlamaConfig,
-    pub embed: Array2<f32>, // (vocab, hidden)
+    pub embed: Packed, // (vocab, hidden): looked up by token, and the output projection when tied
     pub layers: Vec<Layer>,
-    pub norm: Array1<f32>,           // (hidden)
-    pub lm_head: Option<Array2<f32>>, // (vocab, hidden); None when tied to `embed`
+    pub norm: Array1<f32>,      // (hidden)
+    pub lm_head: Option<Packed>, // (vocab, hidden); None when tied to `embed`
     rope: Rope,
 }
 // ANCHOR_END: weights
 
 impl Layer {
-    /// Stacks q, k, v and gate, up, and moves every matrix to huge-page memory ([`stack_rows`]).
-    /// The shapes must already be checked (`Model::from_parts`).
+    /// Stacks q, k, v and gate, up, and packs every matrix. The shapes must already be checked
+    /// (`Model::from_parts`).
     fn fuse(w: LayerWeights) -> Result<Self> {
         Ok(Layer {
             wqkv: stack(&[w.wq.view(), w.wk.view(), w.wv.view()])?,
-            wo: stack(&[w.wo.view()])?,
+            wo: Packed::new(&w.wo.view()),
             w_gate_up: stack(&[w.w_gate.view(), w.w_up.view()])?,
-            w_down: stack(&[w.w_down.view()])?,
+            w_down: Packed::new(&w.w_down.view()),
             q_dim: w.wq.nrows(),
             kv_dim: w.wk.nrows(),
             attn_norm: w.attn_norm,
@@ -66,48 +67,26 @@ impl Layer {
         })
     }
 
-    pub fn attn_norm(&self) -> ArrayView1<'_, f32> {
-        self.attn_norm.view()
-    }
-    /// q_proj, k_proj and v_proj stacked: (q_dim + 2 * kv_dim, hidden). Rows `0..q_dim` are
-    /// q_proj, the next `kv_dim` rows k_proj, the last `kv_dim` rows v_proj.
-    pub fn wqkv(&self) -> ArrayView2<'_, f32> {
-        self.wqkv.view()
-    }
-    /// q_proj.weight: (heads * head_dim, hidden), rows of [`Layer::wqkv`].
-    pub fn wq(&self) -> ArrayView2<'_, f32> {
-        self.wqkv.slice(s![..self.q_dim, ..])
+    // The checkpoint's matrices back in HF layout, (out_features, in_features), as copies.
+    /// q_proj.weight: (heads * head_dim, hidden), the first rows of `wqkv`.
+    pub fn wq(&self) -> Array2<f32> {
+        self.wqkv.unpack_rows(0..self.q_dim)
     }
     /// k_proj.weight: (kv_heads * head_dim, hidden).
-    pub fn wk(&self) -> ArrayView2<'_, f32> {
-        self.wqkv.slice(s![self.q_dim..self.q_dim + self.kv_dim, ..])
+    pub fn wk(&self) -> Array2<f32> {
+        self.wqkv.unpack_rows(self.q_dim..self.q_dim + self.kv_dim)
     }
     /// v_proj.weight: (kv_heads * head_dim, hidden).
-    pub fn wv(&self) -> ArrayView2<'_, f32> {
-        self.wqkv.slice(s![self.q_dim + self.kv_dim.., ..])
+    pub fn wv(&self) -> Array2<f32> {
+        self.wqkv.unpack_rows(self.q_dim + self.kv_dim..self.wqkv.rows())
     }
-    /// o_proj.weight: (hidden, heads * head_dim).
-    pub fn wo(&self) -> ArrayView2<'_, f32> {
-        self.wo.view()
-    }
-    pub fn mlp_norm(&self) -> ArrayView1<'_, f32> {
-        self.mlp_norm.view()
-    }
-    /// gate_proj and up_proj stacked: (2 * intermediate, hidden), gate rows first.
-    pub fn w_gate_up(&self) -> ArrayView2<'_, f32> {
-        self.w_gate_up.view()
-    }
-    /// gate_proj.weight: (intermediate, hidden).
-    pub fn w_gate(&self) -> ArrayView2<'_, f32> {
-        self.w_gate_up.slice(s![..self.w_gate_up.nrows() / 2, ..])
+    /// gate_proj.weight: (intermediate, hidden), the first half of `w_gate_up`.
+    pub fn w_gate(&self) -> Array2<f32> {
+        self.w_gate_up.unpack_rows(0..self.w_gate_up.rows() / 2)
     }
     /// up_proj.weight: (intermediate, hidden).
-    pub fn w_up(&self) -> ArrayView2<'_, f32> {
-        self.w_gate_up.slice(s![self.w_gate_up.nrows() / 2.., ..])
-    }
-    /// down_proj.weight: (hidden, intermediate).
-    pub fn w_down(&self) -> ArrayView2<'_, f32> {
-        self.w_down.view()
+    pub fn w_up(&self) -> Array2<f32> {
+        self.w_gate_up.unpack_rows(self.w_gate_up.rows() / 2..self.w_gate_up.rows())
     }
 }
 
@@ -186,15 +165,15 @@ impl Model {
             check(&name("mlp.down_proj"), l.w_down.shape(), &[h, i])?;
         }
         let layers = layers.into_iter().map(Layer::fuse).collect::<Result<Vec<_>>>()?;
-        let embed = stack(&[embed.view()])?;
-        let lm_head = lm_head.map(|head| stack(&[head.view()])).transpose()?;
+        let embed = Packed::new(&embed.view());
+        let lm_head = lm_head.map(|head| Packed::new(&head.view()));
         let rope = Rope::new(&config);
         Ok(Model { config, embed, layers, norm, lm_head, rope })
     }
 
     // ANCHOR: lm_head
     /// The output projection: `lm_head`, or the embedding matrix when the two are tied.
-    pub fn lm_head(&self) -> &Array2<f32> {
+    pub fn lm_head(&self) -> &Packed {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
     // ANCHOR_END: lm_head
@@ -219,27 +198,42 @@ impl Model {
         backend: &mut dyn AttentionBackend,
     ) -> Result<Array2<f32>> {
         self.check_step(tokens, meta, logits_for)?;
+        // The step runs on a thread of the pool that `linear` splits its work over, which hands
+        // the work to the other cores directly (from outside the pool: tens of µs per call).
+        rayon::scope(|_| self.forward_in_pool(tokens, meta, logits_for, backend))
+    }
+
+    fn forward_in_pool(
+        &self,
+        tokens: &[u32],
+        meta: &StepMeta,
+        logits_for: &[usize],
+        backend: &mut dyn AttentionBackend,
+    ) -> Result<Array2<f32>> {
         let c = &self.config;
         let shape = self.attn_shape();
-        let mut x = self.embed.select(Axis(0), &tokens.iter().map(|&t| t as usize).collect::<Vec<_>>()); // (tokens, hidden)
+        let mut x = Array2::zeros((tokens.len(), c.hidden_size)); // (tokens, hidden)
+        for (&t, mut row) in tokens.iter().zip(x.rows_mut()) {
+            self.embed.row_into(t as usize, row.as_slice_mut().ok_or_else(not_contiguous)?); // a lookup
+        }
         let mut s = Scratch::new(c, tokens.len());
         for (l, layer) in self.layers.iter().enumerate() {
             // ANCHOR: attn_block
-            rms_norm(&x.view(), &layer.attn_norm(), c.rms_norm_eps, &mut s.h); // (tokens, hidden)
-            linear(&s.h.view(), &layer.wqkv(), &mut s.qkv); // (tokens, q_dim + 2 * kv_dim)
+            rms_norm(&x.view(), &layer.attn_norm.view(), c.rms_norm_eps, &mut s.h); // (tokens, hidden)
+            linear(&s.h.view(), &layer.wqkv, &mut s.qkv); // (tokens, q_dim + 2 * kv_dim)
             self.rope.apply(&mut s.qkv, &meta.pos, shape.heads + shape.kv_heads); // the q and k heads
             s.split_qkv();
             let qkv = StepQkv { shape, q: flat(&s.q)?, k: flat(&s.k)?, v: flat(&s.v)? };
             backend.attend(l, meta, &qkv, s.attn.as_slice_mut().ok_or_else(not_contiguous)?)?;
-            linear(&s.attn.view(), &layer.wo(), &mut s.out);
+            linear(&s.attn.view(), &layer.wo, &mut s.out);
             x += &s.out;
             // ANCHOR_END: attn_block
 
             // ANCHOR: mlp_block
-            rms_norm(&x.view(), &layer.mlp_norm(), c.rms_norm_eps, &mut s.h);
-            linear(&s.h.view(), &layer.w_gate_up(), &mut s.gate_up); // (tokens, 2 * intermediate)
+            rms_norm(&x.view(), &layer.mlp_norm.view(), c.rms_norm_eps, &mut s.h);
+            linear(&s.h.view(), &layer.w_gate_up, &mut s.gate_up); // (tokens, 2 * intermediate)
             swiglu(&s.gate_up.view(), &mut s.act); // (tokens, intermediate)
-            linear(&s.act.view(), &layer.w_down(), &mut s.out);
+            linear(&s.act.view(), &layer.w_down, &mut s.out);
             x += &s.out;
             // ANCHOR_END: mlp_block
         }
@@ -248,7 +242,7 @@ impl Model {
         let mut h = Array2::zeros(last.dim());
         rms_norm(&last.view(), &self.norm.view(), c.rms_norm_eps, &mut h);
         let mut logits = Array2::zeros((logits_for.len(), c.vocab_size));
-        linear(&h.view(), &self.lm_head().view(), &mut logits);
+        linear(&h.view(), self.lm_head(), &mut logits);
         Ok(logits) // (logits_for, vocab)
         // ANCHOR_END: head
     }
@@ -273,9 +267,9 @@ impl Model {
     }
 }
 
-/// [`stack_rows`], with its error in the model's terms.
-fn stack(parts: &[ArrayView2<f32>]) -> Result<Array2<f32>> {
-    stack_rows(parts).map_err(|e| ModelError::UnsupportedConfig(format!("stacking weights: {e}")))
+/// [`Packed::stack`], with its error in the model's terms.
+fn stack(parts: &[ArrayView2<f32>]) -> Result<Packed> {
+    Packed::stack(parts).map_err(|e| ModelError::UnsupportedConfig(format!("stacking weights: {e}")))
 }
 
 fn flat(a: &Array2<f32>) -> Result<&[f32]> {

@@ -1,21 +1,23 @@
 //! The small tensor operations of a Llama block, on row-major `ndarray` matrices.
 
 use crate::kernels;
+use crate::packed::Packed;
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
 // ANCHOR: linear
-/// `y = x · Wᵀ`, with `w` stored as Hugging Face does: (out_features, in_features).
-/// x: (tokens, in) → y: (tokens, out), written into a buffer the caller reuses step after step.
-/// Every output is one dot product, `y[t][o] = x[t] · w[o]`. The output features are cut into
-/// bands, one task per band on every core; a core reads its band of `w` once for all the tokens
-/// of the step — this is where batching pays.
-pub fn linear(x: &ArrayView2<f32>, w: &ArrayView2<f32>, y: &mut Array2<f32>) {
-    assert_eq!((x.ncols(), y.dim()), (w.ncols(), (x.nrows(), w.nrows())), "linear: shapes disagree");
+/// `y = x · Wᵀ` for a weight `w` of (out_features, in_features), as Hugging Face stores it,
+/// re-laid for the kernel at load time ([`Packed`]). x: (tokens, in) → y: (tokens, out), written
+/// into a buffer the caller reuses step after step. Every output is one dot product,
+/// `y[t][o] = x[t] · w[o]`. The output features are cut into bands, one task per band on every
+/// core; a core reads its band of `w` once for all the tokens of the step — this is where
+/// batching pays.
+pub fn linear(x: &ArrayView2<f32>, w: &Packed, y: &mut Array2<f32>) {
+    assert_eq!((x.ncols(), y.dim()), (w.cols(), (x.nrows(), w.rows())), "linear: shapes disagree");
     y.axis_chunks_iter_mut(Axis(1), kernels::BAND)
         .into_par_iter()
-        .zip(w.axis_chunks_iter(Axis(0), kernels::BAND))
-        .for_each(|(mut y_band, w_band)| kernels::dot_rows(x, &w_band, &mut y_band));
+        .zip(w.data().par_chunks((kernels::BAND * w.cols()).max(1)))
+        .for_each(|(mut y_band, w_band)| kernels::dot_rows(x, w_band, &mut y_band));
 }
 // ANCHOR_END: linear
 
@@ -90,7 +92,7 @@ mod tests {
         let x = array![[1.0f32, 2.0]];
         let w = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]]; // (out 3, in 2)
         let mut y = Array2::zeros((1, 3));
-        linear(&x.view(), &w.view(), &mut y);
+        linear(&x.view(), &Packed::new(&w.view()), &mut y);
         assert_eq!(y, array![[1.0, 2.0, 3.0]]);
     }
 

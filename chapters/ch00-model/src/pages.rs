@@ -2,61 +2,132 @@
 //!
 //! A decode step reads every weight once. 300 MB of weights are 75,000 pages of 4 KiB, and the
 //! first touch of each page in a step costs a page-table walk (in a virtual machine, a walk of two
-//! nested tables) that the streaming loads must wait for. With 2 MiB pages the same bytes span
-//! 150 pages. On Linux the kernel backs an address range with 2 MiB pages when asked with
-//! `madvise(MADV_HUGEPAGE)` before the range is first written (transparent huge pages in
-//! `madvise` or `always` mode); elsewhere the request is skipped and nothing else changes.
+//! nested tables) that the streaming loads wait for. With 2 MiB pages the same bytes span 150
+//! pages. On Linux, [`WeightMemory`] is a fresh anonymous mapping, aligned to 2 MiB and marked
+//! `MADV_HUGEPAGE` before it is first written, which the kernel then backs with huge pages
+//! (transparent huge pages in `madvise` or `always` mode). Elsewhere, or if the mapping fails, it
+//! is an ordinary `Vec`: the same values, only slower to stream.
 
-use ndarray::{Array2, ArrayView2, ShapeError};
+use std::ops::{Deref, DerefMut};
 
+/// 2 MiB: the huge page size of x86-64 and of most aarch64 Linux kernels.
 const HUGE_PAGE: usize = 2 << 20;
 
-// ANCHOR: stack_rows
-/// The rows of `parts` one after the other, as one (Σ rows, cols) matrix, in memory that the OS
-/// is asked to back with huge pages before it is written.
-pub fn stack_rows(parts: &[ArrayView2<f32>]) -> Result<Array2<f32>, ShapeError> {
-    let cols = parts.first().map_or(0, |p| p.ncols());
-    let rows = parts.iter().map(|p| p.nrows()).sum::<usize>();
-    let mut data = Vec::with_capacity(rows * cols);
-    advise_huge_pages(&data);
-    for part in parts {
-        match part.as_slice() {
-            Some(s) if part.ncols() == cols => data.extend_from_slice(s),
-            _ => data.extend(part.iter()), // a wrong width is caught by the shape check below
-        }
-    }
-    Array2::from_shape_vec((rows, cols), data)
-}
-// ANCHOR_END: stack_rows
+/// A fixed-length run of f32 values, on huge pages where possible.
+pub struct WeightMemory(Repr);
 
-/// Asks for huge pages over the whole 2 MiB pages inside `v`'s allocated capacity. Only a hint:
-/// the result is ignored, and memory contents are never affected.
-pub fn advise_huge_pages(v: &Vec<f32>) {
+enum Repr {
+    Heap(Vec<f32>),
     #[cfg(target_os = "linux")]
-    {
-        let start = v.as_ptr() as usize;
-        let end = start + v.capacity() * std::mem::size_of::<f32>();
-        let (first, last) = (start.next_multiple_of(HUGE_PAGE), end / HUGE_PAGE * HUGE_PAGE);
-        if first < last {
-            // SAFETY: the range lies inside `v`'s allocation; MADV_HUGEPAGE changes how the kernel
-            // backs it with pages, never what it holds.
-            unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE) };
+    Mapped { base: *mut libc::c_void, mapped: usize, data: *mut f32, len: usize },
+}
+
+// SAFETY: `Mapped` owns its mapping exclusively, like a Vec owns its buffer.
+unsafe impl Send for WeightMemory {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for WeightMemory {}
+
+impl WeightMemory {
+    /// `len` zeros.
+    pub fn zeros(len: usize) -> Self {
+        #[cfg(target_os = "linux")]
+        if len * std::mem::size_of::<f32>() >= HUGE_PAGE {
+            if let Some(m) = Self::map(len) {
+                return m;
+            }
+        }
+        WeightMemory(Repr::Heap(vec![0.0; len]))
+    }
+
+    /// A private anonymous mapping (zero-filled by the kernel) with one spare huge page, so that
+    /// the values can start on a 2 MiB boundary.
+    #[cfg(target_os = "linux")]
+    fn map(len: usize) -> Option<Self> {
+        let bytes = len * std::mem::size_of::<f32>();
+        let mapped = bytes + HUGE_PAGE;
+        let (prot, flags) = (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        // SAFETY: a new mapping of our own, not aliased, checked for failure below.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), mapped, prot, flags, -1, 0) };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let start = (base as usize).next_multiple_of(HUGE_PAGE);
+        // SAFETY: [start, start + bytes) lies inside the mapping. The advice only changes which
+        // pages back it; a refusal leaves ordinary pages, so its result is not needed.
+        unsafe { libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE) };
+        Some(WeightMemory(Repr::Mapped { base, mapped, data: start as *mut f32, len }))
+    }
+}
+
+impl Deref for WeightMemory {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &self.0 {
+            Repr::Heap(v) => v,
+            // SAFETY: `len` f32s inside the live mapping, zero-initialised by the kernel.
+            #[cfg(target_os = "linux")]
+            Repr::Mapped { data, len, .. } => unsafe { std::slice::from_raw_parts(*data, *len) },
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (v, HUGE_PAGE);
+}
+
+impl DerefMut for WeightMemory {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        match &mut self.0 {
+            Repr::Heap(v) => v,
+            // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
+            #[cfg(target_os = "linux")]
+            Repr::Mapped { data, len, .. } => unsafe { std::slice::from_raw_parts_mut(*data, *len) },
+        }
+    }
+}
+
+impl Drop for WeightMemory {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Repr::Mapped { base, mapped, .. } = self.0 {
+            // SAFETY: the whole mapping made in `map`, unmapped once.
+            unsafe { libc::munmap(base, mapped) };
+        }
+    }
+}
+
+impl Clone for WeightMemory {
+    fn clone(&self) -> Self {
+        let mut copy = WeightMemory::zeros(self.len());
+        copy.copy_from_slice(self);
+        copy
+    }
+}
+
+impl std::fmt::Debug for WeightMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = if matches!(self.0, Repr::Heap(_)) { "heap" } else { "huge pages" };
+        write!(f, "WeightMemory({} values, {place})", self.len())
+    }
+}
+
+impl PartialEq for WeightMemory {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
 
     #[test]
-    fn stacks_rows_in_order_and_refuses_mixed_widths() {
-        let (a, b) = (array![[1.0f32, 2.0]], array![[3.0f32, 4.0], [5.0, 6.0]]);
-        assert_eq!(stack_rows(&[a.view(), b.view()]).unwrap(), array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]);
-        assert_eq!(stack_rows(&[b.t()]).unwrap(), array![[3.0, 5.0], [4.0, 6.0]]);
-        assert!(stack_rows(&[a.view(), array![[1.0f32, 2.0, 3.0]].view()]).is_err());
+    fn small_and_large_buffers_hold_what_is_written() {
+        for len in [0, 5, HUGE_PAGE / 4 + 3] {
+            let mut m = WeightMemory::zeros(len);
+            assert!(m.iter().all(|&v| v == 0.0));
+            for (i, v) in m.iter_mut().enumerate() {
+                *v = i as f32;
+            }
+            let c = m.clone();
+            assert_eq!(c, m);
+            assert_eq!(c.last().copied(), len.checked_sub(1).map(|l| l as f32));
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::config::LlamaConfig;
 use crate::kernels::LANES;
-use crate::pages::advise_huge_pages;
+use crate::pages::WeightMemory;
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -22,10 +22,8 @@ pub fn weight_bytes_per_step(c: &LlamaConfig) -> u64 {
 /// per second: the best of `repeats` passes, each core summing its share of the buffer. The
 /// buffer is on huge pages where the OS allows it, like the model's weights.
 pub fn read_bandwidth(bytes: usize, repeats: usize) -> f64 {
-    // Huge pages, as the weights get (`pages`); written once, so every page is really there.
-    let mut buf = Vec::with_capacity(bytes / 4);
-    advise_huge_pages(&buf);
-    buf.resize(bytes / 4, 1.0f32);
+    let mut buf = WeightMemory::zeros(bytes / 4); // on huge pages, as the weights are
+    buf.fill(1.0); // written once, so every page is really there
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {
         let start = Instant::now();

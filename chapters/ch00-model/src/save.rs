@@ -5,6 +5,7 @@ use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::memory::DType;
 use crate::model::Model;
+use ndarray::{Array1, Array2};
 use half::{bf16, f16};
 use safetensors::{Dtype, tensor::TensorView};
 use std::path::Path;
@@ -40,24 +41,26 @@ pub fn config_json(c: &LlamaConfig) -> serde_json::Value {
 
 /// Every tensor of the model under its Hugging Face name, as row-major f32.
 pub fn named_tensors(m: &Model) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut out = Vec::new();
-    let mut push = |name: String, shape: &[usize], data: Vec<f32>| out.push((name, shape.to_vec(), data));
-    push("model.embed_tokens.weight".into(), m.embed.shape(), m.embed.iter().copied().collect());
+    let matrix = |name: String, a: Array2<f32>| (name, a.shape().to_vec(), a.iter().copied().collect());
+    let vector = |name: String, v: &Array1<f32>| (name, v.shape().to_vec(), v.to_vec());
+    let mut out = vec![matrix("model.embed_tokens.weight".into(), m.embed.unpack())];
     for (n, l) in m.layers.iter().enumerate() {
         let p = |s: &str| format!("model.layers.{n}.{s}.weight");
-        push(p("input_layernorm"), l.attn_norm().shape(), l.attn_norm().to_vec());
-        push(p("self_attn.q_proj"), l.wq().shape(), l.wq().iter().copied().collect());
-        push(p("self_attn.k_proj"), l.wk().shape(), l.wk().iter().copied().collect());
-        push(p("self_attn.v_proj"), l.wv().shape(), l.wv().iter().copied().collect());
-        push(p("self_attn.o_proj"), l.wo().shape(), l.wo().iter().copied().collect());
-        push(p("post_attention_layernorm"), l.mlp_norm().shape(), l.mlp_norm().to_vec());
-        push(p("mlp.gate_proj"), l.w_gate().shape(), l.w_gate().iter().copied().collect());
-        push(p("mlp.up_proj"), l.w_up().shape(), l.w_up().iter().copied().collect());
-        push(p("mlp.down_proj"), l.w_down().shape(), l.w_down().iter().copied().collect());
+        out.extend([
+            vector(p("input_layernorm"), &l.attn_norm),
+            matrix(p("self_attn.q_proj"), l.wq()),
+            matrix(p("self_attn.k_proj"), l.wk()),
+            matrix(p("self_attn.v_proj"), l.wv()),
+            matrix(p("self_attn.o_proj"), l.wo.unpack()),
+            vector(p("post_attention_layernorm"), &l.mlp_norm),
+            matrix(p("mlp.gate_proj"), l.w_gate()),
+            matrix(p("mlp.up_proj"), l.w_up()),
+            matrix(p("mlp.down_proj"), l.w_down.unpack()),
+        ]);
     }
-    push("model.norm.weight".into(), m.norm.shape(), m.norm.to_vec());
+    out.push(vector("model.norm.weight".into(), &m.norm));
     if let Some(head) = &m.lm_head {
-        push("lm_head.weight".into(), head.shape(), head.iter().copied().collect());
+        out.push(matrix("lm_head.weight".into(), head.unpack()));
     }
     out
 }

@@ -48,16 +48,16 @@ impl<T: GpuFloat> GpuWeights<T> {
         for l in &model.layers {
             layers.push(GpuLayer {
                 attn_norm: up("a norm weight", &[l.attn_norm.as_slice().unwrap_or(&[])])?,
-                wqkv: up("q/k/v weights", &[&flat(&l.wq), &flat(&l.wk), &flat(&l.wv)])?,
-                wo: up("o weights", &[&flat(&l.wo)])?,
+                wqkv: up("q/k/v weights", &[&flat(&l.wqkv.unpack())])?, // q, k, v rows, as here
+                wo: up("o weights", &[&flat(&l.wo.unpack())])?,
                 mlp_norm: up("a norm weight", &[l.mlp_norm.as_slice().unwrap_or(&[])])?,
-                wgu: up("gate/up weights", &[&flat(&l.w_gate), &flat(&l.w_up)])?,
-                wdown: up("down weights", &[&flat(&l.w_down)])?,
+                wgu: up("gate/up weights", &[&flat(&l.w_gate_up.unpack())])?, // gate, up rows, as here
+                wdown: up("down weights", &[&flat(&l.w_down.unpack())])?,
             });
         }
-        let embed = up("the embedding", &[&flat(&model.embed)])?;
+        let embed = up("the embedding", &[&flat(&model.embed.unpack())])?;
         let norm = up("the final norm", &[model.norm.as_slice().unwrap_or(&[])])?;
-        let lm_head = model.lm_head.as_ref().map(|h| up("lm_head", &[&flat(h)])).transpose()?;
+        let lm_head = model.lm_head.as_ref().map(|h| up("lm_head", &[&flat(&h.unpack())])).transpose()?;
         let inv_freq = gpu.upload("RoPE frequencies", model.rope().inv_freq())?;
         Ok(GpuWeights { embed, layers, norm, lm_head, inv_freq, bytes: weight_bytes::<T>(&model.config) })
     }

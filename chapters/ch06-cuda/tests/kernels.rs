@@ -4,6 +4,7 @@
 //! Run on the GPU machine: `.gpu/kernels-<hash> --ignored --nocapture`.
 
 use ch00_model::ops::{linear, rms_norm, swiglu};
+use ch00_model::packed::Packed;
 use ch00_model::rope::Rope;
 use ch00_model::{attend_one, AttnShape, LlamaConfig};
 use ch06_cuda::device::{ptr, Gpu};
@@ -173,8 +174,8 @@ fn rope_cache_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let positions: Vec<usize> = pos.iter().map(|&p| p as usize).collect();
     let mut q = qkv.slice(ndarray::s![.., ..qd]).to_owned();
     let mut kk = qkv.slice(ndarray::s![.., qd..qd + kvd]).to_owned();
-    rope.apply(&mut q, &positions);
-    rope.apply(&mut kk, &positions);
+    rope.apply(&mut q, &positions, shape.heads);
+    rope.apply(&mut kk, &positions, shape.kv_heads);
     let err = rel_err("rope q", &down::<T>(g, &q_out), q.as_slice().unwrap());
     assert!(err < tol::<T>(), "rope q {}: {err:.2e}", T::C_NAME);
     let (got_k, got_v) = (down::<T>(g, &kc), down::<T>(g, &vc));
@@ -201,6 +202,14 @@ fn rope_and_reshape_and_cache_match_cpu() {
     rope_cache_case::<bf16>(&g, 3);
 }
 
+/// ch00's `linear` of x (rows, hidden) and w (inter, hidden), both row-major.
+fn cpu_linear(x: Vec<f32>, w: Vec<f32>, rows: usize, hidden: usize, inter: usize) -> Array2<f32> {
+    let w = Packed::new(&Array2::from_shape_vec((inter, hidden), w).unwrap().view());
+    let mut y = Array2::zeros((rows, inter));
+    linear(&Array2::from_shape_vec((rows, hidden), x).unwrap().view(), &w, &mut y);
+    y
+}
+
 fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let shape = AttnShape { heads: 4, kv_heads: 2, head_dim: 32 };
     let k = Kernels::<T>::new(g, shape).unwrap();
@@ -213,7 +222,8 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let (xd, dd, wd, hd) = (g.upload("x", &x0).unwrap(), up::<T>(g, &delta), up::<T>(g, &w), poisoned::<T>(g, n * hidden));
     k.add_rmsnorm(g, ptr(g, &xd), ptr(g, &dd), ptr(g, &wd), ptr(g, &hd), n, hidden, 1e-5).unwrap();
     let x1: Vec<f32> = x0.iter().zip(&delta).map(|(a, b)| a + b).collect();
-    let want = rms_norm(&Array2::from_shape_vec((n, hidden), x1.clone()).unwrap().view(), &Array1::from(w.clone()), 1e-5);
+    let mut want = Array2::zeros((n, hidden));
+    rms_norm(&Array2::from_shape_vec((n, hidden), x1.clone()).unwrap().view(), &Array1::from(w.clone()).view(), 1e-5, &mut want);
     let e = rel_err("add_rmsnorm", &down::<T>(g, &hd), want.as_slice().unwrap());
     assert!(e < tol::<T>(), "add_rmsnorm {}: {e:.2e}", T::C_NAME);
     let mut xs = vec![0f32; n * hidden];
@@ -224,7 +234,8 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let (gud, act) = (up::<T>(g, &gu), poisoned::<T>(g, n * inter));
     k.silu_mul(g, ptr(g, &gud), ptr(g, &act), n, inter).unwrap();
     let gu2 = Array2::from_shape_vec((n, 2 * inter), gu).unwrap();
-    let want = swiglu(&gu2.slice(ndarray::s![.., ..inter]).to_owned(), &gu2.slice(ndarray::s![.., inter..]).to_owned());
+    let mut want = Array2::zeros((n, inter));
+    swiglu(&gu2.view(), &mut want);
     let e = rel_err("silu_mul", &down::<T>(g, &act), want.as_slice().unwrap());
     assert!(e < tol::<T>(), "silu_mul {}: {e:.2e}", T::C_NAME);
     // linear against ch00's: a decode-sized batch (our GEMV) and a prefill-sized one (cuBLAS)
@@ -232,7 +243,7 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
         let (a, wl) = (round::<T>(&rng.vec(rows * hidden)), round::<T>(&rng.vec(inter * hidden)));
         let (ad, wld, yd) = (up::<T>(g, &a), up::<T>(g, &wl), poisoned::<T>(g, rows * inter));
         k.linear(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), rows, hidden, inter).unwrap();
-        let want = linear(&Array2::from_shape_vec((rows, hidden), a).unwrap().view(), &Array2::from_shape_vec((inter, hidden), wl).unwrap());
+        let want = cpu_linear(a, wl, rows, hidden, inter);
         let e = rel_err("linear", &down::<T>(g, &yd), want.as_slice().unwrap());
         assert!(e < tol::<T>(), "linear {} with {rows} rows: {e:.2e}", T::C_NAME);
     }
@@ -240,7 +251,7 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let (a, wl) = (round::<T>(&rng.vec(n * hidden)), round::<T>(&rng.vec(inter * hidden)));
     let (ad, wld, yd) = (up::<T>(g, &a), up::<T>(g, &wl), poisoned::<T>(g, n * inter));
     gpu_linear::<T>(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), n, hidden, inter).unwrap();
-    let want = linear(&Array2::from_shape_vec((n, hidden), a).unwrap().view(), &Array2::from_shape_vec((inter, hidden), wl).unwrap());
+    let want = cpu_linear(a, wl, n, hidden, inter);
     let e = rel_err("cuBLAS linear", &down::<T>(g, &yd), want.as_slice().unwrap());
     assert!(e < tol::<T>(), "cuBLAS linear {}: {e:.2e}", T::C_NAME);
     // embedding + gather_rows
