@@ -14,6 +14,7 @@ use kvserve::capacity::{
     capacity_report_on, claims_markdown, to_markdown, write_capacity_figures, CapacityOptions, CapacityReport,
     RealRunSpec,
 };
+use kvserve::ch00_model::roofline::{read_bandwidth, weight_bytes_per_step};
 use kvserve::ch00_model::workload::WorkloadSpec;
 use kvserve::ch00_model::{load_model, Engine, LoadedModel, Model, Request, RunOptions, RunOutput};
 use kvserve::sampling::{self, SamplingReport};
@@ -82,6 +83,8 @@ struct Report {
     stages: Vec<StageRow>,
     /// ch04's throughput divided by ch03's on `workload`.
     continuous_over_static: Option<f64>,
+    /// ch02's decode step (batch 1) on `model` beside the least it could take.
+    step_floor: Option<StepFloor>,
     /// The limits ch04 and ch05 ran `workload` with (equal: the same defaults for the same memory).
     equal_limits: EqualLimits,
     /// ch03 vs ch04 on workloads of several sizes (not in --quick).
@@ -95,6 +98,41 @@ struct Report {
     /// requests (peak blocks, running sequences, copies).
     parallel_sampling: SamplingReport,
 }
+
+// ANCHOR: step_floor
+/// One decode step at batch 1 (ch02's median time per output token) beside its floor: every
+/// weight read once, at the read bandwidth of this machine's cores measured in the same run.
+#[derive(Debug, Serialize)]
+pub struct StepFloor {
+    pub step_ms: f64,
+    pub weight_bytes: u64,
+    pub read_gb_s: f64,
+    pub floor_ms: f64,
+    /// floor_ms / step_ms: 1.0 would be a step that only streams the weights.
+    pub fraction_of_floor: f64,
+}
+
+impl StepFloor {
+    pub fn measure(model: &Model, ch02: &StageRow) -> Self {
+        let weight_bytes = weight_bytes_per_step(&model.config);
+        let read = read_bandwidth(1 << 30, 10); // bytes/s, a buffer far beyond the caches
+        let floor_ms = weight_bytes as f64 / read * 1e3;
+        let step_ms = ch02.tpot_ms_p50;
+        StepFloor { step_ms, weight_bytes, read_gb_s: read / 1e9, floor_ms, fraction_of_floor: floor_ms / step_ms }
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "Batch-1 decode step (ch02, median): {:.2} ms; weight-read floor: {:.0} MB ÷ {:.1} GB/s = {:.2} ms ({:.0}% of the floor's speed).",
+            self.step_ms,
+            self.weight_bytes as f64 / 1e6,
+            self.read_gb_s,
+            self.floor_ms,
+            100.0 * self.fraction_of_floor
+        )
+    }
+}
+// ANCHOR_END: step_floor
 
 fn run_stages(model: &Model, requests: &[Request], engines: Vec<Box<dyn Engine>>, label: &str) -> Result<Vec<(&'static str, RunOutput)>> {
     let bar = ProgressBar::new(engines.len() as u64)
@@ -166,6 +204,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(r) = ratio {
         println!("continuous (ch04) / static (ch03) throughput: {r:.2}×\n");
     }
+    let step_floor = find("ch02").map(|ch02| StepFloor::measure(model, ch02));
+    if let Some(f) = &step_floor {
+        println!("{}\n", f.line());
+    }
 
     // 2b. ch05 vs ch04 as run above: the same limits (ch04's defaults) and the same memory.
     let (slot_cfg, _) = ContinuousBatchEngine::default().scheduler_config(model)?;
@@ -234,6 +276,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         workload: spec.clone(),
         stages: rows,
         continuous_over_static: ratio,
+        step_floor,
         equal_limits,
         sizes,
         step_cost_ms,
@@ -252,7 +295,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let source = bench_model.source_name();
         let what = format!("One request at a time, model `{}`, {} prompts × {new_tokens} new tokens, greedy:\n\n", loaded.source_name(), TOUR_PROMPTS.len());
         write("stages-ch01-ch02.md", format!("{what}{single_md}"))?;
-        let ratio_line = ratio.map_or(String::new(), |r| format!("\nContinuous (ch04) over static (ch03) throughput: **{r:.2}×**.\n"));
+        let mut ratio_line = ratio.map_or(String::new(), |r| format!("\nContinuous (ch04) over static (ch03) throughput: **{r:.2}×**.\n"));
+        if let Some(f) = &report.step_floor {
+            ratio_line.push_str(&format!("\n{}\n", f.line()));
+        }
         write("batching.md", format!("Workload: `{spec:?}` on `{source}`.\n\n{batch_md}{ratio_line}"))?;
         write("batching-ratio.md", format!("The batching run above (`{source}`, {n} requests), ch04 against ch03:\n\n{ratio_md}"))?;
         if !report.sizes.is_empty() {

@@ -137,7 +137,7 @@ pub fn attend_one<'k>(
 
 /// Below this many (context position × query dimension) products, `attend_one` stays on one core:
 /// waking the others would cost more than it saves.
-const PARALLEL_ATTENTION: usize = 64 * 1024;
+const PARALLEL_ATTENTION: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {
