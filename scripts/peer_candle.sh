@@ -60,8 +60,8 @@ for round in $(seq 1 "$rounds"); do
   kvserve_run() {
     local out
     out=$("$1" generate --model "$model" --stage ch02 --max-new-tokens "$tokens" --print-ids "$prompt" 2>&1)
-    rate=$(echo "$out" | grep -o 'decode [0-9.]* tokens/s' | awk '{print $2}')
-    [ -n "$rate" ] || rate=$(echo "$out" | grep -o '[0-9.]* tokens/s' | head -1 | awk '{print $1}')
+    rate=$(echo "$out" | grep -o 'decode [0-9.]* tokens/s' | awk '{print $2}' || true)
+    [ -n "$rate" ] || rate=$(echo "$out" | grep -o '[0-9.]* tokens/s' | head -1 | awk '{print $1}' || true)
     ids=$(echo "$out" | tail -1)
   }
   before_cell=""
