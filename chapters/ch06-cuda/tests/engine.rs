@@ -38,11 +38,13 @@ fn cpu(model: &Model, reqs: &[Request], opts: &RunOptions) -> RunOutput {
     PagedEngine { max_len: Some(512), ..Default::default() }.run(model, reqs, opts).unwrap()
 }
 
+/// An engine with a fixed pool of 1024 blocks (16K tokens), so that the tests, which run side by
+/// side in one process, do not each profile the card and size a pool to a share of its memory.
 fn gpu_engine(dtype: DType) -> CudaEngine {
     CudaEngine {
         dtype: Some(dtype),
         paged: PagedEngine { max_len: Some(512), ..Default::default() },
-        gpu_memory_utilization: 0.5,
+        num_blocks: Some(1024),
         ..Default::default()
     }
 }
