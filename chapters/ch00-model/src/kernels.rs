@@ -47,7 +47,12 @@ impl<'a, const R: usize> Rows<'a, R> {
     #[inline(always)]
     fn plain(rows: [&'a [f32]; R], n: usize) -> Self {
         let full = n - n % LANES;
-        Rows { start: rows.map(|r| r.as_ptr()), stride: LANES, tails: rows.map(|r| &r[full..n]) }
+        let (mut start, mut tails) = ([std::ptr::null(); R], rows);
+        for r in 0..R {
+            start[r] = rows[r].as_ptr();
+            tails[r] = &rows[r][full..n];
+        }
+        Rows { start, stride: LANES, tails }
     }
 }
 
@@ -57,13 +62,33 @@ impl<'a> Rows<'a, GROUP> {
     fn packed(group: &'a [f32], n: usize) -> Self {
         let (full, tail) = (n - n % LANES, n % LANES);
         let tails = &group[GROUP * full..GROUP * n];
-        Rows {
-            start: std::array::from_fn(|r| group.as_ptr().wrapping_add(r * LANES)), // read only when n ≥ LANES
-            stride: GROUP * LANES,
-            tails: std::array::from_fn(|r| &tails[r * tail..(r + 1) * tail]),
+        let (mut start, mut row_tails) = ([group.as_ptr(); GROUP], [&tails[..0]; GROUP]);
+        for r in 0..GROUP {
+            start[r] = group.as_ptr().wrapping_add(r * LANES); // read only when n ≥ LANES
+            row_tails[r] = &tails[r * tail..(r + 1) * tail];
         }
+        Rows { start, stride: GROUP * LANES, tails: row_tails }
     }
 }
+
+/// Cache lines of weights a tile asks memory for while it computes (a hint: never read, so it may
+/// point anywhere). A tile spreads them over its chunks, so that the next groups of weights are on
+/// their way while this one is multiplied — without it, a core that reuses a group for several
+/// token tiles leaves memory idle, and the step costs memory time *plus* arithmetic time.
+#[derive(Clone, Copy)]
+struct Prefetch {
+    next: *const u8,
+    lines: usize,
+}
+
+impl Prefetch {
+    const NONE: Prefetch = Prefetch { next: std::ptr::null(), lines: 0 };
+}
+
+/// Bytes of one cache line.
+const LINE: usize = 64;
+/// How many groups ahead of the one being multiplied the prefetches run.
+const AHEAD: usize = 2;
 
 /// A way to compute a tile of dot products; every implementation gives the same bits.
 trait Tiles {
@@ -72,7 +97,7 @@ trait Tiles {
     /// # Safety
     /// `w` describes rows of `n` values inside live memory, and the CPU supports the
     /// implementation's instructions.
-    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>) -> [[f32; R]; T];
+    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>, pf: Prefetch) -> [[f32; R]; T];
 }
 
 /// Plain Rust: the definition of the order every other implementation follows.
@@ -84,7 +109,7 @@ impl Tiles for Portable {
     /// multiply-adds; the lanes are then added pairwise ([`finish`]). One weight vector loaded
     /// feeds `T` tokens; one token vector feeds `R` rows.
     #[inline(always)]
-    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>) -> [[f32; R]; T] {
+    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>, _: Prefetch) -> [[f32; R]; T] {
         let full = x[0].len() / LANES * LANES;
         let mut acc = [[[0.0f32; LANES]; R]; T];
         for c in 0..full / LANES {
@@ -119,17 +144,20 @@ fn finish<const T: usize, const R: usize>(
             }
         }
     }
-    acc.map(|sums| {
-        sums.map(|a| {
+    let mut out = [[0.0f32; R]; T];
+    for t in 0..T {
+        for r in 0..R {
+            let a = acc[t][r];
             let b = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
-            (b[0] + b[2]) + (b[1] + b[3])
-        })
-    })
+            out[t][r] = (b[0] + b[2]) + (b[1] + b[3]);
+        }
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{finish, Rows, Tiles, LANES};
+    use super::{finish, Prefetch, Rows, Tiles, LANES, LINE};
     use std::arch::x86_64::*;
 
     /// The tile in AVX2 + FMA: one 8-lane register per running sum.
@@ -137,11 +165,20 @@ mod x86 {
 
     impl Tiles for Avx2 {
         #[inline(always)]
-        unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>) -> [[f32; R]; T] {
+        unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>, pf: Prefetch) -> [[f32; R]; T] {
             let full = x[0].len() / LANES * LANES;
             let mut acc = [[_mm256_setzero_ps(); R]; T];
             let mut xv = [_mm256_setzero_ps(); T];
+            let (mut next, mut left) = (pf.next, pf.lines);
+            let per_chunk = pf.lines.div_ceil((full / LANES).max(1));
             for c in 0..full / LANES {
+                for _ in 0..per_chunk.min(left) {
+                    // A hint only: prefetches never fault, whatever the address.
+                    // Into L2, not L1: a group and a tile's tokens already fill L1.
+                    _mm_prefetch::<_MM_HINT_T1>(next as *const i8);
+                    next = next.wrapping_add(LINE);
+                    left -= 1;
+                }
                 for t in 0..T {
                     // SAFETY (here and below): chunk c lies inside every row (the caller's promise).
                     xv[t] = unsafe { _mm256_loadu_ps(x[t].as_ptr().add(c * LANES)) };
@@ -154,8 +191,15 @@ mod x86 {
                 }
             }
             if full == x[0].len() {
-                // No tail: `finish`'s pairwise sum, in registers.
-                return acc.map(|sums| sums.map(|a| unsafe { reduce(a) }));
+                // No tail: `finish`'s pairwise sum, in registers. (Plain loops: `array::map`'s
+                // closures are not compiled with this function's instructions.)
+                let mut out = [[0.0f32; R]; T];
+                for t in 0..T {
+                    for r in 0..R {
+                        out[t][r] = unsafe { reduce(acc[t][r]) };
+                    }
+                }
+                return out;
             }
             let mut lanes = [[[0.0f32; LANES]; R]; T];
             for t in 0..T {
@@ -224,7 +268,7 @@ mod x86 {
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot of unequal lengths");
     // SAFETY: `b` has a.len() values; plain Rust runs anywhere.
-    unsafe { Portable::tile::<1, 1>([a], Rows::plain([b], a.len()))[0][0] }
+    unsafe { Portable::tile::<1, 1>([a], Rows::plain([b], a.len()), Prefetch::NONE)[0][0] }
 }
 
 /// `y[t][o] = x[t] · w[o]` for a band of packed weight groups `w` (see [`crate::packed`]; its
@@ -259,16 +303,25 @@ pub fn dot_rows(x: &ArrayView2<f32>, w: &[f32], y: &mut ArrayViewMut2<f32>) {
 #[inline(always)]
 unsafe fn dot_rows_with<K: Tiles>(xs: &[&[f32]], w: &[f32], y: &mut ArrayViewMut2<f32>) {
     let n = xs.first().map_or(0, |x| x.len());
+    let group_bytes = GROUP * n * size_of::<f32>();
+    let group_lines = group_bytes.div_ceil(LINE);
     for t0 in (0..xs.len()).step_by(TOKEN_BLOCK) {
         let block = &xs[t0..xs.len().min(t0 + TOKEN_BLOCK)];
+        let tiles = block.len().div_ceil(TOKENS);
         for (g, group) in w.chunks_exact(GROUP * n).enumerate() {
             let rows = Rows::packed(group, n);
             let kept = (y.ncols() - g * GROUP).min(GROUP); // the last group's padding rows are dropped
-            for t1 in (0..block.len()).step_by(TOKENS) {
+            // The group AHEAD groups on, a share of it per token tile (past the band's end it
+            // is the next band's, which this core most likely takes next).
+            let ahead = (group.as_ptr() as *const u8).wrapping_add(AHEAD * group_bytes);
+            for (k, t1) in (0..block.len()).step_by(TOKENS).enumerate() {
                 let tokens = &block[t1..block.len().min(t1 + TOKENS)];
+                let (first, last) = (k * group_lines / tiles, (k + 1) * group_lines / tiles);
+                let pf = Prefetch { next: ahead.wrapping_add(first * LINE), lines: last - first };
                 macro_rules! run {
                     ($t:literal) => {{
-                        let sums = unsafe { K::tile::<$t, GROUP>(std::array::from_fn(|i| tokens[i]), rows) };
+                        let x: [&[f32]; $t] = tokens.try_into().expect("a tile's tokens");
+                        let sums = unsafe { K::tile::<$t, GROUP>(x, rows, pf) };
                         for (t, sums) in sums.iter().enumerate() {
                             for (r, &v) in sums.iter().enumerate().take(kept) {
                                 y[[t0 + t1 + t, g * GROUP + r]] = v;
@@ -312,11 +365,11 @@ unsafe fn scores_with<K: Tiles>(q: &[f32], keys: &[&[f32]], scale: f32, scores: 
     let n = q.len();
     for (s, k) in scores.chunks_mut(4).zip(keys.chunks(4)) {
         if let ([s0, s1, s2, s3], &[k0, k1, k2, k3]) = (&mut *s, k) {
-            let [d0, d1, d2, d3] = unsafe { K::tile::<1, 4>([q], Rows::plain([k0, k1, k2, k3], n)) }[0];
+            let [d0, d1, d2, d3] = unsafe { K::tile::<1, 4>([q], Rows::plain([k0, k1, k2, k3], n), Prefetch::NONE) }[0];
             (*s0, *s1, *s2, *s3) = (d0 * scale, d1 * scale, d2 * scale, d3 * scale);
         } else {
             for (s, &k) in s.iter_mut().zip(k) {
-                *s = unsafe { K::tile::<1, 1>([q], Rows::plain([k], n)) }[0][0] * scale;
+                *s = unsafe { K::tile::<1, 1>([q], Rows::plain([k], n), Prefetch::NONE) }[0][0] * scale;
             }
         }
     }
