@@ -97,6 +97,8 @@ struct Report {
     /// `n` samples per prompt: ch05 with copy-on-write against the same samples as independent
     /// requests (peak blocks, running sequences, copies).
     parallel_sampling: SamplingReport,
+    /// Wall-clock seconds of the whole `kvserve bench` run, writing its files included.
+    wall_s: f64,
 }
 
 // ANCHOR: step_floor
@@ -147,6 +149,12 @@ fn run_stages(model: &Model, requests: &[Request], engines: Vec<Box<dyn Engine>>
     Ok(out)
 }
 
+/// `5:02 (302 s)`.
+fn minutes(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    format!("{}:{:02} ({s} s)", s / 60, s % 60)
+}
+
 /// ch03 (batch `slots`) and ch04 (`slots` slots) on `exponential_default(requests, 0)`.
 fn size_row(model: &Model, requests: usize, slots: usize) -> Result<SizeRow> {
     let reqs = WorkloadSpec::exponential_default(requests, 0).generate(model.config.vocab_size);
@@ -172,6 +180,7 @@ fn size_row_of(requests: usize, slots: usize, ch03: &RunOutput, ch04: &RunOutput
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let machine = machine();
     // The command as a reader would type it, wherever the binary happened to be.
     let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
@@ -282,7 +291,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         step_cost_ms,
         capacity,
         parallel_sampling,
+        wall_s: started.elapsed().as_secs_f64(), // the measurements; writing files is negligible
     };
+    println!("kvserve bench took {}.\n", minutes(report.wall_s));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -310,6 +321,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         write("capacity-ch05.md", capacity_md)?;
         write("capacity-claims.md", claims_markdown(&report.capacity))?;
         write("parallel-sampling.md", sampling_md)?;
+        write("bench-wall.md", format!("The whole `{command}` run took **{}** of wall-clock time.\n", minutes(report.wall_s)))?;
         if let Some(figures) = &args.figures {
             write_capacity_figures(&report.capacity, figures)?;
         }
