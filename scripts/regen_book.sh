@@ -3,7 +3,7 @@
 #
 #   scripts/regen_book.sh
 #
-# About half an hour on a 2-core machine. Every file it writes names the machine (CPU, cores,
+# About twelve minutes on a 2-core machine. Every file it writes names the machine (CPU, cores,
 # load average) and the command that made it; run it when the machine is otherwise quiet.
 # Not regenerated here: the GPU records (book/src/generated/gpu/, hf-parity.md, model-card.md),
 # which come from scripts/gpu_model_checks.sh on the GPU machine.
@@ -26,7 +26,7 @@ quiet "$T/release/examples/parallel_sampling" > "$G/parallel-sampling.txt"
 { echo '```text'; echo '$ kvserve memory'; "$T/release/kvserve" memory; echo '```'; } > "$G/memory-7b.md"
 quiet "$T/release/examples/interview" --markdown "$G"
 # Chapter 7: ch03/ch04/ch05 served over HTTP at rising load (table and figure).
-quiet "$T/release/kvserve" serve-bench --num-requests 12 --output-mean 32 --output-max 128 --out "$G" --figures "$F"
+quiet "$T/release/kvserve" serve-bench --rates 1,4,8,16 --num-requests 24 --output-mean 32 --output-max 128 --out "$G" --figures "$F"
 # The criterion benches, and their tables.
 quiet cargo bench --bench stages
 python3 scripts/criterion_table.py stages > "$G/bench-lengths.md"
