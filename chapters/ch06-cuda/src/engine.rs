@@ -14,7 +14,9 @@ use ch00_model::{
 };
 use ch05_paged_attention::{run_paged, BlockRunInfo, PagedCore, PagedEngine, SchedulerConfig};
 
-/// PagedAttention on one NVIDIA GPU.
+/// PagedAttention on one NVIDIA GPU. With `cuda_graphs` on, run one engine per process at a time:
+/// engines share the device's primary context, and another engine's frees or synchronisations
+/// during a graph capture invalidate it.
 #[derive(Debug, Clone)]
 pub struct CudaEngine {
     /// Block size, maximum length, watermark, prefix sharing: chapter 5's settings, shared.

@@ -7,6 +7,16 @@ use ch00_model::{DType, Engine, LlamaConfig, Model, Request, RunOptions, RunOutp
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use ch06_cuda::CudaEngine;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// One GPU test at a time. The tests share the device's primary CUDA context, and while one
+/// captures a CUDA graph, another's frees and synchronisations in that context can invalidate the
+/// capture (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED). A server runs one engine per process; tests
+/// running side by side in one process would not.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static GPU: Mutex<()> = Mutex::new(());
+    GPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn shipped() -> Model {
     let dir = ["models/shakespeare", "../../models/shakespeare"].into_iter().map(Path::new).find(|d| d.join("config.json").exists());
@@ -62,6 +72,7 @@ fn assert_same_tokens(what: &str, want: &RunOutput, got: &RunOutput) {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn f32_gives_ch05_tokens_exactly() {
+    let _gpu = one_at_a_time();
     let opts = RunOptions::default();
     for (name, model) in [("shipped", shipped()), ("random GQA", random_gqa())] {
         let reqs = requests(model.config.vocab_size, 12);
@@ -81,6 +92,7 @@ fn f32_gives_ch05_tokens_exactly() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn chunked_passes_and_few_rows_give_the_same_tokens() {
+    let _gpu = one_at_a_time();
     let model = random_gqa();
     let reqs = requests(model.config.vocab_size, 10);
     let want = cpu(&model, &reqs, &RunOptions::default());
@@ -94,6 +106,7 @@ fn chunked_passes_and_few_rows_give_the_same_tokens() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn sampled_requests_match_ch05() {
+    let _gpu = one_at_a_time();
     let model = shipped();
     let mut reqs = requests(model.config.vocab_size, 6);
     for (i, r) in reqs.iter_mut().enumerate() {
@@ -110,6 +123,7 @@ fn sampled_requests_match_ch05() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn preemption_and_prefix_sharing_keep_each_request_s_tokens() {
+    let _gpu = one_at_a_time();
     let model = random_gqa();
     let system: Vec<u32> = (0..48).map(|j| (j * 7 + 11) as u32).collect();
     let reqs: Vec<Request> = (0..8)
@@ -151,6 +165,7 @@ fn preemption_and_prefix_sharing_keep_each_request_s_tokens() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn half_precision_logits_are_close_and_tokens_mostly_agree() {
+    let _gpu = one_at_a_time();
     let model = shipped();
     let reqs = requests(model.config.vocab_size, 8);
     let opts = RunOptions { record_logits: true, ..Default::default() };
@@ -211,6 +226,7 @@ fn an_unsupported_head_size_is_refused_up_front() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn parallel_samples_copy_on_write_match_ch05_and_independent_runs() {
+    let _gpu = one_at_a_time();
     let model = shipped();
     let mut reqs = requests(model.config.vocab_size, 4);
     for (i, r) in reqs.iter_mut().enumerate() {
