@@ -51,8 +51,7 @@ impl RealRunSpec {
     /// The same experiment without the model: an accounting run whose whole "GPU" is this run's
     /// KV budget. Its counts (everything but tokens/s) are the real run's, step for step.
     pub fn as_accounting(&self) -> Result<AccountingSpec> {
-        let config = LlamaConfig::named(&self.config)?;
-        let budget = self.slots as u64 * self.max_len as u64 * kv_bytes_per_token(&config, DType::F32);
+        let budget = self.kv_budget(&LlamaConfig::named(&self.config)?);
         Ok(AccountingSpec {
             config: self.config.clone(),
             dtype: "f32".into(),
@@ -63,6 +62,34 @@ impl RealRunSpec {
             block_size: self.block_size,
             workload: self.workload.clone(),
         })
+    }
+
+    /// The KV budget in bytes: `slots` slots of `max_len` f32 tokens of `config`.
+    pub fn kv_budget(&self, config: &LlamaConfig) -> u64 {
+        self.slots as u64 * self.max_len as u64 * kv_bytes_per_token(config, DType::F32)
+    }
+
+    /// Chapter 4's engine on the budget, with no per-step token limit: memory is the only limit.
+    pub fn contiguous_engine(&self, config: &LlamaConfig) -> ContinuousBatchEngine {
+        ContinuousBatchEngine {
+            slots: SlotBudget::KvBytes(self.kv_budget(config)),
+            max_len: Some(self.max_len),
+            max_tokens_per_step: Some(usize::MAX),
+            ..Default::default()
+        }
+    }
+
+    /// Chapter 5's engine on the same budget in blocks, with no cap on running sequences or
+    /// tokens per step: memory is the only limit.
+    pub fn paged_engine(&self, config: &LlamaConfig) -> PagedEngine {
+        PagedEngine {
+            budget: KvBudget::KvBytes(self.kv_budget(config)),
+            block_size: self.block_size,
+            max_len: Some(self.max_len),
+            max_running: Some(usize::MAX),
+            max_tokens_per_step: Some(usize::MAX),
+            ..Default::default()
+        }
     }
 }
 
@@ -301,17 +328,12 @@ pub fn capacity_report_on(model: Option<&Model>, opts: &CapacityOptions) -> Resu
 /// Runs chapter 4's and chapter 5's engines on `model` under the same budget and workload.
 pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     let per_token = kv_bytes_per_token(&model.config, DType::F32);
-    let budget = spec.slots as u64 * spec.max_len as u64 * per_token;
+    let budget = spec.kv_budget(&model.config);
     let requests = spec.workload.generate(model.config.vocab_size);
     let opts = RunOptions { trace: true, ..Default::default() };
 
     // Equal limits, as in `slot_config` and `block_config`: none but the memory.
-    let mut ch04 = ContinuousBatchEngine {
-        slots: SlotBudget::KvBytes(budget),
-        max_len: Some(spec.max_len),
-        max_tokens_per_step: Some(usize::MAX),
-        ..Default::default()
-    };
+    let mut ch04 = spec.contiguous_engine(&model.config);
     let (slot_cfg, _) = ch04.scheduler_config(model)?;
     let out = ch04.run(model, &requests, &opts).context("chapter 4 engine")?;
     let series =
@@ -319,14 +341,7 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     let times = out.trace.iter().map(|t| t.t_s).collect();
     let contiguous = DesignResult::new(&series, Some(out.stats.tokens_per_s), Some(times));
 
-    let mut ch05 = PagedEngine {
-        budget: KvBudget::KvBytes(budget),
-        block_size: spec.block_size,
-        max_len: Some(spec.max_len),
-        max_running: Some(usize::MAX),
-        max_tokens_per_step: Some(usize::MAX),
-        ..Default::default()
-    };
+    let mut ch05 = spec.paged_engine(&model.config);
     let (block_cfg, _) = ch05.scheduler_config(model)?;
     let out = ch05.run(model, &requests, &opts).context("chapter 5 engine")?;
     let preempted = ch05.last_run.as_ref().map(|i| i.preempted.clone()).unwrap_or_default();

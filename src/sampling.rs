@@ -9,8 +9,7 @@ use ch00_model::{
     kv_bytes_per_token, split_samples, DType, Engine, LlamaConfig, Model, Request, RunOptions, RunOutput, SamplingParams,
     WorkloadSpec,
 };
-use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
-use ch05_paged_attention::{blocks_for_budget, simulate_blocks, BlockRunInfo, KvBudget, MemSeries, PagedEngine};
+use ch05_paged_attention::{blocks_for_budget, simulate_blocks, BlockRunInfo, MemSeries};
 use std::fmt::Write;
 
 /// One way of serving the samples.
@@ -94,27 +93,14 @@ pub fn sampled(requests: Vec<Request>, n: usize) -> Vec<Request> {
 pub fn real_run(model: &Model, spec: &RealRunSpec, n: usize) -> Result<SamplingRun> {
     let requests = sampled(spec.workload.generate(model.config.vocab_size), n);
     let alone = split_samples(&requests);
-    let budget = spec.slots as u64 * spec.max_len as u64 * kv_bytes_per_token(&model.config, DType::F32);
-    let paged = || PagedEngine {
-        budget: KvBudget::KvBytes(budget),
-        block_size: spec.block_size,
-        max_len: Some(spec.max_len),
-        // Memory is the only limit, as in the capacity run.
-        max_running: Some(usize::MAX),
-        max_tokens_per_step: Some(usize::MAX),
-        ..Default::default()
-    };
+    let budget = spec.kv_budget(&model.config);
     let opts = RunOptions::default();
-    let mut cow = paged();
+    // Memory is the only limit, as in the capacity run.
+    let mut cow = spec.paged_engine(&model.config);
     let cow_out = cow.run(model, &requests, &opts).context("chapter 5, copy-on-write")?;
-    let mut independent = paged();
+    let mut independent = spec.paged_engine(&model.config);
     let ind_out = independent.run(model, &alone, &opts).context("chapter 5, independent samples")?;
-    let mut ch04 = ContinuousBatchEngine {
-        slots: SlotBudget::KvBytes(budget),
-        max_len: Some(spec.max_len),
-        max_tokens_per_step: Some(usize::MAX),
-        ..Default::default()
-    };
+    let mut ch04 = spec.contiguous_engine(&model.config);
     let ch04_out = ch04.run(model, &requests, &opts).context("chapter 4")?;
     // ANCHOR_END: real_run
     let tokens = |o: &RunOutput| o.outputs.iter().map(|r| r.tokens.clone()).collect::<Vec<_>>();
