@@ -12,6 +12,9 @@
 //!   of a tile are interleaved in memory in the order the tile reads them.
 //! - **All cores.** `linear` cuts the output features into bands, one task each (rayon): a core
 //!   reads its band of the weights once for all the step's tokens.
+//! - **Memory busy during arithmetic.** When a step has more than one token, each tile prefetches
+//!   a share of the weight group a few ahead into L2 (`Prefetch`), so reusing a group for several
+//!   token tiles does not leave memory idle.
 //! - **Wide registers.** On x86-64 CPUs with AVX2 and FMA (and, when present, AVX-512's 32
 //!   registers) the tile is written with those instructions and chosen at run time. Each lane is
 //!   the same fused multiply-add as [`f32::mul_add`], so it gives the portable tile's bits exactly

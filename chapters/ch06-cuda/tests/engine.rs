@@ -48,8 +48,8 @@ fn cpu(model: &Model, reqs: &[Request], opts: &RunOptions) -> RunOutput {
     PagedEngine { max_len: Some(512), ..Default::default() }.run(model, reqs, opts).unwrap()
 }
 
-/// An engine with a fixed pool of 1024 blocks (16K tokens), so that the tests, which run side by
-/// side in one process, do not each profile the card and size a pool to a share of its memory.
+/// An engine with a fixed pool of 1024 blocks (16K tokens): room for every test here, without
+/// profiling the card and claiming a share of its memory for each test.
 fn gpu_engine(dtype: DType) -> CudaEngine {
     CudaEngine {
         dtype: Some(dtype),
