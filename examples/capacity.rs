@@ -2,7 +2,7 @@
 //! section): `cargo run --release --example capacity -- [--no-real] [--json] [--figures DIR]
 //! [--markdown FILE]`.
 
-use kvserve::capacity::{capacity_report, to_markdown, write_capacity_figures, CapacityOptions};
+use bookgen::capacity::{capacity_report, to_markdown, write_capacity_figures, CapacityOptions};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         let machine = std::env::var("KVSERVE_MACHINE").unwrap_or_else(|_| "this machine".into());
         let text = format!(
             "{}\n_Measured on {machine} with `cargo run --release --example capacity -- --markdown {path}`._\n",
-            kvserve::capacity::to_markdown(&report)
+            bookgen::capacity::to_markdown(&report)
         );
         std::fs::write(path, text)?;
     }

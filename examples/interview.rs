@@ -1,5 +1,5 @@
 //! Writes the numbers of the book's interview pages (cheat sheet, mock interview), computed by
-//! `kvserve::interview`:
+//! `bookgen::interview`:
 //!
 //! `cargo run --release --example interview -- [--markdown DIR] [--users N] [--gpu-gb GB]
 //! [--reserve-gb GB] [--bandwidth-tbs TB/s] [--tflops TFLOP/s] [--tpot-ms MS] [--tight-tpot-ms MS]
@@ -9,7 +9,7 @@
 //! `book/src/generated`); otherwise it prints them.
 
 use anyhow::{bail, Context, Result};
-use kvserve::interview::{files, Inputs};
+use bookgen::interview::{files, Inputs};
 use std::path::PathBuf;
 
 fn parse_args() -> Result<(Inputs, Option<PathBuf>)> {

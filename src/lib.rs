@@ -2,11 +2,7 @@
 
 use ch00_model::Engine;
 
-pub mod capacity;
 pub mod eval;
-pub mod figures;
-pub mod interview;
-pub mod sampling;
 
 pub use ch00_model;
 

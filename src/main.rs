@@ -1,9 +1,9 @@
 //! `kvserve`: the tour (no arguments), `generate`, `memory`, `bench` and `trace`.
 
+mod machine;
 mod memory_cmd;
 mod report;
 mod serve_cmd;
-mod tables;
 mod trace_cmd;
 
 use anyhow::{Context, Result};
@@ -225,7 +225,7 @@ fn tour() -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("{}", tables::stage_table(&rows));
+    println!("{}", bookgen::bench::stage_table(&rows));
     let same = rows.windows(2).all(|w| {
         let (a, b) = (&w[0].1.outputs, &w[1].1.outputs);
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.tokens == y.tokens)

@@ -1,7 +1,8 @@
-//! `kvserve memory`: the KV-cache memory calculator, with exact units.
+//! `kvserve memory`: the KV-cache memory calculator, with exact units (the report is bookgen's).
 
 use anyhow::{bail, Result};
-use kvserve::ch00_model::{kv_bytes_per_token, DType, LlamaConfig, MemoryPlan};
+use bookgen::memory::{self, MemoryQuery};
+use kvserve::ch00_model::{DType, LlamaConfig};
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -53,27 +54,16 @@ fn flags(args: &MemoryArgs) -> String {
     s
 }
 
-/// Bytes as exact binary units plus the decimal figure.
-pub fn bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
-    let (name, size) = UNITS.iter().find(|(_, s)| b >= *s).copied().unwrap_or(("B", 1));
-    let binary = if b % size == 0 { format!("{} {name}", b / size) } else { format!("{:.2} {name}", b as f64 / size as f64) };
-    if b < 1_000_000 {
-        format!("{binary} ({b} B)")
-    } else {
-        format!("{binary} ({:.2} GB)", b as f64 / 1e9)
-    }
-}
-
 fn report(args: &MemoryArgs) -> Result<String> {
     let Some(dtype) = DType::parse(&args.dtype) else { bail!("unknown dtype {:?}: use f16, bf16 or f32", args.dtype) };
-    if args.batch == 0 || args.seq_len == 0 {
-        bail!("--batch and --seq-len must be at least 1");
-    }
-    let gb_ok = |x: f64| x.is_finite() && (0.0..1e9).contains(&x);
-    if !gb_ok(args.gpu_gb) || args.gpu_gb == 0.0 || !args.activations_gb.iter().all(|&a| gb_ok(a)) {
-        bail!("--gpu-gb must be above 0 and --activations-gb at least 0, both below 10^9 GB");
-    }
+    let query = MemoryQuery {
+        dtype,
+        batch: args.batch,
+        seq_len: args.seq_len,
+        gpu_gb: args.gpu_gb,
+        activations_gb: (args.activations_gb[0], args.activations_gb[1]),
+    };
+    query.validate()?;
     let (config, name) = match (&args.model, &args.config) {
         (Some(dir), _) => (LlamaConfig::from_file(&dir.join("config.json"))?, dir.display().to_string()),
         (None, c) => {
@@ -81,49 +71,5 @@ fn report(args: &MemoryArgs) -> Result<String> {
             (LlamaConfig::named(&n)?, n)
         }
     };
-    let gb = |x: f64| (x * 1e9).round() as u64;
-    let act = (gb(args.activations_gb[0]), gb(args.activations_gb[1]));
-    let weights = config.param_count() * dtype.bytes();
-    let gpu = gb(args.gpu_gb);
-    let plan = |batch, len| MemoryPlan::new(&config, dtype, batch, len, weights, act, gpu);
-    let p = plan(args.batch, args.seq_len)?;
-    let mut o = String::new();
-    writeln!(o, "model {name}: {} layers, {} KV heads × head_dim {}, {:?} KV cache", config.num_hidden_layers, config.num_key_value_heads, config.head_dim, dtype)?;
-    writeln!(o, "units: KiB/MiB/GiB are powers of 2; GB is 10^9 bytes (how GPU memory is sold)\n")?;
-    writeln!(o, "KV per token per layer  2 × {} × {} × {} B = {}", config.num_key_value_heads, config.head_dim, dtype.bytes(), bytes(p.per_token_per_layer))?;
-    writeln!(o, "KV per token            × {} layers = {}", config.num_hidden_layers, bytes(p.per_token))?;
-    writeln!(o, "KV per request          × {} tokens = {}", args.seq_len, bytes(p.per_request))?;
-    writeln!(o, "KV for the batch        × {} requests = {}", args.batch, bytes(p.kv_total))?;
-    writeln!(o, "weights                 {} params × {} B = {}", config.param_count(), dtype.bytes(), bytes(weights))?;
-    writeln!(o, "activations (reserve)   {:.0}–{:.0} GB", args.activations_gb[0], args.activations_gb[1])?;
-    let (lo, hi) = p.total();
-    writeln!(o, "total                   {:.1}–{:.1} GB of {:.0} GB: {}", lo as f64 / 1e9, hi as f64 / 1e9, args.gpu_gb, verdict(&p))?;
-    writeln!(o, "requests of {} tokens that fit beside weights + {:.0} GB: {}\n", args.seq_len, args.activations_gb[1], p.max_requests())?;
-
-    writeln!(o, "scenario                  KV cache              weights + activations   total (GB)    fits in {:.0} GB?", args.gpu_gb)?;
-    for (batch, len) in [(1u64, 2048u64), (16, 2048), (16, 8192)] {
-        let s = plan(batch, len)?;
-        let (lo, hi) = s.total();
-        writeln!(o, "{:<25} {:<21} {:<23} {:>5.1}–{:<6.1} {}", format!("{batch} × {len} tokens"), bytes(s.kv_total), format!("{:.1} GB–{:.1} GB", (weights + act.0) as f64 / 1e9, (weights + act.1) as f64 / 1e9), lo as f64 / 1e9, hi as f64 / 1e9, verdict(&s))?;
-    }
-    let mha = kv_bytes_per_token(&config, dtype);
-    if config.num_key_value_heads == config.num_attention_heads {
-        let gqa = LlamaConfig::named("llama3-8b")?;
-        let g = kv_bytes_per_token(&gqa, dtype);
-        writeln!(o, "\ngrouped-query attention: llama3-8b keeps {} KV heads for {} query heads → {} per token, {}× less than this model's {}", gqa.num_key_value_heads, gqa.num_attention_heads, bytes(g), mha / g.max(1), bytes(mha))?;
-    } else {
-        writeln!(o, "\ngrouped-query attention: {} query heads share {} KV heads, so KV is {}× smaller than with one KV head per query head", config.num_attention_heads, config.num_key_value_heads, config.num_attention_heads / config.num_key_value_heads)?;
-    }
-    Ok(o)
-}
-
-fn verdict(p: &MemoryPlan) -> &'static str {
-    let (lo, hi) = p.total();
-    if hi <= p.gpu {
-        "yes"
-    } else if lo <= p.gpu {
-        "only with the low activation estimate"
-    } else {
-        "no"
-    }
+    memory::report(&name, &config, &query)
 }

@@ -1,23 +1,25 @@
 //! `kvserve bench`: every measurement the book shows, as tables on the terminal, JSON, and the
 //! Markdown files of the book's `generated/` folder, each naming the machine and the command.
 
-use crate::tables::{
-    batching_table, equal_limits_table, machine, mib, ratio_table, rows_vs_time, sizes_table, stage_table,
-    step_cost_table, SizeRow, StageRow, LATENCY_NOTE,
+use crate::machine::machine;
+use bookgen::bench::{
+    batching_table, equal_limits_table, mib, ratio_table, rows_vs_time, sizes_table, stage_table, step_cost_table,
+    SizeRow, StageRow, LATENCY_NOTE,
 };
+use bookgen::capacity::{
+    capacity_report_on, claims_markdown, to_markdown, write_capacity_figures, CapacityOptions, CapacityReport,
+    RealRunSpec,
+};
+use bookgen::sampling::{self, SamplingReport};
+use bookgen::shape::Shape;
 use anyhow::{Context, Result};
 use ch03_static_batching::{decode_step_ms, StaticBatchEngine};
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::PagedEngine;
 use indicatif::{ProgressBar, ProgressStyle};
-use kvserve::capacity::{
-    capacity_report_on, claims_markdown, to_markdown, write_capacity_figures, CapacityOptions, CapacityReport,
-    RealRunSpec,
-};
 use kvserve::ch00_model::roofline::{read_bandwidth, weight_bytes_per_step};
 use kvserve::ch00_model::workload::WorkloadSpec;
 use kvserve::ch00_model::{load_model, Engine, LoadedModel, Model, Request, RunOptions, RunOutput};
-use kvserve::sampling::{self, SamplingReport};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -259,14 +261,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // 3. Capacity: the same KV budget as contiguous slots (ch04) and as blocks (ch05).
     let mut cap_opts = if args.quick { CapacityOptions { real: None, ..CapacityOptions::full() } } else { CapacityOptions::full() };
     if let Some(real) = cap_opts.real.as_mut() {
-        real.config = args.config.clone(); // it runs on `bench_model`, so it is labelled with its shape
+        real.shape = Shape::named(&args.config)?; // it runs on `bench_model`, so it is labelled with its shape
     }
     let capacity = capacity_report_on(Some(model), &cap_opts)?;
     let capacity_md = to_markdown(&capacity);
     println!("{capacity_md}");
 
     // 4. Parallel sampling: n samples per prompt, copy-on-write against independent requests.
-    let sampling_spec = RealRunSpec { config: args.config.clone(), ..sampling::real_spec() };
+    let sampling_spec = RealRunSpec { shape: Shape::named(&args.config)?, ..sampling::real_spec() };
     let real = (!args.quick).then_some(&sampling_spec);
     let parallel_sampling = sampling::sampling_report(Some(model), real)?;
     let sampling_md = sampling::to_markdown(&parallel_sampling);

@@ -6,7 +6,7 @@ use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use ch07_server::loadgen::{self, LoadgenConfig, Report};
 use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig};
-use kvserve::figures::LoadPoint;
+use bookgen::figures::LoadPoint;
 use kvserve::ch00_model::{load_model, Arrivals, LengthDist, LoadedModel, WorkloadSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -262,7 +262,7 @@ pub struct ServeBenchArgs {
 // ANCHOR: serve_bench
 /// Serves each stage over HTTP on a loopback port and drives it with `loadgen` at each rate.
 pub fn serve_bench_cmd(args: &ServeBenchArgs) -> Result<()> {
-    let machine = crate::tables::machine();
+    let machine = crate::machine::machine();
     let rt = runtime()?;
     let mut series: Vec<(String, Vec<Report>)> = Vec::new();
     for stage in &args.stages {
@@ -337,7 +337,7 @@ pub fn serve_bench_cmd(args: &ServeBenchArgs) -> Result<()> {
     let points: Vec<_> = series.iter().map(|(n, rs)| (n.clone(), rs.iter().map(point).collect())).collect();
     let title = format!("{} model served over HTTP, {} requests per rate; {machine}", args.config, args.workload.num_requests);
     std::fs::create_dir_all(&args.figures)?;
-    std::fs::write(args.figures.join("serving-latency-throughput.svg"), kvserve::figures::latency_throughput_svg(&points, &title)?)?;
+    std::fs::write(args.figures.join("serving-latency-throughput.svg"), bookgen::figures::latency_throughput_svg(&points, &title)?)?;
     println!("{md}");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! with tracing on, and draw each run's slots over time as a Gantt chart (SVG).
 
 use anyhow::{bail, Context};
-use kvserve::figures::{gantt_svg, GanttOptions};
+use bookgen::figures::{gantt_svg, GanttOptions};
 use ch00_model::{kv_bytes_per_token, resolve_max_len, DType, Engine, LlamaConfig, RunOptions, RunOutput, WorkloadSpec};
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{slots_for_budget, ContinuousBatchEngine, SlotBudget};

@@ -1,9 +1,9 @@
 //! The cheat sheet's and the mock interview's tables are computed, not measured, so the files in
-//! `book/src/generated` must be exactly what `kvserve::interview` writes now: a change to the
+//! `book/src/generated` must be exactly what `bookgen::interview` writes now: a change to the
 //! calculators or the schedulers that moves a number fails here until the files are regenerated
 //! (`cargo run --release --example interview -- --markdown book/src/generated`).
 
-use kvserve::interview::{files, Inputs};
+use bookgen::interview::{files, Inputs};
 use std::path::Path;
 
 #[test]

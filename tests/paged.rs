@@ -4,7 +4,8 @@
 
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries, PagedEngine};
-use kvserve::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
+use bookgen::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
+use bookgen::shape::Shape;
 use ch02_kv_cache::KvCacheEngine;
 use kvserve::ch00_model::{
     kv_bytes_per_token, split_samples, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions,
@@ -88,7 +89,7 @@ fn the_accounting_run_predicts_both_engines_step_for_step() {
 #[test]
 fn the_real_run_reports_both_designs_under_one_budget() {
     let spec = RealRunSpec {
-        config: "tiny".into(),
+        shape: Shape::named("tiny").unwrap(),
         max_len: 96,
         slots: 3,
         block_size: 4,
@@ -112,7 +113,7 @@ fn the_real_run_reports_both_designs_under_one_budget() {
 
 #[test]
 fn a_budget_too_small_is_an_error() {
-    let spec = RealRunSpec { config: "tiny".into(), slots: 0, max_len: 32, ..RealRunSpec::default() };
+    let spec = RealRunSpec { shape: Shape::named("tiny").unwrap(), slots: 0, max_len: 32, ..RealRunSpec::default() };
     assert!(real_run(&tiny(), &spec).is_err());
     let spec = AccountingSpec { weight_bytes: 79 << 30, ..AccountingSpec::default() };
     let err = accounting_run(&spec).unwrap_err().to_string();
@@ -163,7 +164,7 @@ fn the_7b_accounting_run_is_deterministic() {
 /// accounting of the same budget and workload, which the test above shows is the engines' own.
 #[test]
 fn the_cpu_run_counts_are_deterministic() {
-    let run = accounting_run(&RealRunSpec::default().as_accounting().unwrap()).unwrap();
+    let run = accounting_run(&RealRunSpec::default().as_accounting()).unwrap();
     assert_eq!((run.num_slots, run.num_blocks, run.budget_bytes), (4, 64, 16 << 20));
     let (c, p) = (&run.contiguous, &run.paged);
     assert_eq!((c.peak_running, p.peak_running), (4, 23));
@@ -276,7 +277,7 @@ fn samples_stay_their_own_under_preemption_and_in_every_stage() {
 /// samples run at once. Counts only, so a snapshot.
 #[test]
 fn the_parallel_sampling_accounting_is_deterministic() {
-    let report = kvserve::sampling::sampling_report(None, None).unwrap();
+    let report = bookgen::sampling::sampling_report(None, None).unwrap();
     let [fits, queued] = &report.accounting[..] else { panic!("two accounting runs") };
     let (cow, ind) = (&fits.designs[0], &fits.designs[1]);
     assert_eq!((cow.generated_tokens, cow.preemptions, ind.preemptions), (ind.generated_tokens, 0, 0));
@@ -290,8 +291,8 @@ fn the_parallel_sampling_accounting_is_deterministic() {
 
 #[test]
 fn the_parallel_sampling_real_run_gives_every_design_the_same_tokens() {
-    let spec = RealRunSpec { config: "tiny".into(), max_len: 96, slots: 3, block_size: 4, ..kvserve::sampling::real_spec() };
-    let run = kvserve::sampling::real_run(&tiny(), &spec, 3).unwrap();
+    let spec = RealRunSpec { shape: Shape::named("tiny").unwrap(), max_len: 96, slots: 3, block_size: 4, ..bookgen::sampling::real_spec() };
+    let run = bookgen::sampling::real_run(&tiny(), &spec, 3).unwrap();
     assert_eq!(run.same_tokens, Some(true));
     let [cow, ind, ch04] = &run.designs[..] else { panic!("three designs") };
     assert_eq!((cow.generated_tokens, ch04.generated_tokens), (ind.generated_tokens, ind.generated_tokens));

@@ -1,68 +1,17 @@
-//! The numbers of the book's interview pages (the cheat sheet and the mock system-design interview),
-//! computed with the project's own calculators: `kv_bytes_per_token` and `MemoryPlan` (chapter 0),
-//! `blocks_for_budget` (chapter 5) and the capacity accounting run that drives chapter 4's and
-//! chapter 5's schedulers. Nothing here is measured, so the output is the same on every machine;
-//! `tests/interview.rs` checks that the files in `book/src/generated` are what this code writes.
-//! The command is `examples/interview.rs`.
+//! The interview pages' Markdown: the cheat sheet's and the mock interview's tables, each file
+//! ending with the command that wrote it.
 
-use crate::capacity::{accounting_run, AccountingSpec};
+use crate::capacity::run::accounting_run;
+use crate::capacity::spec::AccountingSpec;
+use crate::interview::inputs::Inputs;
+use crate::interview::sizing::{
+    decode_floor_ms, f16_config, layouts, mock_lengths, mock_workload, per_card, prefill_floor_ms, Layout, GB, TP,
+};
 use anyhow::Result;
-use ch00_model::{kv_bytes_per_token, Arrivals, DType, LengthDist, LlamaConfig, MemoryPlan, WorkloadSpec};
-use ch05_paged_attention::blocks_for_budget;
+use ch00_model::{DType, MemoryPlan};
 use std::fmt::Write;
 
-const GB: f64 = 1e9;
 const KIB: f64 = 1024.0;
-
-/// The interview's inputs. The card's figures are datasheet values (inputs, not measurements).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inputs {
-    pub users: usize,
-    pub gpu_gb: f64,
-    pub reserve_gb: f64,
-    pub bandwidth_tbs: f64,
-    pub tflops: f64,
-    pub tpot_ms: f64,
-    /// The follow-up question's tighter target.
-    pub tight_tpot_ms: f64,
-    pub max_len: usize,
-}
-
-impl Default for Inputs {
-    /// 256 concurrent users of Llama-3-70B on "80 GB" H100 SXM cards (3.35 TB/s HBM3, 989 dense
-    /// bf16 TFLOP/s), 4 GB per card kept for activations and the CUDA context, 50 ms per output
-    /// token (20 ms in the follow-up), contexts capped at 4,096 tokens.
-    fn default() -> Self {
-        Inputs {
-            users: 256,
-            gpu_gb: 80.0,
-            reserve_gb: 4.0,
-            bandwidth_tbs: 3.35,
-            tflops: 989.0,
-            tpot_ms: 50.0,
-            tight_tpot_ms: 20.0,
-            max_len: 4096,
-        }
-    }
-}
-
-impl Inputs {
-    /// Errors when an input makes the questions meaningless.
-    pub fn validate(&self) -> Result<()> {
-        let positive = [self.gpu_gb, self.bandwidth_tbs, self.tflops, self.tpot_ms, self.tight_tpot_ms];
-        if self.users == 0 || self.max_len == 0 || positive.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
-            anyhow::bail!("users, max_len, gpu_gb, bandwidth_tbs, tflops, tpot_ms and tight_tpot_ms must be positive");
-        }
-        if !(self.reserve_gb.is_finite() && self.reserve_gb >= 0.0) {
-            anyhow::bail!("reserve_gb must be at least 0");
-        }
-        // Sizes stay far from u64's limit (a group of 8 such cards included).
-        if self.gpu_gb > 1e6 || self.reserve_gb > 1e6 || self.max_len > 1 << 30 {
-            anyhow::bail!("gpu_gb and reserve_gb must be at most 10^6 GB, max_len at most 2^30 tokens");
-        }
-        Ok(())
-    }
-}
 
 /// Every file of the interview pages: (file name in `book/src/generated`, Markdown).
 pub fn files(inputs: &Inputs) -> Result<Vec<(&'static str, String)>> {
@@ -102,12 +51,6 @@ fn footer(i: &Inputs) -> String {
     format!(
         "*Computed, not measured (the same on every machine), by `cargo run --release --example interview -- --markdown book/src/generated{flags}`.*\n"
     )
-}
-
-fn f16_config(name: &str) -> Result<(LlamaConfig, u64)> {
-    let c = LlamaConfig::named(name)?;
-    let weights = c.param_count() * DType::F16.bytes();
-    Ok((c, weights))
 }
 
 fn kib(b: u64) -> String {
@@ -177,7 +120,7 @@ fn cheatsheet_paging() -> Result<String> {
     let spec = AccountingSpec::default();
     let run = accounting_run(&spec)?;
     let mut o = String::new();
-    writeln!(o, "| design ({} shape, KV budget {:.0} GiB, {} requests) | KV reserved that holds no token | requests running while others wait |", spec.config, run.budget_bytes as f64 / (1u64 << 30) as f64, run.n_requests)?;
+    writeln!(o, "| design ({} shape, KV budget {:.0} GiB, {} requests) | KV reserved that holds no token | requests running while others wait |", spec.shape.name, run.budget_bytes as f64 / (1u64 << 30) as f64, run.n_requests)?;
     writeln!(o, "|---|---:|---:|")?;
     writeln!(o, "| contiguous slots of {} tokens (ch04) | {:.1}% | {:.1} |", run.max_len, run.contiguous.waste_pct, run.contiguous.mean_running_queued)?;
     writeln!(o, "| blocks of {} tokens (ch05) | {:.1}% | {:.1} |", run.block_size, run.paged.waste_pct, run.paged.mean_running_queued)?;
@@ -215,27 +158,6 @@ Ridge point of the card: {:.0} dense bf16 TFLOP/s ÷ {} TB/s = **{ridge:.0} FLOP
     Ok(o)
 }
 
-/// The mock interview's workload: prompts uniform 512..=2048 tokens, outputs exponential with
-/// mean 256 (a chat service), far more requests than fit, all queued at once.
-fn mock_workload(i: &Inputs) -> WorkloadSpec {
-    WorkloadSpec {
-        n_requests: 2000,
-        prompt_len: LengthDist::Uniform { lo: 512, hi: 2048 },
-        output_len: LengthDist::Exponential { mean: 256.0, min: 1, max: i.max_len.saturating_sub(2048).max(1) },
-        arrivals: Arrivals::AllAtOnce,
-        seed: 0,
-    }
-}
-
-/// Mean prompt length and mean final length (prompt + output) of the workload's requests.
-fn mock_lengths(i: &Inputs, vocab: usize) -> (f64, f64) {
-    let reqs = mock_workload(i).generate(vocab);
-    let n = reqs.len().max(1) as f64;
-    let prompt = reqs.iter().map(|r| r.prompt.len()).sum::<usize>() as f64 / n;
-    let total = reqs.iter().map(|r| (r.prompt.len() + r.max_new_tokens).min(i.max_len)).sum::<usize>() as f64 / n;
-    (prompt, total)
-}
-
 fn mock_inputs(i: &Inputs) -> Result<String> {
     let (c, weights) = f16_config("llama3-70b")?;
     let (prompt, total) = mock_lengths(i, c.vocab_size);
@@ -247,47 +169,6 @@ fn mock_inputs(i: &Inputs) -> Result<String> {
     writeln!(o, "| card | {:.0} GB, of which {:.0} GB kept for activations and the CUDA context; {} TB/s memory bandwidth, {:.0} dense bf16 TFLOP/s (datasheet figures, H100 SXM) |", i.gpu_gb, i.reserve_gb, i.bandwidth_tbs, i.tflops)?;
     Ok(o)
 }
-
-// ANCHOR: per_card
-/// Tensor parallelism over `tp` cards: each card holds 1/tp of the weights and 1/tp of the KV
-/// heads, so 1/tp of every token's KV. The KV budget of a card is what the weights leave.
-struct PerCard {
-    weights: u64,
-    kv_budget: i64,
-    kv_per_token: u64,
-    /// Tokens of context the whole group holds (every card holds its slice of each).
-    tokens: u64,
-    blocks: u64,
-}
-
-fn per_card(c: &LlamaConfig, weights: u64, tp: usize, i: &Inputs) -> Result<PerCard> {
-    let shard = LlamaConfig { num_key_value_heads: c.num_key_value_heads / tp, ..c.clone() };
-    let kv_per_token = kv_bytes_per_token(&shard, DType::F16);
-    let weights = weights / tp as u64;
-    let kv_budget = (i.gpu_gb * GB) as i64 - weights as i64 - (i.reserve_gb * GB) as i64;
-    let tokens = if kv_budget > 0 { kv_budget as u64 / kv_per_token } else { 0 };
-    let blocks = if kv_budget > 0 { blocks_for_budget(&shard, 16, kv_budget as u64, DType::F16)? as u64 } else { 0 };
-    Ok(PerCard { weights, kv_budget, kv_per_token, tokens, blocks })
-}
-// ANCHOR_END: per_card
-
-// ANCHOR: floor
-/// The bandwidth floor of one decode step on one card: every weight and every cached K/V row of
-/// the batch is read at least once (1/tp of each per card), and nothing is faster than reading
-/// it. Communication between the cards is left out: a real step is slower.
-fn decode_floor_ms(card: &PerCard, batch: f64, mean_len: f64, i: &Inputs) -> f64 {
-    let bytes = card.weights as f64 + batch * mean_len * card.kv_per_token as f64;
-    bytes / (i.bandwidth_tbs * 1e12) * 1e3
-}
-
-/// The compute floor of a prefill: 2 FLOPs per parameter per prompt token, spread over tp cards
-/// at their peak rate (attention's own FLOPs and any inefficiency only add to it).
-fn prefill_floor_ms(params: u64, prompt: f64, tp: usize, i: &Inputs) -> f64 {
-    2.0 * params as f64 * prompt / (tp as f64 * i.tflops * 1e12) * 1e3
-}
-// ANCHOR_END: floor
-
-const TP: [usize; 4] = [1, 2, 4, 8];
 
 fn mock_per_card(i: &Inputs) -> Result<String> {
     let (c, weights) = f16_config("llama3-70b")?;
@@ -316,68 +197,6 @@ fn mock_per_card(i: &Inputs) -> Result<String> {
         )?;
     }
     Ok(o)
-}
-
-/// The largest batch of `mean_len`-token requests whose decode step floor stays within `tpot_ms`
-/// (`None` when not even one request does: the weights alone take longer to read).
-fn max_batch_within(card: &PerCard, mean_len: f64, tpot_ms: f64, i: &Inputs) -> Option<usize> {
-    let bytes = tpot_ms / 1e3 * i.bandwidth_tbs * 1e12 - card.weights as f64;
-    let per_request = mean_len * card.kv_per_token as f64;
-    (bytes >= per_request).then(|| (bytes / per_request) as usize)
-}
-
-/// One layout of the designs table: `tp` cards per group, a KV design, and what follows.
-struct Layout {
-    tp: usize,
-    design: &'static str,
-    /// Requests the group's KV memory holds while others wait (accounting run).
-    held: f64,
-    /// The largest batch within the target by the step floor; `None` when not even one.
-    max_batch: Option<usize>,
-    /// Weights-only step floor (ms), for the rows that cannot meet the target.
-    weights_ms: f64,
-    groups: usize,
-    batch: usize,
-    step_ms: f64,
-}
-
-/// For each degree of tensor parallelism that fits: how many requests a group holds with
-/// contiguous slots (chapter 4) and with paged blocks (chapter 5) — from the accounting run, which
-/// drives the real schedulers — how large a batch the step floor allows within `tpot_ms`, and so
-/// how many groups of cards the users need.
-fn layouts(i: &Inputs, tpot_ms: f64) -> Result<Vec<Layout>> {
-    let (c, weights) = f16_config("llama3-70b")?;
-    let (_, total) = mock_lengths(i, c.vocab_size);
-    let mut out = Vec::new();
-    for tp in TP {
-        let card = per_card(&c, weights, tp, i)?;
-        if card.kv_budget <= 0 {
-            continue;
-        }
-        // The group as one big card: tp × the card, tp × the reserve, all the weights.
-        let spec = AccountingSpec {
-            config: "llama3-70b".into(),
-            dtype: "f16".into(),
-            gpu_bytes: tp as u64 * (i.gpu_gb * GB) as u64,
-            weight_bytes: weights,
-            reserve_bytes: tp as u64 * (i.reserve_gb * GB) as u64,
-            max_len: i.max_len,
-            block_size: 16,
-            workload: mock_workload(i),
-        };
-        let Ok(run) = accounting_run(&spec) else { continue }; // not even one slot fits
-        let max_batch = max_batch_within(&card, total, tpot_ms, i);
-        let designs = [("contiguous slots (ch04)", run.contiguous.mean_running_queued), ("paged blocks (ch05)", run.paged.mean_running_queued)];
-        for (design, held) in designs {
-            let per_group = (held.floor() as usize).min(max_batch.unwrap_or(1)).max(1);
-            let groups = i.users.div_ceil(per_group);
-            let batch = i.users.div_ceil(groups);
-            let step_ms = decode_floor_ms(&card, batch as f64, total, i);
-            let weights_ms = decode_floor_ms(&card, 0.0, total, i);
-            out.push(Layout { tp, design, held, max_batch, weights_ms, groups, batch, step_ms });
-        }
-    }
-    Ok(out)
 }
 
 fn mock_designs(i: &Inputs, tpot_ms: f64) -> Result<String> {

@@ -1,56 +1,15 @@
-//! Parallel sampling (`n` samples per prompt) with copy-on-write, against the same samples sent as
-//! independent requests: a real CPU run (chapter 4 beside them) and accounting runs of the 7B
-//! shape, one where everything fits (peak blocks = the memory the samples need) and one where
-//! memory is the limit (how many samples run at once).
+//! The parallel-sampling runs: `n` samples per prompt with copy-on-write against the same samples
+//! sent as independent requests, on the CPU (chapter 4 beside them) and as accounting runs of the
+//! capacity experiment's 7B shape.
 
-use crate::capacity::{block_config, AccountingSpec, RealRunSpec};
+use crate::capacity::spec::{block_config, AccountingSpec, RealRunSpec};
+use crate::sampling::result::{SamplingDesign, SamplingReport, SamplingRun};
+use crate::shape::dtype_name;
 use anyhow::{Context, Result};
 use ch00_model::{
-    kv_bytes_per_token, split_samples, DType, Engine, LlamaConfig, Model, Request, RunOptions, RunOutput, SamplingParams,
-    WorkloadSpec,
+    kv_bytes_per_token, split_samples, Engine, Model, Request, RunOptions, RunOutput, SamplingParams, WorkloadSpec,
 };
 use ch05_paged_attention::{blocks_for_budget, simulate_blocks, BlockRunInfo, MemSeries};
-use std::fmt::Write;
-
-/// One way of serving the samples.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct SamplingDesign {
-    pub design: String,
-    /// Most blocks in use at once (`None` for contiguous slots).
-    pub peak_blocks_used: Option<usize>,
-    pub peak_running: usize,
-    pub mean_running: f64,
-    /// Mean running sequences while others waited (accounting runs in which some waited).
-    pub mean_running_queued: Option<f64>,
-    pub steps: usize,
-    pub preemptions: usize,
-    /// Blocks copied on write.
-    pub cow_copies: usize,
-    pub generated_tokens: usize,
-    /// `None` in accounting runs.
-    pub tokens_per_s: Option<f64>,
-}
-
-/// The samples of `prompts` prompts, `n` each, served several ways under one KV budget.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct SamplingRun {
-    pub model: String,
-    pub prompts: usize,
-    pub n: usize,
-    pub budget_bytes: u64,
-    pub num_blocks: usize,
-    pub block_size: usize,
-    pub designs: Vec<SamplingDesign>,
-    /// Real run: every design produced exactly the tokens of the independent requests.
-    pub same_tokens: Option<bool>,
-}
-
-/// The parallel-sampling section of `kvserve bench`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct SamplingReport {
-    pub real: Option<SamplingRun>,
-    pub accounting: Vec<SamplingRun>,
-}
 
 /// Samples per prompt in every run of the report.
 pub const SAMPLES: usize = 4;
@@ -67,12 +26,12 @@ pub fn real_spec() -> RealRunSpec {
 pub fn sampling_report(model: Option<&Model>, real: Option<&RealRunSpec>) -> Result<SamplingReport> {
     let real = match (real, model) {
         (Some(spec), Some(model)) => {
-            if model.config != LlamaConfig::named(&spec.config)? {
-                anyhow::bail!("the parallel-sampling run names the {:?} shape but was given another model", spec.config);
+            if model.config != spec.shape.config {
+                anyhow::bail!("the parallel-sampling run names the {:?} shape but was given another model", spec.shape.name);
             }
             Some(real_run(model, spec, SAMPLES)?)
         }
-        (Some(spec), None) => Some(real_run(&Model::random(LlamaConfig::named(&spec.config)?, 0)?, spec, SAMPLES)?),
+        (Some(spec), None) => Some(real_run(&Model::random(spec.shape.config.clone(), 0)?, spec, SAMPLES)?),
         (None, _) => None,
     };
     let spec = AccountingSpec::default();
@@ -112,7 +71,7 @@ pub fn real_run(model: &Model, spec: &RealRunSpec, n: usize) -> Result<SamplingR
         paged_design("ch04, independent requests", &ch04_out, None),
     ];
     Ok(SamplingRun {
-        model: format!("random:{}", spec.config),
+        model: format!("random:{}", spec.shape.name),
         prompts: requests.len(),
         n,
         budget_bytes: budget,
@@ -143,10 +102,9 @@ fn paged_design(design: &str, out: &RunOutput, info: Option<&BlockRunInfo>) -> S
 /// The accounting run's shape, budget and limits with its first `prompts` prompts, `n` samples
 /// each: the block scheduler with copy-on-write, and with every sample an independent request.
 pub fn accounting_run(spec: &AccountingSpec, prompts: usize, n: usize) -> Result<SamplingRun> {
-    let config = LlamaConfig::named(&spec.config)?;
-    let dtype = DType::parse(&spec.dtype).with_context(|| format!("unknown dtype {:?}", spec.dtype))?;
-    let per_token = kv_bytes_per_token(&config, dtype);
-    let num_blocks = blocks_for_budget(&config, spec.block_size, spec.budget_bytes(), dtype)?;
+    let (config, dtype) = (&spec.shape.config, spec.dtype);
+    let per_token = kv_bytes_per_token(config, dtype);
+    let num_blocks = blocks_for_budget(config, spec.block_size, spec.budget_bytes(), dtype)?;
     let mut workload = spec.workload.clone();
     workload.n_requests = prompts;
     let requests = sampled(workload.generate(config.vocab_size), n);
@@ -168,7 +126,7 @@ pub fn accounting_run(spec: &AccountingSpec, prompts: usize, n: usize) -> Result
         tokens_per_s: None,
     };
     Ok(SamplingRun {
-        model: format!("{} shape ({})", spec.config, spec.dtype),
+        model: format!("{} shape ({})", spec.shape.name, dtype_name(spec.dtype)),
         prompts,
         n,
         budget_bytes: spec.budget_bytes(),
@@ -177,54 +135,4 @@ pub fn accounting_run(spec: &AccountingSpec, prompts: usize, n: usize) -> Result
         designs: vec![design("ch05, copy-on-write", &cow), design("ch05, independent requests", &independent)],
         same_tokens: None,
     })
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b => format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64),
-    }
-}
-
-/// The report as Markdown tables.
-pub fn to_markdown(r: &SamplingReport) -> String {
-    let mut out = String::new();
-    let opt = |x: Option<f64>, digits: usize| x.map_or("—".to_string(), |v| format!("{v:.digits$}"));
-    let runs = r.real.iter().map(|run| ("Real run (CPU)", run)).chain(r.accounting.iter().map(|run| ("Accounting run", run)));
-    for (kind, run) in runs {
-        let _ = writeln!(
-            out,
-            "### {kind}: {} prompts × {} samples, {}\n\nKV budget {} = {} blocks of {} tokens.{}\n",
-            run.prompts,
-            run.n,
-            run.model,
-            human_bytes(run.budget_bytes),
-            run.num_blocks,
-            run.block_size,
-            match run.same_tokens {
-                Some(true) => " Every design produced exactly the independent requests' tokens.",
-                Some(false) => " **The designs produced different tokens.**",
-                None => "",
-            }
-        );
-        let _ = writeln!(out, "| design | peak blocks used | peak running | mean running | mean running while queued | copies | preemptions | steps | tokens/s |");
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for d in &run.designs {
-            let blocks = d.peak_blocks_used.map_or("—".to_string(), |b| b.to_string());
-            let _ = writeln!(
-                out,
-                "| {} | {blocks} | {} | {:.1} | {} | {} | {} | {} | {} |",
-                d.design,
-                d.peak_running,
-                d.mean_running,
-                opt(d.mean_running_queued, 1),
-                d.cow_copies,
-                d.preemptions,
-                d.steps,
-                opt(d.tokens_per_s, 1)
-            );
-        }
-        out.push('\n');
-    }
-    out
 }

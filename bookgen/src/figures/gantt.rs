@@ -1,5 +1,6 @@
-//! Figures drawn from real runs, as SVG: the Gantt chart of cache slots over time.
+//! The Gantt chart of cache slots over time (SVG), drawn from a real run's trace.
 
+use crate::figures::bars::bars;
 use ch00_model::{Phase, TraceStep};
 use plotters::prelude::*;
 
@@ -13,49 +14,6 @@ pub struct GanttOptions {
     pub x_max_s: f64,
     pub width: u32,
     pub height: u32,
-}
-
-/// One bar: a request holding a slot in one phase over consecutive steps.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bar {
-    pub slot: usize,
-    pub request: u64,
-    pub phase: Phase,
-    pub start_s: f64,
-    pub end_s: f64,
-}
-
-/// Merges consecutive steps with the same (slot, request, phase) into bars. A step runs from
-/// the end of the step before it (0 for the first) to its own end.
-pub fn bars(trace: &[TraceStep]) -> Vec<Bar> {
-    let mut open: Vec<Bar> = Vec::new(); // bars that may still grow, one per slot at most
-    let mut done = Vec::new();
-    let mut start = 0.0;
-    for step in trace {
-        let mut still_open = Vec::new();
-        for e in &step.entries {
-            match open.iter().position(|r| r.slot == e.slot && r.request == e.request && r.phase == e.phase) {
-                Some(i) => {
-                    let mut r = open.swap_remove(i);
-                    r.end_s = step.t_s;
-                    still_open.push(r);
-                }
-                None => still_open.push(Bar {
-                    slot: e.slot,
-                    request: e.request,
-                    phase: e.phase,
-                    start_s: start,
-                    end_s: step.t_s,
-                }),
-            }
-        }
-        done.append(&mut open);
-        open = still_open;
-        start = step.t_s;
-    }
-    done.append(&mut open);
-    done.sort_by(|a, b| (a.slot, a.start_s).partial_cmp(&(b.slot, b.start_s)).unwrap_or(std::cmp::Ordering::Equal));
-    done
 }
 
 /// A colour per request (golden-ratio hues, so neighbours differ); prefill darker, padding grey.
@@ -133,66 +91,10 @@ pub fn gantt_svg(trace: &[TraceStep], opts: &GanttOptions) -> anyhow::Result<Str
 }
 // ANCHOR_END: gantt
 
-/// One load generator run, as the serving figure plots it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoadPoint {
-    /// Offered load, requests per second.
-    pub rate: f64,
-    pub ttft_p50_ms: f64,
-    pub ttft_p99_ms: f64,
-    pub tokens_per_s: f64,
-}
-
-// ANCHOR: latency_throughput
-/// The serving figure: for each stage, TTFT (p50 solid, p99 dashed) and output tokens/s against
-/// the offered request rate.
-pub fn latency_throughput_svg(series: &[(String, Vec<LoadPoint>)], title: &str) -> anyhow::Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let (top, body) = root.split_vertically(30);
-        top.titled(title, ("sans-serif", 14))?;
-        let (left, right) = body.split_horizontally(500);
-        let pts = || series.iter().flat_map(|(_, p)| p.iter());
-        let x_max = pts().map(|p| p.rate).fold(0.0, f64::max).max(1e-3) * 1.05;
-        let ttft_max = pts().map(|p| p.ttft_p99_ms).fold(0.0, f64::max).max(1.0) * 1.1;
-        let tps_max = pts().map(|p| p.tokens_per_s).fold(0.0, f64::max).max(1.0) * 1.1;
-        let colours = [RGBColor(200, 60, 40), RGBColor(40, 110, 200), RGBColor(30, 150, 70), RGBColor(140, 80, 170)];
-        let mut lat = ChartBuilder::on(&left)
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .caption("time to first token (solid p50, dashed p99)", ("sans-serif", 14))
-            .build_cartesian_2d(0.0..x_max, 0.0..ttft_max)?;
-        lat.configure_mesh().x_desc("offered load, requests/s").y_desc("ms").draw()?;
-        let mut thr = ChartBuilder::on(&right)
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .caption("output throughput", ("sans-serif", 14))
-            .build_cartesian_2d(0.0..x_max, 0.0..tps_max)?;
-        thr.configure_mesh().x_desc("offered load, requests/s").y_desc("tokens/s").draw()?;
-        for (i, (name, p)) in series.iter().enumerate() {
-            let c = colours[i % colours.len()];
-            lat.draw_series(LineSeries::new(p.iter().map(|q| (q.rate, q.ttft_p50_ms)), c.stroke_width(2)))?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
-            lat.draw_series(DashedLineSeries::new(p.iter().map(|q| (q.rate, q.ttft_p99_ms)), 6, 4, c.stroke_width(1)))?;
-            lat.draw_series(p.iter().map(|q| Circle::new((q.rate, q.ttft_p50_ms), 3, c.filled())))?;
-            thr.draw_series(LineSeries::new(p.iter().map(|q| (q.rate, q.tokens_per_s)), c.stroke_width(2)))?;
-            thr.draw_series(p.iter().map(|q| Circle::new((q.rate, q.tokens_per_s), 3, c.filled())))?;
-        }
-        lat.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).draw()?;
-        root.present()?;
-    }
-    Ok(svg)
-}
-// ANCHOR_END: latency_throughput
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::figures::bars::Bar;
     use ch00_model::TraceEntry;
 
     fn step(step: usize, t_s: f64, entries: &[(usize, u64, Phase)]) -> TraceStep {

@@ -1,0 +1,99 @@
+//! The KV-cache memory calculator's report (`kvserve memory`, appendix A): what a batch of
+//! requests of one shape costs on one GPU, in exact units, the scenarios beside it, and what
+//! grouped-query attention saves. The arithmetic is chapter 0's `MemoryPlan`; this writes it out.
+
+use anyhow::{bail, Result};
+use ch00_model::{kv_bytes_per_token, DType, LlamaConfig, MemoryPlan};
+use std::fmt::Write;
+
+/// What to size: the KV (and weight) dtype, the batch, the GPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryQuery {
+    pub dtype: DType,
+    /// Requests held at once.
+    pub batch: u64,
+    /// Tokens per request (prompt + output).
+    pub seq_len: u64,
+    /// GPU memory in GB (10^9 bytes), as the card is marketed.
+    pub gpu_gb: f64,
+    /// Activation / workspace reserve in GB, low and high estimate.
+    pub activations_gb: (f64, f64),
+}
+
+impl MemoryQuery {
+    /// An error (naming `kvserve memory`'s flags) for sizes the report cannot use.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 || self.seq_len == 0 {
+            bail!("--batch and --seq-len must be at least 1");
+        }
+        let gb_ok = |x: f64| x.is_finite() && (0.0..1e9).contains(&x);
+        let (lo, hi) = self.activations_gb;
+        if !gb_ok(self.gpu_gb) || self.gpu_gb == 0.0 || !gb_ok(lo) || !gb_ok(hi) {
+            bail!("--gpu-gb must be above 0 and --activations-gb at least 0, both below 10^9 GB");
+        }
+        Ok(())
+    }
+}
+
+/// Bytes as exact binary units plus the decimal figure.
+pub fn bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
+    let (name, size) = UNITS.iter().find(|(_, s)| b >= *s).copied().unwrap_or(("B", 1));
+    let binary = if b % size == 0 { format!("{} {name}", b / size) } else { format!("{:.2} {name}", b as f64 / size as f64) };
+    if b < 1_000_000 {
+        format!("{binary} ({b} B)")
+    } else {
+        format!("{binary} ({:.2} GB)", b as f64 / 1e9)
+    }
+}
+
+/// Builds the report of `config` (called `name` in it) for `query`.
+pub fn report(name: &str, config: &LlamaConfig, q: &MemoryQuery) -> Result<String> {
+    q.validate()?;
+    let dtype = q.dtype;
+    let gb = |x: f64| (x * 1e9).round() as u64;
+    let act = (gb(q.activations_gb.0), gb(q.activations_gb.1));
+    let weights = config.param_count() * dtype.bytes();
+    let gpu = gb(q.gpu_gb);
+    let plan = |batch, len| MemoryPlan::new(config, dtype, batch, len, weights, act, gpu);
+    let p = plan(q.batch, q.seq_len)?;
+    let mut o = String::new();
+    writeln!(o, "model {name}: {} layers, {} KV heads × head_dim {}, {:?} KV cache", config.num_hidden_layers, config.num_key_value_heads, config.head_dim, dtype)?;
+    writeln!(o, "units: KiB/MiB/GiB are powers of 2; GB is 10^9 bytes (how GPU memory is sold)\n")?;
+    writeln!(o, "KV per token per layer  2 × {} × {} × {} B = {}", config.num_key_value_heads, config.head_dim, dtype.bytes(), bytes(p.per_token_per_layer))?;
+    writeln!(o, "KV per token            × {} layers = {}", config.num_hidden_layers, bytes(p.per_token))?;
+    writeln!(o, "KV per request          × {} tokens = {}", q.seq_len, bytes(p.per_request))?;
+    writeln!(o, "KV for the batch        × {} requests = {}", q.batch, bytes(p.kv_total))?;
+    writeln!(o, "weights                 {} params × {} B = {}", config.param_count(), dtype.bytes(), bytes(weights))?;
+    writeln!(o, "activations (reserve)   {:.0}–{:.0} GB", q.activations_gb.0, q.activations_gb.1)?;
+    let (lo, hi) = p.total();
+    writeln!(o, "total                   {:.1}–{:.1} GB of {:.0} GB: {}", lo as f64 / 1e9, hi as f64 / 1e9, q.gpu_gb, verdict(&p))?;
+    writeln!(o, "requests of {} tokens that fit beside weights + {:.0} GB: {}\n", q.seq_len, q.activations_gb.1, p.max_requests())?;
+
+    writeln!(o, "scenario                  KV cache              weights + activations   total (GB)    fits in {:.0} GB?", q.gpu_gb)?;
+    for (batch, len) in [(1u64, 2048u64), (16, 2048), (16, 8192)] {
+        let s = plan(batch, len)?;
+        let (lo, hi) = s.total();
+        writeln!(o, "{:<25} {:<21} {:<23} {:>5.1}–{:<6.1} {}", format!("{batch} × {len} tokens"), bytes(s.kv_total), format!("{:.1} GB–{:.1} GB", (weights + act.0) as f64 / 1e9, (weights + act.1) as f64 / 1e9), lo as f64 / 1e9, hi as f64 / 1e9, verdict(&s))?;
+    }
+    let mha = kv_bytes_per_token(config, dtype);
+    if config.num_key_value_heads == config.num_attention_heads {
+        let gqa = LlamaConfig::named("llama3-8b")?;
+        let g = kv_bytes_per_token(&gqa, dtype);
+        writeln!(o, "\ngrouped-query attention: llama3-8b keeps {} KV heads for {} query heads → {} per token, {}× less than this model's {}", gqa.num_key_value_heads, gqa.num_attention_heads, bytes(g), mha / g.max(1), bytes(mha))?;
+    } else {
+        writeln!(o, "\ngrouped-query attention: {} query heads share {} KV heads, so KV is {}× smaller than with one KV head per query head", config.num_attention_heads, config.num_key_value_heads, config.num_attention_heads / config.num_key_value_heads)?;
+    }
+    Ok(o)
+}
+
+fn verdict(p: &MemoryPlan) -> &'static str {
+    let (lo, hi) = p.total();
+    if hi <= p.gpu {
+        "yes"
+    } else if lo <= p.gpu {
+        "only with the low activation estimate"
+    } else {
+        "no"
+    }
+}

@@ -1,0 +1,14 @@
+//! What machine a measurement ran on, as the book's footers name it.
+
+/// A short description of this machine: CPU model and core count, no GPU, and how busy it was
+/// (the 1-minute load average when the run started: on a shared machine, other jobs count).
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string));
+    let load = load.map_or(String::new(), |l| format!(", load average {l} at the start"));
+    format!("{cpu}, {cores} cores, no GPU{load}")
+}
