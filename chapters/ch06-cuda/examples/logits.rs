@@ -60,6 +60,11 @@ fn all_logits<T: GpuFloat>(model: &Model, ids: &[u32]) -> Res<Vec<Vec<f32>>> {
         meta[l.tables + b] = b as i32;
     }
     gm.upload_meta(&gpu, &meta)?;
-    gm.forward(&gpu, &kv, n, n, GpuModel::<T>::parts_for(n))?;
+    if let Some(t) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
+        return Err(format!("token {t} is beyond the vocabulary of {}", c.vocab_size).into());
+    }
+    // SAFETY: one sequence over its own n.div_ceil(block) blocks, each token in its own slot, every
+    // id below the vocabulary (checked), contexts up to n within `parts_for(n)` partitions.
+    unsafe { gm.forward(&gpu, &kv, n, n, GpuModel::<T>::parts_for(n))? };
     Ok((0..n).map(|r| gm.logits_row(&gpu, r)).collect::<Result<_, _>>()?)
 }

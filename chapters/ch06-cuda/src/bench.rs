@@ -74,12 +74,12 @@ pub fn attention<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, batch: usize, context
     let per_seq = context.div_ceil(block_size);
     let num_blocks = batch * per_seq;
     let kv_elems = num_blocks * block_size * shape.kv_dim();
-    let kc = gpu.zeros::<T>("K", kv_elems)?;
-    let vc = gpu.zeros::<T>("V", kv_elems)?;
-    k.fill_uniform(gpu, ptr(gpu, &kc), kv_elems, 1, 1.0)?;
-    k.fill_uniform(gpu, ptr(gpu, &vc), kv_elems, 2, 1.0)?;
-    let q = gpu.zeros::<T>("q", batch * shape.q_dim())?;
-    k.fill_uniform(gpu, ptr(gpu, &q), batch * shape.q_dim(), 3, 1.0)?;
+    let mut kc = gpu.zeros::<T>("K", kv_elems)?;
+    let mut vc = gpu.zeros::<T>("V", kv_elems)?;
+    k.fill_uniform(gpu, &mut kc, 1, 1.0)?;
+    k.fill_uniform(gpu, &mut vc, 2, 1.0)?;
+    let mut q = gpu.zeros::<T>("q", batch * shape.q_dim())?;
+    k.fill_uniform(gpu, &mut q, 3, 1.0)?;
     // Sequence i owns blocks permuted over the pool, so reads really are scattered.
     let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
     let mut state = 0x2545F4914F6CDD1Du64;
@@ -107,7 +107,10 @@ pub fn attention<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, batch: usize, context
         part_ml: ptr(gpu, &part_ml),
         out: ptr(gpu, &out),
     };
-    let ms = time_ms(gpu, 5, 50, || k.attention(gpu, &io, batch, block_size, per_seq, parts))?;
+    // SAFETY: the buffers above are alive for the timing, sized for `batch` queries of `parts`
+    // partitions over `num_blocks` blocks; each row's table holds `per_seq` of those blocks, enough
+    // for `context` positions, and `parts` covers `context`.
+    let ms = time_ms(gpu, 5, 50, || unsafe { k.attention(gpu, &io, batch, block_size, per_seq, parts) })?;
     let kv_bytes = (2 * batch * context * shape.kv_dim() * std::mem::size_of::<T>()) as u64;
     let gbps = kv_bytes as f64 / (ms * 1e-3) / 1e9;
     Ok(AttentionRow {
@@ -158,13 +161,12 @@ pub fn decode_steps<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, batches: &[usi
     for &ctx in contexts {
         for &b in batches {
             let per_seq = (ctx + 1).div_ceil(block_size);
-            let kv = match KvCache::<T>::new(gpu, config, b * per_seq, block_size) {
+            let mut kv = match KvCache::<T>::new(gpu, config, b * per_seq, block_size) {
                 Ok(kv) => kv,
                 Err(e) => return Err(ch00_model::ModelError::Device(format!("B={b} ctx={ctx}: {e}"))),
             };
-            let elems = kv.layer_elems * config.num_hidden_layers;
-            model.kernels.fill_uniform(gpu, ptr(gpu, &kv.k), elems, 11, 1.0)?;
-            model.kernels.fill_uniform(gpu, ptr(gpu, &kv.v), elems, 12, 1.0)?;
+            model.kernels.fill_uniform(gpu, &mut kv.k, 11, 1.0)?;
+            model.kernels.fill_uniform(gpu, &mut kv.v, 12, 1.0)?;
             let l = model.layout;
             let mut meta = vec![0i32; l.len];
             for i in 0..b {
@@ -182,11 +184,14 @@ pub fn decode_steps<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, batches: &[usi
             let kv_bytes = (b * (ctx + 1)) as u64 * KvCache::<T>::block_bytes(config, 1);
             let floor_ms = (weight_bytes + kv_bytes) as f64 / (copy_gbps * 1e9) * 1e3;
             // Eager: every launch from the host.
-            let eager = time_ms(gpu, 3, 20, || model.forward(gpu, &kv, b, b, max_parts))?;
+            // SAFETY (here and below): sequence i's table holds its own `per_seq` blocks of the
+            // `b · per_seq` in `kv`, enough for `ctx + 1` positions, which `max_parts` covers; its
+            // slot is in its last block; tokens are below the vocabulary; rows and logit rows i < b.
+            let eager = time_ms(gpu, 3, 20, || unsafe { model.forward(gpu, &kv, b, b, max_parts) })?;
             // Graph: the same launches captured once and replayed.
             let stream = gpu.stream.clone();
             stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| device_err("capture", e))?;
-            let captured = model.forward(gpu, &kv, b, b, max_parts);
+            let captured = unsafe { model.forward(gpu, &kv, b, b, max_parts) };
             let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| device_err("capture", e))?;
             captured?;
             let graph = graph.ok_or_else(|| ch00_model::ModelError::Device("empty graph".into()))?;

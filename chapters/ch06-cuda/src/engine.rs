@@ -211,7 +211,10 @@ pub fn blocks_that_fit<T: GpuFloat>(gpu: &Gpu, model: &mut GpuModel<T>, block_si
         meta[l.slot + i] = -1; // profile only: write no K/V and attend to nothing
     }
     model.upload_meta(gpu, &meta)?;
-    model.forward(gpu, &probe, n, 1, 1)?;
+    // SAFETY: every slot is −1 (no K/V written) and every context 0 (attention reads no table);
+    // tokens and the logit row are 0, in range; `probe` is on `gpu`, and so is `model`, taken to
+    // be as `GpuModel::new` made it (its fields are public: hand-edited ones void this).
+    unsafe { model.forward(gpu, &probe, n, 1, 1)? };
     gpu.sync()?;
     drop(probe);
     let (free, total) = gpu.mem_info()?;

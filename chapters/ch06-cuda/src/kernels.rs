@@ -1,12 +1,33 @@
 //! The chapter's CUDA C kernels, compiled by NVRTC for one element type and one attention shape,
 //! and the Rust that launches them. Arguments are raw device addresses (`u64`): every buffer is
 //! allocated once up front, so the addresses stay valid and CUDA graphs can replay them.
+//!
+//! # Safety
+//!
+//! A launcher that takes addresses is an `unsafe fn`: the kernels index their buffers by the shape
+//! arguments and by ids stored in the buffers themselves (token ids, slots, block ids), which the
+//! Rust side cannot see. Each launcher's `# Safety` section lists its buffers as
+//! `name (elements) type`, `T` being the kernels' element type; for every one the caller promises:
+//!
+//! - it is a device allocation of `gpu`'s context (an address from [`ptr`](crate::device::ptr), or
+//!   an offset into one) holding at least that many elements of that type, aligned to the type,
+//!   and to 16 bytes where a kernel reads it with vector loads (the GEMV's `w` and `x`, attention's
+//!   `q` and caches; allocations are 256-byte aligned, so an offset into one keeps this when it is
+//!   a multiple of 16 bytes);
+//! - it stays allocated until the launch has run: launches are asynchronous, in order on
+//!   `gpu.stream`, and a launch captured in a CUDA graph uses the same addresses at every replay;
+//! - nothing else writes it meanwhile (all our work is on the one stream, so in stream order);
+//! - outputs overlap no other argument (the kernels declare their pointers `__restrict__`);
+//! - every id it holds is in the range stated.
+//!
+//! [`Kernels::fill_uniform`] and [`Kernels::fill_const`] take a `CudaSlice` instead, whose length
+//! is known, so they are safe.
 
 use crate::device::{device_err, Gpu};
 use crate::float::GpuFloat;
 use ch00_model::{AttnShape, ModelError, Result};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t};
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use std::marker::PhantomData;
 
 /// Context positions one attention thread block covers; longer contexts are split.
@@ -42,6 +63,10 @@ fn u32_of(what: &str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a launch")))
 }
 
+fn i32_of(what: &str, n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a kernel argument")))
+}
+
 /// The largest of 8, 4, 2, 1 query heads per attention block that divides the GQA group and
 /// keeps the block's cross-warp partial sums within 16 KiB of shared memory.
 pub fn group_chunk(shape: AttnShape) -> usize {
@@ -50,7 +75,8 @@ pub fn group_chunk(shape: AttnShape) -> usize {
     [8, 4, 2, 1].into_iter().find(|c| group % c == 0 && warps * c * shape.head_dim * 4 <= 16 << 10).unwrap_or(1)
 }
 
-/// Batches up to this many rows take the GEMV kernel; larger ones cuBLAS.
+/// Batches up to this many rows take the GEMV kernel; larger ones cuBLAS. The one definition:
+/// `gemv.cu` is compiled with `-DGEMV_MAX_N=` this (its per-row accumulators).
 pub const GEMV_MAX_N: usize = 8;
 
 /// Checks that the attention kernel supports this shape.
@@ -71,8 +97,9 @@ macro_rules! launch {
     ($gpu:expr, $f:expr, $grid:expr, $block:expr; $($arg:expr),* $(,)?) => {{
         let mut b = $gpu.stream.launch_builder(&$f);
         $( b.arg(&$arg); )*
-        // SAFETY: arguments match the kernel's signature in the .cu file; buffers are sized by
-        // the caller for the launch's shape.
+        // SAFETY: the arguments match the kernel's signature in its .cu file, in order and type;
+        // the buffers hold what the launch's shape needs: the enclosing `unsafe fn`'s contract
+        // (or, for the fills, a `CudaSlice` of this stream and its own length).
         unsafe { b.launch(cfg($grid, $block)) }.map(|_| ()).map_err(|e| device_err(stringify!($f), e))
     }};
 }
@@ -83,6 +110,7 @@ impl<T: GpuFloat> Kernels<T> {
         let chunk = group_chunk(shape);
         let dtype = ("DTYPE", T::C_NAME.to_string());
         let common = [dtype.clone()];
+        let gemv_defs = [dtype.clone(), ("GEMV_MAX_N", GEMV_MAX_N.to_string())];
         let attn_defs = [
             dtype,
             ("HEAD_DIM", shape.head_dim.to_string()),
@@ -97,7 +125,7 @@ impl<T: GpuFloat> Kernels<T> {
         let arg = m("argmax.cu", include_str!("kernels/argmax.cu"), &common)?;
         let init = m("init.cu", include_str!("kernels/init.cu"), &common)?;
         let attn = m("paged_attention.cu", include_str!("kernels/paged_attention.cu"), &attn_defs)?;
-        let gemv = m("gemv.cu", include_str!("kernels/gemv.cu"), &common)?;
+        let gemv = m("gemv.cu", include_str!("kernels/gemv.cu"), &gemv_defs)?;
         Ok(Kernels {
             shape,
             group_chunk: chunk,
@@ -118,29 +146,47 @@ impl<T: GpuFloat> Kernels<T> {
     }
 
     /// x (n, hidden) f32 = embed[tokens].
-    pub fn embedding(&self, gpu: &Gpu, embed: u64, tokens: u64, x: u64, n: usize, hidden: usize) -> Result<()> {
-        let h = hidden as i32;
+    ///
+    /// # Safety
+    /// The [module's contract](crate::kernels#safety) for `embed` (vocab · hidden) T, `tokens` (n) i32 each
+    /// in 0..vocab, and the output `x` (n · hidden) f32.
+    pub unsafe fn embedding(&self, gpu: &Gpu, embed: u64, tokens: u64, x: u64, n: usize, hidden: usize) -> Result<()> {
+        let h = i32_of("hidden", hidden)?;
         launch!(gpu, self.embedding, (u32_of("tokens", n)?, 1, 1), 512; embed, tokens, x, h)
     }
 
     /// out (n, cols) = src[idx].
-    pub fn gather_rows(&self, gpu: &Gpu, src: u64, idx: u64, out: u64, n: usize, cols: usize) -> Result<()> {
-        let c = cols as i32;
+    ///
+    /// # Safety
+    /// The [module's contract](crate::kernels#safety) for `src` (rows · cols) T, `idx` (n) i32 each in
+    /// 0..rows, and the output `out` (n · cols) T.
+    pub unsafe fn gather_rows(&self, gpu: &Gpu, src: u64, idx: u64, out: u64, n: usize, cols: usize) -> Result<()> {
+        let c = i32_of("cols", cols)?;
         launch!(gpu, self.gather_rows, (u32_of("rows", n)?, 1, 1), 256; src, idx, out, c)
     }
 
     /// x += delta (if `delta != 0`); out = rmsnorm(x) · w. x (n, hidden) f32; delta, out T.
+    ///
+    /// # Safety
+    /// The [module's contract](crate::kernels#safety) for `x` (n · hidden) f32, read and written in place,
+    /// `delta` (n · hidden) T or 0 for none, `w` (hidden) T, and the output `out` (n · hidden) T.
     #[allow(clippy::too_many_arguments)]
-    pub fn add_rmsnorm(&self, gpu: &Gpu, x: u64, delta: u64, w: u64, out: u64, n: usize, hidden: usize, eps: f32) -> Result<()> {
-        let h = hidden as i32;
+    pub unsafe fn add_rmsnorm(&self, gpu: &Gpu, x: u64, delta: u64, w: u64, out: u64, n: usize, hidden: usize, eps: f32) -> Result<()> {
+        let h = i32_of("hidden", hidden)?;
         // One block per token: at decode batch sizes there are few blocks, so each gets many threads
         // (the row's loads are then all in flight at once instead of in a long chain).
         launch!(gpu, self.add_rmsnorm, (u32_of("tokens", n)?, 1, 1), 1024; x, delta, w, out, h, eps)
     }
 
     /// RoPE on q and k of the fused qkv rows; q into `q_out`, k and v into the caches at `slot`.
+    ///
+    /// # Safety
+    /// The [module's contract](crate::kernels#safety), with `q_dim`, `kv_dim` and `head_dim` of `self.shape`,
+    /// for `qkv` (n · (q_dim + 2 kv_dim)) T, `pos` (n) i32, `slot` (n) i32 each −1 (padding: no
+    /// write) or in 0..slots, `inv_freq` (head_dim / 2) f32, and the outputs `q_out` (n · q_dim) T
+    /// and `k_cache`, `v_cache` (slots · kv_dim) T each. Two tokens' slots may not be the same.
     #[allow(clippy::too_many_arguments)]
-    pub fn rope_cache(
+    pub unsafe fn rope_cache(
         &self,
         gpu: &Gpu,
         qkv: u64,
@@ -153,34 +199,52 @@ impl<T: GpuFloat> Kernels<T> {
         n: usize,
     ) -> Result<()> {
         let s = self.shape;
-        let (h, kvh, d) = (s.heads as i32, s.kv_heads as i32, s.head_dim as i32);
+        let (h, kvh, d) = (i32_of("heads", s.heads)?, i32_of("kv_heads", s.kv_heads)?, i32_of("head_dim", s.head_dim)?);
         launch!(gpu, self.rope_cache, (u32_of("tokens", n)?, 1, 1), 512; qkv, q_out, k_cache, v_cache, pos, slot, inv_freq, h, kvh, d)
     }
 
     /// Copies blocks src[i] -> dst[i] (device arrays of `n` ids) in one layer's K and V caches.
-    pub fn copy_blocks(&self, gpu: &Gpu, k: u64, v: u64, src: u64, dst: u64, n: usize, block_elems: usize) -> Result<()> {
+    ///
+    /// # Safety
+    /// The [module's contract](crate::kernels#safety) for `k` and `v` (blocks · block_elems) T each, read and
+    /// written, and `src`, `dst` (n) i32 each in 0..blocks. The copies run at once: no `dst` may
+    /// be another copy's `src` or `dst`.
+    pub unsafe fn copy_blocks(&self, gpu: &Gpu, k: u64, v: u64, src: u64, dst: u64, n: usize, block_elems: usize) -> Result<()> {
         let e = block_elems as i64;
         launch!(gpu, self.copy_blocks, (u32_of("copies", n)?, 2, 1), 256; k, v, src, dst, e)
     }
 
     /// out (n, I) = silu(gu[:, :I]) · gu[:, I:].
-    pub fn silu_mul(&self, gpu: &Gpu, gu: u64, out: u64, n: usize, inter: usize) -> Result<()> {
+    ///
+    /// # Safety
+    /// The [module's contract](crate::kernels#safety) for `gu` (n · 2 I) T and the output `out` (n · I) T.
+    pub unsafe fn silu_mul(&self, gpu: &Gpu, gu: u64, out: u64, n: usize, inter: usize) -> Result<()> {
         let blocks = (n * inter).div_ceil(256).clamp(1, 65536) as u32;
-        let (nn, i) = (n as i32, inter as i32);
+        let (nn, i) = (i32_of("tokens", n)?, i32_of("intermediate", inter)?);
         launch!(gpu, self.silu_mul, (blocks, 1, 1), 256; gu, out, nn, i)
     }
 
     /// ids (n) = argmax of each logits row (n, vocab).
-    pub fn argmax(&self, gpu: &Gpu, logits: u64, ids: u64, n: usize, vocab: usize) -> Result<()> {
-        let v = vocab as i32;
+    ///
+    /// # Safety
+    /// The [module's contract](crate::kernels#safety) for `logits` (n · vocab) T and the output `ids` (n) u32.
+    pub unsafe fn argmax(&self, gpu: &Gpu, logits: u64, ids: u64, n: usize, vocab: usize) -> Result<()> {
+        let v = i32_of("vocab", vocab)?;
         launch!(gpu, self.argmax, (u32_of("rows", n)?, 1, 1), 1024; logits, ids, v)
     }
 
     // ANCHOR: attention_launch
     /// Paged attention of `n_q` query tokens, then the merge of their context partitions.
     /// `parts` = ⌈longest context / PART⌉ (fixed at the maximum when captured in a graph).
+    ///
+    /// # Safety
+    /// The [module's contract](crate::kernels#safety) for every buffer of `io`, with the sizes its fields
+    /// list: `n_q` queries, `parts` partitions, `block_size`-token blocks, tables of `max_blocks`
+    /// entries. Every `ctx_lens[i]` is at most `parts · PART` and `max_blocks · block_size`, every
+    /// `rows[i]` is a row of `tables`, and that row's first ⌈ctx_lens[i] / block_size⌉ entries are
+    /// blocks of the caches.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention(
+    pub unsafe fn attention(
         &self,
         gpu: &Gpu,
         io: &AttentionIo,
@@ -193,7 +257,8 @@ impl<T: GpuFloat> Kernels<T> {
         let chunks = s.heads / s.kv_heads / self.group_chunk;
         let threads = s.head_dim.max(128) as u32;
         let grid = (u32_of("queries", n_q)?, (s.kv_heads * chunks) as u32, u32_of("partitions", parts)?);
-        let (heads, kv_heads, bs, mb, mp) = (s.heads as i32, s.kv_heads as i32, block_size as i32, max_blocks as i32, parts as i32);
+        let (heads, kv_heads) = (i32_of("heads", s.heads)?, i32_of("kv_heads", s.kv_heads)?);
+        let (bs, mb, mp) = (i32_of("block_size", block_size)?, i32_of("max_blocks", max_blocks)?, i32_of("partitions", parts)?);
         let scale = 1.0f32 / (s.head_dim as f32).sqrt();
         launch!(gpu, self.attention, grid, threads;
             io.q, io.k_cache, io.v_cache, io.tables, io.rows, io.ctx_lens, io.part_o, io.part_ml,
@@ -205,27 +270,41 @@ impl<T: GpuFloat> Kernels<T> {
 
     // ANCHOR: linear_dispatch
     /// y (n, out) = x (n, in) · wᵀ: our GEMV for a small decode batch, cuBLAS otherwise.
+    ///
+    /// # Safety
+    /// As [`linear`]'s.
     #[allow(clippy::too_many_arguments)]
-    pub fn linear(&self, gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<()> {
+    pub unsafe fn linear(&self, gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<()> {
         let vec = 16 / std::mem::size_of::<T>();
         if n > GEMV_MAX_N || in_f % vec != 0 {
-            return linear::<T>(gpu, x, w, y, n, in_f, out_f);
+            // SAFETY: the same contract, passed on.
+            return unsafe { linear::<T>(gpu, x, w, y, n, in_f, out_f) };
         }
-        let (nn, i, o) = (n as i32, in_f as i32, out_f as i32);
+        let (nn, i, o) = (i32_of("rows", n)?, i32_of("in features", in_f)?, i32_of("out features", out_f)?);
         launch!(gpu, self.gemv, (u32_of("rows", out_f.div_ceil(8))?, 1, 1), 256; w, x, y, nn, i, o)
     }
     // ANCHOR_END: linear_dispatch
 
-    /// w (n) = uniform(-scale, scale) from (seed, index), deterministic.
-    pub fn fill_uniform(&self, gpu: &Gpu, w: u64, n: usize, seed: u64, scale: f32) -> Result<()> {
-        let (nn, blocks) = (n as i64, n.div_ceil(256).clamp(1, 65536) as u32);
+    /// Every element of `w` = uniform(-scale, scale) from (seed, index), deterministic.
+    pub fn fill_uniform(&self, gpu: &Gpu, w: &mut CudaSlice<T>, seed: u64, scale: f32) -> Result<()> {
+        let (w, nn, blocks) = fill_args(gpu, w)?;
         launch!(gpu, self.fill_uniform, (blocks, 1, 1), 256; w, nn, seed, scale)
     }
 
-    pub fn fill_const(&self, gpu: &Gpu, w: u64, n: usize, value: f32) -> Result<()> {
-        let (nn, blocks) = (n as i64, n.div_ceil(256).clamp(1, 65536) as u32);
+    /// Every element of `w` = `value`.
+    pub fn fill_const(&self, gpu: &Gpu, w: &mut CudaSlice<T>, value: f32) -> Result<()> {
+        let (w, nn, blocks) = fill_args(gpu, w)?;
         launch!(gpu, self.fill_const, (blocks, 1, 1), 256; w, nn, value)
     }
+}
+
+/// A fill's address, element count and grid; the slice must live on `gpu`'s stream.
+fn fill_args<T>(gpu: &Gpu, w: &CudaSlice<T>) -> Result<(u64, i64, u32)> {
+    if !std::sync::Arc::ptr_eq(w.stream(), &gpu.stream) {
+        return Err(ModelError::Device("filling a buffer of another GPU handle's stream".into()));
+    }
+    let n = w.len();
+    Ok((crate::device::ptr(gpu, w), n as i64, n.div_ceil(256).clamp(1, 65536) as u32))
 }
 
 /// The buffers one attention call reads and writes (device addresses).
@@ -245,28 +324,34 @@ pub struct AttentionIo {
 // ANCHOR: linear
 /// y (n, out) = x (n, in) · wᵀ, with w (out, in) row-major as Hugging Face stores it. In cuBLAS's
 /// column-major terms that is yᵀ = w · xᵀ: A = w transposed, B = x as is. f32 accumulation.
-pub fn linear<T: GpuFloat>(gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<()> {
+///
+/// # Safety
+/// The [module's contract](crate::kernels#safety) for `x` (n · in) T, `w` (out · in) T and the output
+/// `y` (n · out) T; cuBLAS runs on `gpu.blas`, whose stream is `gpu.stream`.
+pub unsafe fn linear<T: GpuFloat>(gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<()> {
     let (alpha, beta) = (1.0f32, 0.0f32);
-    // SAFETY: x, w, y are device buffers of at least n·in, out·in and n·out elements of T.
+    let (m, nn, k) = (i32_of("out features", out_f)?, i32_of("rows", n)?, i32_of("in features", in_f)?);
+    // SAFETY: x, w, y hold n·in, out·in and n·out elements of T (this fn's contract); the
+    // dimensions fit cuBLAS's ints (checked above); alpha and beta outlive the call.
     unsafe {
         cudarc::cublas::result::gemm_ex(
             *gpu.blas.handle(),
             cublasOperation_t::CUBLAS_OP_T,
             cublasOperation_t::CUBLAS_OP_N,
-            out_f as i32,
-            n as i32,
-            in_f as i32,
+            m,
+            nn,
+            k,
             (&alpha) as *const f32 as *const _,
             w as *const _,
             T::CUBLAS,
-            in_f as i32,
+            k,
             x as *const _,
             T::CUBLAS,
-            in_f as i32,
+            k,
             (&beta) as *const f32 as *const _,
             y as *mut _,
             T::CUBLAS,
-            out_f as i32,
+            m,
             cublasComputeType_t::CUBLAS_COMPUTE_32F,
             cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )

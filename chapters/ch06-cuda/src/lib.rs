@@ -9,6 +9,10 @@
 //! pass, [`runner`] plugs it into chapter 5's loop, [`engine`] sizes the KV pool, and [`bench`]
 //! measures kernels and decode steps against their memory-bandwidth floor.
 
+// The kernel launchers are `unsafe fn`s (raw device addresses); every unsafe call inside them
+// still gets its own `unsafe` block and `SAFETY` comment.
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod bench;
 pub mod device;
 pub mod engine;

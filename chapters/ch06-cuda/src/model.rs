@@ -99,6 +99,19 @@ impl<T: GpuFloat> KvCache<T> {
         })
     }
 
+    /// Checks that the pool's sizes (public fields) agree with its buffers' lengths, for `c`.
+    pub fn check(&self, c: &LlamaConfig) -> Result<()> {
+        let want = self.num_blocks.checked_mul(self.block_size).and_then(|s| s.checked_mul(c.kv_dim()));
+        let total = self.layer_elems.checked_mul(c.num_hidden_layers);
+        if want != Some(self.layer_elems) || total.is_none_or(|t| self.k.len() < t || self.v.len() < t) {
+            return Err(ModelError::InvalidSettings(format!(
+                "a KV cache of {} blocks of {} tokens does not match its buffers or this model",
+                self.num_blocks, self.block_size
+            )));
+        }
+        Ok(())
+    }
+
     /// Bytes of one block, all layers, K and V.
     pub fn block_bytes(c: &LlamaConfig, block_size: usize) -> u64 {
         (2 * c.num_hidden_layers * block_size * c.kv_dim() * std::mem::size_of::<T>()) as u64
@@ -165,45 +178,63 @@ impl<T: GpuFloat> GpuModel<T> {
     /// One pass over `n` tokens (metadata already uploaded): every layer, then logits and greedy
     /// ids for `rows` sequences into `self.logits()` / `self.ids()`. Launches only; no sync.
     /// `parts`: context partitions of the longest context (the graph's maximum when captured).
-    pub fn forward(&self, gpu: &Gpu, kv: &KvCache<T>, n: usize, rows: usize, parts: usize) -> Result<()> {
+    ///
+    /// # Safety
+    /// `self` and `kv` were made on `gpu`; `self`'s public fields are as [`GpuModel::new`] made
+    /// them, from kernels and weights built for `self.config` (the pass's sizes are checked
+    /// against `self.cap`, and `kv`'s against its buffers).
+    /// The kernels index the caches and tables by the ids in the metadata last uploaded, which
+    /// must describe this pass over `kv`: for the first `n` tokens, `tokens` in 0..vocab, `slot`
+    /// −1 or a slot of `kv` (in 0..num_blocks · block_size) no other token writes, `rows` in
+    /// 0..max_rows, `ctx` at most `parts · PART` and `max_blocks · block_size`, and the first
+    /// ⌈ctx / block_size⌉ entries of the token's table row blocks of `kv`; for the first `rows`
+    /// rows, `logit_idx` in 0..n.
+    pub unsafe fn forward(&self, gpu: &Gpu, kv: &KvCache<T>, n: usize, rows: usize, parts: usize) -> Result<()> {
         let (c, k, w, b, l) = (&self.config, &self.kernels, &self.weights, &self.buf, &self.layout);
         if n > self.cap.max_tokens || rows > self.cap.max_rows || n * parts > self.cap.max_query_parts || rows == 0 {
             return Err(ModelError::InvalidBatch(format!("pass of {n} tokens, {rows} rows, {parts} partitions exceeds {:?}", self.cap)));
         }
+        kv.check(c)?;
         let (h, q, kvd, inter, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps as f32);
         let p = |s: &CudaSlice<T>| ptr(gpu, s);
         let x = ptr(gpu, &b.x);
-        k.embedding(gpu, p(&w.embed), self.meta(gpu, l.tokens), x, n, h)?;
-        k.add_rmsnorm(gpu, x, 0, p(&w.layers[0].attn_norm), p(&b.h), n, h, eps)?;
-        let elem = std::mem::size_of::<T>() as u64;
-        for (li, layer) in w.layers.iter().enumerate() {
-            let (kc, vc) = (p(&kv.k) + (li * kv.layer_elems) as u64 * elem, p(&kv.v) + (li * kv.layer_elems) as u64 * elem);
-            k.linear(gpu, p(&b.h), p(&layer.wqkv), p(&b.qkv), n, h, q + 2 * kvd)?; // (n, q + 2 kv)
-            let (pos, slot) = (self.meta(gpu, l.pos), self.meta(gpu, l.slot));
-            k.rope_cache(gpu, p(&b.qkv), p(&b.q), kc, vc, pos, slot, ptr(gpu, &w.inv_freq), n)?;
-            let io = AttentionIo {
-                q: p(&b.q),
-                k_cache: kc,
-                v_cache: vc,
-                tables: self.meta(gpu, l.tables),
-                rows: self.meta(gpu, l.rows),
-                ctx_lens: self.meta(gpu, l.ctx),
-                part_o: ptr(gpu, &b.part_o),
-                part_ml: ptr(gpu, &b.part_ml),
-                out: p(&b.attn),
-            };
-            k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts)?; // (n, heads · head_dim)
-            k.linear(gpu, p(&b.attn), p(&layer.wo), p(&b.o), n, q, h)?;
-            k.add_rmsnorm(gpu, x, p(&b.o), p(&layer.mlp_norm), p(&b.h), n, h, eps)?;
-            k.linear(gpu, p(&b.h), p(&layer.wgu), p(&b.gu), n, h, 2 * inter)?; // (n, 2 · intermediate)
-            k.silu_mul(gpu, p(&b.gu), p(&b.act), n, inter)?;
-            k.linear(gpu, p(&b.act), p(&layer.wdown), p(&b.o), n, inter, h)?;
-            let next_norm = w.layers.get(li + 1).map_or(&w.norm, |nl| &nl.attn_norm);
-            k.add_rmsnorm(gpu, x, p(&b.o), p(next_norm), p(&b.h), n, h, eps)?;
+        // SAFETY: the activation buffers were allocated by `new` for `self.cap`, which the pass
+        // fits (checked above), and the weights for `self.config`; `kv` holds `layers ·
+        // layer_elems` elements per cache (checked); the ids in the metadata are this fn's
+        // contract. No launch's output is one of its inputs; all run on `gpu.stream`.
+        unsafe {
+            k.embedding(gpu, p(&w.embed), self.meta(gpu, l.tokens), x, n, h)?;
+            k.add_rmsnorm(gpu, x, 0, p(&w.layers[0].attn_norm), p(&b.h), n, h, eps)?;
+            let elem = std::mem::size_of::<T>() as u64;
+            for (li, layer) in w.layers.iter().enumerate() {
+                let (kc, vc) = (p(&kv.k) + (li * kv.layer_elems) as u64 * elem, p(&kv.v) + (li * kv.layer_elems) as u64 * elem);
+                k.linear(gpu, p(&b.h), p(&layer.wqkv), p(&b.qkv), n, h, q + 2 * kvd)?; // (n, q + 2 kv)
+                let (pos, slot) = (self.meta(gpu, l.pos), self.meta(gpu, l.slot));
+                k.rope_cache(gpu, p(&b.qkv), p(&b.q), kc, vc, pos, slot, ptr(gpu, &w.inv_freq), n)?;
+                let io = AttentionIo {
+                    q: p(&b.q),
+                    k_cache: kc,
+                    v_cache: vc,
+                    tables: self.meta(gpu, l.tables),
+                    rows: self.meta(gpu, l.rows),
+                    ctx_lens: self.meta(gpu, l.ctx),
+                    part_o: ptr(gpu, &b.part_o),
+                    part_ml: ptr(gpu, &b.part_ml),
+                    out: p(&b.attn),
+                };
+                k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts)?; // (n, heads · head_dim)
+                k.linear(gpu, p(&b.attn), p(&layer.wo), p(&b.o), n, q, h)?;
+                k.add_rmsnorm(gpu, x, p(&b.o), p(&layer.mlp_norm), p(&b.h), n, h, eps)?;
+                k.linear(gpu, p(&b.h), p(&layer.wgu), p(&b.gu), n, h, 2 * inter)?; // (n, 2 · intermediate)
+                k.silu_mul(gpu, p(&b.gu), p(&b.act), n, inter)?;
+                k.linear(gpu, p(&b.act), p(&layer.wdown), p(&b.o), n, inter, h)?;
+                let next_norm = w.layers.get(li + 1).map_or(&w.norm, |nl| &nl.attn_norm);
+                k.add_rmsnorm(gpu, x, p(&b.o), p(next_norm), p(&b.h), n, h, eps)?;
+            }
+            k.gather_rows(gpu, p(&b.h), self.meta(gpu, l.logit_idx), p(&b.last), rows, h)?; // (rows, hidden)
+            k.linear(gpu, p(&b.last), p(w.lm_head()), p(&b.logits), rows, h, c.vocab_size)?; // (rows, vocab)
+            k.argmax(gpu, p(&b.logits), ptr(gpu, &b.ids), rows, c.vocab_size)
         }
-        k.gather_rows(gpu, p(&b.h), self.meta(gpu, l.logit_idx), p(&b.last), rows, h)?; // (rows, hidden)
-        k.linear(gpu, p(&b.last), p(w.lm_head()), p(&b.logits), rows, h, c.vocab_size)?; // (rows, vocab)
-        k.argmax(gpu, p(&b.logits), ptr(gpu, &b.ids), rows, c.vocab_size)
     }
     // ANCHOR_END: forward
 

@@ -72,9 +72,12 @@ impl<T: GpuFloat> GpuRunner<T> {
     }
 
     /// Writes the metadata of tokens `toks` (rows = the spans they touch) into the host buffer.
-    /// Rows past `toks`'s spans up to `pad_rows` are padding: slot −1, context 0.
+    /// Rows past `toks`'s spans up to `pad_rows` are padding: slot −1, context 0. The ids that the
+    /// kernels index by are checked (tokens against the vocabulary, tables against the pool), so
+    /// what it writes meets `GpuModel::forward`'s contract (with partitions for `toks`' contexts).
     fn fill_meta(&mut self, toks: &[Tok], tables: &[&[BlockId]], pad_to: usize) -> Result<Vec<usize>> {
         let (l, bs, mb) = (self.model.layout, self.kv.block_size, self.model.cap.max_blocks);
+        let (vocab, blocks) = (self.model.config.vocab_size, self.kv.num_blocks);
         let m = &mut self.host_meta;
         let first_span = toks.first().map_or(0, |t| t.span);
         let mut logit_spans = Vec::new();
@@ -84,6 +87,9 @@ impl<T: GpuFloat> GpuRunner<T> {
             let block = *table.get(t.pos / bs).ok_or_else(|| {
                 ModelError::InvalidBatch(format!("position {} is beyond a block table of {} blocks", t.pos, table.len()))
             })?;
+            if t.token as usize >= vocab {
+                return Err(ModelError::InvalidBatch(format!("token {} is beyond the vocabulary of {vocab}", t.token)));
+            }
             m[l.tokens + i] = t.token as i32;
             m[l.pos + i] = t.pos as i32;
             m[l.slot + i] = (block * bs + t.pos % bs) as i32;
@@ -107,6 +113,9 @@ impl<T: GpuFloat> GpuRunner<T> {
             let row = &mut m[l.tables + r * mb..l.tables + (r + 1) * mb];
             row.fill(0);
             for (dst, &b) in row.iter_mut().zip(table) {
+                if b >= blocks {
+                    return Err(ModelError::InvalidBatch(format!("block {b} is beyond the pool of {blocks}")));
+                }
                 *dst = b as i32;
             }
         }
@@ -117,6 +126,9 @@ impl<T: GpuFloat> GpuRunner<T> {
     /// A decode step of `n` sequences as a graph replay: padded up to the next captured size;
     /// the first time a size is used it runs eagerly and is then captured.
     fn decode_with_graph(&mut self, toks: &[Tok], tables: &[&[BlockId]], size: usize) -> Result<()> {
+        if let Some(t) = toks.iter().find(|t| parts_for(t.pos + 1) > self.max_parts) {
+            return Err(ModelError::InvalidBatch(format!("position {} is beyond the longest sequence the graphs cover", t.pos)));
+        }
         self.fill_meta(toks, tables, size)?;
         self.model.upload_meta(&self.gpu, &self.host_meta)?;
         if let Some(graph) = self.graphs.get(&size) {
@@ -125,10 +137,14 @@ impl<T: GpuFloat> GpuRunner<T> {
             return Ok(());
         }
         // First use: run it (cuBLAS picks its kernels), then record the same launches.
-        self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts)?;
+        // SAFETY: `fill_meta` wrote checked metadata for these tokens (padded to `size`), every
+        // context within `max_parts` partitions (checked above); model and cache are this
+        // runner's own, on its GPU. Replays read the metadata of later steps, written the same way.
+        unsafe { self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts)? };
         let stream = self.gpu.stream.clone();
         stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| device_err("begin capture", e))?;
-        let captured = self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts);
+        // SAFETY: as above.
+        let captured = unsafe { self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts) };
         let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| device_err("end capture", e))?;
         captured?;
         let graph = graph.ok_or_else(|| ModelError::Device("stream capture recorded nothing".into()))?;
@@ -184,9 +200,14 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         if copies.is_empty() {
             return Ok(());
         }
-        // Copies must behave as if run in order. When a later copy writes a block an earlier one
-        // reads (a block freed and reused within one schedule), run them one launch at a time.
-        let ordered = copies.iter().enumerate().any(|(i, &(_, d))| copies[..i].iter().any(|&(s, _)| s == d));
+        let blocks = self.kv.num_blocks;
+        if let Some(&(s, d)) = copies.iter().find(|&&(s, d)| s >= blocks || d >= blocks) {
+            return Err(ModelError::InvalidBatch(format!("copy of block {s} to {d} in a pool of {blocks}")));
+        }
+        // Copies must behave as if run in order. When a copy writes a block another one reads or
+        // writes (a block freed and reused within one schedule), run them one launch at a time.
+        let clash = |i: usize, d: BlockId| copies.iter().enumerate().any(|(j, &(s, dj))| j != i && (s == d || dj == d));
+        let ordered = copies.iter().enumerate().any(|(i, &(_, d))| clash(i, d));
         if ordered && copies.len() > 1 {
             return copies.iter().try_for_each(|c| self.copy_blocks(std::slice::from_ref(c)));
         }
@@ -199,7 +220,10 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         for layer in 0..c.num_hidden_layers {
             let off = (layer * self.kv.layer_elems) as u64 * elem;
             let (s, d) = (ptr(&self.gpu, &src), ptr(&self.gpu, &dst));
-            self.model.kernels.copy_blocks(&self.gpu, k0 + off, v0 + off, s, d, copies.len(), block_elems)?;
+            // SAFETY: k0 + off and v0 + off start layer `layer`'s caches of `num_blocks` blocks of
+            // `block_elems` each; `src` and `dst` hold `copies.len()` ids of those blocks (checked),
+            // no destination another copy's source or destination (else one launch per copy).
+            unsafe { self.model.kernels.copy_blocks(&self.gpu, k0 + off, v0 + off, s, d, copies.len(), block_elems)? };
         }
         self.stats.block_copies += copies.len();
         Ok(())
@@ -275,7 +299,9 @@ impl<T: GpuFloat> GpuRunner<T> {
         self.model.upload_meta(&self.gpu, &self.host_meta)?;
         let longest = part.iter().map(|t| t.pos + 1).max().unwrap_or(1);
         let parts = GpuModel::<T>::parts_for(longest);
-        self.model.forward(&self.gpu, &self.kv, part.len(), logit_spans.len().max(1), parts)?;
+        // SAFETY: `fill_meta` wrote checked metadata for these tokens, and `parts` covers the
+        // longest of their contexts; model and cache are this runner's own, on its GPU.
+        unsafe { self.model.forward(&self.gpu, &self.kv, part.len(), logit_spans.len().max(1), parts)? };
         self.stats.passes += 1;
         match logit_spans.is_empty() {
             true => Ok(()),

@@ -1,7 +1,7 @@
 //! The model's weights on the GPU, uploaded once in the engine's element type, with Q/K/V fused
 //! into one matrix and gate/up into another, so each layer runs four GEMMs instead of seven.
 
-use crate::device::{ptr, Gpu};
+use crate::device::Gpu;
 use crate::float::GpuFloat;
 use crate::kernels::Kernels;
 use ch00_model::{LlamaConfig, Model, Result};
@@ -69,14 +69,14 @@ impl<T: GpuFloat> GpuWeights<T> {
         let (h, q, kv, i, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
         let mut n = 0u64;
         let mut rand = |what: &str, rows: usize, cols: usize| -> Result<CudaSlice<T>> {
-            let w = gpu.zeros::<T>(what, rows * cols)?;
+            let mut w = gpu.zeros::<T>(what, rows * cols)?;
             n += 1;
-            k.fill_uniform(gpu, ptr(gpu, &w), rows * cols, seed.wrapping_mul(1000).wrapping_add(n), 1.0 / (cols as f32).sqrt())?;
+            k.fill_uniform(gpu, &mut w, seed.wrapping_mul(1000).wrapping_add(n), 1.0 / (cols as f32).sqrt())?;
             Ok(w)
         };
         let ones = |what: &str, len: usize| -> Result<CudaSlice<T>> {
-            let w = gpu.zeros::<T>(what, len)?;
-            k.fill_const(gpu, ptr(gpu, &w), len, 1.0)?;
+            let mut w = gpu.zeros::<T>(what, len)?;
+            k.fill_const(gpu, &mut w, 1.0)?;
             Ok(w)
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);

@@ -112,7 +112,9 @@ fn attention_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, see
         part_ml: ptr(g, &part_ml),
         out: ptr(g, &out),
     };
-    k.attention(g, &io, n_q, block_size, max_blocks, parts).unwrap();
+    // SAFETY: the buffers above are sized for n_q queries, `parts` partitions and `num_blocks`
+    // blocks; each row's table holds distinct blocks of the pool, enough for its context.
+    unsafe { k.attention(g, &io, n_q, block_size, max_blocks, parts) }.unwrap();
     let got = down::<T>(g, &out);
     let mut want = vec![0.0f32; n_q * shape.q_dim()];
     let qd = shape.q_dim();
@@ -169,7 +171,9 @@ fn rope_cache_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let (q_out, kc, vc) = (poisoned::<T>(g, n * qd), poisoned::<T>(g, cache_slots * kvd), poisoned::<T>(g, cache_slots * kvd));
     let (qkvd, posd, slotd, inv) =
         (up::<T>(g, &qkv), g.upload("p", &pos).unwrap(), g.upload("s", &slot).unwrap(), g.upload("f", rope.inv_freq()).unwrap());
-    k.rope_cache(g, ptr(g, &qkvd), ptr(g, &q_out), ptr(g, &kc), ptr(g, &vc), ptr(g, &posd), ptr(g, &slotd), ptr(g, &inv), n).unwrap();
+    // SAFETY: n tokens' qkv, q_out, pos and slot; distinct slots below `cache_slots` (or −1).
+    unsafe { k.rope_cache(g, ptr(g, &qkvd), ptr(g, &q_out), ptr(g, &kc), ptr(g, &vc), ptr(g, &posd), ptr(g, &slotd), ptr(g, &inv), n) }
+        .unwrap();
     let qkv = Array2::from_shape_vec((n, qd + 2 * kvd), qkv).unwrap();
     let positions: Vec<usize> = pos.iter().map(|&p| p as usize).collect();
     let mut q = qkv.slice(ndarray::s![.., ..qd]).to_owned();
@@ -220,7 +224,9 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let delta = round::<T>(&rng.vec(n * hidden));
     let w = round::<T>(&rng.vec(hidden));
     let (xd, dd, wd, hd) = (g.upload("x", &x0).unwrap(), up::<T>(g, &delta), up::<T>(g, &w), poisoned::<T>(g, n * hidden));
-    k.add_rmsnorm(g, ptr(g, &xd), ptr(g, &dd), ptr(g, &wd), ptr(g, &hd), n, hidden, 1e-5).unwrap();
+    // SAFETY (each launch below): the buffers were just allocated with the lengths the launch
+    // reads and writes, and the ids (tokens, gather rows) are in range.
+    unsafe { k.add_rmsnorm(g, ptr(g, &xd), ptr(g, &dd), ptr(g, &wd), ptr(g, &hd), n, hidden, 1e-5) }.unwrap();
     let x1: Vec<f32> = x0.iter().zip(&delta).map(|(a, b)| a + b).collect();
     let mut want = Array2::zeros((n, hidden));
     rms_norm(&Array2::from_shape_vec((n, hidden), x1.clone()).unwrap().view(), &Array1::from(w.clone()).view(), 1e-5, &mut want);
@@ -232,7 +238,7 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     // silu_mul
     let gu = round::<T>(&rng.vec(n * 2 * inter));
     let (gud, act) = (up::<T>(g, &gu), poisoned::<T>(g, n * inter));
-    k.silu_mul(g, ptr(g, &gud), ptr(g, &act), n, inter).unwrap();
+    unsafe { k.silu_mul(g, ptr(g, &gud), ptr(g, &act), n, inter) }.unwrap();
     let gu2 = Array2::from_shape_vec((n, 2 * inter), gu).unwrap();
     let mut want = Array2::zeros((n, inter));
     swiglu(&gu2.view(), &mut want);
@@ -242,7 +248,7 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     for rows in [1, 5, 8, 9, 40] {
         let (a, wl) = (round::<T>(&rng.vec(rows * hidden)), round::<T>(&rng.vec(inter * hidden)));
         let (ad, wld, yd) = (up::<T>(g, &a), up::<T>(g, &wl), poisoned::<T>(g, rows * inter));
-        k.linear(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), rows, hidden, inter).unwrap();
+        unsafe { k.linear(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), rows, hidden, inter) }.unwrap();
         let want = cpu_linear(a, wl, rows, hidden, inter);
         let e = rel_err("linear", &down::<T>(g, &yd), want.as_slice().unwrap());
         assert!(e < tol::<T>(), "linear {} with {rows} rows: {e:.2e}", T::C_NAME);
@@ -250,7 +256,7 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     // and cuBLAS directly
     let (a, wl) = (round::<T>(&rng.vec(n * hidden)), round::<T>(&rng.vec(inter * hidden)));
     let (ad, wld, yd) = (up::<T>(g, &a), up::<T>(g, &wl), poisoned::<T>(g, n * inter));
-    gpu_linear::<T>(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), n, hidden, inter).unwrap();
+    unsafe { gpu_linear::<T>(g, ptr(g, &ad), ptr(g, &wld), ptr(g, &yd), n, hidden, inter) }.unwrap();
     let want = cpu_linear(a, wl, n, hidden, inter);
     let e = rel_err("cuBLAS linear", &down::<T>(g, &yd), want.as_slice().unwrap());
     assert!(e < tol::<T>(), "cuBLAS linear {}: {e:.2e}", T::C_NAME);
@@ -258,7 +264,7 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     let table = round::<T>(&rng.vec(vocab * hidden));
     let tokens = [3i32, 999, 0, 3, 500];
     let (td, tok, xe) = (up::<T>(g, &table), g.upload("t", &tokens).unwrap(), g.upload("x", &vec![f32::NAN; n * hidden]).unwrap());
-    k.embedding(g, ptr(g, &td), ptr(g, &tok), ptr(g, &xe), n, hidden).unwrap();
+    unsafe { k.embedding(g, ptr(g, &td), ptr(g, &tok), ptr(g, &xe), n, hidden) }.unwrap();
     let mut emb = vec![0f32; n * hidden];
     g.stream.memcpy_dtoh(&xe, &mut emb).unwrap();
     for (i, &t) in tokens.iter().enumerate() {
@@ -266,7 +272,7 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     }
     let idx = [4i32, 0];
     let (idxd, gathered) = (g.upload("i", &idx).unwrap(), poisoned::<T>(g, 2 * hidden));
-    k.gather_rows(g, ptr(g, &hd), ptr(g, &idxd), ptr(g, &gathered), 2, hidden).unwrap();
+    unsafe { k.gather_rows(g, ptr(g, &hd), ptr(g, &idxd), ptr(g, &gathered), 2, hidden) }.unwrap();
     let hs = down::<T>(g, &hd);
     assert_eq!(down::<T>(g, &gathered), [&hs[4 * hidden..5 * hidden], &hs[..hidden]].concat());
     // argmax, with a tie that the lower index must win
@@ -274,7 +280,7 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
     logits[vocab + 10] = 5.0;
     logits[vocab + 700] = 5.0;
     let (ld, ids) = (up::<T>(g, &logits), g.upload("ids", &[u32::MAX; 3]).unwrap());
-    k.argmax(g, ptr(g, &ld), ptr(g, &ids), 3, vocab).unwrap();
+    unsafe { k.argmax(g, ptr(g, &ld), ptr(g, &ids), 3, vocab) }.unwrap();
     let mut got = [0u32; 3];
     g.stream.memcpy_dtoh(&ids, &mut got).unwrap();
     let want: Vec<u32> = logits.chunks(vocab).map(ch00_model::sampling::argmax).collect();

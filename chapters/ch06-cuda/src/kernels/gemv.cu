@@ -4,8 +4,11 @@
 // matters is streaming every weight once at full bandwidth. One warp per output row; each lane
 // reads 16 bytes of the row per load, 4 loads in flight, and multiplies them against the n
 // activation rows (small enough to stay in L1). w: (out, in) T row-major; in % (16/sizeof(T)) == 0.
-// Grid: ⌈out / 8⌉ blocks of 256 threads.
-#define GEMV_MAX_N 8
+// Grid: ⌈out / 8⌉ blocks of 256 threads. GEMV_MAX_N comes from the Rust side (kernels.rs's
+// constant, passed as -DGEMV_MAX_N=...), so the two can never disagree.
+#ifndef GEMV_MAX_N
+#error "GEMV_MAX_N must be defined by the host (kernels.rs compiles gemv.cu with -DGEMV_MAX_N=...)"
+#endif
 #define GV (16 / (int)sizeof(T))
 #define GU 4
 extern "C" __global__ void __launch_bounds__(256) gemv(const T* __restrict__ w, const T* __restrict__ x,

@@ -7,8 +7,8 @@
 // heads per thread block that share one K/V head: each K/V row is read once for all of them) and
 // PART (context positions per thread block: long contexts are split over several blocks, vLLM's
 // "v2" idea, and paged_attention_reduce merges the partial softmaxes).
-#ifndef PART
-#define PART 512
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(PART)
+#error "HEAD_DIM, GROUP and PART must be defined by the host (kernels.rs passes them as -D...)"
 #endif
 #define NT (HEAD_DIM > 128 ? HEAD_DIM : 128)      // threads per block
 #define VEC (16 / (int)sizeof(T))                 // elements per 16-byte load
