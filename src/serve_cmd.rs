@@ -102,6 +102,23 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 30.0)]
     grace_s: f64,
+    /// Largest request body accepted, in bytes (413 above).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Seconds the server goes on answering 503 (and /health its reason) after the engine dies,
+    /// before it exits non-zero.
+    #[arg(long, default_value_t = 2.0)]
+    dead_linger_s: f64,
+    /// Fault injection for the load/fault suite: `error:N` or `panic:N` fails the engine's N-th
+    /// step that has work.
+    #[arg(long, hide = true)]
+    inject_fault: Option<String>,
+}
+
+/// `error:N` or `panic:N`.
+fn parse_fault(s: &str) -> Result<(ch07_server::fault::Fault, usize)> {
+    let (kind, after) = s.split_once(':').context("--inject-fault takes error:N or panic:N")?;
+    Ok((kind.parse().map_err(anyhow::Error::msg)?, after.parse().context("--inject-fault: N")?))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -122,7 +139,11 @@ fn start(
 }
 
 pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
-    let make = make_stepper(&args.stage, &args.limits)?;
+    let mut make = make_stepper(&args.stage, &args.limits)?;
+    if let Some(spec) = &args.inject_fault {
+        let (fault, after) = parse_fault(spec)?;
+        make = Box::new(move |m| Ok(Box::new(ch07_server::fault::Faulty::new(make(m)?, fault, after)) as Box<_>));
+    }
     let loaded = load_model(args.model.as_deref(), args.config.as_deref())?;
     let dir = match (&args.model, &args.config) {
         (Some(d), _) => Some(d.clone()),
@@ -134,10 +155,12 @@ pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
         None => None,
     };
     let grace = Duration::try_from_secs_f64(args.grace_s).context("--grace-s")?;
-    let cfg = ServerConfig { chat, max_waiting: args.max_waiting, grace, ..ServerConfig::default() };
+    let dead_linger = Duration::try_from_secs_f64(args.dead_linger_s).context("--dead-linger-s")?;
+    let cfg =
+        ServerConfig { chat, max_waiting: args.max_waiting, max_body_bytes: args.max_body_bytes, grace, dead_linger, ..ServerConfig::default() };
     let (state, cfg, thread) = start(loaded, make, cfg, args.served_model_name.clone())?;
     let addr = format!("{}:{}", args.host, args.port);
-    runtime()?.block_on(async {
+    let served = runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
         eprintln!(
             "kvserve: {} serving {} on http://{} (max_len {}, chat {}); Ctrl-C to stop",
@@ -148,8 +171,9 @@ pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
             if cfg.chat.is_some() { "on" } else { "off: no chat template" }
         );
         serve(listener, state, &cfg, ch07_server::shutdown_signal()).await
-    })?;
+    });
     let _ = thread.join();
+    served?; // the engine died: exit non-zero, so a supervisor restarts the server
     eprintln!("kvserve: stopped");
     Ok(())
 }
