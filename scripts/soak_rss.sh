@@ -16,8 +16,14 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && b
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 first=""; first_n=0; n=0
 for r in $(seq "$rounds"); do
-  "$bin" loadgen --url "http://127.0.0.1:$port/v1" --num-requests "$per" --prompt-min 4 --prompt-max 16 \
-    --output-mean 8 --output-max 16 --seed "$r" >/dev/null
+  # In calls of at most 200 requests, all at once: under the default --max-waiting of 256.
+  left=$per
+  while [ "$left" -gt 0 ]; do
+    k=$(( left < 200 ? left : 200 ))
+    "$bin" loadgen --url "http://127.0.0.1:$port/v1" --num-requests "$k" --prompt-min 4 --prompt-max 16 \
+      --output-mean 8 --output-max 16 --seed "$r$left" >/dev/null
+    left=$((left - k))
+  done
   n=$((n + per)); kb=$(rss)
   echo "requests $n rss_kb $kb"
   if [ -z "$first" ]; then first=$kb; first_n=$n; fi

@@ -162,8 +162,9 @@ pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
     let addr = format!("{}:{}", args.host, args.port);
     let served = runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+        let random = if args.config.is_some() { " (RANDOM WEIGHTS from --config: the text is gibberish)" } else { "" };
         eprintln!(
-            "kvserve: {} serving {} on http://{} (max_len {}, chat {}); Ctrl-C to stop",
+            "kvserve: {} serving {}{random} on http://{} (max_len {}, chat {}); Ctrl-C to stop",
             args.stage,
             cfg.model_name,
             listener.local_addr()?,
