@@ -121,7 +121,7 @@ fn parse_fault(s: &str) -> Result<(ch07_server::fault::Fault, usize)> {
     Ok((kind.parse().map_err(anyhow::Error::msg)?, after.parse().context("--inject-fault: N")?))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 

@@ -283,3 +283,16 @@ fn serve_exits_non_zero_after_an_engine_fault() {
     assert!(!status.success(), "{err}");
     assert!(err.contains("injected fault"), "{err}");
 }
+
+/// `kvserve soak`'s short form: every check of the load/fault suite behaves as it should.
+#[test]
+fn the_short_soak_passes_every_check() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = port.min(65000).to_string();
+    let (ok, out, err) = kvserve(&["soak", "--config", "tiny", "--rounds", "2", "--per-round", "100", "--port", &port]);
+    assert!(ok, "{out}\n{err}");
+    for what in ["bytes/request", "malformed", "disconnect storm", "slow readers", "overload", "SIGTERM", "engine fault"] {
+        assert!(out.contains(what), "{what} missing: {out}");
+    }
+    assert!(!out.contains("**NO**"), "{out}");
+}

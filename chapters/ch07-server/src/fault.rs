@@ -49,7 +49,7 @@ impl StepEngine for Faulty<'_> {
     fn step(&mut self) -> Result<StepOutput> {
         if self.steps == self.after {
             match self.fault {
-                Fault::Error => return Err(ch00_model::ModelError::Device(format!("injected fault at step {}", self.steps))),
+                Fault::Error => return Err(ch00_model::ModelError::InvalidBatch(format!("injected fault at step {}", self.steps))),
                 Fault::Panic => panic!("injected panic at step {}", self.steps),
             }
         }

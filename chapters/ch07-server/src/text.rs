@@ -203,6 +203,40 @@ mod tests {
     }
 
     #[test]
+    fn stop_search_looks_at_the_tail_and_finds_matches_across_tokens() {
+        let stops = vec!["END".to_string(), "xy".to_string()];
+        // "EN" was searched already; "D" arrives: the match straddles the boundary.
+        assert_eq!(find_stop("abc EN", 4, &stops), None);
+        assert_eq!(find_stop("abc END", 6, &stops), Some(4));
+        // A match wholly inside text searched before is not looked for again...
+        assert_eq!(find_stop("xy and more", 11, &stops), None);
+        // ... and the window respects UTF-8 boundaries.
+        assert_eq!(find_stop("ééé xy", 7, &stops), Some(7));
+        assert_eq!(find_stop("abc", 0, &[]), None);
+    }
+
+    /// The shipped tokenizer (byte-level BPE): pieces pushed one id at a time add up to the text
+    /// of all the ids, multi-byte characters split across ids included.
+    #[test]
+    fn incremental_detokenization_equals_decoding_everything() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/shakespeare");
+        let m = ch00_model::load_model(Some(&dir), None).unwrap();
+        let text = "ROMEO: café — naïve ✓ 日本語 😀 and so, good night!\n  two  spaces";
+        let mut ids = m.encode(text).unwrap();
+        // And random ids: invalid byte sequences too.
+        ids.extend((0..300u32).map(|i| (i * 7919 + 13) % m.model.config.vocab_size as u32));
+        let mut d = Detokenizer::default();
+        let mut out = String::new();
+        for &id in &ids {
+            let piece = d.push(&m, id).unwrap();
+            out += &piece;
+        }
+        out += &d.flush(&m).unwrap();
+        assert_eq!(out, m.decode(&ids).unwrap());
+        assert!(out.contains("日本語 😀"), "{out:.80}");
+    }
+
+    #[test]
     fn the_engines_reason_finishes_and_flushes() {
         let m = random();
         let mut a = Assembler::new(&m, 2, vec!["zzz".into()]);
