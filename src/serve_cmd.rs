@@ -32,6 +32,13 @@ pub struct EngineLimits {
     max_running: Option<usize>,
 }
 
+impl Default for EngineLimits {
+    /// The command line's defaults (what `kvserve serve` runs with no limit flags).
+    fn default() -> Self {
+        EngineLimits { max_len: None, slots: 8, kv_blocks: None, block_size: 16, max_running: None }
+    }
+}
+
 // ANCHOR: make_stepper
 /// The step-wise engine of `stage` with these limits, built on the engine thread.
 pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
