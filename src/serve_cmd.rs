@@ -42,6 +42,14 @@ impl Default for EngineLimits {
 // ANCHOR: make_stepper
 /// The step-wise engine of `stage` with these limits, built on the engine thread.
 pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
+    if stage == "null" {
+        // No model (`kvserve soak --stage null`): what the server alone holds.
+        let (max_len, max_running) = (l.max_len, l.max_running.unwrap_or(l.slots));
+        return Ok(Box::new(move |m| {
+            let max_len = max_len.unwrap_or(m.config.max_position_embeddings.min(4096));
+            Ok(Box::new(ch07_server::fault::NullEngine::new(m.config.vocab_size, max_len, max_running)) as Box<_>)
+        }));
+    }
     let name = kvserve::stage(stage).with_context(|| format!("unknown stage {stage:?}"))?.name();
     Ok(match name {
         "ch03-static-batching" => {
