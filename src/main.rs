@@ -4,6 +4,7 @@ mod machine;
 mod memory_cmd;
 mod report;
 mod serve_cmd;
+mod soak_cmd;
 mod trace_cmd;
 
 use anyhow::{Context, Result};
@@ -43,6 +44,10 @@ enum Command {
     /// Serves each stage over HTTP in turn and runs loadgen at increasing rates: chapter 7's
     /// table and latency-throughput figure.
     ServeBench(serve_cmd::ServeBenchArgs),
+    /// The server's load/fault suite against a `kvserve serve` process on a loopback port: memory
+    /// slope, latency under load, malformed bodies, disconnects, slow readers, overload, SIGTERM
+    /// and an injected engine fault, as a table.
+    Soak(soak_cmd::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -103,6 +108,7 @@ fn main() -> Result<()> {
         Some(Command::Serve(args)) => serve_cmd::serve_cmd(&args),
         Some(Command::Loadgen(args)) => serve_cmd::loadgen_cmd(&args),
         Some(Command::ServeBench(args)) => serve_cmd::serve_bench_cmd(&args),
+        Some(Command::Soak(args)) => soak_cmd::run(&args),
     }
 }
 

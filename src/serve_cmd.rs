@@ -32,9 +32,24 @@ pub struct EngineLimits {
     max_running: Option<usize>,
 }
 
+impl Default for EngineLimits {
+    /// The command line's defaults (what `kvserve serve` runs with no limit flags).
+    fn default() -> Self {
+        EngineLimits { max_len: None, slots: 8, kv_blocks: None, block_size: 16, max_running: None }
+    }
+}
+
 // ANCHOR: make_stepper
 /// The step-wise engine of `stage` with these limits, built on the engine thread.
 pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
+    if stage == "null" {
+        // No model (`kvserve soak --stage null`): what the server alone holds.
+        let (max_len, max_running) = (l.max_len, l.max_running.unwrap_or(l.slots));
+        return Ok(Box::new(move |m| {
+            let max_len = max_len.unwrap_or(m.config.max_position_embeddings.min(4096));
+            Ok(Box::new(ch07_server::fault::NullEngine::new(m.config.vocab_size, max_len, max_running)) as Box<_>)
+        }));
+    }
     let name = kvserve::stage(stage).with_context(|| format!("unknown stage {stage:?}"))?.name();
     Ok(match name {
         "ch03-static-batching" => {
@@ -102,9 +117,26 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 30.0)]
     grace_s: f64,
+    /// Largest request body accepted, in bytes (413 above).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Seconds the server goes on answering 503 (and /health its reason) after the engine dies,
+    /// before it exits non-zero.
+    #[arg(long, default_value_t = 2.0)]
+    dead_linger_s: f64,
+    /// Fault injection for the load/fault suite: `error:N` or `panic:N` fails the engine's N-th
+    /// step that has work.
+    #[arg(long, hide = true)]
+    inject_fault: Option<String>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// `error:N` or `panic:N`.
+fn parse_fault(s: &str) -> Result<(ch07_server::fault::Fault, usize)> {
+    let (kind, after) = s.split_once(':').context("--inject-fault takes error:N or panic:N")?;
+    Ok((kind.parse().map_err(anyhow::Error::msg)?, after.parse().context("--inject-fault: N")?))
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
@@ -122,7 +154,11 @@ fn start(
 }
 
 pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
-    let make = make_stepper(&args.stage, &args.limits)?;
+    let mut make = make_stepper(&args.stage, &args.limits)?;
+    if let Some(spec) = &args.inject_fault {
+        let (fault, after) = parse_fault(spec)?;
+        make = Box::new(move |m| Ok(Box::new(ch07_server::fault::Faulty::new(make(m)?, fault, after)) as Box<_>));
+    }
     let loaded = load_model(args.model.as_deref(), args.config.as_deref())?;
     let dir = match (&args.model, &args.config) {
         (Some(d), _) => Some(d.clone()),
@@ -134,13 +170,16 @@ pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
         None => None,
     };
     let grace = Duration::try_from_secs_f64(args.grace_s).context("--grace-s")?;
-    let cfg = ServerConfig { chat, max_waiting: args.max_waiting, grace, ..ServerConfig::default() };
+    let dead_linger = Duration::try_from_secs_f64(args.dead_linger_s).context("--dead-linger-s")?;
+    let cfg =
+        ServerConfig { chat, max_waiting: args.max_waiting, max_body_bytes: args.max_body_bytes, grace, dead_linger, ..ServerConfig::default() };
     let (state, cfg, thread) = start(loaded, make, cfg, args.served_model_name.clone())?;
     let addr = format!("{}:{}", args.host, args.port);
-    runtime()?.block_on(async {
+    let served = runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+        let random = if args.config.is_some() { " (RANDOM WEIGHTS from --config: the text is gibberish)" } else { "" };
         eprintln!(
-            "kvserve: {} serving {} on http://{} (max_len {}, chat {}); Ctrl-C to stop",
+            "kvserve: {} serving {}{random} on http://{} (max_len {}, chat {}); Ctrl-C to stop",
             args.stage,
             cfg.model_name,
             listener.local_addr()?,
@@ -148,8 +187,9 @@ pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
             if cfg.chat.is_some() { "on" } else { "off: no chat template" }
         );
         serve(listener, state, &cfg, ch07_server::shutdown_signal()).await
-    })?;
+    });
     let _ = thread.join();
+    served?; // the engine died: exit non-zero, so a supervisor restarts the server
     eprintln!("kvserve: stopped");
     Ok(())
 }

@@ -198,3 +198,101 @@ fn serving_the_gpu_stage_without_a_gpu_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("engine could not start") && err.contains("GPU"), "{err}");
 }
+
+/// No silent random model: a default model that cannot be found is an error that says where it
+/// looked and how to choose one; found through `KVSERVE_MODEL`, it runs from any directory.
+#[test]
+fn a_missing_default_model_is_an_error_not_a_random_model() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |env: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_kvserve"))
+            .args(["generate", "--max-new-tokens", "3", "ROMEO:"])
+            .current_dir(elsewhere.path())
+            .env("KVSERVE_MODEL", env)
+            .output()
+            .unwrap()
+    };
+    let out = run(std::path::Path::new("/no/such/model"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no model found") && err.contains("/no/such/model") && err.contains("--config tiny"), "{err}");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shakespeare");
+    let out = run(&shipped);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("shakespeare") && !err.contains("random:"), "{err}");
+}
+
+/// One HTTP/1.1 exchange over a plain socket: the status code and the whole response.
+fn http(port: u16, request: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, out))
+}
+
+/// The fault suite's injected engine fault, through the binary: in-flight streams end with an
+/// error, /health answers 503 with the reason, and the process exits non-zero by itself.
+#[test]
+fn serve_exits_non_zero_after_an_engine_fault() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvserve"))
+        .args(["serve", "--config", "tiny", "--port", &port.to_string(), "--inject-fault", "error:2", "--dead-linger-s", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| http(port, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"));
+    let mut up = false;
+    for _ in 0..200 {
+        if get("/health").is_ok_and(|(c, _)| c == 200) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(up, "the server did not come up");
+    let body = r#"{"prompt": [5, 6, 7], "max_tokens": 40, "ignore_eos": true, "stream": true}"#;
+    let post = format!(
+        "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (code, stream) = http(port, &post).unwrap();
+    assert_eq!(code, 200, "{stream}");
+    assert!(stream.contains("injected fault"), "{stream}");
+    let (code, health) = get("/health").unwrap();
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("engine_dead") && health.contains("injected fault"), "{health}");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the server did not exit after its engine died");
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("injected fault"), "{err}");
+}
+
+/// `kvserve soak`'s short form: every check of the load/fault suite behaves as it should.
+#[test]
+fn the_short_soak_passes_every_check() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = port.min(65000).to_string();
+    let (ok, out, err) = kvserve(&["soak", "--config", "tiny", "--rounds", "2", "--per-round", "100", "--port", &port]);
+    assert!(ok, "{out}\n{err}");
+    for what in ["bytes/request", "malformed", "disconnect storm", "slow readers", "overload", "SIGTERM", "engine fault"] {
+        assert!(out.contains(what), "{what} missing: {out}");
+    }
+    assert!(!out.contains("**NO**"), "{out}");
+}

@@ -1,14 +1,35 @@
 //! Choosing a model: a checkpoint directory, a named random shape, or the model shipped in the repo.
 
 use crate::config::LlamaConfig;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 
-/// The Shakespeare model shipped with the repository (`models/shakespeare`).
+/// The environment variable that names the default model directory.
+pub const MODEL_ENV: &str = "KVSERVE_MODEL";
+
+/// Where the default model is looked for, in order: `$KVSERVE_MODEL`; `models/shakespeare` in
+/// the working directory; beside the executable (`<exe dir>/models/shakespeare`, and two levels
+/// up for `target/release/kvserve` in a copy of the repository); the repository path compiled in.
+pub fn default_model_candidates() -> Vec<PathBuf> {
+    if let Some(dir) = std::env::var_os(MODEL_ENV) {
+        return vec![PathBuf::from(dir)]; // asked for by name: nothing else will do
+    }
+    let mut dirs = vec![PathBuf::from("models/shakespeare")];
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        dirs.push(exe_dir.join("models/shakespeare"));
+        dirs.push(exe_dir.join("../../models/shakespeare"));
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/shakespeare"));
+    dirs
+}
+
+/// The default model directory: the first of [`default_model_candidates`] that holds a
+/// `config.json`, or (none does) the first candidate, which [`load_model`] then reports missing.
 pub fn default_model_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/shakespeare");
+    let dirs = default_model_candidates();
+    let dir = dirs.iter().find(|d| d.join("config.json").exists()).unwrap_or(&dirs[0]).clone();
     dir.canonicalize().unwrap_or(dir)
 }
 
@@ -21,7 +42,8 @@ pub struct LoadedModel {
 }
 
 /// Loads `dir`, or builds a random model from the named config, or (neither given) loads the
-/// shipped model — falling back to the random `tiny` model if the repository has none.
+/// default model ([`default_model_dir`]). No default model is an error that says where it looked:
+/// a random model is built only when asked for by name.
 pub fn load_model(dir: Option<&Path>, config: Option<&str>) -> Result<LoadedModel> {
     if let Some(name) = config {
         let model = Model::random(LlamaConfig::named(name)?, 0)?;
@@ -31,7 +53,10 @@ pub fn load_model(dir: Option<&Path>, config: Option<&str>) -> Result<LoadedMode
     let dir = match dir {
         Some(d) => d.to_path_buf(),
         None if default.join("config.json").exists() => default,
-        None => return load_model(None, Some("tiny")),
+        None => {
+            let looked: Vec<String> = default_model_candidates().iter().map(|d| d.display().to_string()).collect();
+            return Err(ModelError::NoModel(looked.join(", ")));
+        }
     };
     let model = Model::load(&dir)?;
     let tok_path = dir.join("tokenizer.json");

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 /// Errors from loading a checkpoint, building a model or running an engine.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    #[error("no model found (looked in {0}): pass --model DIR, set KVSERVE_MODEL=DIR, or --config tiny for a random model")]
+    NoModel(String),
     #[error("missing file {0}")]
     MissingFile(PathBuf),
     #[error("could not read {path}: {source}")]

@@ -1,6 +1,7 @@
 //! The OpenAI wire format: what clients send to `/v1/completions` and `/v1/chat/completions`, and
-//! what they get back. Fields this server does not use are ignored; a known field of the wrong
-//! type is a 400.
+//! what they get back. A known field of the wrong type is a 400; so is a field of OpenAI's API
+//! this server does not implement (`logprobs`, `echo`, ...) set to anything but its default
+//! ([`SamplingFields::unsupported`]). Fields OpenAI's API does not have are ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,45 @@ pub struct SamplingFields {
     /// Extension: put each chunk's token ids in `choices[i].token_ids`.
     #[serde(default)]
     pub return_token_ids: bool,
+    // Fields of OpenAI's API that this server does not implement.
+    pub logprobs: Option<serde_json::Value>,
+    pub top_logprobs: Option<serde_json::Value>,
+    pub echo: Option<bool>,
+    pub suffix: Option<String>,
+    pub best_of: Option<usize>,
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+impl SamplingFields {
+    /// The first field set to something this server would have to ignore: its name and why.
+    pub fn unsupported(&self) -> Option<(&'static str, &'static str)> {
+        let on = |v: &Option<serde_json::Value>| v.as_ref().is_some_and(|v| !v.is_null() && *v != false && *v != 0);
+        if on(&self.logprobs) || on(&self.top_logprobs) {
+            let which = if on(&self.logprobs) { "logprobs" } else { "top_logprobs" };
+            return Some((which, "the engines return sampled tokens, not their log probabilities"));
+        }
+        if self.echo == Some(true) {
+            return Some(("echo", "the completion does not repeat the prompt"));
+        }
+        if self.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Some(("suffix", "no insertion mode"));
+        }
+        if self.best_of.is_some_and(|b| b > 1) {
+            return Some(("best_of", "use `n` for several samples"));
+        }
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Some(("logit_bias", "the samplers take no bias"));
+        }
+        if self.presence_penalty.is_some_and(|p| p != 0.0) {
+            return Some(("presence_penalty", "the samplers apply no penalties"));
+        }
+        if self.frequency_penalty.is_some_and(|p| p != 0.0) {
+            return Some(("frequency_penalty", "the samplers apply no penalties"));
+        }
+        None
+    }
 }
 
 /// `POST /v1/completions`.

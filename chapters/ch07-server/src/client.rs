@@ -5,7 +5,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::Request;
+pub use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 
 /// `http://host:port/path` → ("host:port", "/path").

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod client;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod loadgen;
 pub mod metrics;
 pub mod routes;
@@ -37,6 +38,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// After a shutdown signal, how long in-flight requests may take to finish.
     pub grace: Duration,
+    /// After the engine dies, how long the server goes on answering (`/health` 503 with the
+    /// reason, requests 503) before it shuts down and [`serve`] returns the error.
+    pub dead_linger: Duration,
 }
 
 impl Default for ServerConfig {
@@ -47,13 +51,16 @@ impl Default for ServerConfig {
             max_waiting: 256,
             max_body_bytes: 1 << 20,
             grace: Duration::from_secs(30),
+            dead_linger: Duration::from_secs(2),
         }
     }
 }
 
 // ANCHOR: router
 /// The routes of the OpenAI-compatible API.
-pub fn router(state: Shared, max_body_bytes: usize) -> Router {
+/// Bodies are read by the handlers themselves, against `AppState::max_body_bytes` (a 413 JSON
+/// error that states the limit).
+pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/completions", post(routes::completions))
         .route("/v1/chat/completions", post(routes::chat_completions))
@@ -61,7 +68,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 // ANCHOR_END: router
@@ -74,6 +81,7 @@ pub fn app_state(engine: EngineHandle, model: Arc<LoadedModel>, cfg: &ServerConf
         model_name: cfg.model_name.clone(),
         chat: cfg.chat.clone(),
         max_waiting: cfg.max_waiting,
+        max_body_bytes: cfg.max_body_bytes,
         shutting_down: AtomicBool::new(false),
         next_id: AtomicU64::new(0),
     })
@@ -82,17 +90,25 @@ pub fn app_state(engine: EngineHandle, model: Arc<LoadedModel>, cfg: &ServerConf
 // ANCHOR: serve
 /// Serves on `listener` until `shutdown` resolves; then stops accepting, lets in-flight requests
 /// finish for up to `cfg.grace`, aborts what is left and stops the engine thread.
+///
+/// If the engine dies instead, the server answers 503 for `cfg.dead_linger` (so health checks see
+/// why), shuts down the same way and returns the engine's error: `kvserve serve` exits non-zero
+/// and a supervisor restarts it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
     cfg: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone(), cfg.max_body_bytes);
+    let app = router(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let st = state.clone();
+    let (st, linger) = (state.clone(), cfg.dead_linger);
     let signal = async move {
-        shutdown.await;
+        let engine = st.engine.clone();
+        tokio::select! {
+            _ = shutdown => {}
+            _ = async { engine.died().await; tokio::time::sleep(linger).await } => {}
+        }
         st.shutting_down.store(true, Ordering::SeqCst); // new requests on open connections: 503
         let _ = tx.send(());
     };
@@ -107,7 +123,10 @@ pub async fn serve(
         _ = deadline => {} // in-flight requests took too long: they are aborted below
     }
     state.engine.stop();
-    Ok(())
+    match state.engine.dead() {
+        Some(why) => anyhow::bail!("{why}"),
+        None => Ok(()),
+    }
 }
 // ANCHOR_END: serve
 

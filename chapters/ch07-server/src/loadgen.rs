@@ -128,6 +128,9 @@ async fn one(url: &str, body: serde_json::Value) -> Result<Timing> {
             break;
         }
         let chunk: serde_json::Value = serde_json::from_str(&data)?;
+        if let Some(e) = chunk.get("error") {
+            bail!("the stream ended with an error: {e}"); // then [DONE]: still a failed request
+        }
         if let Some(n) = chunk["usage"]["completion_tokens"].as_u64() {
             usage_tokens = Some(n as usize);
         }

@@ -3,16 +3,16 @@
 
 use crate::api::{ChatChoice, ChatCompletion, ChatRequest, Choice, Completion, CompletionRequest, Message, Prompt, SamplingFields, Usage};
 use crate::chat::ChatTemplate;
-use crate::engine::{AddError, EngineHandle, Event};
+use crate::engine::{AddError, Admission, EngineHandle, Event};
 use crate::error::ApiError;
 use crate::text::{Assembler, Delta};
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ch00_model::{LoadedModel, Request, SamplingParams, MAX_SAMPLES};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,42 +27,104 @@ pub struct AppState {
     /// The name clients use in `model` (`/v1/models` lists it).
     pub model_name: String,
     pub chat: Option<ChatTemplate>,
-    /// More waiting sequences than this: 429.
+    /// More requests admitted and not yet started than this: 429.
     pub max_waiting: usize,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
     pub shutting_down: AtomicBool,
     pub next_id: AtomicU64,
 }
 
 pub type Shared = Arc<AppState>;
 
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(format!("request body too large: {}", r.body_text())),
-        _ => ApiError::bad_request(r.body_text()),
-    })?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+// ANCHOR: read_body
+/// Bodies over the limit are still read (and dropped) up to this many bytes, so that the client
+/// finishes sending and reads the 413; closing the connection on it mid-upload would reset it.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// The request body, or a 413 that states the limit.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = |got: &str| ApiError::too_large(format!("request body too large: {got}; the limit is {limit} bytes"));
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue }; // trailers
+        total = total.saturating_add(data.len());
+        if total <= limit {
+            buf.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT.max(limit) {
+            return Err(too_large(&format!("over {total} bytes")));
+        }
+    }
+    if total > limit {
+        return Err(too_large(&format!("{total} bytes")));
+    }
+    Ok(Bytes::from(buf))
+}
+// ANCHOR_END: read_body
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-pub async fn completions(State(st): State<Shared>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: CompletionRequest = parse(body)?;
-    let prompt = match &req.prompt {
-        Prompt::Text(t) => st.model.encode(t).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        Prompt::Ids(ids) => ids.clone(),
+/// The checks every generation request passes before any work is done for it: the model name,
+/// the fields this server does not implement, the engine's health, and an admission slot.
+fn precheck(st: &AppState, model: Option<&str>, f: &SamplingFields) -> Result<Admission, ApiError> {
+    if let Some(m) = model.filter(|m| *m != st.model_name) {
+        return Err(ApiError::model_not_found(m, &st.model_name));
+    }
+    if let Some((param, why)) = f.unsupported() {
+        return Err(ApiError::unsupported(param, why));
+    }
+    if let Some(why) = st.engine.dead() {
+        return Err(ApiError::unavailable(format!("the engine is down ({why}); the server is exiting")));
+    }
+    if st.shutting_down.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    // Backpressure: refuse at the door rather than queue without bound.
+    st.engine
+        .admit(st.max_waiting)
+        .map_err(|waiting| ApiError::busy(format!("{waiting} requests are already waiting (the limit is {}); retry later", st.max_waiting)))
+}
+
+/// Runs tokenizer work on tokio's blocking pool: a long prompt must not stall the async workers
+/// that stream everyone's tokens.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+}
+
+pub async fn completions(State(st): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse(&read_body(body, st.max_body_bytes).await?)?;
+    let slot = precheck(&st, req.model.as_deref(), &req.sampling)?;
+    let prompt = match req.prompt {
+        Prompt::Text(t) => {
+            let m = st.model.clone();
+            blocking(move || m.encode(&t).map_err(|e| ApiError::bad_request(e.to_string()))).await?
+        }
+        Prompt::Ids(ids) => ids,
     };
-    generate(st, prompt, req.sampling, Kind::Completion).await
+    generate(st, slot, prompt, req.sampling, Kind::Completion).await
 }
 
-pub async fn chat_completions(State(st): State<Shared>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse(body)?;
-    let Some(chat) = &st.chat else {
+pub async fn chat_completions(State(st): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(&read_body(body, st.max_body_bytes).await?)?;
+    let Some(chat) = st.chat.clone() else {
         return Err(ApiError::bad_request(format!(
             "{} has no chat template (tokenizer_config.json `chat_template`); use /v1/completions",
             st.model_name
         )));
     };
-    let text = chat.render(&req.messages).map_err(ApiError::bad_request)?;
-    let prompt = chat.encode(&st.model, &text).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    generate(st, prompt, req.sampling, Kind::Chat).await
+    let slot = precheck(&st, req.model.as_deref(), &req.sampling)?;
+    let (m, messages) = (st.model.clone(), req.messages);
+    let prompt = blocking(move || {
+        let text = chat.render(&messages).map_err(ApiError::bad_request)?;
+        chat.encode(&m, &text).map_err(|e| ApiError::bad_request(e.to_string()))
+    })
+    .await?;
+    generate(st, slot, prompt, req.sampling, Kind::Chat).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,22 +169,16 @@ fn to_request(st: &AppState, prompt: Vec<u32>, f: &SamplingFields) -> Result<Req
 // ANCHOR_END: validate
 
 // ANCHOR: generate
-async fn generate(st: Shared, prompt: Vec<u32>, f: SamplingFields, kind: Kind) -> Result<Response, ApiError> {
-    if st.shutting_down.load(Ordering::SeqCst) {
-        return Err(ApiError::unavailable("the server is shutting down"));
-    }
+async fn generate(st: Shared, slot: Admission, prompt: Vec<u32>, f: SamplingFields, kind: Kind) -> Result<Response, ApiError> {
     let req = to_request(&st, prompt, &f)?;
-    // Backpressure: refuse at the door rather than queue without bound.
-    if st.engine.waiting() >= st.max_waiting {
-        return Err(ApiError::busy(format!("{} requests are already waiting; retry later", st.engine.waiting())));
-    }
     let (id, n, prompt_tokens) = (req.id, req.n, req.prompt.len());
-    let events = st.engine.add(req).await.map_err(|e| match e {
+    let events = st.engine.add(req, slot).await.map_err(|e| match e {
         AddError::Refused(why) => ApiError::bad_request(why),
-        AddError::Gone => ApiError::unavailable("the engine has stopped"),
+        AddError::Busy => ApiError::busy("the engine's command queue is full; retry later"),
+        AddError::Dead(why) => ApiError::unavailable(why),
     })?;
     // Dropped with the handler or the stream (a client that went away): aborts the request.
-    let guard = AbortOnDrop { engine: st.engine.clone(), id };
+    let guard = AbortOnDrop { engine: st.engine.clone(), id, armed: true };
     let reply = Reply { st: st.clone(), id: format!("cmpl-{id}"), kind, created: unix_now(), prompt_tokens };
     let stops = f.stop.strings();
     if !f.stream {
@@ -138,15 +194,25 @@ async fn generate(st: Shared, prompt: Vec<u32>, f: SamplingFields, kind: Kind) -
 // ANCHOR_END: generate
 
 /// Aborts request `id` in the engine when dropped: a client gone mid-request, or stop strings
-/// that ended every sample early. The engine ignores it for a request it has already finished.
+/// that ended samples early. Disarmed when the engine itself finished every sample.
 struct AbortOnDrop {
     engine: EngineHandle,
     id: u64,
+    armed: bool,
+}
+
+impl AbortOnDrop {
+    /// The request is over: abort it only if a stop string ended a sample the engine still runs.
+    fn finish(mut self, text: &Assembler) {
+        self.armed = text.stopped_early();
+    }
 }
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.engine.abort(self.id);
+        if self.armed {
+            self.engine.abort(self.id);
+        }
     }
 }
 
@@ -167,7 +233,7 @@ impl Reply {
 
     async fn whole(
         self,
-        mut events: mpsc::UnboundedReceiver<Event>,
+        mut events: mpsc::Receiver<Event>,
         guard: AbortOnDrop,
         n: usize,
         stops: Vec<String>,
@@ -178,7 +244,7 @@ impl Reply {
             let ev = events.recv().await.ok_or_else(|| ApiError::unavailable("the engine stopped"))?;
             text.on_event(ev).map_err(ApiError::unavailable)?;
         }
-        drop(guard); // ended by stop strings: free the blocks now (a finished request ignores it)
+        guard.finish(&text); // ended by stop strings: free the blocks now
         let usage = Some(self.usage(text.completion_tokens()));
         let texts = text.texts();
         let body = match self.kind {
@@ -218,7 +284,7 @@ impl Reply {
     #[allow(clippy::too_many_arguments)]
     async fn stream(
         self,
-        mut events: mpsc::UnboundedReceiver<Event>,
+        mut events: mpsc::Receiver<Event>,
         guard: AbortOnDrop,
         n: usize,
         stops: Vec<String>,
@@ -245,7 +311,12 @@ impl Reply {
                     let _ = tx.send(sse(&ApiError::unavailable(why).body())).await;
                     break;
                 }
-                None => break, // the engine stopped (shutdown)
+                None => {
+                    // Aborted by a shutdown past its grace period, or an engine gone.
+                    let why = "the engine stopped before this request finished";
+                    let _ = tx.send(sse(&ApiError::unavailable(why).body())).await;
+                    break;
+                }
             };
             let chunk = match self.kind {
                 Kind::Completion => sse(&self.completion_chunk(delta, ids)),
@@ -258,7 +329,7 @@ impl Reply {
                 return; // the client went away
             }
         }
-        drop(guard); // ended by stop strings: free the blocks now (a finished request ignores it)
+        guard.finish(&text); // ended by stop strings: free the blocks now
         if include_usage {
             let usage = Some(self.usage(text.completion_tokens()));
             let last = match self.kind {
@@ -318,12 +389,18 @@ pub async fn models(State(st): State<Shared>) -> Json<serde_json::Value> {
     }))
 }
 
+// ANCHOR: health
+/// 200 `{"status": "ok"}` while the engine steps; 503 with the reason once it has died or the
+/// server is shutting down, so a load balancer or supervisor takes it out of service.
 pub async fn health(State(st): State<Shared>) -> Response {
-    match st.shutting_down.load(Ordering::SeqCst) {
-        true => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
-        false => (StatusCode::OK, "ok\n").into_response(),
-    }
+    let (status, body) = match (st.engine.dead(), st.shutting_down.load(Ordering::SeqCst)) {
+        (Some(why), _) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "engine_dead", "reason": why })),
+        (None, true) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "shutting_down" })),
+        (None, false) => (StatusCode::OK, serde_json::json!({ "status": "ok" })),
+    };
+    (status, Json(body)).into_response()
 }
+// ANCHOR_END: health
 
 pub async fn metrics(State(st): State<Shared>) -> Response {
     let headers = [(header::CONTENT_TYPE, "text/plain; version=0.0.4")];

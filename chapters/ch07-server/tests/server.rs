@@ -3,7 +3,8 @@
 
 use ch00_model::{load_model, Engine, LoadedModel, Request, RunOptions, SamplingParams};
 use ch05_paged_attention::{KvBudget, PagedEngine};
-use ch07_server::client::{get, post_raw, send, SseReader};
+use ch07_server::client::{get, post_raw, read_all, send, SseReader};
+use ch07_server::fault::{Fault, Faulty};
 use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig, Shared};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -26,8 +27,11 @@ struct Server {
 }
 
 async fn start(cfg: ServerConfig) -> Server {
+    start_with(cfg, Box::new(|m| engine().stepper(m))).await
+}
+
+async fn start_with(cfg: ServerConfig, make: MakeStepper) -> Server {
     let loaded = Arc::new(load_model(None, Some("tiny")).unwrap());
-    let make: MakeStepper = Box::new(|m| engine().stepper(m));
     let (handle, _thread) = spawn_engine(loaded.clone(), make).unwrap();
     let state = app_state(handle, loaded.clone(), &cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -211,5 +215,197 @@ async fn a_full_queue_is_429_and_whole_responses_have_n_choices_and_usage() {
     let (status, models) = get(&format!("{}/v1/models", srv.url)).await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(models.contains("\"max_model_len\":128"), "{models}");
+    srv.shutdown().await;
+}
+
+/// Every 4xx of the malformed-input table is a JSON error in OpenAI's shape.
+fn openai_error(text: &str) -> Value {
+    let err: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text:.200}"));
+    assert!(err["error"]["message"].is_string() && err["error"]["type"].is_string(), "{err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_fields_the_server_does_not_implement_are_400_unknown_models_404_huge_bodies_413() {
+    let srv = start(ServerConfig { model_name: "shakespeare".into(), ..ServerConfig::default() }).await;
+    let completions = format!("{}/v1/completions", srv.url);
+    let cases: Vec<(Value, StatusCode, &str, Option<&str>)> = vec![
+        (json!({ "prompt": "1 2", "logprobs": 2 }), StatusCode::BAD_REQUEST, "logprobs", Some("unsupported_parameter")),
+        (json!({ "prompt": "1 2", "echo": true }), StatusCode::BAD_REQUEST, "echo", Some("unsupported_parameter")),
+        (json!({ "prompt": "1 2", "best_of": 3 }), StatusCode::BAD_REQUEST, "best_of", Some("unsupported_parameter")),
+        (json!({ "prompt": "1 2", "presence_penalty": 0.5 }), StatusCode::BAD_REQUEST, "presence_penalty", Some("unsupported_parameter")),
+        (json!({ "prompt": "1 2", "model": "gpt-4" }), StatusCode::NOT_FOUND, "gpt-4", Some("model_not_found")),
+    ];
+    for (body, status, says, code) in cases {
+        let (got, text) = post_raw(&completions, &body.to_string()).await.unwrap();
+        assert_eq!(got, status, "{body}: {text}");
+        let err = openai_error(&text);
+        assert!(err["error"]["message"].as_str().unwrap().contains(says), "{err}");
+        assert_eq!(err["error"]["code"].as_str(), code, "{err}");
+    }
+    // The defaults of those fields are fine, and so is the served model's name.
+    let ok = json!({ "prompt": "1 2", "max_tokens": 2, "logprobs": null, "echo": false, "best_of": 1, "model": "shakespeare" });
+    let (got, text) = post_raw(&completions, &ok.to_string()).await.unwrap();
+    assert_eq!(got, StatusCode::OK, "{text}");
+    // 10 MB against the 1 MiB default: the client finishes sending and reads a JSON 413.
+    let huge = json!({ "prompt": "x".repeat(10 << 20) }).to_string();
+    let (got, text) = post_raw(&completions, &huge).await.unwrap();
+    assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{text:.200}");
+    let err = openai_error(&text);
+    assert!(err["error"]["message"].as_str().unwrap().contains(&format!("limit is {} bytes", 1 << 20)), "{err}");
+    srv.shutdown().await;
+}
+
+/// A step error or a panic on the engine thread, at its third step with work.
+async fn dead_engine(fault: Fault) {
+    let make: MakeStepper = Box::new(move |m| Ok(Box::new(Faulty::new(engine().stepper(m)?, fault, 3)) as Box<_>));
+    let cfg = ServerConfig { dead_linger: Duration::from_secs(30), ..ServerConfig::default() };
+    let mut srv = start_with(cfg, make).await;
+    let (status, _) = get(&format!("{}/health", srv.url)).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // In flight when the engine dies: the stream ends with an error event, then [DONE].
+    let body = json!({ "prompt": [5, 6, 7], "max_tokens": 50, "ignore_eos": true, "stream": true });
+    let (status, resp) = send(Method::POST, &format!("{}/v1/completions", srv.url), body.to_string()).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let events = tokio::time::timeout(Duration::from_secs(10), read_all(resp)).await.expect("the stream hangs").unwrap();
+    assert!(events.contains("\"error\"") && events.contains("injected"), "{events}");
+    assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
+    // Health says why; new requests get a 503 JSON error.
+    let (status, health) = get(&format!("{}/health", srv.url)).await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let h: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(h["status"], "engine_dead");
+    assert!(h["reason"].as_str().unwrap().contains("injected"), "{h}");
+    let (status, text) = post_raw(&format!("{}/v1/completions", srv.url), r#"{"prompt": [1, 2]}"#).await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(openai_error(&text)["error"]["message"].as_str().unwrap().contains("engine is down"));
+    assert_eq!(srv.metric("kvserve_engine_dead").await, 1.0);
+    // serve() returns the engine's error (the CLI exits non-zero).
+    let _ = srv.stop.take().unwrap().send(());
+    let served = tokio::time::timeout(Duration::from_secs(10), srv.done).await.unwrap().unwrap();
+    assert!(served.unwrap_err().to_string().contains("injected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_error_kills_the_engine_and_health_reports_it() {
+    dead_engine(Fault::Error).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_engine_thread_kills_the_engine_and_health_reports_it() {
+    dead_engine(Fault::Panic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_engine_shuts_the_server_down_after_the_linger_with_an_error() {
+    let make: MakeStepper = Box::new(|m| Ok(Box::new(Faulty::new(engine().stepper(m)?, Fault::Error, 0)) as Box<_>));
+    let cfg = ServerConfig { dead_linger: Duration::from_millis(200), ..ServerConfig::default() };
+    let srv = start_with(cfg, make).await;
+    let (status, _) = post_raw(&format!("{}/v1/completions", srv.url), r#"{"prompt": [1, 2], "max_tokens": 4}"#).await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // No shutdown signal: the server stops by itself, with the engine's error.
+    let served = tokio::time::timeout(Duration::from_secs(10), srv.done).await.expect("the server kept running").unwrap();
+    assert!(served.unwrap_err().to_string().contains("injected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_per_request_records_return_to_empty_after_many_requests() {
+    let srv = start(ServerConfig::default()).await;
+    let completions = format!("{}/v1/completions", srv.url);
+    let mut tasks = Vec::new();
+    for i in 0..240u64 {
+        let url = completions.clone();
+        tasks.push(tokio::spawn(async move {
+            let prompt: Vec<u32> = (0..2 + i as u32 % 6).map(|k| 3 + k * 5 + i as u32 % 50).collect();
+            let stream = i % 2 == 0;
+            // Some end by the engine, some by a stop string (" 1" is in many tiny-model texts),
+            // some by the client leaving after the first event.
+            let stop = if i % 3 == 0 { json!([" 1"]) } else { json!(null) };
+            let body = json!({ "prompt": prompt, "max_tokens": 4 + i % 12, "temperature": 0.8, "seed": i, "stream": stream, "stop": stop });
+            let (status, resp) = send(Method::POST, &url, body.to_string()).await.unwrap();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                return;
+            }
+            assert_eq!(status, StatusCode::OK);
+            if stream && i % 5 == 0 {
+                let mut sse = SseReader::new(resp);
+                sse.next().await.unwrap();
+                return; // dropped: the connection closes mid-stream
+            }
+            read_all(resp).await.unwrap();
+        }));
+        if i % 16 == 15 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(srv.all_blocks_free().await);
+    let mut empty = false;
+    for _ in 0..200 {
+        let records = [
+            srv.metric("kvserve_server_requests_live").await,
+            srv.metric("kvserve_server_requests_queued").await,
+            srv.metric("kvserve_server_aborts_pending").await,
+            srv.metric("kvserve_requests_waiting").await,
+        ];
+        if records == [0.0; 4] {
+            empty = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(empty, "the server still holds records of finished requests");
+    assert_eq!(srv.state.engine.waiting(), 0);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_slows_only_its_own_stream() {
+    let srv = start(ServerConfig::default()).await;
+    let completions = format!("{}/v1/completions", srv.url);
+    let body = json!({ "prompt": [5, 6, 7], "max_tokens": 120, "ignore_eos": true, "stream": true, "return_token_ids": true });
+    let (status, slow) = send(Method::POST, &completions, body.to_string()).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // While it reads nothing, other requests go through.
+    for i in 0..8u32 {
+        let body = json!({ "prompt": [9 + i, 10], "max_tokens": 30, "ignore_eos": true });
+        let (status, text) = tokio::time::timeout(Duration::from_secs(20), post_raw(&completions, &body.to_string()))
+            .await
+            .expect("a slow reader stalled the engine")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+    // ... and it gets all of its tokens when it does read.
+    let mut sse = SseReader::new(slow);
+    let mut ids = 0;
+    while let Some(data) = sse.next().await.unwrap() {
+        if data == "[DONE]" {
+            break;
+        }
+        let c: Value = serde_json::from_str(&data).unwrap();
+        ids += c["choices"][0]["token_ids"].as_array().map_or(0, Vec::len);
+    }
+    assert_eq!(ids, 120);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_never_exceeds_max_waiting_under_concurrency() {
+    let srv = start(ServerConfig::default()).await;
+    let engine = srv.state.engine.clone();
+    let max = 7;
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let e = engine.clone();
+            std::thread::spawn(move || (0..50).filter_map(|_| e.admit(max).ok()).collect::<Vec<_>>())
+        })
+        .collect();
+    let held: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert_eq!(held.len(), max, "16 threads racing for {max} slots");
+    assert_eq!(engine.waiting(), max);
+    drop(held); // never sent: each slot comes back
+    assert_eq!(engine.waiting(), 0);
     srv.shutdown().await;
 }
