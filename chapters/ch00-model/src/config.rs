@@ -30,7 +30,7 @@ pub struct LlamaConfig {
     pub eos_token_ids: Vec<u32>,
     /// The dtype the checkpoint says it is stored in (`dtype`, or `torch_dtype` before
     /// transformers 5); the GPU engine runs in it unless told otherwise.
-    pub dtype: Option<crate::memory::DType>,
+    pub dtype: Option<crate::dtype::DType>,
 }
 
 #[derive(Deserialize)]
@@ -132,7 +132,7 @@ impl LlamaConfig {
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             bos_token_id: raw.bos_token_id,
             eos_token_ids,
-            dtype: raw.dtype.or(raw.torch_dtype).as_deref().and_then(crate::memory::DType::parse),
+            dtype: raw.dtype.or(raw.torch_dtype).as_deref().and_then(crate::dtype::DType::parse),
         })
     }
 
@@ -249,6 +249,11 @@ fn parse_rope_scaling(value: Option<serde_json::Value>) -> Result<RopeScaling> {
         other => Err(ModelError::UnsupportedConfig(format!("rope_scaling type {other:?}"))),
     }
 }
+
+/// Longest sequence an engine allows when not told otherwise: the model's context, capped so that
+/// a long-context checkpoint (Llama 3.2 claims 131,072 tokens) does not make every contiguous cache
+/// slot gigabytes big. Pass an explicit `max_len` to go beyond it.
+pub const DEFAULT_MAX_LEN_CAP: usize = 4096;
 
 #[cfg(test)]
 mod tests {

@@ -20,11 +20,13 @@
 //!   the same fused multiply-add as [`f32::mul_add`], so it gives the portable tile's bits exactly
 //!   (tested below).
 
-use crate::packed::GROUP;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Independent running sums per dot product: eight f32 lanes fill one AVX register.
 pub const LANES: usize = 8;
+
+/// Rows computed together by the kernels, and stored together in `crate::packed::Packed`.
+pub const GROUP: usize = 4;
 /// Tokens per tile: each weight vector loaded feeds this many tokens.
 const TOKENS: usize = 4;
 /// Output features per parallel task of `linear` (a multiple of [`GROUP`]): 32 rows of a

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod checkpoint;
 pub mod config;
+pub mod dtype;
 pub mod error;
 pub mod kernels;
 pub mod load;

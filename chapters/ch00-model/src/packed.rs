@@ -19,8 +19,7 @@ use crate::kernels::LANES;
 use crate::pages::WeightMemory;
 use ndarray::{Array2, ArrayView2};
 
-/// Rows computed together by the kernels, and stored together here.
-pub const GROUP: usize = 4;
+pub use crate::kernels::GROUP;
 
 /// A (rows, cols) weight matrix in the kernels' layout, on huge pages where the OS allows it.
 /// Rows past `rows` in the last group are zeros.

@@ -1,7 +1,7 @@
 //! Rotary position embeddings, in Hugging Face's rotate-half convention.
 
 use crate::config::{LlamaConfig, RopeScaling};
-use crate::serving::DEFAULT_MAX_LEN_CAP;
+use crate::config::DEFAULT_MAX_LEN_CAP;
 use ndarray::Array2;
 
 /// The inverse frequencies of RoPE for one head and, for the first positions, the cosines and

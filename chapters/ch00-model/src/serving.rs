@@ -200,10 +200,7 @@ impl Clock {
     }
 }
 
-/// Longest sequence an engine allows when not told otherwise: the model's context, capped so that
-/// a long-context checkpoint (Llama 3.2 claims 131,072 tokens) does not make every contiguous cache
-/// slot gigabytes big. Pass an explicit `max_len` to go beyond it.
-pub const DEFAULT_MAX_LEN_CAP: usize = 4096;
+pub use crate::config::DEFAULT_MAX_LEN_CAP;
 
 /// The maximum sequence length an engine uses: `max_len`, or the model's context capped at
 /// [`DEFAULT_MAX_LEN_CAP`]. Errors when `max_len` is 0 or beyond the model's context.

@@ -6,8 +6,8 @@
 use crate::allocator::BlockId;
 use crate::backend::PagedBackend;
 use crate::kv_pool::PagedKvPool;
-use crate::runner::{run_paged, PagedCore, PagedRunner};
-use crate::scheduler::{SchedulerConfig, SchedulerStats};
+use crate::runner::{run_paged, BlockRunInfo, PagedCore, PagedRunner};
+use crate::scheduler::SchedulerConfig;
 use ch04_continuous_batching::default_max_tokens_per_step;
 use ch00_model::{
     kv_bytes_per_token, resolve_max_len, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Request, Result,
@@ -78,21 +78,6 @@ impl Default for PagedEngine {
             last_run: None,
         }
     }
-}
-
-/// Block-level figures of a run, beyond [`RunStats`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BlockRunInfo {
-    pub num_blocks: usize,
-    pub block_size: usize,
-    /// Blocks in use after each step's scheduling.
-    pub blocks_used: Vec<usize>,
-    /// (step, request id) of every preemption.
-    pub preempted: Vec<(usize, u64)>,
-    /// Most blocks each output (a request's sample) held at once, in output order (0 for
-    /// those never run).
-    pub peak_blocks_per_request: Vec<usize>,
-    pub scheduler: SchedulerStats,
 }
 
 impl PagedEngine {

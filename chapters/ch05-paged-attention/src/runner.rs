@@ -4,8 +4,7 @@
 //! bookkeeping are this one implementation for both.
 
 use crate::allocator::BlockId;
-use crate::engine::BlockRunInfo;
-use crate::scheduler::{BlockScheduler, SchedulerConfig, Work};
+use crate::scheduler::{BlockScheduler, SchedulerConfig, SchedulerStats, Work};
 use ch00_model::{
     drive, kv_bytes_per_token, sequences, Clock, DType, EngineLoad, LlamaConfig, ModelError, NewToken, Phase, Request,
     RequestOutput, Result, RunOptions, RunOutput, RunStats, Sequence, Span, StepEngine, StepOutput, TraceEntry, TraceStep,
@@ -54,6 +53,21 @@ impl<T: PagedRunner + ?Sized> PagedRunner for &mut T {
     ) -> Result<()> {
         (**self).step(seqs, spans, tables, clock, opts)
     }
+}
+
+/// Block-level figures of a run, beyond [`RunStats`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BlockRunInfo {
+    pub num_blocks: usize,
+    pub block_size: usize,
+    /// Blocks in use after each step's scheduling.
+    pub blocks_used: Vec<usize>,
+    /// (step, request id) of every preemption.
+    pub preempted: Vec<(usize, u64)>,
+    /// Most blocks each output (a request's sample) held at once, in output order (0 for
+    /// those never run).
+    pub peak_blocks_per_request: Vec<usize>,
+    pub scheduler: SchedulerStats,
 }
 
 /// Serves `requests` on a pool of `cfg.num_blocks` blocks: the whole workload added to a
