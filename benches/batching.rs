@@ -6,7 +6,8 @@
 //! - `mixed_lengths`: ch04 vs ch03 on exponential output lengths: no slot waits for the longest
 //!   request of someone else's batch.
 
-use ch00_model::{Engine, LengthDist, LlamaConfig, Model, Request, RunOptions, WorkloadSpec};
+use ch00_model::{LlamaConfig, Model};
+use ch00_serving::{Engine, LengthDist, Request, RunOptions, WorkloadSpec};
 use ch02_kv_cache::KvCacheEngine;
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};

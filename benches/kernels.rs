@@ -25,7 +25,7 @@ fn activations(rows: usize, cols: usize) -> ndarray::Array2<f32> {
 
 fn linear(c: &mut Criterion) {
     let model = model();
-    let w = kvserve::ch00_model::packed::Packed::new(&model.layers[0].w_up().view()); // (intermediate, hidden)
+    let w = kvserve::ch00_model::cpu::packed::Packed::new(&model.layers[0].w_up().view()); // (intermediate, hidden)
     let mut g = c.benchmark_group("linear");
     g.sample_size(20);
     for &b in &BATCHES {

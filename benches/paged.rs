@@ -5,7 +5,8 @@ use ch02_kv_cache::{ContiguousBackend, KvCache};
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{KvBudget, PagedBackend, PagedEngine, PagedKvPool};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kvserve::ch00_model::{Engine, LlamaConfig, Model, RunOptions, StepMeta, WorkloadSpec};
+use kvserve::ch00_model::{LlamaConfig, Model, StepMeta};
+use kvserve::ch00_serving::{Engine, RunOptions, WorkloadSpec};
 use std::hint::black_box;
 
 /// The whole workload, ch04 vs ch05 under the same KV memory (4 slots of 256 tokens).

@@ -4,7 +4,8 @@
 //! cargo bench --bench stages        (then: python3 scripts/criterion_table.py)
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kvserve::ch00_model::{LlamaConfig, Model, Request, RunOptions};
+use kvserve::ch00_model::{LlamaConfig, Model};
+use kvserve::ch00_serving::{Request, RunOptions};
 
 fn generation_lengths(c: &mut Criterion) {
     // The tiny shape with room for 512 new tokens; random weights, greedy, EOS ignored.

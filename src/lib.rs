@@ -1,10 +1,11 @@
 //! kvserve: the registry of every stage, used by the CLI, the cross-stage tests and the benches.
 
-use ch00_model::Engine;
+use ch00_serving::Engine;
 
 pub mod eval;
 
 pub use ch00_model;
+pub use ch00_serving;
 
 // ANCHOR: stages
 /// Every stage of the book, in order, as a boxed `Engine` with default settings.

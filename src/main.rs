@@ -10,10 +10,11 @@ mod trace_cmd;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kvserve::ch00_model::checkpoint::complete;
+use kvserve::ch00_serving::generate::complete;
 use ch07_server::engine::Event;
 use ch07_server::text::Assembler;
-use kvserve::ch00_model::{load_model, Engine, LoadedModel, Request, RequestOutput, RunOptions, SamplingParams};
+use kvserve::ch00_model::{load_model, LoadedModel, SamplingParams};
+use kvserve::ch00_serving::{Engine, Request, RequestOutput, RunOptions};
 use std::io::Write;
 use std::path::PathBuf;
 

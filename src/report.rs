@@ -17,9 +17,10 @@ use ch03_static_batching::{decode_step_ms, StaticBatchEngine};
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::PagedEngine;
 use indicatif::{ProgressBar, ProgressStyle};
-use kvserve::ch00_model::roofline::{read_bandwidth, weight_bytes_per_step};
-use kvserve::ch00_model::workload::WorkloadSpec;
-use kvserve::ch00_model::{load_model, Engine, LoadedModel, Model, Request, RunOptions, RunOutput};
+use kvserve::ch00_model::{roofline::{read_bandwidth, weight_bytes_per_step}};
+use kvserve::ch00_serving::WorkloadSpec;
+use kvserve::ch00_model::{load_model, LoadedModel, Model};
+use kvserve::ch00_serving::{Engine, Request, RunOptions, RunOutput};
 use serde::Serialize;
 use std::path::PathBuf;
 

@@ -7,7 +7,8 @@ use ch05_paged_attention::{KvBudget, PagedEngine};
 use ch07_server::loadgen::{self, LoadgenConfig, Report};
 use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig};
 use bookgen::figures::LoadPoint;
-use kvserve::ch00_model::{load_model, Arrivals, LengthDist, LoadedModel, WorkloadSpec};
+use kvserve::ch00_model::{load_model, LoadedModel};
+use kvserve::ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,7 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
     Ok(match name {
         "ch03-static-batching" => {
             let e = StaticBatchEngine { batch_size: l.slots, max_len: l.max_len };
-            Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
+            Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
         }
         "ch04-continuous-batching" => {
             let e = ContinuousBatchEngine {
@@ -63,7 +64,7 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
                 max_len: l.max_len,
                 ..Default::default()
             };
-            Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
+            Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
         }
         "ch05-paged-attention" => {
             let e = PagedEngine {
@@ -73,7 +74,7 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
                 max_running: l.max_running,
                 ..Default::default()
             };
-            Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
+            Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
         }
         "ch06-cuda" => {
             let paged = PagedEngine {
@@ -84,7 +85,7 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
             };
             // The pool fills the card unless --kv-blocks says how many blocks.
             let e = ch06_cuda::CudaEngine { paged, num_blocks: l.kv_blocks, ..Default::default() };
-            Box::new(move |m| kvserve::ch00_model::Engine::stepper(&e, m))
+            Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
         }
         other => bail!("{other} runs whole workloads only and cannot serve; use ch03, ch04, ch05 or ch06"),
     })

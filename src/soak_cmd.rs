@@ -7,7 +7,7 @@
 use anyhow::{bail, Context, Result};
 use ch07_server::client::{get, post_raw, read_all, send, Method, SseReader, StatusCode};
 use ch07_server::loadgen::{self, LoadgenConfig, Report};
-use kvserve::ch00_model::{Arrivals, LengthDist, WorkloadSpec};
+use kvserve::ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -135,9 +135,9 @@ fn offline(args: &SoakArgs, spec: &WorkloadSpec, vocab: usize) -> Result<(f64, f
     let loaded = kvserve::load_model(args.model.as_deref(), args.config.as_deref())?;
     let make = crate::serve_cmd::make_stepper(&args.stage, &crate::serve_cmd::EngineLimits::default())?;
     let mut engine = make(&loaded.model)?;
-    let requests: Vec<_> = spec.generate(vocab).into_iter().map(|r| kvserve::ch00_model::Request { ignore_eos: true, ..r }).collect();
+    let requests: Vec<_> = spec.generate(vocab).into_iter().map(|r| kvserve::ch00_serving::Request { ignore_eos: true, ..r }).collect();
     let t0 = Instant::now();
-    let outs = kvserve::ch00_model::drive(engine.as_mut(), &requests)?;
+    let outs = kvserve::ch00_serving::drive(engine.as_mut(), &requests)?;
     let wall = t0.elapsed().as_secs_f64();
     let tokens: usize = outs.iter().map(|o| o.tokens.len()).sum();
     let gaps: Vec<f64> = outs.iter().flat_map(|o| o.token_latencies_s.iter().copied()).collect();

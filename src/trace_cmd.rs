@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Context};
 use bookgen::figures::{gantt_svg, GanttOptions};
-use ch00_model::{kv_bytes_per_token, resolve_max_len, DType, Engine, LlamaConfig, RunOptions, RunOutput, WorkloadSpec};
+use ch00_model::{kv_bytes_per_token, DType, LlamaConfig};
+use ch00_serving::{resolve_max_len, Engine, RunOptions, RunOutput, WorkloadSpec};
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{slots_for_budget, ContinuousBatchEngine, SlotBudget};
 use std::path::PathBuf;

@@ -1,10 +1,8 @@
 //! Batching changes who runs when, never what a request produces: ch03 and ch04 give every request
 //! exactly the tokens ch02 gives it alone, in any batch composition and arrival order.
 
-use ch00_model::{
-    kv_bytes_per_token, Arrivals, DType, Engine, FinishReason, LengthDist, LlamaConfig, Model, ModelError, Phase,
-    Request, RunOptions, RunOutput, WorkloadSpec,
-};
+use ch00_model::{kv_bytes_per_token, DType, LlamaConfig, Model, ModelError};
+use ch00_serving::{Arrivals, Engine, FinishReason, LengthDist, Phase, Request, RunOptions, RunOutput, WorkloadSpec};
 use ch02_kv_cache::KvCacheEngine;
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};

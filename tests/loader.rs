@@ -1,7 +1,7 @@
 //! Round trips through the Hugging Face loader, and every way a checkpoint can be wrong.
 
 use ch01_naive::NoCache;
-use kvserve::ch00_model::save::{config_json, encode, named_tensors, safetensors_bytes};
+use kvserve::ch00_model::{save::{config_json, encode, named_tensors, safetensors_bytes}};
 use kvserve::ch00_model::{load_model, DType, LlamaConfig, LoadedModel, Model, ModelError, StepMeta, Tokenizer};
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};

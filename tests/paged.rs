@@ -7,10 +7,8 @@ use ch05_paged_attention::{simulate_blocks, simulate_slots, KvBudget, MemSeries,
 use bookgen::capacity::{accounting_run, capacity_report, real_run, AccountingSpec, CapacityOptions, RealRunSpec};
 use bookgen::shape::Shape;
 use ch02_kv_cache::KvCacheEngine;
-use kvserve::ch00_model::{
-    kv_bytes_per_token, split_samples, Arrivals, DType, Engine, LengthDist, LlamaConfig, Model, Request, RunOptions,
-    SamplingParams, WorkloadSpec,
-};
+use kvserve::ch00_model::{kv_bytes_per_token, DType, LlamaConfig, Model, SamplingParams};
+use kvserve::ch00_serving::{split_samples, Arrivals, Engine, LengthDist, Request, RunOptions, WorkloadSpec};
 
 fn tiny() -> Model {
     Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap()
@@ -186,7 +184,7 @@ fn with_equal_limits_ch05_runs_ch04s_schedule() {
     let mut blocks = PagedEngine { max_len: Some(96), ..Default::default() };
     let (c, p) = (slots.scheduler_config(&model).unwrap().0, blocks.scheduler_config(&model).unwrap().0);
     assert_eq!((c.max_running, c.max_tokens_per_step), (p.max_running, p.max_tokens_per_step));
-    let who = |o: &kvserve::ch00_model::RunOutput| -> Vec<Vec<(u64, usize)>> {
+    let who = |o: &kvserve::ch00_serving::RunOutput| -> Vec<Vec<(u64, usize)>> {
         o.trace.iter().map(|s| { let mut v: Vec<_> = s.entries.iter().map(|e| (e.request, e.tokens)).collect(); v.sort(); v }).collect()
     };
     let (a, b) = (slots.run(&model, &requests, &opts).unwrap(), blocks.run(&model, &requests, &opts).unwrap());
@@ -209,7 +207,7 @@ fn ch05_gives_ch04_tokens_with_poisson_arrivals() {
     let requests = spec.generate(512);
     let want = ch04(3).run(&model, &requests, &RunOptions::default()).unwrap();
     let got = ch05(20).run(&model, &requests, &RunOptions::default()).unwrap();
-    let tokens = |o: &kvserve::ch00_model::RunOutput| o.outputs.iter().map(|r| r.tokens.clone()).collect::<Vec<_>>();
+    let tokens = |o: &kvserve::ch00_serving::RunOutput| o.outputs.iter().map(|r| r.tokens.clone()).collect::<Vec<_>>();
     assert_eq!(tokens(&want), tokens(&got));
 }
 

@@ -2,7 +2,8 @@
 //! matches the training script's, every stage writes the same text, and greedy decoding matches
 //! Hugging Face transformers' token ids recorded on the GPU machine.
 
-use kvserve::ch00_model::{load_model, LoadedModel, Request, RunOptions};
+use kvserve::ch00_model::{load_model, LoadedModel};
+use kvserve::ch00_serving::{Request, RunOptions};
 use std::path::PathBuf;
 
 /// The model under test: `models/shakespeare`, or `KVSERVE_TEST_MODEL` (to check a fresh training run).

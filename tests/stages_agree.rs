@@ -1,6 +1,7 @@
 //! Every stage produces exactly the tokens of the stage before it, and logits within 1e-4.
 
-use kvserve::ch00_model::{FinishReason, LlamaConfig, Model, ModelError, Request, RunOptions, RunOutput, SamplingParams};
+use kvserve::ch00_model::{LlamaConfig, Model, ModelError, SamplingParams};
+use kvserve::ch00_serving::{FinishReason, Request, RunOptions, RunOutput};
 
 fn tiny() -> Model {
     Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap()

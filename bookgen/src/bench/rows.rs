@@ -1,7 +1,7 @@
 //! The figures of one run as `kvserve bench` records them (JSON): a stage's row, with its latency
 //! percentiles, and a row of the workload-size comparison.
 
-use ch00_model::RunOutput;
+use ch00_serving::RunOutput;
 use serde::Serialize;
 
 /// One stage's figures, as the JSON report records them.
@@ -107,7 +107,7 @@ pub struct SizeRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ch00_model::{FinishReason, RequestOutput, RunStats};
+    use ch00_serving::{FinishReason, RequestOutput, RunStats};
 
     fn output(ttft_s: f64, gaps: &[f64]) -> RequestOutput {
         RequestOutput {

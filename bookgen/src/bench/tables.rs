@@ -1,7 +1,7 @@
 //! The rows of `kvserve bench` as the Markdown tables it prints and the book quotes.
 
 use crate::bench::rows::{SizeRow, StageRow};
-use ch00_model::RunOutput;
+use ch00_serving::RunOutput;
 use std::fmt::Write;
 
 pub fn mib(b: u64) -> String {

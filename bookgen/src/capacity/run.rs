@@ -6,7 +6,8 @@ use crate::capacity::result::{BlockSizeRow, CapacityReport, CapacityRun, DesignR
 use crate::capacity::spec::{block_config, slot_config, AccountingSpec, CapacityOptions, RealRunSpec};
 use crate::shape::dtype_name;
 use anyhow::{Context, Result};
-use ch00_model::{kv_bytes_per_token, DType, Engine, Model, RunOptions};
+use ch00_model::{kv_bytes_per_token, DType, Model};
+use ch00_serving::{Engine, RunOptions};
 use ch05_paged_attention::{blocks_for_budget, simulate_blocks, simulate_slots, MemSeries, SchedulerConfig};
 
 // ANCHOR: capacity_report

@@ -3,7 +3,8 @@
 
 use crate::shape::Shape;
 use crate::units::GIB;
-use ch00_model::{kv_bytes_per_token, Arrivals, DType, LengthDist, LlamaConfig, WorkloadSpec};
+use ch00_model::{kv_bytes_per_token, DType, LlamaConfig};
+use ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
 use ch04_continuous_batching::{ContinuousBatchEngine, SchedulerConfig as SlotConfig, SlotBudget};
 use ch05_paged_attention::{KvBudget, PagedEngine, SchedulerConfig};
 

@@ -1,6 +1,6 @@
 //! A trace as Gantt bars: consecutive steps of one request in one slot and phase merged.
 
-use ch00_model::{Phase, TraceStep};
+use ch00_serving::{Phase, TraceStep};
 
 /// One bar: a request holding a slot in one phase over consecutive steps.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,7 @@
 //! The Gantt chart of cache slots over time (SVG), drawn from a real run's trace.
 
 use crate::figures::bars::bars;
-use ch00_model::{Phase, TraceStep};
+use ch00_serving::{Phase, TraceStep};
 use plotters::prelude::*;
 
 /// How to draw a Gantt chart.
@@ -95,7 +95,7 @@ pub fn gantt_svg(trace: &[TraceStep], opts: &GanttOptions) -> anyhow::Result<Str
 mod tests {
     use super::*;
     use crate::figures::bars::Bar;
-    use ch00_model::TraceEntry;
+    use ch00_serving::TraceEntry;
 
     fn step(step: usize, t_s: f64, entries: &[(usize, u64, Phase)]) -> TraceStep {
         let entries =

@@ -7,7 +7,8 @@ use crate::capacity::spec::AccountingSpec;
 use crate::interview::inputs::Inputs;
 use crate::shape::Shape;
 use anyhow::Result;
-use ch00_model::{kv_bytes_per_token, Arrivals, DType, LengthDist, LlamaConfig, WorkloadSpec};
+use ch00_model::{kv_bytes_per_token, DType, LlamaConfig};
+use ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
 use ch05_paged_attention::blocks_for_budget;
 
 pub const GB: f64 = 1e9;

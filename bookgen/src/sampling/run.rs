@@ -6,9 +6,8 @@ use crate::capacity::spec::{block_config, AccountingSpec, RealRunSpec};
 use crate::sampling::result::{SamplingDesign, SamplingReport, SamplingRun};
 use crate::shape::dtype_name;
 use anyhow::{Context, Result};
-use ch00_model::{
-    kv_bytes_per_token, split_samples, Engine, Model, Request, RunOptions, RunOutput, SamplingParams, WorkloadSpec,
-};
+use ch00_model::{kv_bytes_per_token, Model, SamplingParams};
+use ch00_serving::{split_samples, Engine, Request, RunOptions, RunOutput, WorkloadSpec};
 use ch05_paged_attention::{blocks_for_budget, simulate_blocks, BlockRunInfo, MemSeries};
 
 /// Samples per prompt in every run of the report.

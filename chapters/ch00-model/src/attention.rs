@@ -3,7 +3,7 @@
 
 use crate::config::LlamaConfig;
 use crate::error::Result;
-use crate::kernels::head_scores;
+use crate::cpu::kernels::head_scores;
 use crate::ops::softmax_in_place;
 use rayon::prelude::*;
 

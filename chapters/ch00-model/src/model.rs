@@ -5,7 +5,7 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::ops::{linear, rms_norm, swiglu};
 use crate::rope::Rope;
-use crate::packed::Packed;
+use crate::cpu::packed::Packed;
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
 // ANCHOR: weights

@@ -1,7 +1,7 @@
 //! The small tensor operations of a Llama block, on row-major `ndarray` matrices.
 
-use crate::kernels;
-use crate::packed::Packed;
+use crate::cpu::kernels;
+use crate::cpu::packed::Packed;
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 

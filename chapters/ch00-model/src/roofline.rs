@@ -2,8 +2,8 @@
 //! be faster than (weight bytes) ÷ (how fast this machine's cores read memory), measured here.
 
 use crate::config::LlamaConfig;
-use crate::kernels::LANES;
-use crate::pages::WeightMemory;
+use crate::cpu::kernels::LANES;
+use crate::cpu::pages::WeightMemory;
 use rayon::prelude::*;
 use std::time::Instant;
 

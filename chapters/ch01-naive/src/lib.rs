@@ -2,10 +2,8 @@
 //! nothing is remembered between steps. Obviously correct, and quadratically slow.
 
 use ch00_model::ops::row;
-use ch00_model::{
-    attend_one, resolve_max_len, sequences, AttentionBackend, Clock, Engine, Model, Request, Result, RunOptions, RunOutput,
-    RunStats, StepMeta, StepQkv,
-};
+use ch00_model::{attend_one, AttentionBackend, Model, Result, StepMeta, StepQkv};
+use ch00_serving::{resolve_max_len, sequences, Clock, Engine, Request, RunOptions, RunOutput, RunStats};
 
 // ANCHOR: backend
 /// Attention with no memory: each token attends to the tokens of its own sequence that are in

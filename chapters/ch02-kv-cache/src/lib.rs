@@ -9,7 +9,8 @@ pub use backend::ContiguousBackend;
 pub use cache::KvCache;
 
 use ch00_model::ops::row;
-use ch00_model::{resolve_max_len, sequences, Clock, Engine, Model, Request, Result, RunOptions, RunOutput, RunStats, StepMeta};
+use ch00_model::{Model, Result, StepMeta};
+use ch00_serving::{resolve_max_len, sequences, Clock, Engine, Request, RunOptions, RunOutput, RunStats};
 
 // ANCHOR: engine
 /// The chapter-2 engine: one request at a time, prefill then one-token decode steps over a cache

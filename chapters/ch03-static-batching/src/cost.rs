@@ -1,7 +1,8 @@
 //! What one decode step costs as the batch grows: B equal requests decoded together.
 
 use crate::StaticBatchEngine;
-use ch00_model::{Engine, LengthDist, Model, Result, RunOptions, WorkloadSpec};
+use ch00_model::{Model, Result};
+use ch00_serving::{Engine, LengthDist, RunOptions, WorkloadSpec};
 
 // ANCHOR: step_cost
 /// Median milliseconds of a decode step with `batch` rows: `batch` requests of a 16-token prompt

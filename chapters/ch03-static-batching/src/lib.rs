@@ -12,9 +12,10 @@ pub use cost::decode_step_ms;
 pub use recorder::Recorder;
 pub use step::{run_step, Row};
 
-use ch00_model::{
-    drive, resolve_max_len, sequences, Clock, Engine, EngineLoad, Model, ModelError, NewToken, Phase, Request, RequestOutput,
-    Result, RunOptions, RunOutput, Sequence, StepEngine, StepOutput,
+use ch00_model::{Model, ModelError, Result};
+use ch00_serving::{
+    drive, resolve_max_len, sequences, Clock, Engine, EngineLoad, NewToken, Phase, Request, RequestOutput, RunOptions,
+    RunOutput, Sequence, StepEngine, StepOutput,
 };
 use ch02_kv_cache::{ContiguousBackend, KvCache};
 use std::collections::{HashMap, VecDeque};

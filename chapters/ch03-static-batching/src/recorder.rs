@@ -2,7 +2,7 @@
 //! did useful work and how many were wasted, the KV bytes in use, and (optionally) the trace.
 
 use crate::step::Row;
-use ch00_model::{Phase, RequestOutput, RunOutput, RunStats, Sequence, TraceEntry, TraceStep};
+use ch00_serving::{Phase, RequestOutput, RunOutput, RunStats, Sequence, TraceEntry, TraceStep};
 use ch02_kv_cache::ContiguousBackend;
 
 /// Accumulates [`RunStats`] and the trace of a run over `num_slots` slots.

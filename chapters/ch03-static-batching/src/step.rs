@@ -2,7 +2,8 @@
 //! run the model once, and hand each live row its logits. Static and continuous batching differ
 //! only in which rows they put here.
 
-use ch00_model::{run_spans, Clock, Model, ModelError, Phase, Result, RunOptions, Sequence, Span};
+use ch00_model::{Model, ModelError, Result};
+use ch00_serving::{run_spans, Clock, Phase, RunOptions, Sequence, Span};
 use ch02_kv_cache::ContiguousBackend;
 
 /// One sequence's part in a step: `seq` indexes the engine's sequences, `slot` its cache region.

@@ -4,7 +4,8 @@
 //! e.g. `-- 32 8 bench` (the default). The `bench` model's weights (~390 MB f32) are far larger
 //! than any CPU cache, so a decode step is bound by reading them from memory.
 
-use ch00_model::{Engine, LlamaConfig, Model, RunOptions, RunOutput, WorkloadSpec};
+use ch00_model::{LlamaConfig, Model};
+use ch00_serving::{Engine, RunOptions, RunOutput, WorkloadSpec};
 use ch02_kv_cache::KvCacheEngine;
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};

@@ -3,9 +3,10 @@
 
 use crate::budget::slots_for_budget;
 use crate::scheduler::{default_max_tokens_per_step, Pending, Scheduler, SchedulerConfig};
-use ch00_model::{
-    drive, resolve_max_len, sequences, Clock, Engine, EngineLoad, Model, ModelError, NewToken, Phase, Request, RequestOutput,
-    Result, RunOptions, RunOutput, Sequence, StepEngine, StepOutput,
+use ch00_model::{Model, ModelError, Result};
+use ch00_serving::{
+    drive, resolve_max_len, sequences, Clock, Engine, EngineLoad, NewToken, Phase, Request, RequestOutput, RunOptions,
+    RunOutput, Sequence, StepEngine, StepOutput,
 };
 use ch02_kv_cache::{ContiguousBackend, KvCache};
 use std::collections::HashMap;

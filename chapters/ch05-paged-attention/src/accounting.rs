@@ -5,7 +5,8 @@
 //! at any model size: a 7B model on an 80 GB GPU costs a few milliseconds to account for.
 
 use crate::scheduler::{BlockScheduler, SchedulerConfig};
-use ch00_model::{ModelError, Phase, Request, Result, TraceStep};
+use ch00_model::{ModelError, Result};
+use ch00_serving::{Phase, Request, TraceStep};
 use ch04_continuous_batching::{Pending, Scheduler, SchedulerConfig as SlotConfig};
 
 /// KV memory in one step.

@@ -9,9 +9,9 @@ use crate::kv_pool::PagedKvPool;
 use crate::runner::{run_paged, BlockRunInfo, PagedCore, PagedRunner};
 use crate::scheduler::SchedulerConfig;
 use ch04_continuous_batching::default_max_tokens_per_step;
-use ch00_model::{
-    kv_bytes_per_token, resolve_max_len, run_spans, Clock, DType, Engine, LlamaConfig, Model, ModelError, Request, Result,
-    RunOptions, RunOutput, Sequence, Span, StepEngine,
+use ch00_model::{kv_bytes_per_token, DType, LlamaConfig, Model, ModelError, Result};
+use ch00_serving::{
+    resolve_max_len, run_spans, Clock, Engine, Request, RunOptions, RunOutput, Sequence, Span, StepEngine,
 };
 
 /// How big the block pool is.
@@ -178,7 +178,7 @@ impl PagedRunner for CpuRunner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ch00_model::Phase;
+    use ch00_serving::Phase;
     use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 
     fn tiny() -> Model {

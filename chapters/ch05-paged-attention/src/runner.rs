@@ -5,9 +5,10 @@
 
 use crate::allocator::BlockId;
 use crate::scheduler::{BlockScheduler, SchedulerConfig, SchedulerStats, Work};
-use ch00_model::{
-    drive, kv_bytes_per_token, sequences, Clock, DType, EngineLoad, LlamaConfig, ModelError, NewToken, Phase, Request,
-    RequestOutput, Result, RunOptions, RunOutput, RunStats, Sequence, Span, StepEngine, StepOutput, TraceEntry, TraceStep,
+use ch00_model::{kv_bytes_per_token, DType, LlamaConfig, ModelError, Result};
+use ch00_serving::{
+    drive, sequences, Clock, EngineLoad, NewToken, Phase, Request, RequestOutput, RunOptions, RunOutput, RunStats,
+    Sequence, Span, StepEngine, StepOutput, TraceEntry, TraceStep,
 };
 use std::collections::HashMap;
 
@@ -385,7 +386,8 @@ impl BlockRecorder {
 mod tests {
     use super::*;
     use crate::{CpuRunner, PagedBackend, PagedEngine, PagedKvPool};
-    use ch00_model::{Engine, Model, SamplingParams};
+    use ch00_model::{Model, SamplingParams};
+    use ch00_serving::Engine;
 
     fn core(model: &Model, blocks: usize) -> PagedCore<CpuRunner<'_>> {
         let cfg = SchedulerConfig::new(blocks, 4);

@@ -6,7 +6,8 @@
 //!
 //! Without an NVIDIA GPU it stops with a clear error.
 
-use ch00_model::{checkpoint::complete, load_model, DType, SamplingParams};
+use ch00_model::{load_model, DType, SamplingParams};
+use ch00_serving::generate::complete;
 use ch06_cuda::CudaEngine;
 use std::path::PathBuf;
 

@@ -8,7 +8,8 @@
 //!
 //!   gpu_bench --out DIR [--sections a,b,c,d] [--model DIR --workload FILE --max-requests N]
 
-use ch00_model::{kv_bytes_per_token, AttnShape, DType, Engine, LlamaConfig, Request, RunOptions};
+use ch00_model::{kv_bytes_per_token, AttnShape, DType, LlamaConfig};
+use ch00_serving::{Engine, Request, RunOptions};
 use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig, SlotConfig};
 use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps};
 use ch06_cuda::{CudaEngine, Gpu};
@@ -217,11 +218,11 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
     println!("paged: served {served}/16, peak running {}, preemptions {}", run.stats.peak_running, run.stats.preemptions);
     // Peak concurrency of both designs under the same budget on a longer real-length workload
     // (the scheduler alone, no model): slots reserve max_len, blocks hold what is used.
-    let spec = ch00_model::WorkloadSpec {
+    let spec = ch00_serving::WorkloadSpec {
         n_requests: 200,
-        prompt_len: ch00_model::LengthDist::Uniform { lo: 512, hi: 4096 },
-        output_len: ch00_model::LengthDist::Exponential { mean: 512.0, min: 16, max: 4096 },
-        arrivals: ch00_model::Arrivals::AllAtOnce,
+        prompt_len: ch00_serving::LengthDist::Uniform { lo: 512, hi: 4096 },
+        output_len: ch00_serving::LengthDist::Exponential { mean: 512.0, min: 16, max: 4096 },
+        arrivals: ch00_serving::Arrivals::AllAtOnce,
         seed: 0,
     };
     let workload = spec.generate(c.vocab_size);

@@ -9,9 +9,8 @@ use crate::model::{Capacity, GpuModel, KvCache};
 use crate::runner::{GpuRunner, GpuStats};
 use crate::weights::GpuWeights;
 use ch00_model::rope::Rope;
-use ch00_model::{
-    AttnShape, DType, Engine, LlamaConfig, Model, ModelError, Request, Result, RunOptions, RunOutput, StepEngine,
-};
+use ch00_model::{AttnShape, DType, LlamaConfig, Model, ModelError, Result};
+use ch00_serving::{Engine, Request, RunOptions, RunOutput, StepEngine};
 use ch05_paged_attention::{run_paged, BlockRunInfo, PagedCore, PagedEngine, SchedulerConfig};
 
 /// PagedAttention on one NVIDIA GPU. With `cuda_graphs` on, run one engine per process at a time:

@@ -5,7 +5,8 @@
 use crate::device::{device_err, ptr, Gpu};
 use crate::float::GpuFloat;
 use crate::model::{Capacity, GpuModel, KvCache};
-use ch00_model::{Clock, DType, LlamaConfig, ModelError, Result, RunOptions, Sequence, Span};
+use ch00_model::{DType, LlamaConfig, ModelError, Result};
+use ch00_serving::{Clock, RunOptions, Sequence, Span};
 use ch05_paged_attention::{BlockId, PagedRunner};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;

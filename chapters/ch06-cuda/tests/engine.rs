@@ -3,7 +3,8 @@
 //! preemption and prefix sharing; in f16/bf16, logits within a stated tolerance and the token
 //! agreement printed. Run on the GPU machine: `.gpu/engine-<hash> --ignored --nocapture`.
 
-use ch00_model::{DType, Engine, LlamaConfig, Model, Request, RunOptions, RunOutput, SamplingParams};
+use ch00_model::{DType, LlamaConfig, Model, SamplingParams};
+use ch00_serving::{Engine, Request, RunOptions, RunOutput};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use ch06_cuda::CudaEngine;
 use std::path::Path;
@@ -239,7 +240,7 @@ fn parallel_samples_copy_on_write_match_ch05_and_independent_runs() {
     let got = e.run(&model, &reqs, &opts).unwrap();
     assert_eq!(got.outputs.len(), 12);
     assert_same_tokens("parallel samples vs ch05", &want, &got);
-    let alone = gpu_engine(DType::F32).run(&model, &ch00_model::split_samples(&reqs), &opts).unwrap();
+    let alone = gpu_engine(DType::F32).run(&model, &ch00_serving::split_samples(&reqs), &opts).unwrap();
     assert_same_tokens("parallel samples vs independent requests", &alone, &got);
     let stats = e.last_setup.unwrap().stats;
     assert!(stats.block_copies > 0, "copy-on-write should have copied blocks: {stats:?}");

@@ -3,8 +3,8 @@
 //! Thresholds are relative errors ‖gpu − cpu‖ / ‖cpu‖ per precision: f32 1e-5, f16 4e-3, bf16 3e-2.
 //! Run on the GPU machine: `.gpu/kernels-<hash> --ignored --nocapture`.
 
-use ch00_model::ops::{linear, rms_norm, swiglu};
-use ch00_model::packed::Packed;
+use ch00_model::{ops::{linear, rms_norm, swiglu}};
+use ch00_model::cpu::packed::Packed;
 use ch00_model::rope::Rope;
 use ch00_model::{attend_one, AttnShape, LlamaConfig};
 use ch06_cuda::device::{ptr, Gpu};

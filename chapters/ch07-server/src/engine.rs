@@ -16,7 +16,8 @@
 //! [`Event::Failed`], the thread stops stepping, and [`EngineHandle::dead`] gives the reason
 //! (`/health` answers 503 with it, new requests get 503).
 
-use ch00_model::{FinishReason, LoadedModel, Model, Request, StepEngine};
+use ch00_model::{LoadedModel, Model};
+use ch00_serving::{FinishReason, Request, StepEngine};
 use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;

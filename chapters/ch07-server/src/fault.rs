@@ -3,7 +3,8 @@
 //! report the engine dead (`/health` 503), fail what is in flight, and exit non-zero.
 //! [`NullEngine`] has no model, to measure what the server alone costs and holds.
 
-use ch00_model::{EngineLoad, Request, Result, StepEngine, StepOutput};
+use ch00_model::Result;
+use ch00_serving::{EngineLoad, Request, StepEngine, StepOutput};
 
 /// How the injected fault shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,16 +149,16 @@ impl StepEngine for NullEngine {
                 _ => s.gaps.push(now - s.last_s),
             }
             s.last_s = now;
-            out.tokens.push(ch00_model::NewToken { id: s.id, sample: s.sample, token: s.last });
+            out.tokens.push(ch00_serving::NewToken { id: s.id, sample: s.sample, token: s.last });
         }
         let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running).into_iter().partition(|s| s.left == 0);
         self.running = running;
         for s in done {
-            let o = ch00_model::RequestOutput {
+            let o = ch00_serving::RequestOutput {
                 id: s.id,
                 sample: s.sample,
                 tokens: s.tokens,
-                finish: ch00_model::FinishReason::Length,
+                finish: ch00_serving::FinishReason::Length,
                 ttft_s: s.ttft_s,
                 token_latencies_s: s.gaps,
                 logits: Vec::new(),
@@ -195,7 +196,7 @@ mod tests {
     fn the_null_engine_counts_up_from_the_prompt_and_keeps_nothing_finished() {
         let mut e = NullEngine::new(10, 32, 2);
         let reqs = [Request::greedy(1, vec![3, 8], 4), Request { n: 2, ..Request::greedy(2, vec![5], 3) }];
-        let outs = ch00_model::drive(&mut e, &reqs).unwrap();
+        let outs = ch00_serving::drive(&mut e, &reqs).unwrap();
         let tokens: Vec<_> = outs.iter().map(|o| (o.id, o.sample, o.tokens.clone())).collect();
         assert_eq!(tokens, [(1, 0, vec![9, 0, 1, 2]), (2, 0, vec![6, 7, 8]), (2, 1, vec![6, 7, 8])]);
         assert!(!e.has_unfinished() && e.running.is_empty() && e.waiting.is_empty());

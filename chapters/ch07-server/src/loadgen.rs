@@ -5,7 +5,7 @@
 
 use crate::client::{send, SseReader};
 use anyhow::{bail, Result};
-use ch00_model::{Arrivals, WorkloadSpec};
+use ch00_serving::{Arrivals, WorkloadSpec};
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `/metrics` in Prometheus' text format: what the engine holds now (gauges), what it has done
 //! (counters), and how long users waited (histograms of TTFT and TPOT).
 
-use ch00_model::{EngineLoad, FinishReason, RequestOutput};
+use ch00_serving::{EngineLoad, FinishReason, RequestOutput};
 use std::fmt::Write;
 use std::sync::Mutex;
 

@@ -8,7 +8,8 @@
 //! (longest stop − 1) bytes before it, where a match could have started.
 
 use crate::engine::Event;
-use ch00_model::{FinishReason, LoadedModel};
+use ch00_model::LoadedModel;
+use ch00_serving::FinishReason;
 
 /// Ids held back at most while their bytes do not make a character (UTF-8 needs at most 4).
 const MAX_HELD_IDS: usize = 6;

@@ -1,7 +1,8 @@
 //! The server end to end, in process on 127.0.0.1 with an ephemeral port, driven by the
 //! project's HTTP client over real sockets.
 
-use ch00_model::{load_model, Engine, LoadedModel, Request, RunOptions, SamplingParams};
+use ch00_model::{load_model, LoadedModel, SamplingParams};
+use ch00_serving::{Engine, Request, RunOptions};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use ch07_server::client::{get, post_raw, read_all, send, SseReader};
 use ch07_server::fault::{Fault, Faulty};

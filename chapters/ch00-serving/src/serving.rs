@@ -1,10 +1,10 @@
 //! The serving vocabulary every engine shares: requests, their outputs, the `Engine` trait and
 //! run-level statistics, plus `Sequence`, the per-request bookkeeping every engine reuses.
 
-use crate::config::LlamaConfig;
-use crate::error::{ModelError, Result};
-use crate::model::Model;
-use crate::sampling::{SamplingParams, Sampler};
+use ch00_model::LlamaConfig;
+use ch00_model::{ModelError, Result};
+use ch00_model::Model;
+use ch00_model::{SamplingParams, Sampler};
 use std::time::Instant;
 
 // ANCHOR: request
@@ -173,7 +173,7 @@ pub trait Engine {
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput>;
     /// This engine with these settings, driven step by step over `model` (what a server runs).
     /// Engines that only run whole workloads answer with an error.
-    fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn crate::StepEngine + 'm>> {
+    fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn crate::stepwise::StepEngine + 'm>> {
         let _ = model;
         Err(ModelError::InvalidSettings(format!("{} cannot be driven step by step (no server for it)", self.name())))
     }
@@ -200,7 +200,7 @@ impl Clock {
     }
 }
 
-pub use crate::config::DEFAULT_MAX_LEN_CAP;
+pub use ch00_model::config::DEFAULT_MAX_LEN_CAP;
 
 /// The maximum sequence length an engine uses: `max_len`, or the model's context capped at
 /// [`DEFAULT_MAX_LEN_CAP`]. Errors when `max_len` is 0 or beyond the model's context.

@@ -8,7 +8,7 @@
 //!   stage produce exactly the tokens of the one before.
 //! - **Tiles.** A tile is a few tokens × a few weight rows: each weight vector loaded from memory
 //!   feeds every token of the tile, each token vector every row.
-//! - **One stream per core.** `linear`'s weights are [`Packed`](crate::packed::Packed): the rows
+//! - **One stream per core.** `linear`'s weights are [`Packed`](crate::cpu::packed::Packed): the rows
 //!   of a tile are interleaved in memory in the order the tile reads them.
 //! - **All cores.** `linear` cuts the output features into bands, one task each (rayon): a core
 //!   reads its band of the weights once for all the step's tokens.
@@ -25,7 +25,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 /// Independent running sums per dot product: eight f32 lanes fill one AVX register.
 pub const LANES: usize = 8;
 
-/// Rows computed together by the kernels, and stored together in `crate::packed::Packed`.
+/// Rows computed together by the kernels, and stored together in `crate::cpu::packed::Packed`.
 pub const GROUP: usize = 4;
 /// Tokens per tile: each weight vector loaded feeds this many tokens.
 const TOKENS: usize = 4;
@@ -62,7 +62,7 @@ impl<'a, const R: usize> Rows<'a, R> {
 }
 
 impl<'a> Rows<'a, GROUP> {
-    /// The rows of one packed group (`GROUP · n` values, see [`crate::packed`]).
+    /// The rows of one packed group (`GROUP · n` values, see [`crate::cpu::packed`]).
     #[inline(always)]
     fn packed(group: &'a [f32], n: usize) -> Self {
         let (full, tail) = (n - n % LANES, n % LANES);
@@ -277,7 +277,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     unsafe { Portable::tile::<1, 1>([a], Rows::plain([b], a.len()), Prefetch::NONE)[0][0] }
 }
 
-/// `y[t][o] = x[t] · w[o]` for a band of packed weight groups `w` (see [`crate::packed`]; its
+/// `y[t][o] = x[t] · w[o]` for a band of packed weight groups `w` (see [`crate::cpu::packed`]; its
 /// rows are `y`'s columns, the padding rows of its last group beyond them) and tokens `x`.
 /// Panics if the shapes disagree.
 pub fn dot_rows(x: &ArrayView2<f32>, w: &[f32], y: &mut ArrayViewMut2<f32>) {
@@ -386,7 +386,7 @@ unsafe fn scores_with<K: Tiles>(q: &[f32], keys: &[&[f32]], scale: f32, scores: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packed::Packed;
+    use crate::cpu::packed::Packed;
     use ndarray::Array2;
 
     fn values(rows: usize, cols: usize, seed: usize) -> Array2<f32> {

@@ -15,11 +15,11 @@
 //!   r3: d0 d1 d2 …                          (a0 = r0's columns 0..8, b0 = r1's columns 0..8, …)
 //! ```
 
-use crate::kernels::LANES;
-use crate::pages::WeightMemory;
+use crate::cpu::kernels::LANES;
+use crate::cpu::pages::WeightMemory;
 use ndarray::{Array2, ArrayView2};
 
-pub use crate::kernels::GROUP;
+pub use crate::cpu::kernels::GROUP;
 
 /// A (rows, cols) weight matrix in the kernels' layout, on huge pages where the OS allows it.
 /// Rows past `rows` in the last group are zeros.

@@ -2,8 +2,8 @@
 //! and arrival distributions. The same spec and seed always give the same requests, so every stage
 //! can be measured on exactly the same work.
 
-use crate::error::{ModelError, Result};
-use crate::sampling::SamplingParams;
+use ch00_model::{ModelError, Result};
+use ch00_model::SamplingParams;
 use crate::serving::Request;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

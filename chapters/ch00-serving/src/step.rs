@@ -1,10 +1,10 @@
 //! One batched step, whatever the engine: every scheduled sequence's new tokens in one flat list,
 //! one forward pass, and each sequence samples its next token from its own row of logits.
 
-use crate::attention::{AttentionBackend, StepMeta};
-use crate::error::{ModelError, Result};
-use crate::model::Model;
-use crate::ops::row;
+use ch00_model::{AttentionBackend, StepMeta};
+use ch00_model::{ModelError, Result};
+use ch00_model::Model;
+use ch00_model::ops::row;
 use crate::serving::{Clock, RunOptions, Sequence};
 
 /// A sequence's part in a step: its tokens from position `start` to its end (a whole prompt, a

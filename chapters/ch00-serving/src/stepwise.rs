@@ -4,7 +4,7 @@
 //! client went away is aborted. The offline [`crate::Engine::run`] of a batching engine is
 //! [`drive`]: add the whole workload, then step until nothing is left.
 
-use crate::error::Result;
+use ch00_model::Result;
 use crate::serving::{Request, RequestOutput};
 
 // ANCHOR: step_output
