@@ -36,7 +36,7 @@ fn turn_two_of_a_chat_finds_every_full_block_of_turn_one_after_it_finished() {
     // token is never fed back), 4 full blocks, the last of them filled by the final step.
     let prompt1: Vec<u32> = (0..10).collect();
     let a = s.submit(&prompt1, 17, 0.0).unwrap();
-    let (tokens, _) = run(&mut s, &[7], &[prompt1.clone()]);
+    let (tokens, _) = run(&mut s, &[7], std::slice::from_ref(&prompt1));
     assert_eq!(s.blocks_used(), 0);
     // Turn 2 = the whole history + a new message, after turn 1 is gone.
     let prompt2: Vec<u32> = tokens[a].iter().copied().chain([7, 8, 9]).collect();
