@@ -53,6 +53,8 @@ pub struct PagedEngine {
     pub max_len: Option<usize>,
     /// Free blocks kept back at admission; `None` means 1% of the pool.
     pub watermark_blocks: Option<usize>,
+    /// Prefix caching: share full blocks between equal prefixes and keep a finished request's
+    /// until the pool needs them. On by default, as in vLLM V1 (false is `--no-prefix-caching`).
     pub prefix_sharing: bool,
     /// Most sequences running at once; `None` means chapter 4's default for the same memory: one
     /// per `max_len`-token slot the pool's bytes would make (at least 1). Lift it to let the pool
@@ -72,7 +74,7 @@ impl Default for PagedEngine {
             block_size: 16,
             max_len: None,
             watermark_blocks: None,
-            prefix_sharing: false,
+            prefix_sharing: true,
             max_running: None,
             max_tokens_per_step: None,
             last_run: None,

@@ -6,8 +6,9 @@
 //!
 //! [`allocator`] hands out blocks, [`block_table`] maps positions to them, [`kv_pool`] stores
 //! them, [`backend`] is the attention over them, [`scheduler`] is the policy (model-free, also
-//! driven by the capacity accounting), [`prefix`] shares full blocks between equal prefixes, and
-//! [`engine`] runs the model on the scheduler's plans.
+//! driven by the capacity accounting), [`prefix`] shares full blocks between equal prefixes, [`lru`]
+//! keeps finished requests' full blocks for later hits until the pool needs them, and [`engine`]
+//! runs the model on the scheduler's plans.
 
 pub mod accounting;
 pub mod allocator;
@@ -15,6 +16,7 @@ pub mod backend;
 pub mod block_table;
 pub mod engine;
 pub mod kv_pool;
+pub mod lru;
 pub mod prefix;
 pub mod runner;
 pub mod scheduler;
@@ -28,5 +30,6 @@ pub use block_table::{blocks_for, locate};
 pub use engine::{blocks_for_budget, CpuRunner, KvBudget, PagedEngine};
 pub use runner::{run_paged, BlockRunInfo, PagedCore, PagedRunner};
 pub use kv_pool::PagedKvPool;
-pub use prefix::{block_hash, PrefixCache};
+pub use lru::Lru;
+pub use prefix::{block_hash, PrefixCache, PrefixCacheStats};
 pub use scheduler::{BlockScheduler, Plan, SchedulerConfig, SchedulerStats, Work};

@@ -1,5 +1,7 @@
 //! Prefix sharing: a full block is named by the hash of its tokens and of every token before it,
 //! so two requests that start with the same system prompt find the same blocks and share them.
+//! The allocator owns the index: it keeps a block's name while the block is in use or parked in
+//! its LRU list, and drops the name when it evicts the block.
 
 use crate::allocator::BlockId;
 use std::collections::HashMap;
@@ -16,8 +18,8 @@ pub fn block_hash(parent: u64, tokens: &[u32]) -> u64 {
 }
 // ANCHOR_END: hash
 
-/// Full blocks currently in use, by name. A block is forgotten when its last owner frees it
-/// (vLLM keeps freed blocks findable until they are reused; that is the next refinement).
+/// Full blocks whose K/V is held, by name: blocks in use, and blocks no sequence holds any more
+/// but the allocator keeps for a later hit. A block is forgotten when it is evicted.
 #[derive(Debug, Clone, Default)]
 pub struct PrefixCache {
     by_hash: HashMap<u64, BlockId>,
@@ -42,20 +44,33 @@ impl PrefixCache {
     }
     // ANCHOR_END: lookup
 
-    /// Names a block whose K/V is now written. The first block with a given name stays the one
-    /// that is found; a second copy computed at the same time is simply not shared.
-    pub fn insert(&mut self, hash: u64, block: BlockId) {
-        if !self.by_hash.contains_key(&hash) && !self.by_block.contains_key(&block) {
+    /// Names a block whose K/V is now written; whether it was named. The first block with a given
+    /// name stays the one that is found; a second copy computed at the same time is simply not
+    /// shared (and goes straight back to the free list when its owners are done).
+    pub fn insert(&mut self, hash: u64, block: BlockId) -> bool {
+        let new = !self.by_hash.contains_key(&hash) && !self.by_block.contains_key(&block);
+        if new {
             self.by_hash.insert(hash, block);
             self.by_block.insert(block, hash);
         }
+        new
     }
 
-    /// Called when a block goes back to the pool: its contents are about to be overwritten.
+    /// Called when a block is reused for something else: its contents are about to be overwritten.
     pub fn forget(&mut self, block: BlockId) {
         if let Some(h) = self.by_block.remove(&block) {
             self.by_hash.remove(&h);
         }
+    }
+
+    /// The name of `block`, if it has one.
+    pub fn hash_of(&self, block: BlockId) -> Option<u64> {
+        self.by_block.get(&block).copied()
+    }
+
+    /// The block holding the full block named `hash`, if any.
+    pub fn block_of(&self, hash: u64) -> Option<BlockId> {
+        self.by_hash.get(&hash).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -66,6 +81,25 @@ impl PrefixCache {
         self.by_hash.is_empty()
     }
 }
+
+// ANCHOR: stats
+/// Prefix-cache counters. `hits` and `misses` are in tokens: of the tokens looked up at admission
+/// (a prompt, or a preempted sequence's whole history), those whose K/V was found in the cache and
+/// those that had to be computed. `evictions` is in blocks: cached K/V dropped to make room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCacheStats {
+    pub hits: usize,
+    pub misses: usize,
+    pub evictions: usize,
+}
+
+impl PrefixCacheStats {
+    /// Share of looked-up tokens found in the cache (0 before any lookup).
+    pub fn hit_rate(&self) -> f64 {
+        self.hits as f64 / (self.hits + self.misses).max(1) as f64
+    }
+}
+// ANCHOR_END: stats
 
 #[cfg(test)]
 mod tests {
@@ -83,6 +117,9 @@ mod tests {
         assert_eq!(cache.lookup(&a, 2, 1).0, vec![10]);
         // Same second block, different first block: a different prefix, so no hit at all.
         assert!(cache.lookup(&[9, 9, 3, 4], 2, 8).0.is_empty());
+        // One name per block and one block per name: the first one stays.
+        assert!(!cache.insert(h0, 12) && !cache.insert(99, 10));
+        assert_eq!((cache.block_of(h0), cache.hash_of(11), cache.hash_of(12)), (Some(10), Some(h1), None));
         cache.forget(10);
         assert!(cache.lookup(&a, 2, 8).0.is_empty());
         assert_eq!(cache.len(), 1);

@@ -7,7 +7,7 @@
 
 use crate::allocator::{BlockAllocator, BlockId};
 use crate::block_table::blocks_for;
-use crate::prefix::{block_hash, PrefixCache};
+use crate::prefix::{block_hash, PrefixCacheStats};
 use ch00_model::{ModelError, Result};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -112,7 +112,6 @@ struct SeqBlocks {
 pub struct BlockScheduler {
     cfg: SchedulerConfig,
     alloc: BlockAllocator,
-    prefix: PrefixCache,
     seqs: Vec<SeqBlocks>,
     /// Groups admitted together, in arrival order: the `n` samples of a new request (they share
     /// its prompt), or one preempted sequence.
@@ -133,7 +132,6 @@ impl BlockScheduler {
         Ok(BlockScheduler {
             cfg,
             alloc: BlockAllocator::new(cfg.num_blocks)?,
-            prefix: PrefixCache::default(),
             seqs: Vec::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -258,21 +256,21 @@ impl BlockScheduler {
         let n = self.seqs[first].tokens.len();
         // At least the last token is computed: its logits choose the next token.
         let (hits, last_hash) = if self.cfg.prefix_sharing {
-            self.prefix.lookup(&self.seqs[first].tokens, bs, (n - 1) / bs)
+            self.alloc.lookup(&self.seqs[first].tokens, bs, (n - 1) / bs)
         } else {
             (Vec::new(), 0)
         };
         // Samples beyond the first will each need a block of their own for their first token (a
         // copy of the shared last block, or a new one): admit them only if those are free too.
-        let need = blocks_for(n, bs) - hits.len() + (group.len() - 1);
+        let need = blocks_for(n, bs) - hits.len() + (group.len() - 1) + self.alloc.parked_among(&hits);
         let reserve = if self.running.is_empty() { 0 } else { self.cfg.watermark_blocks };
         let tokens = n - hits.len() * bs + (group.len() - 1);
         if self.alloc.num_free() < need + reserve || tokens > budget {
             return None;
         }
-        for &b in &hits {
-            // The block is in use by its owner, so sharing cannot fail.
-            let _ = self.alloc.share(b);
+        if self.cfg.prefix_sharing {
+            // Found by lookup, so in use or parked: cannot fail.
+            let _ = self.alloc.take_hits(&hits, bs, n);
         }
         let seq = &mut self.seqs[first];
         seq.computed = hits.len() * bs;
@@ -344,10 +342,8 @@ impl BlockScheduler {
 
     fn release_blocks(&mut self, s: usize) -> Result<()> {
         let seq = &mut self.seqs[s];
-        for b in seq.table.drain(..) {
-            if self.alloc.release(b)? {
-                self.prefix.forget(b);
-            }
+        for b in seq.table.drain(..).rev() {
+            self.alloc.release(b)?; // tail first: the LRU evicts a prefix's tail before its head
         }
         (seq.computed, seq.hashed, seq.last_hash) = (0, 0, 0);
         Ok(())
@@ -364,7 +360,7 @@ impl BlockScheduler {
         while seq.hashed < seq.computed / bs {
             let i = seq.hashed;
             seq.last_hash = block_hash(seq.last_hash, &seq.tokens[i * bs..(i + 1) * bs]);
-            self.prefix.insert(seq.last_hash, seq.table[i]);
+            self.alloc.name(seq.last_hash, seq.table[i]);
             seq.hashed += 1;
         }
     }
@@ -382,6 +378,7 @@ impl BlockScheduler {
         let pos =
             self.running.iter().position(|&r| r == s).ok_or_else(|| stuck(&format!("sequence {s} is not running")))?;
         self.running.remove(pos);
+        self.name_full_blocks(s); // the blocks its last steps filled stay findable too
         self.release_blocks(s)?;
         self.seqs[s].finished = true;
         self.seqs[s].tokens = Vec::new(); // a long-running server must not keep every prompt
@@ -443,6 +440,11 @@ impl BlockScheduler {
 
     pub fn ref_count(&self, b: BlockId) -> u32 {
         self.alloc.ref_count(b)
+    }
+
+    /// Prefix-cache hits and misses (tokens) and evictions (blocks).
+    pub fn prefix_stats(&self) -> PrefixCacheStats {
+        self.alloc.prefix_stats()
     }
 
     /// Tokens whose K/V sits in the pool, counting a shared block once (a shared block holds as
