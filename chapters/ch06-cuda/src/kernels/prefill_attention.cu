@@ -26,7 +26,7 @@
 // Thread (r, c) scores keys c, c + TPQ, … of each tile for row r, and owns dims c·DPT .. of its
 // output row.
 #define SQ (HEAD_DIM > 128 ? 16 : 32)
-#define SK (HEAD_DIM > 128 ? 8 : 32)
+#define SK (HEAD_DIM > 128 ? 8 : HEAD_DIM > 64 ? 16 : 32)
 #define TPQ (128 / SQ)
 #define DPT (HEAD_DIM / TPQ)
 extern "C" __global__ void __launch_bounds__(128) prefill_attention_simple(
