@@ -263,10 +263,10 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
 fn prefill(gpu: &Gpu, out: &Path, head: &Value) -> Res<()> {
     let mha = AttnShape { heads: 32, kv_heads: 32, head_dim: 128 };
     let gqa = AttnShape { heads: 32, kv_heads: 8, head_dim: 128 };
-    let tc = |warps| PrefillVersion::TensorCores { warps };
+    let tc = |warps, m_tiles, keys| PrefillVersion::TensorCores { warps, m_tiles, keys };
     let mut kernel = Vec::new();
     for (shape, b, l, simple) in [(mha, 1, 4096, true), (mha, 8, 2048, false), (gqa, 8, 2048, false)] {
-        let mut versions = vec![tc(4), tc(8)];
+        let mut versions = vec![tc(8, 1, 64), tc(4, 1, 64), tc(4, 2, 32), tc(8, 2, 32), tc(4, 2, 64)];
         if simple {
             versions.push(PrefillVersion::Simple);
         }

@@ -253,8 +253,7 @@ pub fn prefill_attention<T: GpuFloat>(
 ) -> Result<Vec<PrefillRow>> {
     use crate::prefill::{flops, PrefillIo, PrefillKernels, PrefillVersion};
     let k = Kernels::<T>::new(gpu, shape)?;
-    let warps: Vec<usize> = versions.iter().filter_map(|v| if let PrefillVersion::TensorCores { warps } = v { Some(*warps) } else { None }).collect();
-    let pk = PrefillKernels::new::<T>(gpu, shape, &warps)?;
+    let pk = PrefillKernels::new::<T>(gpu, shape, versions)?;
     let per_seq = len.div_ceil(block_size);
     let num_blocks = batch * per_seq;
     let mut kc = gpu.zeros::<T>("K", num_blocks * block_size * shape.kv_dim())?;

@@ -20,18 +20,18 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 /// Head sizes the tensor-core version is compiled for (multiples of 16 whose accumulators fit
 /// in registers); other sizes use the simple version.
 pub const TC_HEAD_DIMS: [usize; 3] = [32, 64, 128];
-/// Warps per tensor-core block (16 query rows each) used by the engine.
-pub const DEFAULT_WARPS: usize = 4;
-/// Keys per tensor-core tile (`BK` in the .cu file).
-const BK: usize = 64;
+/// The tensor-core shape the engine uses (the fastest of those measured at the 7B shape on an
+/// H200: `gpu_bench --sections e`).
+pub const DEFAULT_TC: PrefillVersion = PrefillVersion::TensorCores { warps: 8, m_tiles: 1, keys: 64 };
 
 /// Which kernel runs a prefill pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrefillVersion {
     /// CUDA cores, f32 arithmetic: any element type and head size.
     Simple,
-    /// Tensor cores, `warps` × 16 query rows per block: f16/bf16 and [`TC_HEAD_DIMS`] only.
-    TensorCores { warps: usize },
+    /// Tensor cores, f16/bf16 and [`TC_HEAD_DIMS`] only: `warps` warps of `m_tiles` × 16 query
+    /// rows each per block, `keys` keys per K/V tile.
+    TensorCores { warps: usize, m_tiles: usize, keys: usize },
 }
 
 /// The buffers one prefill attention call reads and writes (device addresses).
@@ -50,32 +50,38 @@ pub struct PrefillIo {
 pub struct PrefillKernels {
     pub shape: AttnShape,
     simple: CudaFunction,
-    /// (warps, kernel, dynamic shared-memory bytes), where the tensor-core version applies.
-    tc: Vec<(usize, CudaFunction, u32)>,
+    /// (version, kernel, dynamic shared-memory bytes), where the tensor-core version applies.
+    tc: Vec<(PrefillVersion, CudaFunction, u32)>,
 }
 
 impl PrefillKernels {
-    /// Compiles the simple version and, for f16/bf16 at a [`TC_HEAD_DIMS`] size, the tensor-core
-    /// version for each of `warps`.
-    pub fn new<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, warps: &[usize]) -> Result<Self> {
+    /// Compiles the simple version and, for f16/bf16 at a [`TC_HEAD_DIMS`] size, each
+    /// tensor-core version of `tc` (the first is [`best`](Self::best)).
+    pub fn new<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, versions: &[PrefillVersion]) -> Result<Self> {
         let src = include_str!("kernels/prefill_attention.cu");
         let base = [("DTYPE", T::C_NAME.to_string()), ("HEAD_DIM", shape.head_dim.to_string())];
         let m = gpu.compile("prefill_attention.cu", src, &base)?;
         let simple = gpu.function(&m, "prefill_attention_simple")?;
         let mut tc = Vec::new();
         if tensor_cores_fit::<T>(shape) {
-            for &w in warps {
-                if !(1..=8).contains(&w) {
-                    return Err(ModelError::InvalidSettings(format!("{w} warps per prefill block (1..=8)")));
+            for &v in versions {
+                let PrefillVersion::TensorCores { warps, m_tiles, keys } = v else { continue };
+                if !(1..=8).contains(&warps) || !(1..=2).contains(&m_tiles) || ![32, 64, 128].contains(&keys) {
+                    return Err(ModelError::InvalidSettings(format!("prefill kernel {v:?}: warps 1..=8, m_tiles 1..=2, keys 32/64/128")));
                 }
                 let mut defs = base.to_vec();
-                defs.extend([("TENSOR_CORES", "1".to_string()), ("NWARPS", w.to_string())]);
+                defs.extend([
+                    ("TENSOR_CORES", "1".to_string()),
+                    ("NWARPS", warps.to_string()),
+                    ("MT", m_tiles.to_string()),
+                    ("BK", keys.to_string()),
+                ]);
                 let m = gpu.compile("prefill_attention.cu (tensor cores)", src, &defs)?;
                 let f = gpu.function(&m, "prefill_attention_tc")?;
-                let smem = ((16 * w + 4 * BK) * (shape.head_dim + 8) * std::mem::size_of::<T>()) as u32;
+                let smem = ((16 * warps * m_tiles + 4 * keys) * (shape.head_dim + 8) * std::mem::size_of::<T>()) as u32;
                 f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
                     .map_err(|e| device_err("raising the prefill kernel's shared-memory limit", e))?;
-                tc.push((w, f, smem));
+                tc.push((v, f, smem));
             }
         }
         Ok(PrefillKernels { shape, simple, tc })
@@ -83,10 +89,7 @@ impl PrefillKernels {
 
     /// The fastest version compiled here: tensor cores if they apply, else the simple one.
     pub fn best(&self) -> PrefillVersion {
-        match self.tc.iter().find(|(w, ..)| *w == DEFAULT_WARPS).or(self.tc.first()) {
-            Some((w, ..)) => PrefillVersion::TensorCores { warps: *w },
-            None => PrefillVersion::Simple,
-        }
+        self.tc.first().map_or(PrefillVersion::Simple, |(v, ..)| *v)
     }
 
     // ANCHOR: launch
@@ -119,11 +122,11 @@ impl PrefillKernels {
         let d = s.head_dim as f32;
         let (f, rows_per_block, threads, smem, scale) = match version {
             PrefillVersion::Simple => (&self.simple, if s.head_dim > 128 { 16 } else { 32 }, 128, 0, 1.0 / d.sqrt()),
-            PrefillVersion::TensorCores { warps } => {
-                let (_, f, smem) = self.tc.iter().find(|(w, ..)| *w == warps).ok_or_else(|| {
-                    ModelError::UnsupportedConfig(format!("no tensor-core prefill kernel of {warps} warps for {s:?} in this type"))
+            PrefillVersion::TensorCores { warps, m_tiles, .. } => {
+                let (_, f, smem) = self.tc.iter().find(|(v, ..)| *v == version).ok_or_else(|| {
+                    ModelError::UnsupportedConfig(format!("no prefill kernel {version:?} compiled for {s:?} in this type"))
                 })?;
-                (f, 16 * warps, 32 * warps as u32, *smem, std::f32::consts::LOG2_E / d.sqrt())
+                (f, 16 * warps * m_tiles, 32 * warps as u32, *smem, std::f32::consts::LOG2_E / d.sqrt())
             }
         };
         let cfg = LaunchConfig {

@@ -312,8 +312,9 @@ impl<T: GpuFloat> GpuRunner<T> {
             // computed and ignored.
             self.host_meta[self.model.layout.logit_idx] = 0;
         }
-        self.model.upload_meta(&self.gpu, &self.host_meta)?;
+        // Before the upload: it writes the sequences' query rows into the metadata.
         let attn = self.pass_attention(part)?;
+        self.model.upload_meta(&self.gpu, &self.host_meta)?;
         // SAFETY: `fill_meta` wrote checked metadata for these tokens, and `pass_attention`
         // either the partitions covering the longest of their contexts or the sequences' query
         // rows; model and cache are this runner's own, on its GPU.

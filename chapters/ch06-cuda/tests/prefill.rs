@@ -68,8 +68,8 @@ const SEQS: [(usize, usize); 9] = [(1, 0), (17, 0), (64, 0), (100, 0), (130, 37)
 
 // ANCHOR: prefill_test
 fn prefill_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64) {
-    let warps = [4, 8];
-    let k = PrefillKernels::new::<T>(g, shape, &warps).unwrap();
+    let tc = [(8, 1, 64), (4, 1, 64), (4, 2, 32), (4, 2, 64), (2, 1, 128)].map(|(warps, m_tiles, keys)| PrefillVersion::TensorCores { warps, m_tiles, keys });
+    let k = PrefillKernels::new::<T>(g, shape, &tc).unwrap();
     let mut rng = Rng(seed);
     let ctx_max = SEQS.iter().map(|(l, p)| l + p).max().unwrap();
     let max_blocks = ctx_max.div_ceil(block_size);
@@ -96,7 +96,7 @@ fn prefill_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed:
     let max_q_len = SEQS.iter().map(|s| s.0).max().unwrap();
     let mut versions = vec![PrefillVersion::Simple];
     if matches!(T::C_NAME, "f16" | "bf16") && ch06_cuda::prefill::TC_HEAD_DIMS.contains(&shape.head_dim) {
-        versions.extend(warps.map(|w| PrefillVersion::TensorCores { warps: w }));
+        versions.extend(tc);
     }
     assert_eq!(k.best() == PrefillVersion::Simple, versions.len() == 1);
     for version in versions {

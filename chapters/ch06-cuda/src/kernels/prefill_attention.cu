@@ -118,13 +118,18 @@ extern "C" __global__ void __launch_bounds__(128) prefill_attention_simple(
 #ifdef TENSOR_CORES
 // ANCHOR: tc_helpers
 // ---- 2. The tensor-core version. --------------------------------------------------------------
-// NWARPS warps, each owning 16 query rows (BQ rows per block); BK keys per tile. Shared memory
+// NWARPS warps, each owning MT × 16 query rows (BQ rows per block); BK keys per tile. Shared memory
 // rows are padded by 16 bytes, so the 8 row addresses of one ldmatrix hit 8 different bank groups.
 #ifndef NWARPS
 #define NWARPS 4
 #endif
-#define BQ (NWARPS * 16)
-#define BK 64
+#ifndef MT
+#define MT 1  // 16-row m-tiles per warp
+#endif
+#define BQ (NWARPS * 16 * MT)
+#ifndef BK
+#define BK 64  // keys per tile
+#endif
 #define DP (HEAD_DIM + 8)
 #define TC_THREADS (NWARPS * 32)
 
@@ -171,6 +176,9 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi, bf16) {
 // ANCHOR: tc
 // Dynamic shared memory: Q tile (BQ × DP), then K and V tiles, two of each (BK × DP).
 // `scale_log2` = log2(e) / √HEAD_DIM: scores are kept in base 2, so exp is one exp2f.
+// Each warp owns MT m-tiles of 16 rows: every K or V fragment read from shared memory feeds MT
+// tensor-core instructions (with MT = 2 the Q fragments are re-read per tile instead of held,
+// which keeps the registers under 255).
 extern "C" __global__ void __launch_bounds__(TC_THREADS) prefill_attention_tc(
     const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ tables, const int* __restrict__ seq_start, const int* __restrict__ pos,
@@ -211,14 +219,20 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS) prefill_attention_tc(
     cp_async_commit();
 
     const int g = lane / 4, t4 = lane % 4, mat = lane / 8;
-    const int w0 = r0 + warp * 16;                   // this warp's first row
-    const int pos_a = p0 + w0 + g, pos_b = pos_a + 8;  // positions of this thread's two rows
+    const int w0 = r0 + warp * 16 * MT;  // this warp's first row
     const bool warp_live = w0 < q_len;
-    unsigned qf[HEAD_DIM / 16][4];                   // Q as A fragments, loaded once
-    float o[HEAD_DIM / 8][4];                        // output accumulators, 16 × HEAD_DIM per warp
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#if MT == 1
+    unsigned qf[HEAD_DIM / 16][4];  // Q as A fragments, loaded once
+#endif
+    float o[MT][HEAD_DIM / 8][4];   // output accumulators, 16·MT × HEAD_DIM per warp
+    float m[MT][2], l[MT][2];       // running max and (this lane's share of the) sum of each row
     #pragma unroll
-    for (int n = 0; n < HEAD_DIM / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int mt = 0; mt < MT; mt++) {
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+        #pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n++) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+    }
 
     for (int j = 0; j < n_tiles; j++) {
         const int buf = j & 1;
@@ -227,71 +241,95 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS) prefill_attention_tc(
         cp_async_wait_1();                             // everything but the newest group has landed
         __syncthreads();
         // A warp whose last row precedes the tile's first key has nothing to do in it.
-        if (warp_live && p0 + w0 + 15 >= j * BK) {
+        if (warp_live && p0 + w0 + 16 * MT - 1 >= j * BK) {
+#if MT == 1
             if (j == 0) {
                 #pragma unroll
                 for (int kk = 0; kk < HEAD_DIM / 16; kk++)
                     ldmatrix_x4(qf[kk], qs + (warp * 16 + (mat % 2) * 8 + lane % 8) * DP + kk * 16 + (mat / 2) * 8);
             }
-            // S = Q Kᵀ: 16 rows × BK keys per warp. K's rows (keys) are B's columns, as stored.
+#endif
+            // S = Q Kᵀ: 16·MT rows × BK keys per warp. K's rows (keys) are B's columns, as stored.
             const T* kb = ks + buf * BK * DP;
-            float sc[BK / 8][4];
+            float sc[MT][BK / 8][4];
             #pragma unroll
-            for (int n = 0; n < BK / 8; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+            for (int mt = 0; mt < MT; mt++)
+                #pragma unroll
+                for (int n = 0; n < BK / 8; n++) sc[mt][n][0] = sc[mt][n][1] = sc[mt][n][2] = sc[mt][n][3] = 0.0f;
             #pragma unroll
             for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
+#if MT == 1
+                const unsigned* a0 = qf[kk];
+#else
+                unsigned a[MT][4];
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    ldmatrix_x4(a[mt], qs + ((warp * MT + mt) * 16 + (mat % 2) * 8 + lane % 8) * DP + kk * 16 + (mat / 2) * 8);
+#endif
                 #pragma unroll
                 for (int nn = 0; nn < BK / 16; nn++) {
                     unsigned b[4];
                     ldmatrix_x4(b, kb + (nn * 16 + (mat / 2) * 8 + lane % 8) * DP + kk * 16 + (mat % 2) * 8);
-                    mma(sc[2 * nn], qf[kk], b[0], b[1], T());
-                    mma(sc[2 * nn + 1], qf[kk], b[2], b[3], T());
+                    #pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+#if MT == 1
+                        const unsigned* af = a0;
+#else
+                        const unsigned* af = a[mt];
+#endif
+                        mma(sc[mt][2 * nn], af, b[0], b[1], T());
+                        mma(sc[mt][2 * nn + 1], af, b[2], b[3], T());
+                    }
                 }
             }
-            // Scale into base 2; causal mask only where the tile crosses the warp's diagonal.
-            const bool diag = j * BK + BK - 1 > p0 + w0;
-            float mx[2] = {m[0], m[1]};
+            unsigned pf[MT][BK / 16][4];
             #pragma unroll
-            for (int n = 0; n < BK / 8; n++) {
+            for (int mt = 0; mt < MT; mt++) {
+                // Scale into base 2; causal mask only where the tile crosses the m-tile's diagonal.
+                const int pos_a = p0 + w0 + mt * 16 + g, pos_b = pos_a + 8;  // this lane's two rows
+                const bool diag = j * BK + BK - 1 > pos_a - g;
+                float mx[2] = {m[mt][0], m[mt][1]};
                 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int kp = j * BK + n * 8 + 2 * t4 + (e & 1);
-                    float v = sc[n][e] * scale_log2;
-                    if (diag && kp > (e < 2 ? pos_a : pos_b)) v = -INFINITY;
-                    sc[n][e] = v;
+                for (int n = 0; n < BK / 8; n++) {
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int kp = j * BK + n * 8 + 2 * t4 + (e & 1);
+                        float v = sc[mt][n][e] * scale_log2;
+                        if (diag && kp > (e < 2 ? pos_a : pos_b)) v = -INFINITY;
+                        sc[mt][n][e] = v;
+                    }
+                    mx[0] = fmaxf(mx[0], fmaxf(sc[mt][n][0], sc[mt][n][1]));
+                    mx[1] = fmaxf(mx[1], fmaxf(sc[mt][n][2], sc[mt][n][3]));
                 }
-                mx[0] = fmaxf(mx[0], fmaxf(sc[n][0], sc[n][1]));
-                mx[1] = fmaxf(mx[1], fmaxf(sc[n][2], sc[n][3]));
-            }
-            // Online softmax; a row's 8·(BK/8) scores live in the 4 lanes of a quad.
-            float alpha[2], rs[2] = {0.0f, 0.0f};
-            #pragma unroll
-            for (int i = 0; i < 2; i++) {
-                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-                alpha[i] = exp2f(m[i] - mx[i]);  // finite mx: key 0 is in every row's first tile
-                m[i] = mx[i];
-            }
-            // P = exp2(S − m), rounded to T, becomes the A operand of P·V straight from registers:
-            // the accumulator layout of two n-tiles is the A layout of one k-step.
-            unsigned pf[BK / 16][4];
-            #pragma unroll
-            for (int n = 0; n < BK / 8; n++) {
-                const float e0 = exp2f(sc[n][0] - m[0]), e1 = exp2f(sc[n][1] - m[0]);
-                const float e2 = exp2f(sc[n][2] - m[1]), e3 = exp2f(sc[n][3] - m[1]);
-                rs[0] += e0 + e1;
-                rs[1] += e2 + e3;
-                pf[n / 2][(n % 2) * 2] = pack2(e0, e1, T());
-                pf[n / 2][(n % 2) * 2 + 1] = pack2(e2, e3, T());
-            }
-            l[0] = l[0] * alpha[0] + rs[0];  // this lane's share of the row sum; quads add at the end
-            l[1] = l[1] * alpha[1] + rs[1];
-            #pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; n++) {
-                o[n][0] *= alpha[0];
-                o[n][1] *= alpha[0];
-                o[n][2] *= alpha[1];
-                o[n][3] *= alpha[1];
+                // Online softmax; a row's scores live in the 4 lanes of a quad.
+                float alpha[2], rs[2] = {0.0f, 0.0f};
+                #pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                    alpha[i] = exp2f(m[mt][i] - mx[i]);  // finite mx: key 0 is in every row's first tile
+                    m[mt][i] = mx[i];
+                }
+                // P = exp2(S − m), rounded to T, becomes the A operand of P·V straight from
+                // registers: the accumulator layout of two n-tiles is the A layout of one k-step.
+                #pragma unroll
+                for (int n = 0; n < BK / 8; n++) {
+                    const float e0 = exp2f(sc[mt][n][0] - mx[0]), e1 = exp2f(sc[mt][n][1] - mx[0]);
+                    const float e2 = exp2f(sc[mt][n][2] - mx[1]), e3 = exp2f(sc[mt][n][3] - mx[1]);
+                    rs[0] += e0 + e1;
+                    rs[1] += e2 + e3;
+                    pf[mt][n / 2][(n % 2) * 2] = pack2(e0, e1, T());
+                    pf[mt][n / 2][(n % 2) * 2 + 1] = pack2(e2, e3, T());
+                }
+                l[mt][0] = l[mt][0] * alpha[0] + rs[0];  // quads add their shares at the end
+                l[mt][1] = l[mt][1] * alpha[1] + rs[1];
+                #pragma unroll
+                for (int n = 0; n < HEAD_DIM / 8; n++) {
+                    o[mt][n][0] *= alpha[0];
+                    o[mt][n][1] *= alpha[0];
+                    o[mt][n][2] *= alpha[1];
+                    o[mt][n][3] *= alpha[1];
+                }
             }
             // O += P V: V's rows are keys (B's k), so ldmatrix transposes them into B fragments.
             const T* vb = vs + buf * BK * DP;
@@ -301,8 +339,11 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS) prefill_attention_tc(
                 for (int dn = 0; dn < HEAD_DIM / 16; dn++) {
                     unsigned b[4];
                     ldmatrix_x4_trans(b, vb + (kk * 16 + (mat % 2) * 8 + lane % 8) * DP + dn * 16 + (mat / 2) * 8);
-                    mma(o[2 * dn], pf[kk], b[0], b[1], T());
-                    mma(o[2 * dn + 1], pf[kk], b[2], b[3], T());
+                    #pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma(o[mt][2 * dn], pf[mt][kk], b[0], b[1], T());
+                        mma(o[mt][2 * dn + 1], pf[mt][kk], b[2], b[3], T());
+                    }
                 }
             }
         }
@@ -310,19 +351,24 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS) prefill_attention_tc(
     }
     if (!warp_live) return;
     #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-        l[i] = 1.0f / l[i];
-    }
-    const int ra = w0 + g, rb = ra + 8;
-    #pragma unroll
-    for (int n = 0; n < HEAD_DIM / 8; n++) {
-        const int d = n * 8 + 2 * t4;
-        if (ra < q_len)
-            *reinterpret_cast<unsigned*>(out + ((size_t)(q0 + ra) * heads + h) * HEAD_DIM + d) = pack2(o[n][0] * l[0], o[n][1] * l[0], T());
-        if (rb < q_len)
-            *reinterpret_cast<unsigned*>(out + ((size_t)(q0 + rb) * heads + h) * HEAD_DIM + d) = pack2(o[n][2] * l[1], o[n][3] * l[1], T());
+    for (int mt = 0; mt < MT; mt++) {
+        #pragma unroll
+        for (int i = 0; i < 2; i++) {
+            l[mt][i] += __shfl_xor_sync(0xffffffffu, l[mt][i], 1);
+            l[mt][i] += __shfl_xor_sync(0xffffffffu, l[mt][i], 2);
+            l[mt][i] = 1.0f / l[mt][i];
+        }
+        const int ra = w0 + mt * 16 + g, rb = ra + 8;
+        #pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n++) {
+            const int d = n * 8 + 2 * t4;
+            if (ra < q_len)
+                *reinterpret_cast<unsigned*>(out + ((size_t)(q0 + ra) * heads + h) * HEAD_DIM + d) =
+                    pack2(o[mt][n][0] * l[mt][0], o[mt][n][1] * l[mt][0], T());
+            if (rb < q_len)
+                *reinterpret_cast<unsigned*>(out + ((size_t)(q0 + rb) * heads + h) * HEAD_DIM + d) =
+                    pack2(o[mt][n][2] * l[mt][1], o[mt][n][3] * l[mt][1], T());
+        }
     }
 }
 // ANCHOR_END: tc
