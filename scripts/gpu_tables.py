@@ -188,21 +188,20 @@ def prefill_table(ours, attn_peer, torch_peer, tests_txt=None):
     def name_of(r):
         n = f"B{r['batch']}xL{r['len']}"
         return n if r["kv_heads"] == r["heads"] else f"GQA{r['heads']}/{r['kv_heads']}-{n}"
-    shown = set()
+    shown = []
     for r in ours["kernel"]:
         n = name_of(r)
         pk = f"{r['tflops'] / peak:.0%}" if peak else "–"
         out.append(f"| {n.replace('x', '×')} | **ours, {r['version']}** | {r['us']:.0f} | {r['tflops']:.0f} | {pk} |")
-        if n in shown:
-            continue
-        shown.add(n)
+        if n not in shown:
+            shown.append(n)
     for n in shown:
         for p in peers.get(n, []):
             pk = f"{p['tflops'] / peak:.0%}" if peak else "–"
             out.append(f"| {n.replace('x', '×')} | {p['peer']} {p['backend']} | {p['us']:.0f} | {p['tflops']:.0f} | {pk} |")
     # ratios
     out += ["", "| shape | ours best TFLOP/s | SDPA default | ours ÷ SDPA | best FlashInfer | ours ÷ FlashInfer |", "|---|---:|---:|---:|---:|---:|"]
-    for n in sorted(shown):
+    for n in shown:
         best = max((r for r in ours["kernel"] if name_of(r) == n), key=lambda r: r["tflops"])
         sd = next((p for p in peers.get(n, []) if p["peer"] == "sdpa" and p["backend"] == "default"), None)
         fi = max((p for p in peers.get(n, []) if p["peer"] == "flashinfer"), key=lambda p: p["tflops"], default=None)

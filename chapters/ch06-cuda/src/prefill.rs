@@ -20,8 +20,9 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 /// Head sizes the tensor-core version is compiled for (multiples of 16 whose accumulators fit
 /// in registers); other sizes use the simple version.
 pub const TC_HEAD_DIMS: [usize; 3] = [32, 64, 128];
-/// The tensor-core shape the engine uses (the fastest of those measured at the 7B shape on an
-/// H200: `gpu_bench --sections e`).
+/// The tensor-core shape the engine uses: 8 warps of 16 rows, 64 keys per tile. At the 7B shape
+/// on an H200 (`gpu_bench --sections e`) it was the fastest at B1×L4096 and within 5% of the
+/// fastest (2 m-tiles per warp, 32 keys, which spills a few registers) at B8×L2048.
 pub const DEFAULT_TC: PrefillVersion = PrefillVersion::TensorCores { warps: 8, m_tiles: 1, keys: 64 };
 
 /// Which kernel runs a prefill pass.
