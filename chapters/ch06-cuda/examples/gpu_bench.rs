@@ -4,14 +4,18 @@
 //!   a. the paged decode-attention kernel vs the K/V-read floor,
 //!   b. whole decode steps of a Llama-2-7B shape (random f16 weights), eager and as CUDA graphs,
 //!   c. throughput of the engine on a workload file (`--model DIR --workload FILE`),
-//!   d. the 80 GB scenario: 7B weights + 16 requests of up to 8K tokens in one card's KV budget.
+//!   d. the 80 GB scenario: 7B weights + 16 requests of up to 8K tokens in one card's KV budget,
+//!   e. prefill: the prefill attention kernels at the 7B shape, and whole prefills (16 prompts ×
+//!      2048 tokens; one 4000-token prompt's TTFT) with the prefill kernel and with the per-token
+//!      kernel it replaces (beside scripts/peer_prefill_attention.py and peer_torch_prefill.py).
 //!
-//!   gpu_bench --out DIR [--sections a,b,c,d] [--model DIR --workload FILE --max-requests N]
+//!   gpu_bench --out DIR [--sections a,b,c,d,e] [--model DIR --workload FILE --max-requests N]
 
 use ch00_model::{kv_bytes_per_token, AttnShape, DType, LlamaConfig};
 use ch00_serving::{Engine, Request, RunOptions};
 use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig, SlotConfig};
-use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps};
+use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps, prefill_attention};
+use ch06_cuda::prefill::PrefillVersion;
 use ch06_cuda::{CudaEngine, Gpu};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -75,6 +79,9 @@ fn main() -> Res<()> {
     }
     if sections.contains('d') {
         scenario(&out, &head)?;
+    }
+    if sections.contains('e') {
+        prefill(&gpu, &out, &head)?;
     }
     Ok(())
 }
@@ -248,3 +255,87 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
     )
 }
 // ANCHOR_END: scenario
+
+// ANCHOR: prefill
+/// e. The prefill attention kernels alone at the 7B attention shape (f16, block 16), then whole
+/// prefills on random 7B f16 weights: 16 prompts × 2048 tokens, and one 4000-token prompt's TTFT,
+/// each with the prefill kernel and with the per-token paged kernel it replaces. Every engine
+/// configuration runs twice (each run builds its engine afresh); the second run is reported.
+fn prefill(gpu: &Gpu, out: &Path, head: &Value) -> Res<()> {
+    let mha = AttnShape { heads: 32, kv_heads: 32, head_dim: 128 };
+    let gqa = AttnShape { heads: 32, kv_heads: 8, head_dim: 128 };
+    let tc = |warps, m_tiles, keys| PrefillVersion::TensorCores { warps, m_tiles, keys };
+    let mut kernel = Vec::new();
+    for (shape, b, l, simple) in [(mha, 1, 4096, true), (mha, 8, 2048, false), (gqa, 8, 2048, false)] {
+        let mut versions = vec![tc(8, 1, 64), tc(4, 1, 64), tc(4, 2, 32), tc(8, 2, 32), tc(4, 2, 64)];
+        if simple {
+            versions.push(PrefillVersion::Simple);
+        }
+        for r in prefill_attention::<half::f16>(gpu, shape, b, l, 16, &versions)? {
+            println!("prefill attention B{b}×L{l} {}/{} {}: {:.1} us = {:.0} TFLOP/s", shape.heads, shape.kv_heads, r.version, r.us, r.tflops);
+            kernel.push(r);
+        }
+    }
+    let c = LlamaConfig::named("llama-7b")?;
+    let prompts = |n: usize, len: usize| -> Vec<Request> {
+        (0..n)
+            .map(|i| {
+                let prompt = (0..len).map(|j| ((i * 7919 + j * 31) % 31_000 + 3) as u32).collect();
+                Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, 1) }
+            })
+            .collect()
+    };
+    // FLOPs of one prefill: every linear layer on every token (lm_head on each prompt's last
+    // one), plus causal attention (FlashAttention's count).
+    let (h, inter, layers) = (c.hidden_size, c.intermediate_size, c.num_hidden_layers);
+    let per_token = 2.0 * (layers * (h * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * h + 3 * h * inter)) as f64;
+    let mut whole = Vec::new();
+    for (what, prefill_kernel, pass, n, len) in [
+        ("16 × 2048, prefill kernel, passes of 4096 tokens", true, 4096, 16, 2048),
+        ("16 × 2048, prefill kernel, passes of 16384 tokens", true, 16384, 16, 2048),
+        ("16 × 2048, per-token kernel (before), passes of 4096", false, 4096, 16, 2048),
+        ("1 × 4000 (TTFT), prefill kernel", true, 4096, 1, 4000),
+        ("1 × 4000 (TTFT), per-token kernel (before)", false, 4096, 1, 4000),
+    ] {
+        let reqs = prompts(n, len);
+        let mut e = CudaEngine {
+            dtype: Some(DType::F16),
+            num_blocks: Some(n * len / 16 + 64),
+            prefill_kernel,
+            max_tokens_per_pass: pass,
+            cuda_graphs: false,
+            paged: PagedEngine { max_len: Some(4096), max_tokens_per_step: Some(pass), ..Default::default() },
+            ..Default::default()
+        };
+        let mut walls = Vec::new();
+        let mut last = None;
+        for _ in 0..2 {
+            let run = e.run_random(&c, 7, &reqs, &RunOptions::default())?;
+            walls.push(run.stats.wall_s);
+            last = Some(run);
+        }
+        let run = last.ok_or("no run")?;
+        let wall = run.stats.wall_s;
+        let ttft = run.outputs.iter().map(|o| o.ttft_s).fold(0.0, f64::max);
+        let flops = per_token * (n * len) as f64
+            + 2.0 * (n * h * c.vocab_size) as f64
+            + layers as f64 * ch06_cuda::prefill::flops(AttnShape::of(&c), &vec![(len, 0); n]);
+        let passes = e.last_setup.as_ref().map_or(0, |s| s.stats.passes);
+        println!(
+            "whole prefill {what}: {wall:.3} s (runs {walls:.3?}), {:.0} tokens/s, last TTFT {ttft:.3} s, {:.0} TFLOP/s, {} steps, {passes} passes",
+            (n * len) as f64 / wall,
+            flops / wall / 1e12,
+            run.stats.steps
+        );
+        whole.push(json!({
+            "what": what, "prefill_kernel": prefill_kernel, "max_tokens_per_pass": pass, "prompts": n, "prompt_len": len,
+            "wall_s": wall, "wall_s_runs": walls, "tokens_per_s": (n * len) as f64 / wall, "ttft_max_s": ttft,
+            "flops": flops, "tflops": flops / wall / 1e12, "steps": run.stats.steps, "passes": passes,
+        }));
+    }
+    write(
+        &out.join("ch06_prefill.json"),
+        json!({ "machine": head, "model": "llama-7b shape, random f16 weights", "kernel": kernel, "whole": whole }),
+    )
+}
+// ANCHOR_END: prefill

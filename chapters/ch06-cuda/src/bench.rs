@@ -224,3 +224,85 @@ pub fn decode_steps<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, batches: &[usi
     Ok(rows)
 }
 // ANCHOR_END: decode_bench
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrefillRow {
+    pub batch: usize,
+    pub len: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub version: String,
+    pub us: f64,
+    /// FlashAttention's count for causal attention: 4 · heads · head_dim · L(L+1)/2 per sequence.
+    pub flops: f64,
+    pub tflops: f64,
+}
+
+// ANCHOR: prefill_bench
+/// Causal prefill attention of `batch` prompts of `len` tokens each (no cached prefix), K/V
+/// scattered over a shuffled pool of `block_size`-token blocks, for each of `versions`.
+pub fn prefill_attention<T: GpuFloat>(
+    gpu: &Gpu,
+    shape: AttnShape,
+    batch: usize,
+    len: usize,
+    block_size: usize,
+    versions: &[crate::prefill::PrefillVersion],
+) -> Result<Vec<PrefillRow>> {
+    use crate::prefill::{flops, PrefillIo, PrefillKernels, PrefillVersion};
+    let k = Kernels::<T>::new(gpu, shape)?;
+    let pk = PrefillKernels::new::<T>(gpu, shape, versions)?;
+    let per_seq = len.div_ceil(block_size);
+    let num_blocks = batch * per_seq;
+    let mut kc = gpu.zeros::<T>("K", num_blocks * block_size * shape.kv_dim())?;
+    let mut vc = gpu.zeros::<T>("V", num_blocks * block_size * shape.kv_dim())?;
+    let mut q = gpu.zeros::<T>("q", batch * len * shape.q_dim())?;
+    k.fill_uniform(gpu, &mut kc, 1, 1.0)?;
+    k.fill_uniform(gpu, &mut vc, 2, 1.0)?;
+    k.fill_uniform(gpu, &mut q, 3, 1.0)?;
+    let out = gpu.zeros::<T>("out", batch * len * shape.q_dim())?;
+    let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
+    let mut state = 0x2545F4914F6CDD1Du64;
+    for i in (1..ids.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ids.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let tables = gpu.upload("block tables", &ids)?;
+    let starts = gpu.upload("starts", &(0..=batch).map(|b| (b * len) as i32).collect::<Vec<_>>())?;
+    let pos = gpu.upload("positions", &(0..batch * len).map(|i| (i % len) as i32).collect::<Vec<_>>())?;
+    let io = PrefillIo {
+        q: ptr(gpu, &q),
+        k_cache: ptr(gpu, &kc),
+        v_cache: ptr(gpu, &vc),
+        tables: ptr(gpu, &tables),
+        seq_start: ptr(gpu, &starts),
+        pos: ptr(gpu, &pos),
+        out: ptr(gpu, &out),
+    };
+    let fl = flops(shape, &vec![(len, 0); batch]);
+    let mut rows = Vec::new();
+    for &v in versions {
+        let iters = if v == PrefillVersion::Simple { 3 } else { 20 };
+        // SAFETY: the buffers above are alive for the timing: `batch` sequences of `len` rows at
+        // positions 0.., each with its own `per_seq` blocks of the pool, enough for `len`.
+        let ms = time_ms(gpu, 2, iters, || unsafe { pk.launch(gpu, &io, v, batch, len, block_size, per_seq) })?;
+        rows.push(PrefillRow {
+            batch,
+            len,
+            heads: shape.heads,
+            kv_heads: shape.kv_heads,
+            head_dim: shape.head_dim,
+            block_size,
+            version: format!("{v:?}"),
+            us: ms * 1e3,
+            flops: fl,
+            tflops: fl / (ms * 1e-3) / 1e12,
+        });
+    }
+    Ok(rows)
+}
+// ANCHOR_END: prefill_bench

@@ -31,6 +31,8 @@ pub struct CudaEngine {
     /// Most sequences in one pass.
     pub max_rows: usize,
     pub cuda_graphs: bool,
+    /// Prefill passes on the prefill attention kernel (prefill.rs); off: the per-token kernel.
+    pub prefill_kernel: bool,
     pub ordinal: usize,
     /// What the last run set up and did.
     pub last_setup: Option<GpuSetup>,
@@ -47,6 +49,7 @@ impl Default for CudaEngine {
             max_tokens_per_pass: 4096,
             max_rows: 256,
             cuda_graphs: true,
+            prefill_kernel: true,
             ordinal: 0,
             last_setup: None,
             last_run: None,
@@ -119,7 +122,9 @@ impl CudaEngine {
             max_concurrent_tokens: num_blocks * cfg.block_size,
             stats: GpuStats::default(),
         };
-        Ok((GpuRunner::new(gpu, gm, kv, max_len, self.cuda_graphs), cfg, max_len, setup))
+        let mut runner = GpuRunner::new(gpu, gm, kv, max_len, self.cuda_graphs);
+        runner.prefill_kernel = self.prefill_kernel;
+        Ok((runner, cfg, max_len, setup))
     }
 
     /// Runs on deterministic random weights made on the GPU (shapes too big for the CPU model,

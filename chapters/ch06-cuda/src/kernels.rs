@@ -25,6 +25,7 @@
 
 use crate::device::{device_err, Gpu};
 use crate::float::GpuFloat;
+use crate::prefill::{PrefillKernels, DEFAULT_TC};
 use ch00_model::{AttnShape, ModelError, Result};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
@@ -52,6 +53,8 @@ pub struct Kernels<T> {
     fill_uniform: CudaFunction,
     fill_const: CudaFunction,
     gemv: CudaFunction,
+    /// Prefill attention (many query rows per sequence): prefill.rs.
+    pub prefill: PrefillKernels,
     _t: PhantomData<T>,
 }
 
@@ -141,6 +144,7 @@ impl<T: GpuFloat> Kernels<T> {
             fill_uniform: gpu.function(&init, "fill_uniform")?,
             fill_const: gpu.function(&init, "fill_const")?,
             gemv: gpu.function(&gemv, "gemv")?,
+            prefill: PrefillKernels::new::<T>(gpu, shape, &[DEFAULT_TC])?,
             _t: PhantomData,
         })
     }

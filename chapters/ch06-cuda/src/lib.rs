@@ -19,6 +19,7 @@ pub mod engine;
 pub mod float;
 pub mod kernels;
 pub mod model;
+pub mod prefill;
 pub mod runner;
 pub mod weights;
 

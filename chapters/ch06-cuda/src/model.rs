@@ -5,6 +5,7 @@
 use crate::device::{ptr, Gpu};
 use crate::float::GpuFloat;
 use crate::kernels::{AttentionIo, Kernels, PART};
+use crate::prefill::{PrefillIo, PrefillVersion};
 use crate::weights::GpuWeights;
 use ch00_model::{LlamaConfig, ModelError, Result};
 use cudarc::driver::CudaSlice;
@@ -34,6 +35,7 @@ pub struct MetaLayout {
     pub ctx: usize,       // (max_tokens) context length each token attends over (pos + 1; 0 = padding)
     pub logit_idx: usize, // (max_rows) the token whose logits each row wants
     pub tables: usize,    // (max_rows, max_blocks) block tables
+    pub seq_start: usize, // (max_rows + 1) first token of each row's query rows (prefill passes)
     pub len: usize,
 }
 // ANCHOR_END: meta
@@ -50,7 +52,8 @@ impl MetaLayout {
             ctx: 4 * m,
             logit_idx: 5 * m,
             tables: 5 * m + r,
-            len: 5 * m + r + r * c.max_blocks,
+            seq_start: 5 * m + r + r * c.max_blocks,
+            len: 5 * m + r + r * c.max_blocks + r + 1,
         }
     }
 }
@@ -128,6 +131,16 @@ pub fn buffer_bytes<T: GpuFloat>(c: &LlamaConfig, cap: &Capacity) -> u64 {
     (f32s * 4 + ts * t + MetaLayout::new(cap).len * 4 + r * 4) as u64
 }
 
+/// Which attention kernel a pass runs (the runner chooses: `GpuRunner::pass_attention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassAttention {
+    /// The per-token paged kernel over `parts` context partitions (decode; any pass).
+    Paged { parts: usize },
+    /// The prefill kernel over the `seqs` sequences whose rows `meta.seq_start` delimits, the
+    /// longest `max_q_len` rows.
+    Prefill { seqs: usize, max_q_len: usize, version: PrefillVersion },
+}
+
 pub struct GpuModel<T> {
     pub config: LlamaConfig,
     pub kernels: Kernels<T>,
@@ -190,9 +203,26 @@ impl<T: GpuFloat> GpuModel<T> {
     /// ⌈ctx / block_size⌉ entries of the token's table row blocks of `kv`; for the first `rows`
     /// rows, `logit_idx` in 0..n.
     pub unsafe fn forward(&self, gpu: &Gpu, kv: &KvCache<T>, n: usize, rows: usize, parts: usize) -> Result<()> {
+        // SAFETY: this fn's contract is forward_with's for the paged kernel.
+        unsafe { self.forward_with(gpu, kv, n, rows, PassAttention::Paged { parts }) }
+    }
+
+    /// [`forward`](Self::forward) with the attention kernel chosen by the caller.
+    ///
+    /// # Safety
+    /// As [`forward`](Self::forward)'s with `parts` for `Paged`. For `Prefill`, in place of the
+    /// partitions: `seq_start[0..=seqs]` in the metadata is non-decreasing from 0 to `n`, no
+    /// sequence longer than `max_q_len`, `seqs` at most `max_rows`; the tokens of sequence s
+    /// (`seq_start[s] .. seq_start[s + 1]`) have table row s and consecutive positions, and the
+    /// first ⌈(last position + 1) / block_size⌉ entries of that row are blocks of `kv`.
+    pub unsafe fn forward_with(&self, gpu: &Gpu, kv: &KvCache<T>, n: usize, rows: usize, attn: PassAttention) -> Result<()> {
         let (c, k, w, b, l) = (&self.config, &self.kernels, &self.weights, &self.buf, &self.layout);
-        if n > self.cap.max_tokens || rows > self.cap.max_rows || n * parts > self.cap.max_query_parts || rows == 0 {
-            return Err(ModelError::InvalidBatch(format!("pass of {n} tokens, {rows} rows, {parts} partitions exceeds {:?}", self.cap)));
+        let fits = match attn {
+            PassAttention::Paged { parts } => n * parts <= self.cap.max_query_parts,
+            PassAttention::Prefill { seqs, max_q_len, .. } => seqs <= self.cap.max_rows && max_q_len <= n,
+        };
+        if n > self.cap.max_tokens || rows > self.cap.max_rows || !fits || rows == 0 {
+            return Err(ModelError::InvalidBatch(format!("pass of {n} tokens, {rows} rows, {attn:?} exceeds {:?}", self.cap)));
         }
         kv.check(c)?;
         let (h, q, kvd, inter, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps as f32);
@@ -222,7 +252,21 @@ impl<T: GpuFloat> GpuModel<T> {
                     part_ml: ptr(gpu, &b.part_ml),
                     out: p(&b.attn),
                 };
-                k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts)?; // (n, heads · head_dim)
+                match attn {
+                    PassAttention::Paged { parts } => k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts)?,
+                    PassAttention::Prefill { seqs, max_q_len, version } => {
+                        let pio = PrefillIo {
+                            q: io.q,
+                            k_cache: kc,
+                            v_cache: vc,
+                            tables: io.tables,
+                            seq_start: self.meta(gpu, l.seq_start),
+                            pos,
+                            out: io.out,
+                        };
+                        k.prefill.launch(gpu, &pio, version, seqs, max_q_len, kv.block_size, self.cap.max_blocks)?
+                    }
+                } // (n, heads · head_dim)
                 k.linear(gpu, p(&b.attn), p(&layer.wo), p(&b.o), n, q, h)?;
                 k.add_rmsnorm(gpu, x, p(&b.o), p(&layer.mlp_norm), p(&b.h), n, h, eps)?;
                 k.linear(gpu, p(&b.h), p(&layer.wgu), p(&b.gu), n, h, 2 * inter)?; // (n, 2 · intermediate)

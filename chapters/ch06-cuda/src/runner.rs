@@ -4,7 +4,8 @@
 
 use crate::device::{device_err, ptr, Gpu};
 use crate::float::GpuFloat;
-use crate::model::{Capacity, GpuModel, KvCache};
+use crate::model::{Capacity, GpuModel, KvCache, PassAttention};
+use crate::prefill::seq_starts;
 use ch00_model::{DType, LlamaConfig, ModelError, Result};
 use ch00_serving::{Clock, RunOptions, Sequence, Span};
 use ch05_paged_attention::{BlockId, PagedRunner};
@@ -33,6 +34,9 @@ pub struct GpuRunner<T> {
     max_parts: usize,
     host_meta: Vec<i32>,
     pub stats: GpuStats,
+    /// Prefill passes (some sequence with several query rows) run the prefill kernel
+    /// (prefill.rs); off, every pass runs the per-token paged kernel.
+    pub prefill_kernel: bool,
 }
 
 /// One token of the step, flattened: which span (table row) it belongs to and where it goes.
@@ -69,7 +73,17 @@ impl<T: GpuFloat> GpuRunner<T> {
         let largest = cap.max_rows.min(cap.max_tokens).min(cap.max_query_parts / max_parts);
         let graph_sizes = if cuda_graphs { graph_sizes(largest.min(512)) } else { vec![] };
         let host_meta = vec![0; model.layout.len];
-        GpuRunner { gpu, model, kv, graph_sizes, graphs: BTreeMap::new(), max_parts, host_meta, stats: GpuStats::default() }
+        GpuRunner {
+            gpu,
+            model,
+            kv,
+            graph_sizes,
+            graphs: BTreeMap::new(),
+            max_parts,
+            host_meta,
+            stats: GpuStats::default(),
+            prefill_kernel: true,
+        }
     }
 
     /// Writes the metadata of tokens `toks` (rows = the spans they touch) into the host buffer.
@@ -157,15 +171,17 @@ impl<T: GpuFloat> GpuRunner<T> {
 }
 
 /// Splits a step's tokens into passes that fit the buffers: at most `max_tokens` tokens,
-/// `max_rows` sequences and `max_query_parts` query × partition pairs per pass, in order.
-fn split_passes(toks: &[Tok], cap: Capacity) -> Vec<std::ops::Range<usize>> {
+/// `max_rows` sequences and, when every pass runs the paged kernel (`partitions`),
+/// `max_query_parts` query × partition pairs per pass, in order. (With the prefill kernel on,
+/// only all-decode passes use partitions, and `engine::capacity` sizes those for `max_rows`.)
+fn split_passes(toks: &[Tok], cap: Capacity, partitions: bool) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut longest) = (0, 0);
     for (i, t) in toks.iter().enumerate() {
         let longest_with = longest.max(t.pos + 1);
         let n = i + 1 - start;
         let rows = t.span + 1 - toks[start].span;
-        let too_big = n > cap.max_tokens || rows > cap.max_rows || n * parts_for(longest_with) > cap.max_query_parts;
+        let too_big = n > cap.max_tokens || rows > cap.max_rows || (partitions && n * parts_for(longest_with) > cap.max_query_parts);
         if i > start && too_big {
             out.push(start..i);
             start = i;
@@ -258,7 +274,7 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
                 self.collect(&all, seqs, spans, opts, &mut chosen)?;
             }
             _ => {
-                for range in split_passes(&toks, self.model.cap) {
+                for range in split_passes(&toks, self.model.cap, !self.prefill_kernel) {
                     self.eager_pass(&toks[range], &tables, seqs, spans, opts, &mut chosen)?;
                 }
             }
@@ -297,18 +313,42 @@ impl<T: GpuFloat> GpuRunner<T> {
             // computed and ignored.
             self.host_meta[self.model.layout.logit_idx] = 0;
         }
+        // Before the upload: it writes the sequences' query rows into the metadata.
+        let attn = self.pass_attention(part)?;
         self.model.upload_meta(&self.gpu, &self.host_meta)?;
-        let longest = part.iter().map(|t| t.pos + 1).max().unwrap_or(1);
-        let parts = GpuModel::<T>::parts_for(longest);
-        // SAFETY: `fill_meta` wrote checked metadata for these tokens, and `parts` covers the
-        // longest of their contexts; model and cache are this runner's own, on its GPU.
-        unsafe { self.model.forward(&self.gpu, &self.kv, part.len(), logit_spans.len().max(1), parts)? };
+        // SAFETY: `fill_meta` wrote checked metadata for these tokens, and `pass_attention`
+        // either the partitions covering the longest of their contexts or the sequences' query
+        // rows; model and cache are this runner's own, on its GPU.
+        unsafe { self.model.forward_with(&self.gpu, &self.kv, part.len(), logit_spans.len().max(1), attn)? };
         self.stats.passes += 1;
         match logit_spans.is_empty() {
             true => Ok(()),
             false => self.collect(&logit_spans, seqs, spans, opts, chosen),
         }
     }
+
+    // ANCHOR: pass_attention
+    /// The one place a pass's attention kernel is chosen, after `fill_meta`: when some sequence
+    /// has more than one query row in the pass (a prompt, a chunk of one, the rows after a cached
+    /// prefix), the prefill kernel, given each sequence's query rows (`seq_start` in the
+    /// metadata, written here); otherwise (decode) the per-token paged kernel over partitions.
+    fn pass_attention(&mut self, part: &[Tok]) -> Result<PassAttention> {
+        let l = self.model.layout;
+        let longest = part.iter().map(|t| t.pos + 1).max().unwrap_or(1);
+        let paged = PassAttention::Paged { parts: GpuModel::<T>::parts_for(longest) };
+        if !self.prefill_kernel {
+            return Ok(paged);
+        }
+        let (rows, starts) = self.host_meta[l.rows..].split_at_mut(l.seq_start - l.rows);
+        let starts = &mut starts[..self.model.cap.max_rows + 1];
+        Ok(match seq_starts(&rows[..part.len()], starts) {
+            Some((seqs, max_q_len)) if max_q_len > 1 => {
+                PassAttention::Prefill { seqs, max_q_len, version: self.model.kernels.prefill.best() }
+            }
+            _ => paged,
+        })
+    }
+    // ANCHOR_END: pass_attention
 
     /// Reads back the last pass's greedy ids, and the logits rows of sequences that sample.
     fn collect(
@@ -359,7 +399,7 @@ mod tests {
                 }
             }
             let cap = Capacity { max_tokens, max_rows, max_blocks: 64, max_query_parts: max_tokens * 2 };
-            let passes = split_passes(&toks, cap);
+            let passes = split_passes(&toks, cap, true);
             let mut next = 0;
             for r in &passes {
                 prop_assert_eq!(r.start, next);
