@@ -33,7 +33,8 @@ pub struct SoakArgs {
     /// The memory phase stops after this many seconds, whatever the rounds.
     #[arg(long, default_value_t = 600.0)]
     max_s: f64,
-    /// Loopback port of the server under test (the fault run uses the next one).
+    /// Loopback port of the server under test (the fault run, and a retry after a port conflict,
+    /// use one the kernel hands out).
     #[arg(long, default_value_t = 18190)]
     port: u16,
     /// Also write the table as Markdown here.
@@ -55,7 +56,30 @@ struct Server {
 }
 
 impl Server {
-    fn start(args: &SoakArgs, port: u16, extra: &[&str]) -> Result<Server> {
+    /// Starts `kvserve serve` and waits for `/health`. The port may be taken between choosing it and
+    /// binding it (a loopback client's ephemeral port, a parallel test), so a bind failure retries
+    /// on a port the kernel hands out; any other early exit is an error that quotes the server.
+    async fn launch(args: &SoakArgs, port: u16, extra: &[&str]) -> Result<Server> {
+        let mut port = port;
+        for attempt in 0..5 {
+            let log = std::env::temp_dir().join(format!("kvserve-soak-{}-{port}.log", std::process::id()));
+            let mut srv = Server::start(args, port, extra, &log)?;
+            let up = srv.up().await;
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            match up {
+                Ok(()) => return Ok(srv),
+                Err(e) if attempt < 4 && err.contains("in use") => {
+                    drop(e);
+                    port = free_port()?;
+                }
+                Err(e) => return Err(e.context(format!("server stderr: {}", err.trim()))),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    fn start(args: &SoakArgs, port: u16, extra: &[&str], log: &std::path::Path) -> Result<Server> {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "--port", &port.to_string(), "--stage", &args.stage]).args(extra);
@@ -65,7 +89,8 @@ impl Server {
         if let Some(m) = &args.model {
             cmd.arg("--model").arg(m);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting kvserve serve")?;
+        let stderr = std::fs::File::create(log).context("creating the server's log file")?;
+        let child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().context("starting kvserve serve")?;
         Ok(Server { child, base: format!("http://127.0.0.1:{port}") })
     }
 
@@ -130,6 +155,11 @@ impl Drop for Server {
     }
 }
 
+/// A loopback port free at the moment of asking.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// Decode throughput and p99 inter-token latency (ms) of `spec` run offline, step by step.
 fn offline(args: &SoakArgs, spec: &WorkloadSpec, vocab: usize) -> Result<(f64, f64)> {
     let loaded = kvserve::load_model(args.model.as_deref(), args.config.as_deref())?;
@@ -192,8 +222,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
 
 async fn suite(args: &SoakArgs) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let mut srv = Server::start(args, args.port, &[])?;
-    srv.up().await?;
+    let mut srv = Server::launch(args, args.port, &[]).await?;
     let (_, models) = get(&format!("{}/v1/models", srv.base)).await?;
     let models: Value = serde_json::from_str(&models)?;
     let vocab = models["data"][0]["vocab_size"].as_u64().context("vocab_size")? as usize;
@@ -409,8 +438,7 @@ async fn suite(args: &SoakArgs) -> Result<Vec<Row>> {
     drop(srv);
 
     // An injected engine fault.
-    let mut srv = Server::start(args, args.port + 1, &["--inject-fault", "error:20", "--dead-linger-s", "2"])?;
-    srv.up().await?;
+    let mut srv = Server::launch(args, free_port()?, &["--inject-fault", "error:20", "--dead-linger-s", "2"]).await?;
     let r = loadgen(&srv.base, vocab, 32, 5).await?;
     let (health, why) = get(&format!("{}/health", srv.base)).await.unwrap_or((StatusCode::OK, String::new()));
     let status = srv.exited(Duration::from_secs(30)).await?;
