@@ -167,7 +167,7 @@ fn offline(args: &SoakArgs, spec: &WorkloadSpec, vocab: usize) -> Result<(f64, f
     let mut engine = make(&loaded.model)?;
     let requests: Vec<_> = spec.generate(vocab).into_iter().map(|r| kvserve::ch00_serving::Request { ignore_eos: true, ..r }).collect();
     let t0 = Instant::now();
-    let outs = kvserve::ch00_serving::drive(engine.as_mut(), &requests)?;
+    let outs = kvserve::ch00_serving::drive(engine.as_mut(), &requests, &Default::default())?.outputs;
     let wall = t0.elapsed().as_secs_f64();
     let tokens: usize = outs.iter().map(|o| o.tokens.len()).sum();
     let gaps: Vec<f64> = outs.iter().flat_map(|o| o.token_latencies_s.iter().copied()).collect();

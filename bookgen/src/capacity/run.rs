@@ -49,15 +49,14 @@ pub fn real_run(model: &Model, spec: &RealRunSpec) -> Result<CapacityRun> {
     let (slot_cfg, _) = ch04.scheduler_config(model)?;
     let out = ch04.run(model, &requests, &opts).context("chapter 4 engine")?;
     let series =
-        MemSeries::from_trace(&out.trace, Some(spec.max_len as u64 * per_token), &[], out.stats.generated_tokens);
+        MemSeries::from_trace(&out.trace, Some(spec.max_len as u64 * per_token), out.stats.generated_tokens);
     let times = out.trace.iter().map(|t| t.t_s).collect();
     let contiguous = DesignResult::new(&series, Some(out.stats.tokens_per_s), Some(times));
 
     let mut ch05 = spec.paged_engine(&model.config);
     let (block_cfg, _) = ch05.scheduler_config(model)?;
     let out = ch05.run(model, &requests, &opts).context("chapter 5 engine")?;
-    let preempted = ch05.last_run.as_ref().map(|i| i.preempted.clone()).unwrap_or_default();
-    let series = MemSeries::from_trace(&out.trace, None, &preempted, out.stats.generated_tokens);
+    let series = MemSeries::from_trace(&out.trace, None, out.stats.generated_tokens);
     let times = out.trace.iter().map(|t| t.t_s).collect();
     let paged = DesignResult::new(&series, Some(out.stats.tokens_per_s), Some(times));
 

@@ -100,7 +100,7 @@ mod tests {
     fn step(step: usize, t_s: f64, entries: &[(usize, u64, Phase)]) -> TraceStep {
         let entries =
             entries.iter().map(|&(slot, request, phase)| TraceEntry { slot, request, phase, tokens: 1 }).collect();
-        TraceStep { step, t_s, entries, kv_bytes_allocated: 0, kv_bytes_used: 0 }
+        TraceStep { step, t_s, entries, kv_bytes_allocated: 0, kv_bytes_used: 0, preempted: Vec::new() }
     }
 
     #[test]

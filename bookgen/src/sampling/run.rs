@@ -8,7 +8,7 @@ use crate::shape::dtype_name;
 use anyhow::{Context, Result};
 use ch00_model::{kv_bytes_per_token, Model, SamplingParams};
 use ch00_serving::{split_samples, Engine, Request, RunOptions, RunOutput, WorkloadSpec};
-use ch05_paged_attention::{blocks_for_budget, simulate_blocks, BlockRunInfo, MemSeries};
+use ch05_paged_attention::{blocks_for_budget, simulate_blocks, MemSeries, SchedulerStats};
 
 /// Samples per prompt in every run of the report.
 pub const SAMPLES: usize = 4;
@@ -81,17 +81,17 @@ pub fn real_run(model: &Model, spec: &RealRunSpec, n: usize) -> Result<SamplingR
     })
 }
 
-fn paged_design(design: &str, out: &RunOutput, info: Option<&BlockRunInfo>) -> SamplingDesign {
+fn paged_design(design: &str, out: &RunOutput, info: Option<&SchedulerStats>) -> SamplingDesign {
     let s = &out.stats;
     SamplingDesign {
         design: design.into(),
-        peak_blocks_used: info.map(|i| i.scheduler.peak_blocks_used),
+        peak_blocks_used: info.map(|i| i.peak_blocks_used),
         peak_running: s.peak_running,
         mean_running: s.mean_batch_size,
         mean_running_queued: None,
         steps: s.steps,
         preemptions: s.preemptions,
-        cow_copies: info.map_or(0, |i| i.scheduler.cow_copies),
+        cow_copies: info.map_or(0, |i| i.cow_copies),
         generated_tokens: s.generated_tokens,
         tokens_per_s: Some(s.tokens_per_s),
     }

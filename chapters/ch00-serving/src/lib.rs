@@ -4,16 +4,21 @@
 //!
 //! - [`serving`]: requests, their outputs, the `Engine` trait, run options and statistics, and
 //!   `Sequence`, the per-sample bookkeeping (tokens, sampler, timings).
-//! - [`stepwise`]: the `StepEngine` trait a server drives, and [`drive`], the offline run as a
-//!   loop over its steps.
+//! - [`table`]: `SeqId` and the `SeqTable`, the one owner of every sequence in flight.
+//! - [`stepwise`]: the `StepEngine` trait a server drives and what one step reports.
+//! - [`recorder`]: run statistics and traces, observed from the steps.
+//! - [`drive`](mod@drive): the offline run as a loop over the steps.
 //! - [`step`]: one batched forward pass over a step's spans.
 //! - [`workload`]: the synthetic workloads the benches and the book run.
 //! - [`generate`]: one prompt in, text out, on any engine (the CLI and the examples).
 
+pub mod drive;
 pub mod generate;
+pub mod recorder;
 pub mod serving;
 pub mod step;
 pub mod stepwise;
+pub mod table;
 pub mod workload;
 
 pub use serving::{
@@ -21,5 +26,8 @@ pub use serving::{
     RunOptions, RunOutput, RunStats, Sequence, TraceEntry, TraceStep, MAX_SAMPLES,
 };
 pub use step::{run_spans, Span};
-pub use stepwise::{drive, EngineLoad, NewToken, StepEngine, StepOutput};
+pub use drive::drive;
+pub use recorder::RunRecorder;
+pub use stepwise::{EngineLoad, NewToken, StepEngine, StepOutput, StepRecord};
+pub use table::{SeqId, SeqTable, TokenSource};
 pub use workload::{Arrivals, LengthDist, WorkloadSpec};

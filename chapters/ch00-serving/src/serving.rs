@@ -155,6 +155,8 @@ pub struct TraceStep {
     pub entries: Vec<TraceEntry>,
     pub kv_bytes_allocated: u64,
     pub kv_bytes_used: u64,
+    /// Requests of the sequences preempted before this step ran.
+    pub preempted: Vec<u64>,
 }
 
 /// Switches for a run.

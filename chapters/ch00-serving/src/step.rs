@@ -5,28 +5,31 @@ use ch00_model::{AttentionBackend, StepMeta};
 use ch00_model::{ModelError, Result};
 use ch00_model::Model;
 use ch00_model::ops::row;
-use crate::serving::{Clock, RunOptions, Sequence};
+use crate::serving::{Clock, RunOptions};
+use crate::table::{SeqId, SeqTable};
 
+// ANCHOR: span
 /// A sequence's part in a step: its tokens from position `start` to its end (a whole prompt, a
 /// recomputed prefix, or just the newest token), stored by the backend under `slot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
-    /// Index into the engine's sequences.
-    pub seq: usize,
+    pub seq: SeqId,
     /// What the backend files this sequence's K/V under (`StepMeta::seq`): a cache slot, a block table.
     pub slot: usize,
     pub start: usize,
-    /// Padding: computed like any other row, its logits thrown away (static batching's finished
-    /// rows, which ride along until their batch ends). The sequence may have finished.
-    pub padding: bool,
+    /// Padding: this token fed again at position `start`, its logits thrown away (static
+    /// batching's finished rows, which ride along until their batch ends; their sequence has
+    /// left the table, so the row carries its own token).
+    pub padding: Option<u32>,
 }
+// ANCHOR_END: span
 
 // ANCHOR: run_spans
 /// Runs one forward pass over all `spans` and lets each sequence (but padding) accept its next token.
 pub fn run_spans(
     model: &Model,
     backend: &mut dyn AttentionBackend,
-    seqs: &mut [Sequence],
+    seqs: &mut SeqTable,
     spans: &[Span],
     clock: &Clock,
     opts: &RunOptions,
@@ -35,12 +38,18 @@ pub fn run_spans(
     let mut meta = StepMeta::default();
     let mut logits_for = Vec::new(); // (spans): each span's last token
     for s in spans {
-        let seq = seqs.get(s.seq).ok_or_else(|| bad(s, "no such sequence"))?;
-        if (seq.is_finished() && !s.padding) || s.start >= seq.tokens.len() {
-            return Err(bad(s, "nothing to feed"));
+        let before = tokens.len();
+        match s.padding {
+            Some(token) => tokens.push(token),
+            None => {
+                let seq = seqs.get(s.seq).map_err(|_| bad(s, "no such sequence"))?;
+                if seq.is_finished() || s.start >= seq.tokens.len() {
+                    return Err(bad(s, "nothing to feed"));
+                }
+                tokens.extend_from_slice(&seq.tokens[s.start..]);
+            }
         }
-        tokens.extend_from_slice(&seq.tokens[s.start..]);
-        meta.push_span(s.slot, s.start, seq.tokens.len() - s.start);
+        meta.push_span(s.slot, s.start, tokens.len() - before);
         logits_for.push(tokens.len() - 1);
     }
     if spans.is_empty() {
@@ -49,13 +58,13 @@ pub fn run_spans(
     // One pass: the weights are read once for every sequence of the step.
     let logits = model.forward(&tokens, &meta, &logits_for, backend)?; // (spans, vocab)
     let now = clock.now_s();
-    for (i, s) in spans.iter().enumerate().filter(|(_, s)| !s.padding) {
-        seqs[s.seq].accept(row(&logits, i), now, opts);
+    for (i, s) in spans.iter().enumerate().filter(|(_, s)| s.padding.is_none()) {
+        seqs.get_mut(s.seq)?.accept(row(&logits, i), now, opts);
     }
     Ok(())
 }
 // ANCHOR_END: run_spans
 
 fn bad(s: &Span, why: &str) -> ModelError {
-    ModelError::InvalidBatch(format!("span of sequence {} (slot {}, from {}): {why}", s.seq, s.slot, s.start))
+    ModelError::InvalidBatch(format!("span of {} (slot {}, from {}): {why}", s.seq, s.slot, s.start))
 }

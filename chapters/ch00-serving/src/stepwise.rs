@@ -5,7 +5,8 @@
 //! [`drive`]: add the whole workload, then step until nothing is left.
 
 use ch00_model::Result;
-use crate::serving::{Request, RequestOutput};
+use crate::serving::{Request, RequestOutput, TraceEntry};
+use crate::table::SeqId;
 
 // ANCHOR: step_output
 /// A token one sequence produced in a step.
@@ -22,11 +23,27 @@ pub struct NewToken {
 pub struct StepOutput {
     /// One entry per sequence that produced a token (a finished sequence's last token included).
     pub tokens: Vec<NewToken>,
-    /// Sequences that finished this step, with their engine index (the order they were added in,
-    /// one per sample) and everything they produced.
-    pub finished: Vec<(usize, RequestOutput)>,
-    /// Whether the model ran (false: nothing had arrived yet, or nothing was left).
-    pub ran: bool,
+    /// Sequences that finished this step (or had nothing to generate), with everything they
+    /// produced; they have left the engine's table.
+    pub finished: Vec<(SeqId, RequestOutput)>,
+    /// Requests of the sequences preempted this step (evicted, to be recomputed later).
+    pub preempted: Vec<u64>,
+    /// What the forward pass computed and held; `None` when the model did not run (nothing had
+    /// arrived yet, or nothing was left).
+    pub ran: Option<StepRecord>,
+}
+
+/// One forward pass as an observer sees it: [`drive`]'s statistics and traces are built from
+/// these, so the engine itself keeps nothing per step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepRecord {
+    /// Every row of the pass: each sequence's part (slot, request, phase, tokens fed).
+    pub rows: Vec<TraceEntry>,
+    /// KV bytes set aside (all slots, or the blocks in use) and holding real tokens.
+    pub kv_bytes_allocated: u64,
+    pub kv_bytes_used: u64,
+    /// Slots busy (contiguous engines) or blocks in use (paged engines), of `EngineLoad::kv_units_total`.
+    pub kv_units_used: usize,
 }
 // ANCHOR_END: step_output
 
@@ -40,6 +57,8 @@ pub struct EngineLoad {
     /// KV blocks (paged engines) or slots (contiguous engines) in use, and how many there are.
     pub kv_units_used: usize,
     pub kv_units_total: usize,
+    /// Bytes of KV memory the engine holds for its cache (all slots, or the whole pool).
+    pub kv_bytes_total: u64,
     /// Preemptions since the engine started.
     pub preemptions: usize,
 }
@@ -65,28 +84,3 @@ pub trait StepEngine {
     fn max_len(&self) -> usize;
 }
 // ANCHOR_END: step_engine
-
-// ANCHOR: drive
-/// The offline run as a loop over `step`: adds `requests` (arrival times on the engine's clock),
-/// steps until all have finished, and returns every sequence's output in the order added.
-pub fn drive(engine: &mut dyn StepEngine, requests: &[Request]) -> Result<Vec<RequestOutput>> {
-    for r in requests {
-        engine.add_request(r)?;
-    }
-    let mut outputs = Vec::new();
-    while engine.has_unfinished() {
-        let step = engine.step()?;
-        outputs.extend(step.finished);
-        if !step.ran {
-            // Nobody has arrived yet: an idle server waits for work.
-            if let Some(t) = engine.next_arrival() {
-                if let Ok(wait) = std::time::Duration::try_from_secs_f64(t - engine.now_s()) {
-                    std::thread::sleep(wait);
-                }
-            }
-        }
-    }
-    outputs.sort_by_key(|(seq, _)| *seq);
-    Ok(outputs.into_iter().map(|(_, o)| o).collect())
-}
-// ANCHOR_END: drive

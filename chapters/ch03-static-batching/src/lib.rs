@@ -5,20 +5,18 @@
 //! (chapter 4) removes.
 
 pub mod cost;
-pub mod recorder;
 pub mod step;
 
 pub use cost::decode_step_ms;
-pub use recorder::Recorder;
-pub use step::{run_step, Row};
+pub use step::{run_step, Feed, Row};
 
 use ch00_model::{Model, ModelError, Result};
 use ch00_serving::{
-    drive, resolve_max_len, sequences, Clock, Engine, EngineLoad, NewToken, Phase, Request, RequestOutput, RunOptions,
-    RunOutput, Sequence, StepEngine, StepOutput,
+    drive, resolve_max_len, Clock, Engine, EngineLoad, NewToken, Phase, Request, RunOptions, RunOutput, SeqId, SeqTable,
+    StepEngine, StepOutput,
 };
 use ch02_kv_cache::{ContiguousBackend, KvCache};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 // ANCHOR: engine
 /// The chapter-3 engine: batches of up to `batch_size` requests, each in its own contiguous cache
@@ -49,9 +47,7 @@ impl Engine for StaticBatchEngine {
     }
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
-        let mut core = StaticCore::new(model, *self, *opts)?;
-        let outputs = drive(&mut core, requests)?;
-        Ok(core.finish(outputs))
+        drive(&mut StaticCore::new(model, *self, *opts)?, requests, opts)
     }
 
     fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
@@ -59,28 +55,23 @@ impl Engine for StaticBatchEngine {
     }
 }
 
+// ANCHOR: core
 /// Static batching, one step at a time. A batch forms when the previous one has ended; a
 /// request that finishes (or is aborted) early keeps its slot as padding until the batch ends.
 pub struct StaticCore<'m> {
     model: &'m Model,
     batch_size: usize,
     backend: ContiguousBackend,
-    recorder: Recorder,
     clock: Clock,
     opts: RunOptions,
     max_len: usize,
-    /// Every sequence ever added, by key (one that is over keeps only its bookkeeping).
-    seqs: Vec<Sequence>,
-    /// Keys not yet batched, in arrival order (ties: order added).
-    waiting: VecDeque<usize>,
+    seqs: SeqTable,
+    /// Sequences not yet batched, in arrival order (ties: order added).
+    waiting: VecDeque<SeqId>,
     /// The running batch (empty between batches); slot i serves row i.
     rows: Vec<Row>,
-    /// Aborted sequences (a batched one rides along as padding).
-    gone: Vec<bool>,
-    /// Request id -> keys of its sequences still in flight.
-    live: HashMap<u64, Vec<usize>>,
-    done: Vec<(usize, RequestOutput)>,
 }
+// ANCHOR_END: core
 
 impl<'m> StaticCore<'m> {
     pub fn new(model: &'m Model, settings: StaticBatchEngine, opts: RunOptions) -> Result<Self> {
@@ -89,52 +80,23 @@ impl<'m> StaticCore<'m> {
             return Err(ModelError::InvalidSettings("batch size must be at least 1".into()));
         }
         let max_len = resolve_max_len(&model.config, settings.max_len)?;
-        let backend = alloc_slots(model, b, max_len);
-        let allocated = backend.slots.iter().map(KvCache::bytes_allocated).sum();
         Ok(StaticCore {
             model,
             batch_size: b,
-            backend,
-            recorder: Recorder::new(b, allocated, opts.trace),
+            backend: alloc_slots(model, b, max_len),
             clock: Clock::start(),
             opts,
             max_len,
-            seqs: Vec::new(),
+            seqs: SeqTable::new(),
             waiting: VecDeque::new(),
             rows: Vec::new(),
-            gone: Vec::new(),
-            live: HashMap::new(),
-            done: Vec::new(),
         })
     }
 
-    /// The run's figures, with `outputs` (every sequence's, in the order added).
-    pub fn finish(self, outputs: Vec<RequestOutput>) -> RunOutput {
-        let wall_s = self.clock.now_s();
-        self.recorder.finish(outputs, wall_s)
-    }
-
-    fn output(&mut self, key: usize) -> RequestOutput {
-        let out = self.seqs[key].clone().into_output();
-        if let Some(keys) = self.live.get_mut(&out.id) {
-            keys.retain(|&k| k != key);
-            if keys.is_empty() {
-                self.live.remove(&out.id);
-            }
-        }
-        out
-    }
-
-    fn over(&self, key: usize) -> bool {
-        self.seqs[key].is_finished() || self.gone[key]
-    }
-
-    /// Ends the batch if every row is over: the slots are free, the tokens dropped.
+    /// Ends the batch if every row is padding: the slots are free for the next one.
     fn end_batch_if_over(&mut self) {
-        if self.rows.iter().all(|r| self.over(r.seq)) {
-            for r in std::mem::take(&mut self.rows) {
-                self.seqs[r.seq].tokens = Vec::new();
-            }
+        if self.rows.iter().all(|r| matches!(r.feed, Feed::Padding { .. })) {
+            self.rows.clear();
         }
     }
 }
@@ -149,37 +111,28 @@ impl StepEngine for StaticCore<'_> {
             return Err(ModelError::InvalidSettings(format!("request {}: arrival time {}", req.id, req.arrival_s)));
         }
         // One sequence per sample: a request's n samples are n independent rows here.
-        for seq in sequences(&self.model.config, std::slice::from_ref(req), self.max_len)? {
-            let key = self.seqs.len();
-            let finished = seq.is_finished();
-            let at = self.waiting.partition_point(|&w| self.seqs[w].arrival_s() <= seq.arrival_s());
-            self.seqs.push(seq);
-            self.gone.push(false);
-            self.live.entry(req.id).or_default().push(key);
-            if finished {
-                let out = self.output(key);
-                self.done.push((key, out));
-            } else {
-                self.waiting.insert(at, key);
-            }
+        for id in self.seqs.add(&self.model.config, req, self.max_len)? {
+            let seqs = &self.seqs;
+            let at = self.waiting.partition_point(|&w| seqs.get(w).is_ok_and(|s| s.arrival_s() <= req.arrival_s));
+            self.waiting.insert(at, id);
         }
         Ok(())
     }
 
     fn step(&mut self) -> Result<StepOutput> {
-        let mut out = StepOutput { finished: std::mem::take(&mut self.done), ..Default::default() };
+        let mut out = StepOutput { finished: self.seqs.take_done(), ..Default::default() };
         // ANCHOR: batch
         if self.rows.is_empty() {
             // Form a batch from whoever has arrived, up to B; slot i serves the batch's i-th request.
             let now = self.clock.now_s();
             while self.rows.len() < self.batch_size {
-                match self.waiting.front() {
-                    Some(&k) if self.seqs[k].arrival_s() <= now => {
-                        self.waiting.pop_front();
-                        self.rows.push(Row { seq: k, slot: self.rows.len(), phase: Phase::Prefill });
-                    }
-                    _ => break,
+                let Some(&id) = self.waiting.front() else { break };
+                let seq = self.seqs.get(id)?;
+                if seq.arrival_s() > now {
+                    break;
                 }
+                self.waiting.pop_front();
+                self.rows.push(Row { seq: id, request: seq.id, slot: self.rows.len(), feed: Feed::Prefill });
             }
             if self.rows.is_empty() {
                 return Ok(out); // nobody has arrived yet: the caller waits
@@ -187,23 +140,17 @@ impl StepEngine for StaticCore<'_> {
         }
         // Step the batch. A row that is over keeps its slot and is computed as padding, its output
         // thrown away: the batch is a rectangle until its longest row ends.
-        let fed = run_step(self.model, &mut self.backend, &mut self.seqs, &self.rows, &self.clock, &self.opts)?;
-        self.recorder.record(&self.rows, &fed, &self.seqs, &self.backend, self.clock.now_s());
-        out.ran = true;
-        for i in 0..self.rows.len() {
-            let r = self.rows[i];
-            if r.phase == Phase::Padding {
-                continue;
-            }
-            let seq = &self.seqs[r.seq];
-            out.tokens.push(NewToken { id: seq.id, sample: seq.sample, token: seq.tokens[seq.tokens.len() - 1] });
+        out.ran = Some(run_step(self.model, &mut self.backend, &mut self.seqs, &self.rows, &self.clock, &self.opts)?);
+        for r in self.rows.iter_mut().filter(|r| r.phase() != Phase::Padding) {
+            let seq = self.seqs.get(r.seq)?;
+            let (token, pos) = (seq.tokens[seq.tokens.len() - 1], seq.tokens.len() - 1);
+            out.tokens.push(NewToken { id: seq.id, sample: seq.sample, token });
+            r.feed = Feed::Decode;
             if seq.is_finished() {
-                let done = self.output(r.seq); // its user has it now; its slot waits for the batch
-                out.finished.push((r.seq, done));
+                // Its user has it now; its slot rides along as padding until the batch ends.
+                out.finished.push((r.seq, self.seqs.finish(r.seq)?));
+                r.feed = Feed::Padding { token, pos };
             }
-        }
-        for i in 0..self.rows.len() {
-            self.rows[i].phase = if self.over(self.rows[i].seq) { Phase::Padding } else { Phase::Decode };
         }
         self.end_batch_if_over();
         // ANCHOR_END: batch
@@ -211,35 +158,34 @@ impl StepEngine for StaticCore<'_> {
     }
 
     fn abort(&mut self, id: u64) -> Result<bool> {
-        let before = self.done.len();
-        self.done.retain(|(_, o)| o.id != id);
-        let keys = self.live.remove(&id).unwrap_or_default();
-        for &k in &keys {
-            self.gone[k] = true;
-            self.waiting.retain(|&w| w != k);
-            match self.rows.iter_mut().find(|r| r.seq == k) {
-                Some(r) => r.phase = Phase::Padding, // static batching: the slot is held to the end
-                None => self.seqs[k].tokens = Vec::new(),
+        let (gone, had_done) = self.seqs.abort(id);
+        for (sid, seq) in &gone {
+            self.waiting.retain(|w| w != sid);
+            if let Some(r) = self.rows.iter_mut().find(|r| r.seq == *sid) {
+                // Static batching: the slot is held to the end of the batch.
+                let pos = seq.tokens.len() - 1;
+                r.feed = Feed::Padding { token: seq.tokens[pos], pos };
             }
         }
         self.end_batch_if_over();
-        Ok(!keys.is_empty() || self.done.len() < before)
+        Ok(!gone.is_empty() || had_done)
     }
 
     fn has_unfinished(&self) -> bool {
-        !self.waiting.is_empty() || !self.rows.is_empty() || !self.done.is_empty()
+        !self.waiting.is_empty() || !self.rows.is_empty() || self.seqs.has_done()
     }
 
     fn next_arrival(&self) -> Option<f64> {
-        self.waiting.front().map(|&k| self.seqs[k].arrival_s())
+        self.waiting.front().and_then(|&id| self.seqs.get(id).ok()).map(|s| s.arrival_s())
     }
 
     fn load(&self) -> EngineLoad {
         EngineLoad {
-            running: self.rows.iter().filter(|r| r.phase != Phase::Padding).count(),
+            running: self.rows.iter().filter(|r| r.phase() != Phase::Padding).count(),
             waiting: self.waiting.len(),
             kv_units_used: self.rows.len(),
             kv_units_total: self.batch_size,
+            kv_bytes_total: self.backend.slots.iter().map(KvCache::bytes_allocated).sum(),
             preemptions: 0,
         }
     }

@@ -5,12 +5,11 @@ use crate::budget::slots_for_budget;
 use crate::scheduler::{default_max_tokens_per_step, Pending, Scheduler, SchedulerConfig};
 use ch00_model::{Model, ModelError, Result};
 use ch00_serving::{
-    drive, resolve_max_len, sequences, Clock, Engine, EngineLoad, NewToken, Phase, Request, RequestOutput, RunOptions,
-    RunOutput, Sequence, StepEngine, StepOutput,
+    drive, resolve_max_len, Clock, Engine, EngineLoad, NewToken, Request, RunOptions, RunOutput, SeqTable, StepEngine,
+    StepOutput,
 };
 use ch02_kv_cache::{ContiguousBackend, KvCache};
-use std::collections::HashMap;
-use ch03_static_batching::{alloc_slots, run_step, Recorder, Row};
+use ch03_static_batching::{alloc_slots, run_step, Feed, Row};
 
 // ANCHOR: settings
 /// How many cache slots the engine reserves.
@@ -71,9 +70,7 @@ impl Engine for ContinuousBatchEngine {
     }
 
     fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
-        let mut core = ContinuousCore::new(model, *self, *opts)?;
-        let outputs = drive(&mut core, requests)?;
-        Ok(core.finish(outputs))
+        drive(&mut ContinuousCore::new(model, *self, *opts)?, requests, opts)
     }
 
     fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
@@ -88,55 +85,25 @@ pub struct ContinuousCore<'m> {
     model: &'m Model,
     sched: Scheduler,
     backend: ContiguousBackend,
-    recorder: Recorder,
     clock: Clock,
     opts: RunOptions,
     max_len: usize,
-    /// Every sequence ever added, by key (a finished one keeps only its bookkeeping).
-    seqs: Vec<Sequence>,
-    /// Request id -> keys of its sequences still in flight.
-    live: HashMap<u64, Vec<usize>>,
-    /// Requests with nothing to generate, reported by the next step.
-    done: Vec<(usize, RequestOutput)>,
+    seqs: SeqTable,
 }
 // ANCHOR_END: core
 
 impl<'m> ContinuousCore<'m> {
     pub fn new(model: &'m Model, settings: ContinuousBatchEngine, opts: RunOptions) -> Result<Self> {
         let (config, max_len) = settings.scheduler_config(model)?;
-        let backend = alloc_slots(model, config.num_slots, max_len);
-        let allocated = backend.slots.iter().map(KvCache::bytes_allocated).sum();
         Ok(ContinuousCore {
             model,
             sched: Scheduler::new(config)?,
-            backend,
-            recorder: Recorder::new(config.num_slots, allocated, opts.trace),
+            backend: alloc_slots(model, config.num_slots, max_len),
             clock: Clock::start(),
             opts,
             max_len,
-            seqs: Vec::new(),
-            live: HashMap::new(),
-            done: Vec::new(),
+            seqs: SeqTable::new(),
         })
-    }
-
-    /// The run's figures, with `outputs` (every sequence's, in the order added).
-    pub fn finish(self, outputs: Vec<RequestOutput>) -> RunOutput {
-        let wall_s = self.clock.now_s();
-        self.recorder.finish(outputs, wall_s)
-    }
-
-    /// Sequence `key` is over: its output, and its tokens dropped (a server runs for long).
-    fn retire(&mut self, key: usize) -> RequestOutput {
-        let out = self.seqs[key].clone().into_output();
-        self.seqs[key].tokens = Vec::new();
-        if let Some(keys) = self.live.get_mut(&out.id) {
-            keys.retain(|&k| k != key);
-            if keys.is_empty() {
-                self.live.remove(&out.id);
-            }
-        }
-        out
     }
 }
 
@@ -147,30 +114,20 @@ impl StepEngine for ContinuousCore<'_> {
 
     fn add_request(&mut self, req: &Request) -> Result<()> {
         // One sequence per sample: n samples are n independent requests to this scheduler.
-        let new = sequences(&self.model.config, std::slice::from_ref(req), self.max_len)?;
-        for (i, seq) in new.into_iter().enumerate() {
-            let key = self.seqs.len();
-            let finished = seq.is_finished();
-            if !finished {
-                // Identical prompts: if the first sample is refused, nothing has been queued.
-                let pending = Pending { key, arrival_s: seq.arrival_s(), prefill_tokens: seq.tokens.len() };
-                if let Err(e) = self.sched.submit(pending) {
-                    debug_assert_eq!(i, 0);
-                    return Err(e);
-                }
-            }
-            self.live.entry(req.id).or_default().push(key);
-            self.seqs.push(seq);
-            if finished {
-                let out = self.retire(key);
-                self.done.push((key, out));
+        let ids = self.seqs.add(&self.model.config, req, self.max_len)?;
+        for &seq in &ids {
+            let pending = Pending { seq, arrival_s: req.arrival_s, prefill_tokens: req.prompt.len() };
+            if let Err(e) = self.sched.submit(pending) {
+                // Identical prompts: the first sample is refused, so nothing has been queued.
+                self.seqs.discard(&ids);
+                return Err(e);
             }
         }
         Ok(())
     }
 
     fn step(&mut self) -> Result<StepOutput> {
-        let mut out = StepOutput { finished: std::mem::take(&mut self.done), ..Default::default() };
+        let mut out = StepOutput { finished: self.seqs.take_done(), ..Default::default() };
         if self.sched.is_done() {
             return Ok(out);
         }
@@ -185,20 +142,18 @@ impl StepEngine for ContinuousCore<'_> {
             };
         }
         // One step: the running requests decode, the admitted ones prefill, in one forward pass.
-        let decodes = plan.decode.iter().map(|d| Row { seq: d.key, slot: d.slot, phase: Phase::Decode });
-        let prefills = plan.admit.iter().map(|a| Row { seq: a.key, slot: a.slot, phase: Phase::Prefill });
-        let rows: Vec<Row> = decodes.chain(prefills).collect();
-        let fed = run_step(self.model, &mut self.backend, &mut self.seqs, &rows, &self.clock, &self.opts)?;
-        self.recorder.record(&rows, &fed, &self.seqs, &self.backend, self.clock.now_s());
-        out.ran = true;
+        let row = |seq, slot, feed| Ok(Row { seq, request: self.seqs.get(seq)?.id, slot, feed });
+        let decodes = plan.decode.iter().map(|d| row(d.seq, d.slot, Feed::Decode));
+        let prefills = plan.admit.iter().map(|a| row(a.seq, a.slot, Feed::Prefill));
+        let rows: Vec<Row> = decodes.chain(prefills).collect::<Result<_>>()?;
+        out.ran = Some(run_step(self.model, &mut self.backend, &mut self.seqs, &rows, &self.clock, &self.opts)?);
         // Finished requests leave now; their slots are free for the next step's admissions.
         for r in &rows {
-            let seq = &self.seqs[r.seq];
+            let seq = self.seqs.get(r.seq)?;
             out.tokens.push(NewToken { id: seq.id, sample: seq.sample, token: seq.tokens[seq.tokens.len() - 1] });
             if seq.is_finished() {
                 self.sched.finish(r.seq)?;
-                let done = self.retire(r.seq);
-                out.finished.push((r.seq, done));
+                out.finished.push((r.seq, self.seqs.finish(r.seq)?));
             }
         }
         // ANCHOR_END: loop
@@ -206,18 +161,15 @@ impl StepEngine for ContinuousCore<'_> {
     }
 
     fn abort(&mut self, id: u64) -> Result<bool> {
-        let before = self.done.len();
-        self.done.retain(|(_, o)| o.id != id);
-        let keys = self.live.remove(&id).unwrap_or_default();
-        for &k in &keys {
-            self.sched.abort(k); // its slot is free for the next step
-            self.seqs[k].tokens = Vec::new();
+        let (gone, had_done) = self.seqs.abort(id);
+        for (seq, _) in &gone {
+            self.sched.abort(*seq); // its slot is free for the next step
         }
-        Ok(!keys.is_empty() || self.done.len() < before)
+        Ok(!gone.is_empty() || had_done)
     }
 
     fn has_unfinished(&self) -> bool {
-        !self.sched.is_done() || !self.done.is_empty()
+        !self.sched.is_done() || self.seqs.has_done()
     }
 
     fn next_arrival(&self) -> Option<f64> {
@@ -231,6 +183,7 @@ impl StepEngine for ContinuousCore<'_> {
             waiting: self.sched.waiting_len(),
             kv_units_used: slots - self.sched.free_slots(),
             kv_units_total: slots,
+            kv_bytes_total: self.backend.slots.iter().map(KvCache::bytes_allocated).sum(),
             preemptions: 0,
         }
     }
@@ -244,6 +197,7 @@ impl StepEngine for ContinuousCore<'_> {
 mod tests {
     use super::*;
     use ch00_model::LlamaConfig;
+    use ch00_serving::Phase;
 
     fn tiny() -> Model {
         Model::random(LlamaConfig::named("tiny").unwrap(), 0).unwrap()

@@ -7,6 +7,7 @@
 //! capacity "accounting runs") exactly as the engine drives it with real ones.
 
 use ch00_model::{ModelError, Result};
+use ch00_serving::SeqId;
 use std::collections::{BTreeSet, VecDeque};
 
 // ANCHOR: config
@@ -32,11 +33,10 @@ pub fn default_max_tokens_per_step(max_len: usize) -> usize {
     max_len.max(2048)
 }
 
-/// A request as the scheduler sees it.
+/// A sequence as the scheduler sees it: an id and a count.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pending {
-    /// The engine's name for the request (the engine uses the request's index).
-    pub key: usize,
+    pub seq: SeqId,
     /// Seconds after the start of the run at which it may be admitted.
     pub arrival_s: f64,
     /// Tokens its prefill feeds (the prompt length).
@@ -46,7 +46,7 @@ pub struct Pending {
 /// A request admitted this step: prefill `tokens` tokens into `slot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admit {
-    pub key: usize,
+    pub seq: SeqId,
     pub slot: usize,
     pub tokens: usize,
 }
@@ -54,7 +54,7 @@ pub struct Admit {
 /// A running request that feeds one token this step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decode {
-    pub key: usize,
+    pub seq: SeqId,
     pub slot: usize,
 }
 
@@ -81,7 +81,7 @@ impl StepPlan {
 pub struct Scheduler {
     config: SchedulerConfig,
     waiting: VecDeque<Pending>,
-    /// Running requests in admission order: (key, slot).
+    /// Running sequences in admission order, with their slots.
     running: Vec<Decode>,
     /// Free slots; the lowest is handed out first, so traces are easy to read.
     free: BTreeSet<usize>,
@@ -119,12 +119,12 @@ impl Scheduler {
     pub fn submit(&mut self, p: Pending) -> Result<()> {
         if p.prefill_tokens == 0 || p.prefill_tokens > self.config.max_tokens_per_step {
             return Err(ModelError::InvalidSettings(format!(
-                "request {}: a prefill of {} tokens does not fit max_tokens_per_step {}",
-                p.key, p.prefill_tokens, self.config.max_tokens_per_step
+                "{}: a prefill of {} tokens does not fit max_tokens_per_step {}",
+                p.seq, p.prefill_tokens, self.config.max_tokens_per_step
             )));
         }
         if !p.arrival_s.is_finite() {
-            return Err(ModelError::InvalidSettings(format!("request {}: arrival time {}", p.key, p.arrival_s)));
+            return Err(ModelError::InvalidSettings(format!("{}: arrival time {}", p.seq, p.arrival_s)));
         }
         let at = self.waiting.partition_point(|w| w.arrival_s <= p.arrival_s);
         self.waiting.insert(at, p);
@@ -149,8 +149,8 @@ impl Scheduler {
             let Some(slot) = self.free.pop_first() else { break };
             self.waiting.pop_front();
             budget -= next.prefill_tokens;
-            self.running.push(Decode { key: next.key, slot });
-            admit.push(Admit { key: next.key, slot, tokens: next.prefill_tokens });
+            self.running.push(Decode { seq: next.seq, slot });
+            admit.push(Admit { seq: next.seq, slot, tokens: next.prefill_tokens });
         }
         // ANCHOR_END: admit
         StepPlan { decode, admit }
@@ -159,13 +159,13 @@ impl Scheduler {
 
     // ANCHOR: finish
     /// Removes a finished request from the running set and frees its slot for the next step.
-    /// Returns the slot. Errors when `key` is not running (finishing twice is a bug).
-    pub fn finish(&mut self, key: usize) -> Result<usize> {
+    /// Returns the slot. Errors when `seq` is not running (finishing twice is a bug).
+    pub fn finish(&mut self, seq: SeqId) -> Result<usize> {
         let i = self
             .running
             .iter()
-            .position(|r| r.key == key)
-            .ok_or_else(|| ModelError::InvalidBatch(format!("request {key} finished but is not running")))?;
+            .position(|r| r.seq == seq)
+            .ok_or_else(|| ModelError::InvalidBatch(format!("{seq} finished but is not running")))?;
         let slot = self.running.remove(i).slot;
         self.free.insert(slot);
         self.finished += 1;
@@ -173,16 +173,16 @@ impl Scheduler {
     }
     // ANCHOR_END: finish
 
-    /// The client went away: request `key` leaves the queue, or the running set and its slot.
+    /// The client went away: sequence `seq` leaves the queue, or the running set and its slot.
     /// Returns whether it was there.
-    pub fn abort(&mut self, key: usize) -> bool {
-        if let Some(i) = self.running.iter().position(|r| r.key == key) {
+    pub fn abort(&mut self, seq: SeqId) -> bool {
+        if let Some(i) = self.running.iter().position(|r| r.seq == seq) {
             let slot = self.running.remove(i).slot;
             self.free.insert(slot);
             return true;
         }
         let before = self.waiting.len();
-        self.waiting.retain(|w| w.key != key);
+        self.waiting.retain(|w| w.seq != seq);
         self.waiting.len() < before
     }
 
@@ -224,8 +224,8 @@ mod tests {
         SchedulerConfig { num_slots, max_running, max_tokens_per_step }
     }
 
-    fn pending(key: usize, arrival_s: f64, prefill_tokens: usize) -> Pending {
-        Pending { key, arrival_s, prefill_tokens }
+    fn pending(key: u64, arrival_s: f64, prefill_tokens: usize) -> Pending {
+        Pending { seq: SeqId(key), arrival_s, prefill_tokens }
     }
 
     #[test]
@@ -235,12 +235,12 @@ mod tests {
             s.submit(pending(k, 0.0, 5)).unwrap();
         }
         let p = s.schedule(0.0);
-        assert_eq!(p.admit, vec![Admit { key: 0, slot: 0, tokens: 5 }, Admit { key: 1, slot: 1, tokens: 5 }]);
+        assert_eq!(p.admit, vec![Admit { seq: SeqId(0), slot: 0, tokens: 5 }, Admit { seq: SeqId(1), slot: 1, tokens: 5 }]);
         assert!(p.decode.is_empty());
-        assert_eq!(s.finish(0).unwrap(), 0);
+        assert_eq!(s.finish(SeqId(0)).unwrap(), 0);
         let p = s.schedule(0.0);
-        assert_eq!(p.decode, vec![Decode { key: 1, slot: 1 }]);
-        assert_eq!(p.admit, vec![Admit { key: 2, slot: 0, tokens: 5 }]);
+        assert_eq!(p.decode, vec![Decode { seq: SeqId(1), slot: 1 }]);
+        assert_eq!(p.admit, vec![Admit { seq: SeqId(2), slot: 0, tokens: 5 }]);
         assert_eq!(p.tokens(), 6);
     }
 
@@ -253,7 +253,7 @@ mod tests {
         assert!(s.schedule(0.0).is_empty());
         assert_eq!(s.next_arrival(), Some(0.5));
         // 1 (8 tokens) fits; 2 (2 tokens) fits too: 10 in all.
-        assert_eq!(s.schedule(0.6).admit.iter().map(|a| a.key).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(s.schedule(0.6).admit.iter().map(|a| a.seq.0).collect::<Vec<_>>(), vec![1, 2]);
         // 0 has arrived but 2 decodes + 3 tokens fit 10: admitted.
         let p = s.schedule(2.0);
         assert_eq!((p.decode.len(), p.admit.len()), (2, 1));
@@ -268,7 +268,7 @@ mod tests {
         assert!(s.submit(pending(0, 0.0, 11)).is_err());
         assert!(s.submit(pending(0, 0.0, 0)).is_err());
         assert!(s.submit(pending(0, f64::NAN, 1)).is_err());
-        assert!(s.finish(7).is_err());
+        assert!(s.finish(SeqId(7)).is_err());
     }
 
     // ANCHOR: property
@@ -286,7 +286,7 @@ mod tests {
             let max_tokens = max_running.min(num_slots) + 11 + extra_tokens;
             let mut s = Scheduler::new(config(num_slots, max_running, max_tokens)).unwrap();
             for (key, &(arrive, prompt, _)) in reqs.iter().enumerate() {
-                s.submit(pending(key, arrive as f64, prompt)).unwrap();
+                s.submit(pending(key as u64, arrive as f64, prompt)).unwrap();
             }
             let mut left: Vec<usize> = reqs.iter().map(|r| r.2).collect(); // tokens still to generate
             let mut admitted = vec![0; reqs.len()];
@@ -302,15 +302,17 @@ mod tests {
                 slots.dedup();
                 prop_assert_eq!(slots.len(), plan.decode.len() + plan.admit.len(), "a slot is shared");
                 for a in &plan.admit {
-                    prop_assert!(reqs[a.key].0 as f64 <= now);
-                    admitted[a.key] += 1;
+                    let k = a.seq.0 as usize;
+                    prop_assert!(reqs[k].0 as f64 <= now);
+                    admitted[k] += 1;
                 }
                 // Every planned request produces one token; those with nothing left finish.
-                let keys: Vec<usize> = plan.decode.iter().map(|d| d.key).chain(plan.admit.iter().map(|a| a.key)).collect();
-                for k in keys {
+                let seqs: Vec<SeqId> = plan.decode.iter().map(|d| d.seq).chain(plan.admit.iter().map(|a| a.seq)).collect();
+                for q in seqs {
+                    let k = q.0 as usize;
                     left[k] -= 1;
                     if left[k] == 0 {
-                        s.finish(k).unwrap();
+                        s.finish(q).unwrap();
                         finished[k] += 1;
                     }
                 }

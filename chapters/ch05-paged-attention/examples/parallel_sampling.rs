@@ -5,8 +5,9 @@
 //!
 //! `cargo run --release -p ch05-paged-attention --example parallel_sampling`
 
+use ch00_serving::SeqId;
 use ch05_paged_attention::{BlockScheduler, SchedulerConfig};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 const PROMPT: usize = 6;
 const NEW_TOKENS: usize = 5;
@@ -30,11 +31,14 @@ fn run(shared: bool, print: bool) -> Result<usize, Box<dyn std::error::Error>> {
     let mut sched = BlockScheduler::new(SchedulerConfig { watermark_blocks: 0, ..SchedulerConfig::new(16, BLOCK) })?;
     let prompt: Vec<u32> = (0..PROMPT as u32).collect();
     let most = PROMPT + NEW_TOKENS;
+    // The engine's sequence table, as far as the scheduler sees it: each sample's tokens.
+    let ids: Vec<SeqId> = (0..SAMPLES as u64).map(SeqId).collect();
+    let mut tokens: BTreeMap<SeqId, Vec<u32>> = ids.iter().map(|&id| (id, prompt.clone())).collect();
     if shared {
-        sched.submit_samples(&prompt, most, 0.0, SAMPLES)?;
+        sched.submit(&ids, prompt.len(), most, 0.0)?;
     } else {
-        for _ in 0..SAMPLES {
-            sched.submit(&prompt, most, 0.0)?;
+        for id in &ids {
+            sched.submit(std::slice::from_ref(id), prompt.len(), most, 0.0)?;
         }
     }
     // What each block holds, as the runner would have written it: copies first, then the step.
@@ -42,14 +46,14 @@ fn run(shared: bool, print: bool) -> Result<usize, Box<dyn std::error::Error>> {
     let mut generated = [0; SAMPLES];
     let mut step = 0;
     while !sched.is_done() {
-        let plan = sched.schedule(0.0)?;
+        let plan = sched.schedule(&tokens, 0.0)?;
         for &(src, dst) in &plan.copies {
             pool[dst] = pool[src].clone();
         }
         for w in &plan.work {
-            let (table, tokens) = (sched.table(w.seq), sched.tokens(w.seq));
+            let (table, toks) = (sched.table(w.seq), &tokens[&w.seq]);
             for pos in w.start..w.start + w.len {
-                pool[table[pos / BLOCK]][pos % BLOCK] = name(tokens[pos]);
+                pool[table[pos / BLOCK]][pos % BLOCK] = name(toks[pos]);
             }
         }
         if print {
@@ -57,8 +61,8 @@ fn run(shared: bool, print: bool) -> Result<usize, Box<dyn std::error::Error>> {
             println!("step {step}  copies before the forward pass: [{}]", copies.join(", "));
             for w in &plan.work {
                 let what = if w.prefill { "prefill" } else { "decode " };
-                let fed: Vec<String> = sched.tokens(w.seq)[w.start..w.start + w.len].iter().map(|&t| name(t)).collect();
-                println!("   sample {}  {what} {:<18}  table {:?}", w.seq, fed.join(" "), sched.table(w.seq));
+                let fed: Vec<String> = tokens[&w.seq][w.start..w.start + w.len].iter().map(|&t| name(t)).collect();
+                println!("   sample {}  {what} {:<18}  table {:?}", w.seq.0, fed.join(" "), sched.table(w.seq));
             }
             let used: BTreeSet<usize> = sched.running().iter().flat_map(|&s| sched.table(s).to_vec()).collect();
             for b in used {
@@ -66,11 +70,12 @@ fn run(shared: bool, print: bool) -> Result<usize, Box<dyn std::error::Error>> {
             }
         }
         for w in &plan.work {
-            generated[w.seq] += 1;
-            if generated[w.seq] == NEW_TOKENS {
-                sched.finish(w.seq)?;
-            } else {
-                sched.append(w.seq, (100 * (w.seq + 1) + generated[w.seq] - 1) as u32)?;
+            let i = w.seq.0 as usize;
+            generated[i] += 1;
+            if generated[i] == NEW_TOKENS {
+                sched.finish(w.seq, &tokens[&w.seq])?;
+            } else if let Some(t) = tokens.get_mut(&w.seq) {
+                t.push((100 * (i + 1) + generated[i] - 1) as u32); // the runner's part: the new token
             }
         }
         step += 1;

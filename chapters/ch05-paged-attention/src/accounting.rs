@@ -6,7 +6,8 @@
 
 use crate::scheduler::{BlockScheduler, SchedulerConfig};
 use ch00_model::{ModelError, Result};
-use ch00_serving::{Phase, Request, TraceStep};
+use ch00_serving::{Phase, Request, SeqId, TraceStep};
+use std::collections::BTreeMap;
 use ch04_continuous_batching::{Pending, Scheduler, SchedulerConfig as SlotConfig};
 
 /// KV memory in one step.
@@ -90,15 +91,9 @@ impl MemSeries {
 
     /// The series of an engine's trace. Contiguous engines reserve `slot_bytes` per running
     /// request (`Some`); the paged engine's trace already says the bytes of its blocks in use.
-    /// `preempted` lists (step, request id) of every preemption ([`crate::BlockRunInfo`]): a
-    /// step is queued while some request has not yet appeared, or was preempted and has not yet
-    /// come back.
-    pub fn from_trace(
-        trace: &[TraceStep],
-        slot_bytes: Option<u64>,
-        preempted: &[(usize, u64)],
-        generated: usize,
-    ) -> Self {
+    /// A step is queued while some request has not yet appeared, or was preempted (the trace
+    /// says at which step) and has not yet come back.
+    pub fn from_trace(trace: &[TraceStep], slot_bytes: Option<u64>, generated: usize) -> Self {
         let mut queued = vec![false; trace.len()];
         let mut mark = |from: usize, to: usize| queued.iter_mut().take(to).skip(from).for_each(|q| *q = true);
         // Steps in which each request ran.
@@ -111,7 +106,9 @@ impl MemSeries {
         for steps in ran.values() {
             mark(0, steps[0]);
         }
-        for &(p, id) in preempted {
+        let preempted: Vec<(usize, u64)> =
+            trace.iter().enumerate().flat_map(|(i, t)| t.preempted.iter().map(move |&id| (i, id))).collect();
+        for &(p, id) in &preempted {
             let back = ran.get(&id).and_then(|s| s.iter().find(|&&i| i > p).copied()).unwrap_or(trace.len());
             mark(p, back);
         }
@@ -153,14 +150,14 @@ fn check(requests: &[Request], max_len: usize) -> Result<()> {
 pub fn simulate_slots(requests: &[Request], cfg: SlotConfig, max_len: usize, bytes_per_token: u64) -> Result<MemSeries> {
     check(requests, max_len)?;
     let mut sched = Scheduler::new(cfg)?;
-    let (mut target, mut prompt_len) = (Vec::new(), Vec::new()); // per sample
+    let (mut target, mut prompt_len) = (Vec::new(), Vec::new()); // per sample, by SeqId
     for r in requests {
         for _ in 0..r.n {
-            let key = target.len();
+            let seq = SeqId(target.len() as u64);
             target.push(output_len(r, max_len));
             prompt_len.push(r.prompt.len());
-            if target[key] > 0 {
-                sched.submit(Pending { key, arrival_s: r.arrival_s, prefill_tokens: r.prompt.len() })?;
+            if output_len(r, max_len) > 0 {
+                sched.submit(Pending { seq, arrival_s: r.arrival_s, prefill_tokens: r.prompt.len() })?;
             }
         }
     }
@@ -168,12 +165,12 @@ pub fn simulate_slots(requests: &[Request], cfg: SlotConfig, max_len: usize, byt
     let mut series = MemSeries::default();
     while !sched.is_done() {
         let plan = sched.schedule(f64::INFINITY); // time does not pass in accounting: everyone has arrived
-        let keys: Vec<usize> = plan.decode.iter().map(|d| d.key).chain(plan.admit.iter().map(|a| a.key)).collect();
+        let keys: Vec<SeqId> = plan.decode.iter().map(|d| d.seq).chain(plan.admit.iter().map(|a| a.seq)).collect();
         if keys.is_empty() {
             return Err(ModelError::InvalidSettings("slot accounting made no progress".into()));
         }
         let mut used = 0;
-        for &k in &keys {
+        for k in keys.iter().map(|k| k.0 as usize) {
             generated[k] += 1;
             used += (prompt_len[k] + generated[k] - 1) as u64 * bytes_per_token;
         }
@@ -181,7 +178,7 @@ pub fn simulate_slots(requests: &[Request], cfg: SlotConfig, max_len: usize, byt
         let queued = sched.waiting_len() > 0;
         series.steps.push(MemStep { running: keys.len(), reserved_bytes: reserved, used_bytes: used, queued });
         for &k in &keys {
-            if generated[k] == target[k] {
+            if generated[k.0 as usize] == target[k.0 as usize] {
                 sched.finish(k)?;
             }
         }
@@ -204,11 +201,15 @@ pub fn simulate_blocks(
 ) -> Result<MemSeries> {
     check(requests, max_len)?;
     let mut sched = BlockScheduler::new(cfg)?;
-    let mut target = Vec::new(); // per scheduler sequence
+    // The engine's sequence table, as far as a scheduler sees it: tokens by id.
+    let mut tokens: BTreeMap<SeqId, Vec<u32>> = BTreeMap::new();
+    let mut target = Vec::new(); // by SeqId
     for r in requests {
         let n = output_len(r, max_len);
         if n > 0 {
-            sched.submit_samples(&r.prompt, r.prompt.len() + n, r.arrival_s, r.n)?;
+            let ids: Vec<SeqId> = (target.len()..target.len() + r.n).map(|i| SeqId(i as u64)).collect();
+            sched.submit(&ids, r.prompt.len(), r.prompt.len() + n, r.arrival_s)?;
+            ids.iter().for_each(|&id| drop(tokens.insert(id, r.prompt.clone())));
             target.extend(std::iter::repeat_n(n, r.n));
         }
     }
@@ -216,7 +217,7 @@ pub fn simulate_blocks(
     let mut generated = vec![0usize; target.len()];
     let mut series = MemSeries::default();
     while !sched.is_done() {
-        let plan = sched.schedule(f64::INFINITY)?;
+        let plan = sched.schedule(&tokens, f64::INFINITY)?;
         if plan.work.is_empty() {
             return Err(ModelError::InvalidSettings("block accounting made no progress".into()));
         }
@@ -227,10 +228,13 @@ pub fn simulate_blocks(
             queued: sched.num_waiting() > 0,
         });
         for w in &plan.work {
-            generated[w.seq] += 1;
-            match generated[w.seq] == target[w.seq] {
-                true => sched.finish(w.seq)?,
-                false => sched.append(w.seq, u32::MAX - w.seq as u32)?,
+            let i = w.seq.0 as usize;
+            generated[i] += 1;
+            if generated[i] == target[i] {
+                let done = tokens.remove(&w.seq).unwrap_or_default();
+                sched.finish(w.seq, &done)?;
+            } else if let Some(t) = tokens.get_mut(&w.seq) {
+                t.push(u32::MAX - i as u32); // an id of its own: generated tokens never match
             }
         }
     }

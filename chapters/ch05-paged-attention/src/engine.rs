@@ -6,12 +6,12 @@
 use crate::allocator::BlockId;
 use crate::backend::PagedBackend;
 use crate::kv_pool::PagedKvPool;
-use crate::runner::{run_paged, BlockRunInfo, PagedCore, PagedRunner};
-use crate::scheduler::SchedulerConfig;
+use crate::runner::{run_paged, PagedCore, PagedRunner};
+use crate::scheduler::{SchedulerConfig, SchedulerStats};
 use ch04_continuous_batching::default_max_tokens_per_step;
 use ch00_model::{kv_bytes_per_token, DType, LlamaConfig, Model, ModelError, Result};
 use ch00_serving::{
-    resolve_max_len, run_spans, Clock, Engine, Request, RunOptions, RunOutput, Sequence, Span, StepEngine,
+    resolve_max_len, run_spans, Clock, Engine, Request, RunOptions, RunOutput, SeqTable, Span, StepEngine,
 };
 
 /// How big the block pool is.
@@ -62,8 +62,8 @@ pub struct PagedEngine {
     pub max_running: Option<usize>,
     /// Most tokens per step; `None` means chapter 4's default, `max(max_len, 2048)`.
     pub max_tokens_per_step: Option<usize>,
-    /// What the last run did with its blocks (filled by [`Engine::run`]).
-    pub last_run: Option<BlockRunInfo>,
+    /// The block scheduler's counters of the last run (filled by [`Engine::run`]).
+    pub last_run: Option<SchedulerStats>,
 }
 
 impl Default for PagedEngine {
@@ -165,7 +165,7 @@ impl PagedRunner for CpuRunner<'_> {
 
     fn step(
         &mut self,
-        seqs: &mut [Sequence],
+        seqs: &mut SeqTable,
         spans: &[Span],
         tables: Vec<Vec<BlockId>>,
         clock: &Clock,
@@ -233,9 +233,10 @@ mod tests {
         let out = same_as_ch04(&model, &reqs(&[14, 5, 14, 9, 12]), &mut e);
         let info = e.last_run.as_ref().unwrap();
         assert!(out.stats.preemptions > 0, "the tiny pool should force preemption");
-        assert_eq!(info.preempted.len(), out.stats.preemptions);
-        assert!(info.blocks_used.iter().all(|&b| b <= 8));
-        assert_eq!(info.scheduler.peak_blocks_used, 8);
+        assert_eq!(info.preemptions, out.stats.preemptions);
+        assert_eq!(out.trace.iter().map(|t| t.preempted.len()).sum::<usize>(), out.stats.preemptions);
+        assert!(out.trace.iter().all(|t| t.kv_bytes_allocated <= 8 * 4 * kv_bytes_per_token(&model.config, DType::F32)));
+        assert_eq!(info.peak_blocks_used, 8);
         // A preempted request is prefilled again: more prefill entries than requests.
         let prefills = out.trace.iter().flat_map(|s| &s.entries).filter(|e| e.phase == Phase::Prefill).count();
         assert_eq!(prefills, 5 + out.stats.preemptions);
@@ -256,7 +257,7 @@ mod tests {
             ..Default::default()
         };
         let out = same_as_ch04(&model, &reqs(&[8, 6, 7, 8]), &mut e);
-        let s = &e.last_run.as_ref().unwrap().scheduler;
+        let s = e.last_run.as_ref().unwrap();
         assert!(s.prefix_hit_tokens >= 8, "hits: {} of {}", s.prefix_hit_tokens, s.prefix_query_tokens);
         assert!(s.prefix_hit_rate() > 0.0 && s.prefix_hit_rate() < 1.0);
         // Without sharing the same pool holds fewer requests at once.
@@ -276,7 +277,7 @@ mod tests {
         let got: Vec<_> = out.trace.iter().map(|s| (s.kv_bytes_allocated, s.kv_bytes_used)).collect();
         assert_eq!(got, vec![(3 * block, 10 * per_token), (3 * block, 11 * per_token), (3 * block, 12 * per_token)]);
         assert_eq!(out.stats.kv_bytes_used, 12 * per_token);
-        assert_eq!(e.last_run.unwrap().peak_blocks_per_request, vec![3]);
+        assert_eq!(e.last_run.unwrap().peak_blocks_used, 3);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use allocator::{BlockAllocator, BlockId};
 pub use backend::PagedBackend;
 pub use block_table::{blocks_for, locate};
 pub use engine::{blocks_for_budget, CpuRunner, KvBudget, PagedEngine};
-pub use runner::{run_paged, BlockRunInfo, PagedCore, PagedRunner};
+pub use runner::{run_paged, PagedCore, PagedRunner};
 pub use kv_pool::PagedKvPool;
 pub use lru::Lru;
 pub use prefix::{block_hash, PrefixCache, PrefixCacheStats};

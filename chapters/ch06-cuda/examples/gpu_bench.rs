@@ -246,7 +246,7 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
             "contiguous_slots": slots, "contiguous": contiguous,
             "requests": 16, "tokens_used": used_tokens, "tokens_reserved_contiguous": 16 * max_len,
             "paged_served": served, "paged_peak_running": run.stats.peak_running, "paged_preemptions": run.stats.preemptions,
-            "paged_peak_blocks": info.scheduler.peak_blocks_used, "paged_wall_s": run.stats.wall_s,
+            "paged_peak_blocks": info.peak_blocks_used, "paged_wall_s": run.stats.wall_s,
             "generated_tokens": run.stats.generated_tokens,
             "workload": "200 requests, prompts uniform 512-4096, outputs exponential mean 512 (16-4096), all queued at once",
             "workload_peak_running": { "contiguous": slot_series.peak_running(), "paged": block_series.peak_running() },

@@ -11,7 +11,7 @@ use crate::weights::GpuWeights;
 use ch00_model::rope::Rope;
 use ch00_model::{AttnShape, DType, LlamaConfig, Model, ModelError, Result};
 use ch00_serving::{Engine, Request, RunOptions, RunOutput, StepEngine};
-use ch05_paged_attention::{run_paged, BlockRunInfo, PagedCore, PagedEngine, SchedulerConfig};
+use ch05_paged_attention::{run_paged, PagedCore, PagedEngine, SchedulerConfig, SchedulerStats};
 
 /// PagedAttention on one NVIDIA GPU. With `cuda_graphs` on, run one engine per process at a time:
 /// engines share the device's primary context, and another engine's frees or synchronisations
@@ -36,7 +36,8 @@ pub struct CudaEngine {
     pub ordinal: usize,
     /// What the last run set up and did.
     pub last_setup: Option<GpuSetup>,
-    pub last_run: Option<BlockRunInfo>,
+    /// The block scheduler's counters of the last run.
+    pub last_run: Option<SchedulerStats>,
 }
 
 impl Default for CudaEngine {

@@ -7,7 +7,7 @@ use crate::float::GpuFloat;
 use crate::model::{Capacity, GpuModel, KvCache, PassAttention};
 use crate::prefill::seq_starts;
 use ch00_model::{DType, LlamaConfig, ModelError, Result};
-use ch00_serving::{Clock, RunOptions, Sequence, Span};
+use ch00_serving::{Clock, RunOptions, SeqTable, Span};
 use ch05_paged_attention::{BlockId, PagedRunner};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
@@ -248,14 +248,14 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
     // ANCHOR_END: copy_blocks
 
     // ANCHOR: step
-    fn step(&mut self, seqs: &mut [Sequence], spans: &[Span], tables: Vec<Vec<BlockId>>, clock: &Clock, opts: &RunOptions) -> Result<()> {
+    fn step(&mut self, seqs: &mut SeqTable, spans: &[Span], tables: Vec<Vec<BlockId>>, clock: &Clock, opts: &RunOptions) -> Result<()> {
         // Flatten: every span's tokens from its start to its end, in order.
         let mut toks = Vec::new();
         for (i, s) in spans.iter().enumerate() {
-            let seq = seqs.get(s.seq).ok_or_else(|| ModelError::InvalidBatch(format!("no sequence {}", s.seq)))?;
+            let seq = seqs.get(s.seq)?;
             let len = seq.tokens.len();
-            if s.start >= len || s.slot != i {
-                return Err(ModelError::InvalidBatch(format!("span {i} of sequence {} feeds nothing", s.seq)));
+            if s.start >= len || s.slot != i || s.padding.is_some() {
+                return Err(ModelError::InvalidBatch(format!("span {i} of {} feeds nothing", s.seq)));
             }
             toks.extend((s.start..len).map(|p| Tok { token: seq.tokens[p], pos: p, span: i, last: p + 1 == len }));
         }
@@ -283,9 +283,9 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         for (i, s) in spans.iter().enumerate() {
             match chosen[i].take() {
                 Some((_, Some(logits))) => {
-                    seqs[s.seq].accept(&logits, now, opts);
+                    seqs.get_mut(s.seq)?.accept(&logits, now, opts);
                 }
-                Some((id, None)) => seqs[s.seq].accept_token(id, now),
+                Some((id, None)) => seqs.get_mut(s.seq)?.accept_token(id, now),
                 None => return Err(ModelError::InvalidBatch(format!("span {i} got no token"))),
             }
         }
@@ -302,7 +302,7 @@ impl<T: GpuFloat> GpuRunner<T> {
         &mut self,
         part: &[Tok],
         tables: &[&[BlockId]],
-        seqs: &[Sequence],
+        seqs: &SeqTable,
         spans: &[Span],
         opts: &RunOptions,
         chosen: &mut [Chosen],
@@ -354,7 +354,7 @@ impl<T: GpuFloat> GpuRunner<T> {
     fn collect(
         &self,
         logit_spans: &[usize],
-        seqs: &[Sequence],
+        seqs: &SeqTable,
         spans: &[Span],
         opts: &RunOptions,
         chosen: &mut [Chosen],
@@ -364,7 +364,7 @@ impl<T: GpuFloat> GpuRunner<T> {
             return Err(ModelError::Device(format!("{} ids for {} rows", ids.len(), logit_spans.len())));
         }
         for (row, (&span, &id)) in logit_spans.iter().zip(&ids).enumerate() {
-            let logits = match seqs[spans[span].seq].needs_logits(opts) {
+            let logits = match seqs.get(spans[span].seq)?.needs_logits(opts) {
                 true => Some(self.model.logits_row(&self.gpu, row)?),
                 false => None,
             };

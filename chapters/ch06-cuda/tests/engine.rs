@@ -145,7 +145,7 @@ fn preemption_and_prefix_sharing_keep_each_request_s_tokens() {
     let got = e.run(&model, &reqs, &RunOptions::default()).unwrap();
     let info = e.last_run.clone().unwrap();
     assert!(got.stats.preemptions > 0, "the small pool should preempt");
-    assert!(info.scheduler.prefix_hit_tokens > 0, "the shared prefix should hit");
+    assert!(info.prefix_hit_tokens > 0, "the shared prefix should hit");
     assert_eq!(got.outputs.len(), reqs.len());
     for (r, out) in reqs.iter().zip(&got.outputs) {
         let alone = gpu_engine(DType::F32).run(&model, std::slice::from_ref(r), &RunOptions::default()).unwrap();
@@ -156,7 +156,7 @@ fn preemption_and_prefix_sharing_keep_each_request_s_tokens() {
     // And the CPU engine with the same pool agrees.
     let cpu_out = PagedEngine { ..paged }.run(&model, &reqs, &RunOptions::default()).unwrap();
     assert_same_tokens("preempted, vs ch05", &cpu_out, &got);
-    println!("preemptions {}, prefix hits {} tokens", got.stats.preemptions, info.scheduler.prefix_hit_tokens);
+    println!("preemptions {}, prefix hits {} tokens", got.stats.preemptions, info.prefix_hit_tokens);
 }
 // ANCHOR_END: preemption_test
 

@@ -307,9 +307,9 @@ fn engine_loop(
             }
         }
         gone.into_iter().for_each(|id| abort(engine, live, id, m, sh));
-        m.set_load(engine.load(), out.ran);
+        m.set_load(engine.load(), out.ran.is_some());
         live.publish(m, sh);
-        if !out.ran {
+        if out.ran.is_none() {
             std::thread::yield_now(); // nothing could run (cannot happen with arrivals at `now`)
         }
     }

@@ -139,7 +139,8 @@ impl StepEngine for NullEngine {
             }
         }
         let now = self.now_s();
-        let mut out = StepOutput { ran: !self.running.is_empty(), ..Default::default() };
+        let ran = (!self.running.is_empty()).then(ch00_serving::StepRecord::default);
+        let mut out = StepOutput { ran, ..Default::default() };
         for s in &mut self.running {
             s.last = (s.last + 1) % self.vocab as u32;
             s.tokens.push(s.last);
@@ -163,7 +164,7 @@ impl StepEngine for NullEngine {
                 token_latencies_s: s.gaps,
                 logits: Vec::new(),
             };
-            out.finished.push((s.index, o));
+            out.finished.push((ch00_serving::SeqId(s.index as u64), o));
         }
         Ok(out)
     }
@@ -181,7 +182,7 @@ impl StepEngine for NullEngine {
     }
     fn load(&self) -> EngineLoad {
         let (running, waiting) = (self.running.len(), self.waiting.len());
-        EngineLoad { running, waiting, kv_units_used: running, kv_units_total: self.max_running, preemptions: 0 }
+        EngineLoad { running, waiting, kv_units_used: running, kv_units_total: self.max_running, kv_bytes_total: 0, preemptions: 0 }
     }
     fn max_len(&self) -> usize {
         self.max_len
@@ -196,7 +197,7 @@ mod tests {
     fn the_null_engine_counts_up_from_the_prompt_and_keeps_nothing_finished() {
         let mut e = NullEngine::new(10, 32, 2);
         let reqs = [Request::greedy(1, vec![3, 8], 4), Request { n: 2, ..Request::greedy(2, vec![5], 3) }];
-        let outs = ch00_serving::drive(&mut e, &reqs).unwrap();
+        let outs = ch00_serving::drive(&mut e, &reqs, &Default::default()).unwrap().outputs;
         let tokens: Vec<_> = outs.iter().map(|o| (o.id, o.sample, o.tokens.clone())).collect();
         assert_eq!(tokens, [(1, 0, vec![9, 0, 1, 2]), (2, 0, vec![6, 7, 8]), (2, 1, vec![6, 7, 8])]);
         assert!(!e.has_unfinished() && e.running.is_empty() && e.waiting.is_empty());
