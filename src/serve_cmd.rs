@@ -31,12 +31,15 @@ pub struct EngineLimits {
     /// ch04, ch05, ch06: most sequences running at once (default: chapter 4's for the memory).
     #[arg(long)]
     max_running: Option<usize>,
+    /// ch05, ch06: turn prefix caching off (it is on by default, as in vLLM V1).
+    #[arg(long)]
+    no_prefix_caching: bool,
 }
 
 impl Default for EngineLimits {
     /// The command line's defaults (what `kvserve serve` runs with no limit flags).
     fn default() -> Self {
-        EngineLimits { max_len: None, slots: 8, kv_blocks: None, block_size: 16, max_running: None }
+        EngineLimits { max_len: None, slots: 8, kv_blocks: None, block_size: 16, max_running: None, no_prefix_caching: false }
     }
 }
 
@@ -72,6 +75,7 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
                 block_size: l.block_size,
                 max_len: l.max_len,
                 max_running: l.max_running,
+                prefix_sharing: !l.no_prefix_caching,
                 ..Default::default()
             };
             Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
@@ -81,6 +85,7 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
                 block_size: l.block_size,
                 max_len: l.max_len,
                 max_running: l.max_running,
+                prefix_sharing: !l.no_prefix_caching,
                 ..Default::default()
             };
             // The pool fills the card unless --kv-blocks says how many blocks.

@@ -61,6 +61,11 @@ pub struct EngineLoad {
     pub kv_bytes_total: u64,
     /// Preemptions since the engine started.
     pub preemptions: usize,
+    /// Prefix cache since the engine started (paged engines; 0 elsewhere): tokens looked up at
+    /// admission and those found cached, and cached blocks evicted to make room.
+    pub prefix_query_tokens: u64,
+    pub prefix_hit_tokens: u64,
+    pub prefix_evicted_blocks: u64,
 }
 
 // ANCHOR: step_engine

@@ -186,7 +186,7 @@ impl StepEngine for StaticCore<'_> {
             kv_units_used: self.rows.len(),
             kv_units_total: self.batch_size,
             kv_bytes_total: self.backend.slots.iter().map(KvCache::bytes_allocated).sum(),
-            preemptions: 0,
+            ..EngineLoad::default() // no preemption, no prefix cache
         }
     }
 

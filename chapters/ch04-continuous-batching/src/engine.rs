@@ -184,7 +184,7 @@ impl StepEngine for ContinuousCore<'_> {
             kv_units_used: slots - self.sched.free_slots(),
             kv_units_total: slots,
             kv_bytes_total: self.backend.slots.iter().map(KvCache::bytes_allocated).sum(),
-            preemptions: 0,
+            ..EngineLoad::default() // no preemption, no prefix cache
         }
     }
 

@@ -190,6 +190,7 @@ impl<R: PagedRunner> StepEngine for PagedCore<R> {
 
     fn load(&self) -> EngineLoad {
         let num_blocks = self.sched.config().num_blocks;
+        let prefix = self.sched.prefix_stats();
         EngineLoad {
             running: self.sched.running().len(),
             waiting: self.sched.num_waiting(),
@@ -197,6 +198,9 @@ impl<R: PagedRunner> StepEngine for PagedCore<R> {
             kv_units_total: num_blocks,
             kv_bytes_total: num_blocks as u64 * self.block_bytes,
             preemptions: self.sched.stats.preemptions,
+            prefix_query_tokens: (prefix.hits + prefix.misses) as u64,
+            prefix_hit_tokens: prefix.hits as u64,
+            prefix_evicted_blocks: prefix.evictions as u64,
         }
     }
 

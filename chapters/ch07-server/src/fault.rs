@@ -182,7 +182,7 @@ impl StepEngine for NullEngine {
     }
     fn load(&self) -> EngineLoad {
         let (running, waiting) = (self.running.len(), self.waiting.len());
-        EngineLoad { running, waiting, kv_units_used: running, kv_units_total: self.max_running, kv_bytes_total: 0, preemptions: 0 }
+        EngineLoad { running, waiting, kv_units_used: running, kv_units_total: self.max_running, ..Default::default() }
     }
     fn max_len(&self) -> usize {
         self.max_len

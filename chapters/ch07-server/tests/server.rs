@@ -126,6 +126,23 @@ async fn sixteen_concurrent_streams_get_exactly_the_tokens_of_generate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_prefix_cache_a_second_turn_hits() {
+    let srv = start(ServerConfig::default()).await;
+    // A 10-token prompt in blocks of 4: the second, identical request finds its 2 full blocks
+    // cached (the first request has finished, so they were parked, not shared).
+    let body = json!({ "prompt": (10..20).collect::<Vec<u32>>(), "max_tokens": 3, "temperature": 0 });
+    for _ in 0..2 {
+        let (status, _) = send(Method::POST, &format!("{}/v1/completions", srv.url), body.to_string()).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(srv.all_blocks_free().await);
+    }
+    assert_eq!(srv.metric("kvserve_prefix_cache_queries_total").await, 20.0);
+    assert_eq!(srv.metric("kvserve_prefix_cache_hits_total").await, 8.0);
+    assert_eq!(srv.metric("kvserve_prefix_cache_evictions_total").await, 0.0);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_frees_its_blocks() {
     let srv = start(ServerConfig::default()).await;
     let body = json!({ "prompt": [5, 6, 7, 8, 9], "max_tokens": 120, "ignore_eos": true, "stream": true });
