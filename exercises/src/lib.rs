@@ -9,7 +9,9 @@
 //!   one fails with `not yet implemented: chapter N (…)`. Add a name to run one:
 //!   `cargo test -p exercises ch02_attend_one -- --include-ignored`.
 //! - `cargo test -p exercises --features solutions` runs the checks on the reference answers in
-//!   `src/solutions/` instead (CI does this).
+//!   `src/solutions/` instead (CI does this), and `tests/against_chapters.rs` compares each answer
+//!   with the chapter function it mirrors on random inputs, so a chapter change that an exercise no
+//!   longer mirrors fails CI. Only this feature builds the chapter crates.
 //!
 //! Without `--include-ignored` the checks are ignored, so the workspace's `cargo test --workspace`
 //! never fails on an unsolved exercise.
