@@ -51,9 +51,9 @@ pub fn slot_mapping(table: &[BlockId], block_size: usize, positions: &[usize]) -
 /// 1. Grow: walk `q.running` from oldest (first) to youngest (last). Each sequence needs
 ///    ⌈tokens / block_size⌉ blocks in its table; take missing ones from the top of `q.free`. When
 ///    the pool is dry, preempt the *youngest* running sequence — possibly the one being grown:
-///    remove it from `running`, push its blocks back onto `q.free` in table order, empty its table,
-///    put it at the *front* of `q.waiting` (it keeps its tokens and is recomputed later) — and try
-///    again.
+///    remove it from `running`, push its blocks back onto `q.free` tail first (its last block
+///    first, as chapter 5 gives them back), empty its table, put it at the *front* of `q.waiting`
+///    (it keeps its tokens and is recomputed later) — and try again.
 /// 2. Admit, only if nobody was preempted in this step: while the front of `q.waiting` needs no
 ///    more blocks than are free, less `q.watermark` blocks kept back when anyone is running, give
 ///    it its blocks and append it to `running`. First come, first served: nobody overtakes the

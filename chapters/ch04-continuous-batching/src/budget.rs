@@ -10,7 +10,8 @@ pub fn slots_for_budget(config: &LlamaConfig, max_len: usize, budget_bytes: u64)
     if max_len == 0 {
         return Err(ModelError::InvalidSettings("max_len must be at least 1".into()));
     }
-    let slot_bytes = max_len as u64 * kv_bytes_per_token(config, DType::F32);
+    // A slot too large for u64 fits in no budget (saturating, not wrapping to a small number).
+    let slot_bytes = (max_len as u64).saturating_mul(kv_bytes_per_token(config, DType::F32)).max(1);
     if budget_bytes < slot_bytes {
         return Err(ModelError::InvalidSettings(format!(
             "KV budget of {budget_bytes} bytes is smaller than one request's slot: {max_len} tokens × {} bytes/token = {slot_bytes} bytes",
@@ -34,6 +35,9 @@ mod tests {
         let e = slots_for_budget(&c, 100, slot - 1).unwrap_err().to_string();
         assert!(e.contains("smaller than one request's slot"), "{e}");
         assert!(slots_for_budget(&c, 0, slot).is_err());
+        // 2^44 tokens of ~1 MiB each overflow u64: no slot fits (this wrapped to 1024 slots once).
+        let big = LlamaConfig::named("llama-7b").unwrap();
+        assert!(slots_for_budget(&big, (1 << 44) + 1, 1 << 30).is_err());
     }
 
     #[test]

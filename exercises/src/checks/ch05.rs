@@ -112,7 +112,7 @@ pub fn ch05_schedule_blocks() {
     assert_eq!(ids(&q.running), vec![0]);
     assert_eq!(q.running[0].table, vec![0, 1]);
     assert_eq!(q.waiting.front(), Some(&seq(1, 5, &[])), "the preempted sequence waits at the front, keeping its tokens");
-    assert_eq!(q.free, vec![2, 3], "its blocks go back in table order");
+    assert_eq!(q.free, vec![3, 2], "its blocks go back tail first (the last block first)");
 
     // The oldest grows at the expense of the younger ones, youngest first.
     let mut q = BlockQueue::new(0, 2, 0);

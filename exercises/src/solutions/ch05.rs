@@ -63,7 +63,7 @@ pub fn schedule_blocks(q: &mut BlockQueue) -> Result<BlockStep> {
         }
         // Out of blocks: preempt the youngest (maybe this one) and retry.
         let Some(mut victim) = q.running.pop() else { break };
-        q.free.append(&mut victim.table);
+        q.free.extend(victim.table.drain(..).rev()); // tail first, as the chapter's allocator
         step.preempted.push(victim.id);
         q.waiting.push_front(victim);
     }
