@@ -1,6 +1,7 @@
 //! One prompt in, text out, on any engine: what `kvserve generate` and the chapters' examples run.
 
-use crate::serving::{Engine, Request, RunOptions, RunOutput};
+use crate::engine::Engine;
+use crate::serving::{Request, RunOptions, RunOutput};
 use ch00_model::{load_model, LoadedModel, Result, SamplingParams};
 
 /// Generates `n` samples from one prompt with `engine` on `loaded`: returns prompt + completion

@@ -2,8 +2,9 @@
 //! chapters' schedulers: what a request is, what a sequence in flight holds, how an engine is
 //! driven step by step, and what a run reports.
 //!
-//! - [`serving`]: requests, their outputs, the `Engine` trait, run options and statistics, and
-//!   `Sequence`, the per-sample bookkeeping (tokens, sampler, timings).
+//! - [`serving`]: requests, their outputs, run options and statistics, and `Sequence`, the
+//!   per-sample bookkeeping (tokens, sampler, timings).
+//! - [`engine`](mod@engine): the `Engine` trait every stage implements.
 //! - [`table`]: `SeqId` and the `SeqTable`, the one owner of every sequence in flight.
 //! - [`stepwise`]: the `StepEngine` trait a server drives and what one step reports.
 //! - [`recorder`]: run statistics and traces, observed from the steps.
@@ -13,6 +14,7 @@
 //! - [`generate`]: one prompt in, text out, on any engine (the CLI and the examples).
 
 pub mod drive;
+pub mod engine;
 pub mod generate;
 pub mod recorder;
 pub mod serving;
@@ -21,8 +23,9 @@ pub mod stepwise;
 pub mod table;
 pub mod workload;
 
+pub use engine::Engine;
 pub use serving::{
-    resolve_max_len, sequences, split_samples, validate_request, Clock, Engine, FinishReason, Phase, Request, RequestOutput,
+    resolve_max_len, sequences, split_samples, validate_request, Clock, FinishReason, Phase, Request, RequestOutput,
     RunOptions, RunOutput, RunStats, Sequence, TraceEntry, TraceStep, MAX_SAMPLES,
 };
 pub use step::{run_spans, Span};

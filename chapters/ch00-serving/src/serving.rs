@@ -1,9 +1,8 @@
-//! The serving vocabulary every engine shares: requests, their outputs, the `Engine` trait and
-//! run-level statistics, plus `Sequence`, the per-request bookkeeping every engine reuses.
+//! The serving vocabulary every engine shares: requests, their outputs and run-level statistics,
+//! plus `Sequence`, the per-request bookkeeping every engine reuses.
 
 use ch00_model::LlamaConfig;
 use ch00_model::{ModelError, Result};
-use ch00_model::Model;
 use ch00_model::{SamplingParams, Sampler};
 use std::time::Instant;
 
@@ -168,19 +167,6 @@ pub struct RunOptions {
     pub trace: bool,
 }
 
-// ANCHOR: engine
-/// A serving engine: takes a workload, returns every request's tokens and timings.
-pub trait Engine {
-    fn name(&self) -> &'static str;
-    fn run(&mut self, model: &Model, requests: &[Request], opts: &RunOptions) -> Result<RunOutput>;
-    /// This engine with these settings, driven step by step over `model` (what a server runs).
-    /// Engines that only run whole workloads answer with an error.
-    fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn crate::stepwise::StepEngine + 'm>> {
-        let _ = model;
-        Err(ModelError::InvalidSettings(format!("{} cannot be driven step by step (no server for it)", self.name())))
-    }
-}
-// ANCHOR_END: engine
 
 /// Wall-clock time since the start of a run, in seconds.
 #[derive(Debug, Clone, Copy)]

@@ -10,12 +10,10 @@
 //! Every block is in exactly one of three states: **free** (on the stack, no owner, no name),
 //! **in use** (one or more owners, maybe a name) or **parked** (no owner, a name, in the LRU).
 
+use crate::block_table::BlockId;
 use crate::lru::Lru;
 use crate::prefix::{PrefixCache, PrefixCacheStats};
 use ch00_model::{ModelError, Result};
-
-/// Index of one physical KV block in the pool.
-pub type BlockId = usize;
 
 // ANCHOR: allocator
 /// A fixed pool of `num_blocks` blocks. Free blocks sit on a stack, so allocate and free are a

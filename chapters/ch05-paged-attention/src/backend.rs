@@ -1,7 +1,7 @@
 //! The paged attention backend: write the step's K/V through the block table ("reshape and
 //! cache"), then attend by walking the block table.
 
-use crate::allocator::BlockId;
+use crate::block_table::BlockId;
 use crate::block_table::locate;
 use crate::kv_pool::PagedKvPool;
 use ch00_model::{attend_one, AttentionBackend, ModelError, Result, StepMeta, StepQkv};

@@ -1,7 +1,8 @@
 //! Block tables: a sequence's logical token positions mapped onto physical blocks, the way a page
 //! table maps virtual addresses onto physical pages.
 
-use crate::allocator::BlockId;
+/// Index of one physical KV block in the pool (a block table is a list of them).
+pub type BlockId = usize;
 
 /// Blocks needed to hold `tokens` tokens: the last block may be partly empty, every other is full.
 pub fn blocks_for(tokens: usize, block_size: usize) -> usize {

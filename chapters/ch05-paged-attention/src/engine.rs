@@ -3,7 +3,7 @@
 //! decodes); the model runs once over all of them, writing and reading K/V through block tables.
 //! The loop itself is [`crate::runner::run_paged`]; this file sizes the pool and runs the CPU model.
 
-use crate::allocator::BlockId;
+use crate::block_table::BlockId;
 use crate::backend::PagedBackend;
 use crate::kv_pool::PagedKvPool;
 use crate::runner::{run_paged, PagedCore, PagedRunner};

@@ -1,7 +1,7 @@
 //! The paged KV store: one big pre-allocated pool of blocks, each holding `block_size` tokens'
 //! K and V for every layer. Which block belongs to which sequence is the block tables' business.
 
-use crate::allocator::BlockId;
+use crate::block_table::BlockId;
 use ch00_model::{LlamaConfig, ModelError, Result};
 
 // ANCHOR: pool

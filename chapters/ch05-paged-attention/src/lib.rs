@@ -24,9 +24,9 @@ pub mod scheduler;
 pub use accounting::{simulate_blocks, simulate_slots, MemSeries, MemStep};
 /// Chapter 4's scheduler limits, which [`simulate_slots`] takes.
 pub use ch04_continuous_batching::SchedulerConfig as SlotConfig;
-pub use allocator::{BlockAllocator, BlockId};
+pub use allocator::BlockAllocator;
 pub use backend::PagedBackend;
-pub use block_table::{blocks_for, locate};
+pub use block_table::{blocks_for, locate, BlockId};
 pub use engine::{blocks_for_budget, CpuRunner, KvBudget, PagedEngine};
 pub use runner::{run_paged, PagedCore, PagedRunner};
 pub use kv_pool::PagedKvPool;

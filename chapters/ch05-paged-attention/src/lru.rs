@@ -1,7 +1,7 @@
 //! The evictable list of the prefix cache: blocks no sequence holds any more but whose K/V is kept
 //! (and still findable by name) until the pool needs the memory, least recently used out first.
 
-use crate::allocator::BlockId;
+use crate::block_table::BlockId;
 use std::collections::{BTreeMap, HashMap};
 
 // ANCHOR: lru

@@ -3,7 +3,7 @@
 //! The allocator owns the index: it keeps a block's name while the block is in use or parked in
 //! its LRU list, and drops the name when it evicts the block.
 
-use crate::allocator::BlockId;
+use crate::block_table::BlockId;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 

@@ -3,7 +3,7 @@
 //! over [`crate::PagedKvPool`], chapter 6's is the GPU. The loop, the block scheduler and the
 //! sequence table are this one implementation for both.
 
-use crate::allocator::BlockId;
+use crate::block_table::BlockId;
 use crate::scheduler::{BlockScheduler, SchedulerConfig, SchedulerStats, Work};
 use ch00_model::{kv_bytes_per_token, DType, LlamaConfig, ModelError, Result};
 use ch00_serving::{

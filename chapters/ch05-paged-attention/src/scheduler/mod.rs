@@ -15,7 +15,8 @@ mod tests;
 
 pub use stats::SchedulerStats;
 
-use crate::allocator::{BlockAllocator, BlockId};
+use crate::allocator::BlockAllocator;
+use crate::block_table::BlockId;
 use crate::block_table::blocks_for;
 use crate::prefix::{block_hash, PrefixCacheStats};
 use ch00_model::{ModelError, Result};

@@ -3,7 +3,7 @@
 //! (copy-on-write).
 
 use super::{stuck, BlockScheduler, SeqId};
-use crate::allocator::BlockId;
+use crate::block_table::BlockId;
 use ch00_model::Result;
 
 impl BlockScheduler {

@@ -2,7 +2,7 @@
 //! sequence), and the KV tokens the pool holds right now.
 
 use super::BlockScheduler;
-use crate::allocator::BlockId;
+use crate::block_table::BlockId;
 use std::collections::HashMap;
 
 /// Counters for the whole run.
