@@ -1,5 +1,6 @@
 //! `kvserve`: the tour (no arguments), `generate`, `memory`, `bench` and `trace`.
 
+mod chunked_cmd;
 mod machine;
 mod memory_cmd;
 mod report;
@@ -49,6 +50,9 @@ enum Command {
     /// slope, latency under load, malformed bodies, disconnects, slow readers, overload, SIGTERM
     /// and an injected engine fault, as a table.
     Soak(soak_cmd::SoakArgs),
+    /// Chunked prefill on a mixed workload (long prompts among running decodes): ITL, TTFT and
+    /// throughput with and without chunking, over a sweep of token budgets.
+    BenchChunked(chunked_cmd::ChunkedArgs),
 }
 
 #[derive(clap::Args)]
@@ -110,6 +114,7 @@ fn main() -> Result<()> {
         Some(Command::Loadgen(args)) => serve_cmd::loadgen_cmd(&args),
         Some(Command::ServeBench(args)) => serve_cmd::serve_bench_cmd(&args),
         Some(Command::Soak(args)) => soak_cmd::run(&args),
+        Some(Command::BenchChunked(args)) => chunked_cmd::run(&args),
     }
 }
 

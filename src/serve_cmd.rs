@@ -34,12 +34,28 @@ pub struct EngineLimits {
     /// ch05, ch06: turn prefix caching off (it is on by default, as in vLLM V1).
     #[arg(long)]
     no_prefix_caching: bool,
+    /// ch05, ch06: chunked prefill — prompts fill what the step's token budget leaves after the
+    /// decodes, in chunks (off by default here; see the book's chunked-prefill section).
+    #[arg(long)]
+    chunked_prefill: bool,
+    /// ch05, ch06: the step's token budget (default `max(max_len, 2048)`, chapter 4's rule).
+    #[arg(long)]
+    max_num_batched_tokens: Option<usize>,
 }
 
 impl Default for EngineLimits {
     /// The command line's defaults (what `kvserve serve` runs with no limit flags).
     fn default() -> Self {
-        EngineLimits { max_len: None, slots: 8, kv_blocks: None, block_size: 16, max_running: None, no_prefix_caching: false }
+        EngineLimits {
+            max_len: None,
+            slots: 8,
+            kv_blocks: None,
+            block_size: 16,
+            max_running: None,
+            no_prefix_caching: false,
+            chunked_prefill: false,
+            max_num_batched_tokens: None,
+        }
     }
 }
 
@@ -76,6 +92,8 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
                 max_len: l.max_len,
                 max_running: l.max_running,
                 prefix_sharing: !l.no_prefix_caching,
+                chunked_prefill: l.chunked_prefill,
+                max_tokens_per_step: l.max_num_batched_tokens,
                 ..Default::default()
             };
             Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
@@ -86,6 +104,8 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
                 max_len: l.max_len,
                 max_running: l.max_running,
                 prefix_sharing: !l.no_prefix_caching,
+                chunked_prefill: l.chunked_prefill,
+                max_tokens_per_step: l.max_num_batched_tokens,
                 ..Default::default()
             };
             // The pool fills the card unless --kv-blocks says how many blocks.

@@ -304,13 +304,16 @@ mod any_workload {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
         /// Any small workload, any block size, any pool that fits the largest request, prefix
-        /// sharing on or off: every request gets exactly the tokens it gets alone (chapter 2).
+        /// sharing on or off, chunked prefill on or off with any token budget (so chunk edges
+        /// fall mid-block, on a block edge, or one token from the end): every request gets
+        /// exactly the tokens it gets alone (chapter 2).
         #[test]
         fn paged_tokens_equal_one_at_a_time_tokens(
             reqs in proptest::collection::vec((proptest::collection::vec(3u32..6, 1..14), 1usize..10), 1..6),
             block_size in 1usize..6,
             extra in 0usize..6,
             share: bool,
+            chunk_budget in proptest::option::of(1usize..12),
         ) {
             let model = tiny();
             let requests: Vec<Request> = reqs
@@ -326,7 +329,8 @@ mod any_workload {
                 watermark_blocks: Some(0),
                 prefix_sharing: share,
                 max_running: Some(usize::MAX),
-                max_tokens_per_step: None,
+                max_tokens_per_step: chunk_budget,
+                chunked_prefill: chunk_budget.is_some(),
                 last_run: None,
             };
             let want = KvCacheEngine { max_len: Some(64) }.run(&model, &requests, &RunOptions::default()).unwrap();

@@ -7,6 +7,7 @@
 //! - [`shape`]: a named model shape, resolved once, and a dtype's label.
 //! - [`units`] (private): byte units as the tables print them.
 //! - [`capacity`]: chapter 5's capacity experiment — `spec`, `run`, `result`, `markdown`, `figure`.
+//! - [`chunked`]: chunked prefill on a mixed workload, and the token-budget sweep.
 //! - [`sampling`]: parallel sampling with copy-on-write — `run`, `result`, `markdown`.
 //! - [`interview`]: the cheat sheet's and the mock interview's tables — `inputs`, `sizing`, `markdown`.
 //! - [`bench`]: `kvserve bench`'s stage rows (`rows`) and their Markdown tables (`tables`).
@@ -15,6 +16,7 @@
 
 pub mod bench;
 pub mod capacity;
+pub mod chunked;
 pub mod figures;
 pub mod interview;
 pub mod memory;

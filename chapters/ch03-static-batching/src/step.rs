@@ -66,7 +66,7 @@ pub fn run_step(
             Some(_) => 1,
             None => seqs.get(r.seq)?.tokens.len() - start,
         };
-        spans.push(Span { seq: r.seq, slot: r.slot, start, padding });
+        spans.push(Span { seq: r.seq, slot: r.slot, start, len: fed, padding });
         entries.push(TraceEntry { slot: r.slot, request: r.request, phase: r.phase(), tokens: fed });
     }
     // One pass over every row: the weights are read once for the whole batch.

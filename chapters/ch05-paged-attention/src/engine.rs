@@ -60,8 +60,12 @@ pub struct PagedEngine {
     /// per `max_len`-token slot the pool's bytes would make (at least 1). Lift it to let the pool
     /// alone decide how many run, as the capacity experiment does.
     pub max_running: Option<usize>,
-    /// Most tokens per step; `None` means chapter 4's default, `max(max_len, 2048)`.
+    /// Most tokens per step (vLLM's `max_num_batched_tokens`); `None` means chapter 4's default,
+    /// `max(max_len, 2048)`.
     pub max_tokens_per_step: Option<usize>,
+    /// Chunked prefill: prompts fill what the step's token budget leaves after the decodes, in
+    /// chunks (see `SchedulerConfig::chunked_prefill`).
+    pub chunked_prefill: bool,
     /// The block scheduler's counters of the last run (filled by [`Engine::run`]).
     pub last_run: Option<SchedulerStats>,
 }
@@ -77,6 +81,7 @@ impl Default for PagedEngine {
             prefix_sharing: true,
             max_running: None,
             max_tokens_per_step: None,
+            chunked_prefill: false,
             last_run: None,
         }
     }
@@ -115,6 +120,7 @@ impl PagedEngine {
             prefix_sharing: self.prefix_sharing,
             max_running: self.max_running.unwrap_or(slots_of_memory),
             max_tokens_per_step: self.max_tokens_per_step.unwrap_or(default_max_tokens_per_step(max_len)),
+            chunked_prefill: self.chunked_prefill,
             ..SchedulerConfig::new(num_blocks, bs)
         }
         // ANCHOR_END: limits

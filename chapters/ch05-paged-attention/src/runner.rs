@@ -8,7 +8,7 @@ use crate::scheduler::{BlockScheduler, SchedulerConfig, SchedulerStats, Work};
 use ch00_model::{kv_bytes_per_token, DType, LlamaConfig, ModelError, Result};
 use ch00_serving::{
     drive, Clock, EngineLoad, NewToken, Phase, Request, RunOptions, RunOutput, SeqTable, Span, StepEngine, StepOutput,
-    StepRecord, TraceEntry,
+    StepRecord, TokenSource, TraceEntry,
 };
 
 // ANCHOR: runner
@@ -152,13 +152,15 @@ impl<R: PagedRunner> StepEngine for PagedCore<R> {
         }
         let tables = plan.work.iter().map(|w| self.sched.table(w.seq).to_vec()).collect();
         let spans = spans_of(&self.seqs, &plan.work)?;
+        let picks: Vec<bool> = spans.iter().map(|s| s.start + s.len == self.seqs.tokens(s.seq).len()).collect();
         if !plan.copies.is_empty() {
             self.runner.copy_blocks(&plan.copies)?; // before anyone writes into the copied blocks
         }
         self.runner.step(&mut self.seqs, &spans, tables, &self.clock, &self.opts)?;
         out.ran = Some(self.record(&plan.work)?);
-        // Finished sequences give their blocks back now and leave the table.
-        for w in &plan.work {
+        // Finished sequences give their blocks back now and leave the table. A chunk from the
+        // middle of a prompt produced no token.
+        for (w, _) in plan.work.iter().zip(picks).filter(|&(_, picks)| picks) {
             let seq = self.seqs.get(w.seq)?;
             out.tokens.push(NewToken { id: seq.id, sample: seq.sample, token: seq.tokens[seq.tokens.len() - 1] });
             if seq.is_finished() {
@@ -228,15 +230,15 @@ impl<R: PagedRunner> PagedCore<R> {
 }
 
 // ANCHOR: spans
-/// The step's spans: work item i feeds its sequence from `start` and uses block table i.
+/// The step's spans: work item i feeds `len` tokens of its sequence from `start` and uses block
+/// table i. A chunk that stops short of the sequence's end (chunked prefill) picks no token.
 fn spans_of(seqs: &SeqTable, work: &[Work]) -> Result<Vec<Span>> {
     let mut spans = Vec::with_capacity(work.len());
     for (i, w) in work.iter().enumerate() {
-        // The scheduler always schedules a sequence up to its newest token.
-        if w.start + w.len != seqs.get(w.seq)?.tokens.len() {
-            return Err(ModelError::InvalidBatch(format!("work for {} stops short of its end", w.seq)));
+        if w.start + w.len > seqs.get(w.seq)?.tokens.len() {
+            return Err(ModelError::InvalidBatch(format!("work for {} runs past its end", w.seq)));
         }
-        spans.push(Span { seq: w.seq, slot: i, start: w.start, padding: None });
+        spans.push(Span { seq: w.seq, slot: i, start: w.start, len: w.len, padding: None });
     }
     Ok(spans)
 }

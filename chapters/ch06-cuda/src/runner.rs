@@ -7,7 +7,7 @@ use crate::float::GpuFloat;
 use crate::model::{Capacity, GpuModel, KvCache, PassAttention};
 use crate::prefill::seq_starts;
 use ch00_model::{DType, LlamaConfig, ModelError, Result};
-use ch00_serving::{Clock, RunOptions, SeqTable, Span};
+use ch00_serving::{Clock, RunOptions, SeqTable, Span, TokenSource};
 use ch05_paged_attention::{BlockId, PagedRunner};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
@@ -253,11 +253,13 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         let mut toks = Vec::new();
         for (i, s) in spans.iter().enumerate() {
             let seq = seqs.get(s.seq)?;
-            let len = seq.tokens.len();
-            if s.start >= len || s.slot != i || s.padding.is_some() {
+            let (end, len) = (s.start + s.len, seq.tokens.len());
+            if s.len == 0 || end > len || s.slot != i || s.padding.is_some() {
                 return Err(ModelError::InvalidBatch(format!("span {i} of {} feeds nothing", s.seq)));
             }
-            toks.extend((s.start..len).map(|p| Tok { token: seq.tokens[p], pos: p, span: i, last: p + 1 == len }));
+            // Only a span that reaches the sequence's end picks a token (a chunk from the middle
+            // of a prompt, chunked prefill, only writes its K/V).
+            toks.extend((s.start..end).map(|p| Tok { token: seq.tokens[p], pos: p, span: i, last: p + 1 == len }));
         }
         let tables: Vec<&[BlockId]> = tables.iter().map(|t| t.as_slice()).collect();
         if tables.len() != spans.len() {
@@ -266,8 +268,8 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         let mut chosen = vec![None; spans.len()];
         let graph_size = self.graph_sizes.iter().copied().find(|&b| b >= toks.len());
         match graph_size {
-            // A decode step (one token per sequence) that a captured graph can take.
-            Some(size) if toks.len() == spans.len() => {
+            // A decode step (one token per sequence, each picking its next) that a captured graph can take.
+            Some(size) if toks.len() == spans.len() && toks.iter().all(|t| t.last) => {
                 self.decode_with_graph(&toks, &tables, size)?;
                 self.stats.passes += 1;
                 let all: Vec<usize> = (0..spans.len()).collect();
@@ -280,7 +282,8 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
             }
         }
         let now = clock.now_s();
-        for (i, s) in spans.iter().enumerate() {
+        let picks: Vec<bool> = spans.iter().map(|s| s.start + s.len == seqs.tokens(s.seq).len()).collect();
+        for (i, s) in spans.iter().enumerate().filter(|&(i, _)| picks[i]) {
             match chosen[i].take() {
                 Some((_, Some(logits))) => {
                     seqs.get_mut(s.seq)?.accept(&logits, now, opts);

@@ -92,7 +92,7 @@ fn f32_gives_ch05_tokens_exactly() {
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
-fn chunked_passes_and_few_rows_give_the_same_tokens() {
+fn multi_pass_steps_and_few_rows_give_the_same_tokens() {
     let _gpu = one_at_a_time();
     let model = random_gqa();
     let reqs = requests(model.config.vocab_size, 10);
@@ -100,8 +100,27 @@ fn chunked_passes_and_few_rows_give_the_same_tokens() {
     // 64 tokens per pass: the 300-token prompt runs as 5 passes; 3 rows per pass.
     let mut e = CudaEngine { max_tokens_per_pass: 64, max_rows: 3, ..gpu_engine(DType::F32) };
     let got = e.run(&model, &reqs, &RunOptions::default()).unwrap();
-    assert_same_tokens("chunked", &want, &got);
+    assert_same_tokens("multi-pass steps", &want, &got);
     assert!(e.last_setup.unwrap().stats.passes > got.stats.steps, "steps should be split into passes");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn chunked_prefill_gives_the_unchunked_tokens() {
+    let _gpu = one_at_a_time();
+    let model = random_gqa();
+    let reqs = requests(model.config.vocab_size, 12);
+    let want = cpu(&model, &reqs, &RunOptions::default());
+    // Token budgets that cut the prompts anywhere: mid-block, on a block edge, a token from the
+    // end; a chunk from the middle of a prompt runs on the prefill kernel and picks no token.
+    for budget in [5, 16, 37, 100] {
+        let paged =
+            PagedEngine { max_len: Some(512), chunked_prefill: true, max_tokens_per_step: Some(budget), ..Default::default() };
+        let mut e = CudaEngine { paged, ..gpu_engine(DType::F32) };
+        let got = e.run(&model, &reqs, &RunOptions::default()).unwrap();
+        assert_same_tokens(&format!("chunked prefill, budget {budget}"), &want, &got);
+        println!("chunked prefill, budget {budget}: same tokens in {} steps", got.stats.steps);
+    }
 }
 
 #[test]

@@ -38,8 +38,20 @@ pub struct SchedulerConfig {
     /// Most sequences running at once (chapter 4's `max_running`, vLLM's `max_num_seqs`).
     pub max_running: usize,
     /// Most tokens one step may compute: each decode costs 1, each admission or recompute its
-    /// uncached tokens (chapter 4's `max_tokens_per_step`, vLLM's `max_num_batched_tokens`).
+    /// uncached tokens, or with chunked prefill the chunk it gets (chapter 4's
+    /// `max_tokens_per_step`, vLLM's `max_num_batched_tokens`).
     pub max_tokens_per_step: usize,
+    /// Chunked prefill: the running decodes take the step's budget first, and prompts (and
+    /// preempted sequences' recomputes) fill what is left in chunks, one prompt spanning several
+    /// steps, so no decode waits for a whole long prompt (vLLM V1's scheduler).
+    pub chunked_prefill: bool,
+    /// With chunked prefill: most sequences partly prefilled at once (vLLM's
+    /// `max_num_partial_prefills`).
+    pub max_partial_prefills: usize,
+    /// With chunked prefill: most tokens one sequence's chunk may take in a step, so one long
+    /// prompt cannot take the whole budget from the prompts behind it (vLLM's
+    /// `long_prefill_token_threshold`).
+    pub max_chunk_tokens: usize,
 }
 // ANCHOR_END: config
 
@@ -54,6 +66,9 @@ impl SchedulerConfig {
             prefix_sharing: false,
             max_running: usize::MAX,
             max_tokens_per_step: usize::MAX,
+            chunked_prefill: false,
+            max_partial_prefills: 1,
+            max_chunk_tokens: usize::MAX,
         }
     }
 }
@@ -93,6 +108,9 @@ struct SeqBlocks {
     hashed: usize,
     last_hash: u64,
     arrival_s: f64,
+    /// Admitted (or readmitted) and its prompt not yet all computed: its first token is still to
+    /// be sampled.
+    prefilling: bool,
 }
 // ANCHOR_END: seq_blocks
 
@@ -118,6 +136,9 @@ impl BlockScheduler {
         }
         if cfg.max_running == 0 || cfg.max_tokens_per_step == 0 {
             return Err(ModelError::InvalidSettings("max_running and max_tokens_per_step must be at least 1".into()));
+        }
+        if cfg.chunked_prefill && (cfg.max_partial_prefills == 0 || cfg.max_chunk_tokens == 0) {
+            return Err(ModelError::InvalidSettings("max_partial_prefills and max_chunk_tokens must be at least 1".into()));
         }
         Ok(BlockScheduler {
             cfg,
@@ -148,10 +169,13 @@ impl BlockScheduler {
             let (bs, pool) = (self.cfg.block_size, self.cfg.num_blocks);
             return bad(format!("a request of up to {most} tokens and {n} samples needs {need} blocks of {bs}; the KV pool has {pool}"));
         }
-        // A preempted sequence is recomputed in one step, so the whole of it must fit one; the
-        // samples are admitted in one step, with one extra token each (see `admit`).
+        // Without chunked prefill a preempted sequence is recomputed in one step, so the whole of
+        // it must fit one; the samples of a prompt are admitted in one step, with one extra token
+        // each (see `admit`), chunked prefill or not.
         let step = self.cfg.max_tokens_per_step;
-        if most > step || prompt_len + n.saturating_sub(1) > step || n == 0 || n > self.cfg.max_running {
+        let recompute = if self.cfg.chunked_prefill { 0 } else { most };
+        let together = if n > 1 { prompt_len + n - 1 } else { 0 };
+        if recompute > step || together > step || n == 0 || n > self.cfg.max_running {
             return bad(format!(
                 "a request of up to {most} tokens and {n} samples does not fit max_tokens_per_step {step} and max_running {}",
                 self.cfg.max_running
@@ -183,10 +207,13 @@ impl BlockScheduler {
             let s = self.running[i];
             self.name_full_blocks(s, seqs.tokens(s));
         }
+        // What each running sequence computes this step (its newest token, or a chunk).
+        let mut want = self.shares(seqs);
         let mut i = 0;
         while i < self.running.len() {
             let s = self.running[i];
-            if self.copy_on_write(s, &mut plan.copies)? && self.grow(s, seqs.tokens(s).len())? {
+            let upto = self.seqs[&s].computed + want[&s];
+            if want[&s] == 0 || (self.copy_on_write(s, &mut plan.copies)? && self.grow(s, upto)?) {
                 i += 1;
                 continue;
             }
@@ -195,37 +222,65 @@ impl BlockScheduler {
             let table = &self.seqs[&victim].table;
             plan.copies.retain(|(_, dst)| !table.contains(dst)); // its copies are moot now
             self.preempt(victim)?;
+            want.remove(&victim);
             plan.preempted.push(victim);
         }
-        // The step's token budget, less one decode token (or a longer chunk) per running sequence.
-        let uncomputed = |s: &SeqId| seqs.tokens(*s).len() - self.seqs[s].computed;
-        let running_tokens: usize = self.running.iter().map(uncomputed).sum();
-        let mut budget = self.cfg.max_tokens_per_step.saturating_sub(running_tokens);
-        let mut admitted = Vec::new();
+        // The step's token budget, less what the running sequences take.
+        let mut budget = self.cfg.max_tokens_per_step.saturating_sub(want.values().sum());
+        let mut partial = self.running.iter().filter(|s| self.seqs[s].computed + want[s] < seqs.tokens(**s).len()).count();
         while plan.preempted.is_empty() {
             let Some(group) = self.waiting.front().cloned() else { break };
             let ready = self.seqs[&group[0]].arrival_s <= now_s;
             let room = self.running.len() + group.len() <= self.cfg.max_running;
-            let Some(tokens) = (ready && room).then(|| self.admit(&group, seqs.tokens(group[0]), budget)).flatten() else {
+            let admitted = (ready && room).then(|| self.admit(&group, seqs.tokens(group[0]), budget, partial)).flatten();
+            let Some(chunk) = admitted else {
                 break; // first come, first served: nobody overtakes the head of the queue
             };
-            budget -= tokens;
+            budget -= chunk + group.len() - 1;
+            partial += usize::from(self.seqs[&group[0]].computed + chunk < seqs.tokens(group[0]).len());
+            want.insert(group[0], chunk);
+            for &s in &group[1..] {
+                want.insert(s, 1); // each other sample computes the prompt's last token again
+            }
             self.waiting.pop_front();
             self.running.extend(&group);
-            admitted.extend(group);
         }
         for &s in &self.running {
             let len = seqs.tokens(s).len();
             let seq = self.seqs.get_mut(&s).ok_or_else(|| stuck("a running sequence has no entry"))?;
-            if len > seq.computed {
-                plan.work.push(Work { seq: s, start: seq.computed, len: len - seq.computed, prefill: admitted.contains(&s) });
-                seq.computed = len;
+            let n = want.get(&s).copied().unwrap_or(0);
+            if n > 0 {
+                plan.work.push(Work { seq: s, start: seq.computed, len: n, prefill: seq.prefilling });
+                seq.computed += n;
+                seq.prefilling &= seq.computed < len;
             }
         }
         self.stats.cow_copies += plan.copies.len();
         self.record();
         Ok(plan)
     }
+
+    // ANCHOR: shares
+    /// How many tokens each running sequence computes this step. Without chunked prefill, all it
+    /// has not computed (its newest token). With it, the decodes first, one token each, then the
+    /// partly prefilled sequences, oldest first, a chunk each of what the budget has left.
+    fn shares(&self, seqs: &dyn TokenSource) -> BTreeMap<SeqId, usize> {
+        let uncomputed = |s: SeqId| seqs.tokens(s).len().saturating_sub(self.seqs[&s].computed);
+        if !self.cfg.chunked_prefill {
+            return self.running.iter().map(|&s| (s, uncomputed(s))).collect();
+        }
+        let mut budget = self.cfg.max_tokens_per_step;
+        let mut want = BTreeMap::new();
+        for prefills in [false, true] {
+            for &s in self.running.iter().filter(|s| self.seqs[s].prefilling == prefills) {
+                let n = uncomputed(s).min(budget).min(if prefills { self.cfg.max_chunk_tokens } else { 1 });
+                budget -= n;
+                want.insert(s, n);
+            }
+        }
+        want
+    }
+    // ANCHOR_END: shares
 
     /// Takes the blocks a running sequence needs for all its `len` tokens; false if the pool ran dry.
     fn grow(&mut self, s: SeqId, len: usize) -> Result<bool> {
@@ -240,10 +295,12 @@ impl BlockScheduler {
     }
 
     /// Admits a group — one sequence, or the `n` samples of one prompt, `tokens` — if the blocks
-    /// of its tokens (less those found in the prefix cache, plus one for each extra sample's
-    /// first token) fit above the watermark and the tokens it must compute fit `budget`. Returns
-    /// those tokens.
-    fn admit(&mut self, group: &[SeqId], tokens: &[u32], budget: usize) -> Option<usize> {
+    /// of the tokens it computes now (less those found in the prefix cache, plus one for each
+    /// extra sample's first token) fit above the watermark and those tokens fit `budget`. Returns
+    /// the first sequence's share: its whole uncached prompt, or with chunked prefill the chunk
+    /// the budget allows (a lone sequence only, and a new partial prefill only while fewer than
+    /// `max_partial_prefills` are under way, `partial`).
+    fn admit(&mut self, group: &[SeqId], tokens: &[u32], budget: usize, partial: usize) -> Option<usize> {
         let bs = self.cfg.block_size;
         let first = group[0];
         let n = tokens.len();
@@ -253,30 +310,38 @@ impl BlockScheduler {
         } else {
             (Vec::new(), 0)
         };
+        let cached = hits.len() * bs;
+        let chunk = match self.cfg.chunked_prefill && group.len() == 1 {
+            true => (n - cached).min(budget).min(self.cfg.max_chunk_tokens),
+            false => n - cached,
+        };
+        if chunk == 0 || (chunk < n - cached && partial >= self.cfg.max_partial_prefills) {
+            return None;
+        }
         // Samples beyond the first will each need a block of their own for their first token (a
         // copy of the shared last block, or a new one): admit them only if those are free too.
-        let need = blocks_for(n, bs) - hits.len() + (group.len() - 1) + self.alloc.parked_among(&hits);
+        let need = blocks_for(cached + chunk, bs) - hits.len() + (group.len() - 1) + self.alloc.parked_among(&hits);
         let reserve = if self.running.is_empty() { 0 } else { self.cfg.watermark_blocks };
-        let compute = n - hits.len() * bs + (group.len() - 1);
-        if self.alloc.num_free() < need + reserve || compute > budget {
+        if self.alloc.num_free() < need + reserve || chunk + group.len() - 1 > budget {
             return None;
         }
         if self.cfg.prefix_sharing {
             // Found by lookup, so in use or parked: cannot fail.
             let _ = self.alloc.take_hits(&hits, bs, n);
             self.stats.prefix_query_tokens += n;
-            self.stats.prefix_hit_tokens += hits.len() * bs;
+            self.stats.prefix_hit_tokens += cached;
         }
         let seq = self.seqs.get_mut(&first)?;
-        seq.computed = hits.len() * bs;
+        seq.computed = cached;
         seq.hashed = hits.len();
         seq.last_hash = last_hash;
         seq.table = hits;
-        if !self.grow(first, n).ok()? {
+        seq.prefilling = true;
+        if !self.grow(first, cached + chunk).ok()? {
             return None; // cannot happen: `need` blocks are free
         }
         self.fork(first, &group[1..], n);
-        Some(compute)
+        Some(chunk)
     }
     // ANCHOR_END: schedule
 
@@ -297,7 +362,7 @@ impl BlockScheduler {
         for b in seq.table.drain(..).rev() {
             self.alloc.release(b)?; // tail first: the LRU evicts a prefix's tail before its head
         }
-        (seq.computed, seq.hashed, seq.last_hash) = (0, 0, 0);
+        (seq.computed, seq.hashed, seq.last_hash, seq.prefilling) = (0, 0, 0, false);
         Ok(())
     }
 

@@ -22,7 +22,7 @@ impl BlockScheduler {
             }
             let Some(seq) = self.seqs.get_mut(s) else { continue };
             (seq.table, seq.hashed, seq.last_hash) = (table.clone(), hashed, last_hash);
-            seq.computed = len - 1;
+            (seq.computed, seq.prefilling) = (len - 1, true);
         }
     }
     // ANCHOR_END: fork

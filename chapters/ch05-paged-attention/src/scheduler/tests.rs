@@ -99,6 +99,8 @@ fn drive(sched: &mut Sim, reqs: &[Req], aborts: &[Option<u8>]) -> std::result::R
     let n_seqs = groups.last().map_or(0, |g| g.end);
     let mut generated = vec![0usize; n_seqs];
     let mut finished = vec![0usize; n_seqs];
+    // Positions of each sequence whose K/V the shadow pool holds (reset by a preemption).
+    let mut written = vec![0usize; n_seqs];
     let mut steps = 0;
     while !sched.is_done() {
         let now = steps as f64;
@@ -119,15 +121,21 @@ fn drive(sched: &mut Sim, reqs: &[Req], aborts: &[Option<u8>]) -> std::result::R
             // Only legitimate when nothing runs and the next request has not arrived yet.
             prop_assert!(sched.running().is_empty() && sched.next_arrival().is_some_and(|t| t > now), "deadlock");
         }
-        check_invariants(sched)?;
         prop_assert!(sched.running().len() <= cfg.max_running);
         prop_assert!(plan.work.iter().map(|w| w.len).sum::<usize>() <= cfg.max_tokens_per_step);
         for &(src, dst) in &plan.copies {
             prop_assert_eq!(sched.ref_count(dst), 1, "a copy's destination belongs to one sequence");
             pool[dst] = pool[src].clone();
         }
+        for &p in &plan.preempted {
+            written[ix(p)] = 0;
+        }
         for w in &plan.work {
             let (table, tokens) = (sched.table(w.seq), sched.tokens(w.seq));
+            // Work goes on where the last left off (a new admission may start past a cached prefix).
+            let at = written[ix(w.seq)];
+            prop_assert!(w.start == at || (w.prefill && w.start > at), "{:?} after {} written", w, at);
+            written[ix(w.seq)] = w.start + w.len;
             if !w.prefill {
                 prop_assert_eq!(sched.ref_count(table[w.start / bs]), 1, "a decode writes into a shared block");
             }
@@ -135,16 +143,20 @@ fn drive(sched: &mut Sim, reqs: &[Req], aborts: &[Option<u8>]) -> std::result::R
                 pool[table[pos / bs]][pos % bs] = Some(tokens[pos]);
             }
         }
+        check_invariants(sched, &written)?;
         for &s in sched.running() {
             let (table, tokens) = (sched.table(s), sched.tokens(s));
-            for (pos, &t) in tokens.iter().enumerate() {
+            for (pos, &t) in tokens.iter().enumerate().take(written[ix(s)]) {
                 prop_assert_eq!(pool[table[pos / bs]][pos % bs], Some(t), "sequence {} position {}", s, pos);
             }
         }
         for w in &plan.work {
             let r = request_of(w.seq);
             prop_assert!(reqs[r].2 as f64 <= now, "admitted before its arrival");
-            prop_assert_eq!(w.start + w.len, sched.tokens(w.seq).len());
+            if w.start + w.len < sched.tokens(w.seq).len() {
+                prop_assert!(cfg.chunked_prefill && w.prefill, "a chunk short of the end without chunked prefill: {:?}", w);
+                continue; // a chunk from the middle of a prompt: no token yet
+            }
             generated[ix(w.seq)] += 1;
             if generated[ix(w.seq)] == reqs[r].1 {
                 sched.finish(w.seq).unwrap();
@@ -161,12 +173,17 @@ fn drive(sched: &mut Sim, reqs: &[Req], aborts: &[Option<u8>]) -> std::result::R
     Ok(steps)
 }
 
-fn check_invariants(sched: &Sim) -> std::result::Result<(), TestCaseError> {
+/// `written[s]`: the positions of sequence `s` whose K/V has been written (all its tokens but the
+/// newest, unless a chunked prefill is under way).
+fn check_invariants(sched: &Sim, written: &[usize]) -> std::result::Result<(), TestCaseError> {
     let cfg = sched.config();
     let mut refs: HashMap<BlockId, u32> = HashMap::new();
     for &s in sched.running() {
         let t = sched.table(s);
-        prop_assert!(t.len() >= blocks_for(sched.tokens(s).len(), cfg.block_size));
+        prop_assert!(t.len() >= blocks_for(written[ix(s)], cfg.block_size));
+        if !cfg.chunked_prefill {
+            prop_assert!(t.len() >= blocks_for(sched.tokens(s).len(), cfg.block_size));
+        }
         for &b in t {
             *refs.entry(b).or_default() += 1;
         }
@@ -303,7 +320,9 @@ fn workload() -> impl Strategy<Value = Vec<Req>> {
 
 proptest! {
     /// Any workload, any arrival order, any number of samples per prompt, any pool that fits
-    /// the largest request, with or without prefix sharing, under any per-step limits: no
+    /// the largest request, with or without prefix sharing, with or without chunked prefill (a
+    /// chunk short of the end never samples: a first token comes after the last chunk), under
+    /// any per-step limits: no
     /// deadlock, every sample finishes exactly once, no step breaks a limit, ref counts match
     /// the tables after every step, copy-on-write keeps every sequence's tokens its own,
     /// clients that go away (aborts, running or waiting) give every block back, and nothing
@@ -318,15 +337,24 @@ proptest! {
         max_running in 3usize..9,
         extra_tokens in 0usize..16,
         aborts in proptest::collection::vec(proptest::option::weighted(0.3, 0u8..30), 12),
+        chunked: bool,
+        max_partial_prefills in 1usize..3,
+        max_chunk_tokens in 1usize..8,
     ) {
         let need = |(p, n, _, k): &Req| blocks_for(p.len() + n, bs).max(blocks_for(p.len(), bs) + k - 1);
         let largest = reqs.iter().map(need).max().unwrap();
         let longest = reqs.iter().map(|(p, n, _, k)| (p.len() + n).max(p.len() + k - 1)).max().unwrap();
+        // Chunked prefill needs a step to hold only a sample group's prompt (it is admitted whole):
+        // budgets far below the longest sequence, so prompts and recomputes span many steps.
+        let groups = reqs.iter().filter(|r| r.3 > 1).map(|(p, _, _, k)| p.len() + k - 1).max().unwrap_or(1);
         let cfg = SchedulerConfig {
             watermark_blocks: wm,
             prefix_sharing: share,
             max_running,
-            max_tokens_per_step: longest + extra_tokens,
+            max_tokens_per_step: if chunked { groups + extra_tokens % 4 } else { longest + extra_tokens },
+            chunked_prefill: chunked,
+            max_partial_prefills,
+            max_chunk_tokens,
             ..SchedulerConfig::new(largest + extra, bs)
         };
         let mut s = Sim::new(cfg).unwrap();

@@ -1,0 +1,41 @@
+//! `kvserve bench-chunked`: chunked prefill on a mixed workload, with and without chunking and
+//! over a sweep of token budgets (issue 18's measurement; the book's table).
+
+use crate::machine::machine;
+use anyhow::Result;
+use bookgen::chunked::{run as run_mixed, to_markdown, MixedSpec};
+use kvserve::ch00_model::load_model;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ChunkedArgs {
+    /// Named random model (the bench model's context is 1024 tokens).
+    #[arg(long, default_value = "bench")]
+    config: String,
+    /// Token budgets (`max_num_batched_tokens`) of the chunked runs.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
+    budgets: Vec<usize>,
+    /// Also write the table as Markdown here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: &ChunkedArgs) -> Result<()> {
+    let machine = machine();
+    let loaded = load_model(None, Some(&args.config))?;
+    let spec = MixedSpec::book();
+    let report = run_mixed(&loaded.model, &spec, &args.budgets)?;
+    let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    let md = to_markdown(&report, &machine, &command);
+    println!("{md}");
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &md)?;
+    }
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
