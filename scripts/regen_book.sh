@@ -22,6 +22,8 @@ quiet "$T/release/kvserve" trace --out "$F"
 # Block tables of chapter 5, from the real scheduler.
 quiet "$T/release/examples/block_tables" > "$G/block-tables.txt"
 quiet "$T/release/examples/parallel_sampling" > "$G/parallel-sampling.txt"
+# Chapter 5's chunked prefill on a mixed workload, and the token-budget sweep.
+quiet "$T/release/kvserve" bench-chunked --budgets 64,128,256,512,1024 --markdown "$G/chunked-prefill.md" --json "$G/chunked-prefill.json"
 # Appendix A, and the interview pages' computed tables (they use chapter 5's accounting run).
 { echo '```text'; echo '$ kvserve memory'; "$T/release/kvserve" memory; echo '```'; } > "$G/memory-7b.md"
 quiet "$T/release/examples/interview" --markdown "$G"

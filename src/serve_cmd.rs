@@ -18,29 +18,29 @@ use std::time::Duration;
 pub struct EngineLimits {
     /// Longest prompt + output, in tokens (default: the model's context, capped at 4096).
     #[arg(long)]
-    max_len: Option<usize>,
+    pub(crate) max_len: Option<usize>,
     /// ch03: the batch size; ch04: cache slots; ch05: a pool of the same memory unless --kv-blocks.
     #[arg(long, default_value_t = 8)]
-    slots: usize,
+    pub(crate) slots: usize,
     /// ch05, ch06: KV blocks in the pool (ch06 default: as many as fit the card).
     #[arg(long)]
-    kv_blocks: Option<usize>,
+    pub(crate) kv_blocks: Option<usize>,
     /// ch05, ch06: tokens per block.
     #[arg(long, default_value_t = 16)]
-    block_size: usize,
+    pub(crate) block_size: usize,
     /// ch04, ch05, ch06: most sequences running at once (default: chapter 4's for the memory).
     #[arg(long)]
-    max_running: Option<usize>,
+    pub(crate) max_running: Option<usize>,
     /// ch05, ch06: turn prefix caching off (it is on by default, as in vLLM V1).
     #[arg(long)]
-    no_prefix_caching: bool,
+    pub(crate) no_prefix_caching: bool,
     /// ch05, ch06: chunked prefill — prompts fill what the step's token budget leaves after the
     /// decodes, in chunks (off by default here; see the book's chunked-prefill section).
     #[arg(long)]
-    chunked_prefill: bool,
+    pub(crate) chunked_prefill: bool,
     /// ch05, ch06: the step's token budget (default `max(max_len, 2048)`, chapter 4's rule).
     #[arg(long)]
-    max_num_batched_tokens: Option<usize>,
+    pub(crate) max_num_batched_tokens: Option<usize>,
 }
 
 impl Default for EngineLimits {
