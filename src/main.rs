@@ -1,8 +1,8 @@
 //! `kvserve`: the tour (no arguments), `generate`, `memory`, `bench` and `trace`.
 
-mod chunked_cmd;
 mod machine;
 mod memory_cmd;
+mod prefill_cmd;
 mod report;
 mod serve_cmd;
 mod soak_cmd;
@@ -52,7 +52,10 @@ enum Command {
     Soak(soak_cmd::SoakArgs),
     /// Chunked prefill on a mixed workload (long prompts among running decodes): ITL, TTFT and
     /// throughput with and without chunking, over a sweep of token budgets.
-    BenchChunked(chunked_cmd::ChunkedArgs),
+    BenchChunked(prefill_cmd::ChunkedArgs),
+    /// Multi-turn chats (each turn the whole history plus a new message): the prefix cache's hit
+    /// rate and TTFT by turn, cache on and off.
+    BenchChat(prefill_cmd::ChatArgs),
 }
 
 #[derive(clap::Args)]
@@ -114,7 +117,8 @@ fn main() -> Result<()> {
         Some(Command::Loadgen(args)) => serve_cmd::loadgen_cmd(&args),
         Some(Command::ServeBench(args)) => serve_cmd::serve_bench_cmd(&args),
         Some(Command::Soak(args)) => soak_cmd::run(&args),
-        Some(Command::BenchChunked(args)) => chunked_cmd::run(&args),
+        Some(Command::BenchChunked(args)) => prefill_cmd::run(&args),
+        Some(Command::BenchChat(args)) => prefill_cmd::run_chat(&args),
     }
 }
 

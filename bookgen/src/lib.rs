@@ -7,6 +7,7 @@
 //! - [`shape`]: a named model shape, resolved once, and a dtype's label.
 //! - [`units`] (private): byte units as the tables print them.
 //! - [`capacity`]: chapter 5's capacity experiment — `spec`, `run`, `result`, `markdown`, `figure`.
+//! - [`chat`]: the prefix cache across the turns of multi-turn chats, on and off.
 //! - [`chunked`]: chunked prefill on a mixed workload, and the token-budget sweep.
 //! - [`sampling`]: parallel sampling with copy-on-write — `run`, `result`, `markdown`.
 //! - [`interview`]: the cheat sheet's and the mock interview's tables — `inputs`, `sizing`, `markdown`.
@@ -16,6 +17,7 @@
 
 pub mod bench;
 pub mod capacity;
+pub mod chat;
 pub mod chunked;
 pub mod figures;
 pub mod interview;

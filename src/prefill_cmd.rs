@@ -1,8 +1,10 @@
-//! `kvserve bench-chunked`: chunked prefill on a mixed workload, with and without chunking and
-//! over a sweep of token budgets (issue 18's measurement; the book's table).
+//! The prefill half of serving from the command line: `kvserve bench-chunked` (chunked prefill on
+//! a mixed workload, with and without chunking, over a sweep of token budgets) and
+//! `kvserve bench-chat` (the prefix cache across the turns of multi-turn chats, on and off).
 
 use crate::machine::machine;
 use anyhow::Result;
+use bookgen::chat::{self, ChatSpec};
 use bookgen::chunked::{run as run_mixed, to_markdown, MixedSpec};
 use kvserve::ch00_model::load_model;
 use std::path::PathBuf;
@@ -30,6 +32,35 @@ pub fn run(args: &ChunkedArgs) -> Result<()> {
     let report = run_mixed(&loaded.model, &spec, &args.budgets)?;
     let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     let md = to_markdown(&report, &machine, &command);
+    println!("{md}");
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &md)?;
+    }
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    /// Named random model (the bench model's context is 1024 tokens).
+    #[arg(long, default_value = "bench")]
+    config: String,
+    /// Also write the table as Markdown here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run_chat(args: &ChatArgs) -> Result<()> {
+    let machine = machine();
+    let loaded = load_model(None, Some(&args.config))?;
+    let report = chat::run(&loaded.model, &ChatSpec::book())?;
+    let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    let md = chat::to_markdown(&report, &machine, &command);
     println!("{md}");
     if let Some(p) = &args.markdown {
         std::fs::write(p, &md)?;

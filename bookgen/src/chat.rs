@@ -1,0 +1,166 @@
+//! The prefix cache across turns, measured: K conversations × T turns, each turn's prompt the whole
+//! history (the previous prompt and answer) plus a new user message, sent once the previous answer
+//! is complete; chapter 5's engine with its prefix cache on and off, same tokens.
+
+use crate::bench::rows::percentile;
+use anyhow::{ensure, Context, Result};
+use ch00_model::Model;
+use ch00_serving::{Engine, Request, RequestOutput};
+use ch05_paged_attention::{KvBudget, PagedEngine};
+use serde::Serialize;
+
+// ANCHOR: chat_spec
+/// `conversations` chats of `turns` turns: the first prompt has `first_prompt` tokens, every later
+/// turn adds the previous answer (`answer` tokens) and a new message of `message` tokens.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ChatSpec {
+    pub conversations: usize,
+    pub turns: usize,
+    pub first_prompt: usize,
+    pub message: usize,
+    pub answer: usize,
+}
+// ANCHOR_END: chat_spec
+
+impl ChatSpec {
+    /// The book's run on the `bench` model (context 1024).
+    pub fn book() -> Self {
+        ChatSpec { conversations: 6, turns: 4, first_prompt: 160, message: 24, answer: 32 }
+    }
+
+    /// The most tokens a conversation reaches (its last prompt and answer).
+    pub fn longest(&self) -> usize {
+        self.first_prompt + (self.turns - 1) * (self.answer + self.message) + self.answer
+    }
+}
+
+/// One turn of every conversation.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnRow {
+    pub turn: usize,
+    pub mean_prompt_tokens: f64,
+    /// Share of the turn's prompt tokens found in the prefix cache (cache on).
+    pub hit_rate: f64,
+    pub ttft_p50_off_ms: f64,
+    pub ttft_p50_on_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatReport {
+    pub spec: ChatSpec,
+    pub rows: Vec<TurnRow>,
+    /// Every answer the same with the cache on and off.
+    pub same_tokens: bool,
+}
+
+/// One turn's outputs (by conversation), prompt lengths, and prefix-cache lookups and hits.
+struct Turn {
+    outputs: Vec<RequestOutput>,
+    prompt_lens: Vec<usize>,
+    queried: u64,
+    hit: u64,
+}
+
+fn message(c: usize, turn: usize, len: usize, vocab: usize) -> impl Iterator<Item = u32> {
+    (0..len).map(move |i| (3 + (c * 7919 + turn * 104_729 + i * 15_485_863) % (vocab - 3)) as u32)
+}
+
+// ANCHOR: chat_run
+/// The conversations on chapter 5's engine, driven step by step: every conversation's turn `t`
+/// is added once all answers of turn `t - 1` are complete (turns in lockstep, so each turn's
+/// cache lookups can be counted apart).
+fn run_chat(model: &Model, spec: &ChatSpec, prefix_caching: bool) -> Result<Vec<Turn>> {
+    let vocab = model.config.vocab_size;
+    let engine = PagedEngine {
+        budget: KvBudget::Slots(16),
+        max_len: Some(model.config.max_position_embeddings.min(4096)),
+        max_running: Some(16),
+        prefix_sharing: prefix_caching,
+        ..PagedEngine::default()
+    };
+    let mut core = engine.stepper(model)?;
+    let mut history: Vec<Vec<u32>> =
+        (0..spec.conversations).map(|c| message(c, 0, spec.first_prompt, vocab).collect()).collect();
+    let mut turns = Vec::new();
+    for t in 0..spec.turns {
+        let before = core.load();
+        let mut prompt_lens = Vec::new();
+        for (c, h) in history.iter_mut().enumerate() {
+            if t > 0 {
+                h.extend(message(c, t, spec.message, vocab));
+            }
+            prompt_lens.push(h.len());
+            let id = (t * spec.conversations + c) as u64;
+            core.add_request(&Request { arrival_s: core.now_s(), ignore_eos: true, ..Request::greedy(id, h.clone(), spec.answer) })?;
+        }
+        let mut outputs: Vec<Option<RequestOutput>> = vec![None; spec.conversations];
+        while core.has_unfinished() {
+            for (_, o) in core.step()?.finished {
+                let c = o.id as usize % spec.conversations;
+                outputs[c] = Some(o);
+            }
+        }
+        let outputs: Vec<RequestOutput> = outputs.into_iter().collect::<Option<_>>().context("a turn lost an answer")?;
+        for (h, o) in history.iter_mut().zip(&outputs) {
+            h.extend(&o.tokens); // the next turn's prompt: everything so far
+        }
+        let after = core.load();
+        let (queried, hit) = (after.prefix_query_tokens - before.prefix_query_tokens, after.prefix_hit_tokens - before.prefix_hit_tokens);
+        turns.push(Turn { outputs, prompt_lens, queried, hit });
+    }
+    Ok(turns)
+}
+// ANCHOR_END: chat_run
+
+/// The chats with the prefix cache off, then on, on `model`.
+pub fn run(model: &Model, spec: &ChatSpec) -> Result<ChatReport> {
+    ensure!(spec.turns >= 1 && spec.conversations >= 1, "at least one conversation of one turn");
+    ensure!(spec.longest() <= model.config.max_position_embeddings, "the conversations outgrow the context");
+    let off = run_chat(model, spec, false)?;
+    let on = run_chat(model, spec, true)?;
+    let ttft = |t: &Turn| percentile(&t.outputs.iter().map(|o| o.ttft_s * 1e3).collect::<Vec<_>>(), 50.0);
+    let same_tokens =
+        off.iter().zip(&on).all(|(a, b)| a.outputs.iter().zip(&b.outputs).all(|(x, y)| x.tokens == y.tokens));
+    let rows = off
+        .iter()
+        .zip(&on)
+        .enumerate()
+        .map(|(t, (a, b))| TurnRow {
+            turn: t + 1,
+            mean_prompt_tokens: b.prompt_lens.iter().sum::<usize>() as f64 / b.prompt_lens.len().max(1) as f64,
+            hit_rate: b.hit as f64 / b.queried.max(1) as f64,
+            ttft_p50_off_ms: ttft(a),
+            ttft_p50_on_ms: ttft(b),
+        })
+        .collect();
+    Ok(ChatReport { spec: *spec, rows, same_tokens })
+}
+
+/// The report as a Markdown table with its footnote.
+pub fn to_markdown(r: &ChatReport, machine: &str, command: &str) -> String {
+    let mut out = String::from(
+        "| turn | mean prompt | prefix-cache hits (cache on) | TTFT p50, cache off | TTFT p50, cache on | off ÷ on |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in &r.rows {
+        out += &format!(
+            "| {} | {:.0} tokens | {:.0}% | {:.0} ms | {:.0} ms | {:.1}× |\n",
+            row.turn,
+            row.mean_prompt_tokens,
+            100.0 * row.hit_rate,
+            row.ttft_p50_off_ms,
+            row.ttft_p50_on_ms,
+            row.ttft_p50_off_ms / row.ttft_p50_on_ms.max(1e-9)
+        );
+    }
+    let s = &r.spec;
+    out += &format!(
+        "\n*{} conversations × {} turns: a first prompt of {} tokens, then each turn the whole history plus a {}-token message; {}-token answers, greedy; every conversation's next turn sent when all answers of the turn are complete. Chapter 5's engine (the memory of 16 slots, 16 sequences at most), prefix cache off and on; the same answers both ways: **{}**. `{command}` on {machine}.*\n",
+        s.conversations,
+        s.turns,
+        s.first_prompt,
+        s.message,
+        s.answer,
+        if r.same_tokens { "yes" } else { "NO" }
+    );
+    out
+}
