@@ -23,7 +23,7 @@ quiet "$T/release/kvserve" trace --out "$F"
 quiet "$T/release/examples/block_tables" > "$G/block-tables.txt"
 quiet "$T/release/examples/parallel_sampling" > "$G/parallel-sampling.txt"
 # Chapter 5's chunked prefill on a mixed workload, and the token-budget sweep.
-quiet "$T/release/kvserve" bench-chunked --budgets 64,128,256,512,1024 --markdown "$G/chunked-prefill.md" --json "$G/chunked-prefill.json"
+quiet "$T/release/kvserve" bench-chunked --budgets 64,128,256,512,1024 --rounds 3 --markdown "$G/chunked-prefill.md" --json "$G/chunked-prefill.json" --figure "$F/chunked-prefill-budget.svg"
 # Chapter 5's prefix cache across the turns of multi-turn chats, on and off.
 quiet "$T/release/kvserve" bench-chat --markdown "$G/chat-prefix.md" --json "$G/chat-prefix.json"
 # Appendix A, and the interview pages' computed tables (they use chapter 5's accounting run).

@@ -17,19 +17,25 @@ pub struct ChunkedArgs {
     /// Token budgets (`max_num_batched_tokens`) of the chunked runs.
     #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
     budgets: Vec<usize>,
+    /// Rounds; each runs every setting once, in turn, and the table shows the medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Also write the table as Markdown here.
     #[arg(long)]
     markdown: Option<PathBuf>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the budget sweep (ITL p99 and throughput against the budget) as this SVG file.
+    #[arg(long)]
+    figure: Option<PathBuf>,
 }
 
 pub fn run(args: &ChunkedArgs) -> Result<()> {
     let machine = machine();
     let loaded = load_model(None, Some(&args.config))?;
     let spec = MixedSpec::book();
-    let report = run_mixed(&loaded.model, &spec, &args.budgets)?;
+    let report = run_mixed(&loaded.model, &spec, &args.budgets, args.rounds)?;
     let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     let md = to_markdown(&report, &machine, &command);
     println!("{md}");
@@ -38,6 +44,10 @@ pub fn run(args: &ChunkedArgs) -> Result<()> {
     }
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some(p) = &args.figure {
+        let title = format!("chunked prefill: the token budget's trade-off ({})", loaded.source_name());
+        std::fs::write(p, bookgen::figures::budget_sweep_svg(&report, &title)?)?;
     }
     Ok(())
 }

@@ -58,7 +58,8 @@ impl MixedSpec {
     }
 }
 
-/// One run of the mixed workload.
+/// One setting of the mixed workload: the median over the rounds (each round runs every setting
+/// once, in turn), and the range of throughput and ITL p99 across rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChunkedRow {
     /// The step's token budget (`max_num_batched_tokens`), and whether prompts were chunked.
@@ -73,9 +74,12 @@ pub struct ChunkedRow {
     pub ttft_short_p99_ms: f64,
     pub ttft_long_p50_ms: f64,
     pub ttft_long_p99_ms: f64,
+    pub rounds: usize,
+    pub tokens_per_s_range: (f64, f64),
+    pub itl_p99_ms_range: (f64, f64),
 }
 
-/// Every run, and whether all of them gave every request the same tokens.
+/// Every setting, and whether all runs gave every request the same tokens.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChunkedReport {
     pub spec: MixedSpec,
@@ -112,28 +116,62 @@ fn row(budget: usize, chunked: bool, short: usize, out: &RunOutput) -> ChunkedRo
         ttft_short_p99_ms: percentile(&ts, 99.0),
         ttft_long_p50_ms: percentile(&tl, 50.0),
         ttft_long_p99_ms: percentile(&tl, 99.0),
+        rounds: 1,
+        tokens_per_s_range: (out.stats.tokens_per_s, out.stats.tokens_per_s),
+        itl_p99_ms_range: (percentile(&gaps, 99.0), percentile(&gaps, 99.0)),
+    }
+}
+
+/// The median of every figure over the rounds of one setting, with the spread of two.
+fn median_row(rounds: &[ChunkedRow]) -> ChunkedRow {
+    let med = |f: fn(&ChunkedRow) -> f64| percentile(&rounds.iter().map(f).collect::<Vec<_>>(), 50.0);
+    let range = |f: fn(&ChunkedRow) -> f64| {
+        rounds.iter().map(f).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+    };
+    ChunkedRow {
+        budget: rounds[0].budget,
+        chunked: rounds[0].chunked,
+        steps: rounds[0].steps,
+        tokens_per_s: med(|r| r.tokens_per_s),
+        itl_p50_ms: med(|r| r.itl_p50_ms),
+        itl_p99_ms: med(|r| r.itl_p99_ms),
+        ttft_short_p50_ms: med(|r| r.ttft_short_p50_ms),
+        ttft_short_p99_ms: med(|r| r.ttft_short_p99_ms),
+        ttft_long_p50_ms: med(|r| r.ttft_long_p50_ms),
+        ttft_long_p99_ms: med(|r| r.ttft_long_p99_ms),
+        rounds: rounds.len(),
+        tokens_per_s_range: range(|r| r.tokens_per_s),
+        itl_p99_ms_range: range(|r| r.itl_p99_ms),
     }
 }
 
 // ANCHOR: run
 /// Runs the mixed workload without chunking (budget `max(max_len, 2048)`, chapter 4's rule: any
-/// prompt fits one step) and then chunked at each of `budgets`, on `model`.
-pub fn run(model: &Model, spec: &MixedSpec, budgets: &[usize]) -> Result<ChunkedReport> {
+/// prompt fits one step) and chunked at each of `budgets`, on `model`: `rounds` rounds, each
+/// running every setting once in turn (so a slow spell of a shared machine hits all settings).
+pub fn run(model: &Model, spec: &MixedSpec, budgets: &[usize], rounds: usize) -> Result<ChunkedReport> {
     let max_len = model.config.max_position_embeddings.min(4096);
     ensure!(spec.long_prompt + spec.long_output <= max_len, "the long prompts do not fit max_len {max_len}");
+    ensure!(rounds >= 1, "at least one round");
     let requests = spec.requests(model.config.vocab_size);
     let opts = RunOptions::default();
-    let unchunked_budget = max_len.max(2048);
-    let base = engine(max_len, unchunked_budget, false).run(model, &requests, &opts)?;
-    let mut rows = vec![row(unchunked_budget, false, spec.short, &base)];
+    let settings: Vec<(usize, bool)> =
+        std::iter::once((max_len.max(2048), false)).chain(budgets.iter().map(|&b| (b, true))).collect();
+    let mut runs: Vec<Vec<ChunkedRow>> = vec![Vec::new(); settings.len()];
+    let mut base: Option<RunOutput> = None;
     let mut same_tokens = true;
-    for &b in budgets {
-        let out = engine(max_len, b, true).run(model, &requests, &opts)?;
-        same_tokens &= out.outputs.len() == base.outputs.len()
-            && out.outputs.iter().zip(&base.outputs).all(|(a, b)| a.tokens == b.tokens);
-        rows.push(row(b, true, spec.short, &out));
+    for _ in 0..rounds {
+        for (i, &(budget, chunked)) in settings.iter().enumerate() {
+            let out = engine(max_len, budget, chunked).run(model, &requests, &opts)?;
+            if let Some(b) = &base {
+                same_tokens &= out.outputs.len() == b.outputs.len()
+                    && out.outputs.iter().zip(&b.outputs).all(|(x, y)| x.tokens == y.tokens);
+            }
+            runs[i].push(row(budget, chunked, spec.short, &out));
+            base.get_or_insert(out);
+        }
     }
-    Ok(ChunkedReport { spec: *spec, rows, same_tokens })
+    Ok(ChunkedReport { spec: *spec, rows: runs.iter().map(|r| median_row(r)).collect(), same_tokens })
 }
 // ANCHOR_END: run
 
@@ -141,17 +179,21 @@ pub fn run(model: &Model, spec: &MixedSpec, budgets: &[usize]) -> Result<Chunked
 pub fn to_markdown(r: &ChunkedReport, machine: &str, command: &str) -> String {
     let s = &r.spec;
     let mut out = String::from(
-        "| prefill | token budget | steps | tokens/s | ITL p50 | ITL p99 | TTFT short p50 / p99 | TTFT long p50 / p99 |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| prefill | token budget | steps | tokens/s (range) | ITL p50 | ITL p99 (range) | TTFT short p50 / p99 | TTFT long p50 / p99 |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in &r.rows {
         let how = if row.chunked { "chunked" } else { "whole prompt in one step" };
         out += &format!(
-            "| {how} | {} | {} | {:.0} | {:.0} ms | {:.0} ms | {:.0} / {:.0} ms | {:.0} / {:.0} ms |\n",
+            "| {how} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.0} ms | {:.0} ms ({:.0}–{:.0}) | {:.0} / {:.0} ms | {:.0} / {:.0} ms |\n",
             row.budget,
             row.steps,
             row.tokens_per_s,
+            row.tokens_per_s_range.0,
+            row.tokens_per_s_range.1,
             row.itl_p50_ms,
             row.itl_p99_ms,
+            row.itl_p99_ms_range.0,
+            row.itl_p99_ms_range.1,
             row.ttft_short_p50_ms,
             row.ttft_short_p99_ms,
             row.ttft_long_p50_ms,
@@ -159,7 +201,7 @@ pub fn to_markdown(r: &ChunkedReport, machine: &str, command: &str) -> String {
         );
     }
     out += &format!(
-        "\n*{} short requests ({} prompt tokens, {} output) decoding from time 0, and {} prompts of {} tokens ({} output) arriving at {} s and every {} s after, on chapter 5's engine (16 sequences at most, the memory of 16 slots); ITL over the short requests' token gaps. Every run gave every request the same tokens: **{}**. `{command}` on {machine}.*\n",
+        "\n*{} short requests ({} prompt tokens, {} output) decoding from time 0, and {} prompts of {} tokens ({} output) arriving at {} s and every {} s after, on chapter 5's engine (16 sequences at most, the memory of 16 slots); ITL over the short requests' token gaps; medians of {} rounds, each running every setting once in turn, with the range across rounds. Every run gave every request the same tokens: **{}**. `{command}` on {machine}.*\n",
         s.short,
         s.short_prompt,
         s.short_output,
@@ -168,6 +210,7 @@ pub fn to_markdown(r: &ChunkedReport, machine: &str, command: &str) -> String {
         s.long_output,
         s.first_long_s,
         s.long_every_s,
+        r.rows.first().map_or(0, |row| row.rounds),
         if r.same_tokens { "yes" } else { "NO" }
     );
     out

@@ -5,6 +5,7 @@
 #![allow(unused_variables, clippy::ptr_arg)] // the todo!() bodies use nothing yet
 
 use crate::types::{BlockId, BlockPool, BlockQueue, BlockStep, Result, WriteTarget};
+use std::collections::VecDeque;
 
 /// **Chapter 5 — allocate with reference counts** (one exercise with [`share`] and [`release`]).
 ///
@@ -82,4 +83,39 @@ pub fn schedule_blocks(q: &mut BlockQueue) -> Result<BlockStep> {
 /// needed and the pool is empty (`OutOfBlocks`).
 pub fn prepare_write(pool: &mut BlockPool, table: &mut Vec<BlockId>, block_size: usize, pos: usize) -> Result<WriteTarget> {
     todo!("chapter 5 (book/src/ch05-paged-attention.md): prepare_write")
+}
+
+/// **Chapter 5 — chunked prefill: split a step's token budget.**
+///
+/// `running[i]` is running sequence i's (tokens it has not computed yet, still prefilling), in
+/// admission order. Return how many tokens each computes this step: first every decode (not
+/// prefilling), oldest first, one token each while the budget lasts; then every sequence still
+/// prefilling, oldest first, a chunk of at most `max_chunk` tokens and at most what the budget has
+/// left (possibly 0).
+pub fn chunk_shares(running: &[(usize, bool)], budget: usize, max_chunk: usize) -> Vec<usize> {
+    todo!("chapter 5 (book/src/ch05-paged-attention.md): chunk_shares")
+}
+
+/// **Chapter 5 — the prefix cache's LRU: park a block** (one exercise with [`revive`] and [`evict`]).
+///
+/// Block `b`'s last owner let go, but its name stays in the prefix cache: put it at the back of
+/// `parked` (the most recently used end). A block already parked moves to the back.
+pub fn park(parked: &mut VecDeque<BlockId>, b: BlockId) {
+    todo!("chapter 5 (book/src/ch05-paged-attention.md): park")
+}
+
+/// **Chapter 5 — revive a parked block** (one exercise with [`park`] and [`evict`]).
+///
+/// A lookup found parked block `b`: take it out of `parked` (it has an owner again). Return
+/// whether it was parked.
+pub fn revive(parked: &mut VecDeque<BlockId>, b: BlockId) -> bool {
+    todo!("chapter 5 (book/src/ch05-paged-attention.md): revive")
+}
+
+/// **Chapter 5 — evict the least recently parked block** (one exercise with [`park`] and [`revive`]).
+///
+/// The pool has no free block left: take the block parked longest ago out of `parked` and return
+/// it (its name is dropped and its memory reused); `None` when nothing is parked.
+pub fn evict(parked: &mut VecDeque<BlockId>) -> Option<BlockId> {
+    todo!("chapter 5 (book/src/ch05-paged-attention.md): evict")
 }

@@ -51,6 +51,8 @@ pub const EXERCISES: &[Exercise] = &[
     Exercise { chapter: 5, name: "slot_mapping", page: CH05, task: "flat KV slots through a block table (reshape-and-cache)", check: ch05::ch05_slot_mapping },
     Exercise { chapter: 5, name: "schedule_blocks", page: CH05, task: "admission by free blocks, with preemption of the youngest", check: ch05::ch05_schedule_blocks },
     Exercise { chapter: 5, name: "prepare_write", page: CH05, task: "copy-on-write of a shared block", check: ch05::ch05_prepare_write },
+    Exercise { chapter: 5, name: "chunk_shares", page: CH05, task: "chunked prefill: decodes first, then prompt chunks, under a token budget", check: ch05::ch05_chunk_shares },
+    Exercise { chapter: 5, name: "lru", page: CH05, task: "the prefix cache's LRU: park, revive, evict", check: ch05::ch05_lru },
 ];
 // ANCHOR_END: exercises
 

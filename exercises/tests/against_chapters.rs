@@ -634,3 +634,42 @@ fn prompt_of(reqs: &[(usize, usize, usize)], id: usize) -> usize {
     }
     panic!("no sequence {id}")
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// `chunk_shares` splits a step's budget exactly as chapter 5's block scheduler does with
+    /// chunked prefill (`ch05_paged_attention::chunk_shares`, which `BlockScheduler::schedule` calls).
+    #[test]
+    fn ch05_chunk_shares_is_the_chapters(
+        running in prop::collection::vec((1usize..40, any::<bool>()), 0..10),
+        budget in 0usize..64,
+        max_chunk in 1usize..32,
+    ) {
+        // A sequence that is not prefilling is a decode: one token left to compute.
+        let running: Vec<(usize, bool)> = running.into_iter().map(|(u, p)| (if p { u } else { 1 }, p)).collect();
+        prop_assert_eq!(
+            ch05::chunk_shares(&running, budget, max_chunk),
+            ch05_paged_attention::chunk_shares(&running, budget, max_chunk)
+        );
+    }
+
+    /// `park`, `revive` and `evict` keep the same order as chapter 5's `Lru` (`push`, `remove`,
+    /// `pop_oldest`) under any sequence of calls.
+    #[test]
+    fn ch05_lru_is_the_chapters(calls in prop::collection::vec((0u8..3, 0usize..8), 0..40)) {
+        let mut ours = std::collections::VecDeque::new();
+        let mut chapter = ch05_paged_attention::Lru::default();
+        for (op, b) in calls {
+            match op {
+                0 => {
+                    ch05::park(&mut ours, b);
+                    chapter.push(b);
+                }
+                1 => prop_assert_eq!(ch05::revive(&mut ours, b), chapter.remove(b)),
+                _ => prop_assert_eq!(ch05::evict(&mut ours), chapter.pop_oldest()),
+            }
+            prop_assert_eq!(ours.iter().copied().collect::<Vec<_>>(), chapter.iter().collect::<Vec<_>>());
+        }
+    }
+}

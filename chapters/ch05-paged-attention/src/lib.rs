@@ -32,4 +32,4 @@ pub use runner::{run_paged, PagedCore, PagedRunner};
 pub use kv_pool::PagedKvPool;
 pub use lru::Lru;
 pub use prefix::{block_hash, PrefixCache, PrefixCacheStats};
-pub use scheduler::{BlockScheduler, Plan, SchedulerConfig, SchedulerStats, Work};
+pub use scheduler::{chunk_shares, BlockScheduler, Plan, SchedulerConfig, SchedulerStats, Work};

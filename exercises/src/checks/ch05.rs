@@ -1,7 +1,8 @@
 //! Checks of the chapter-5 exercises.
 
 use super::Rng;
-use crate::ch05::{allocate, prepare_write, release, schedule_blocks, share, slot_mapping};
+use crate::ch05::{allocate, chunk_shares, evict, park, prepare_write, release, revive, schedule_blocks, share, slot_mapping};
+use std::collections::VecDeque;
 use crate::types::{BlockId, BlockPool, BlockQueue, ExerciseError, SeqBlocks, WriteTarget};
 use std::collections::HashMap;
 
@@ -218,4 +219,31 @@ pub fn ch05_prepare_write() {
     let mut freed = vec![1];
     assert_eq!(prepare_write(&mut p, &mut freed, 4, 1), Err(ExerciseError::BlockNotInUse(1)));
     assert_eq!((p, t), before, "a failed call changed the pool or the table");
+}
+
+pub fn ch05_chunk_shares() {
+    // A long prompt admitted first, then two decoding sequences, then a short prompt; budget 10.
+    let running = [(100, true), (1, false), (1, false), (7, true)];
+    assert_eq!(chunk_shares(&running, 10, 64), vec![8, 1, 1, 0], "decodes first, then the oldest prompt");
+    assert_eq!(chunk_shares(&running, 10, 5), vec![5, 1, 1, 3], "a chunk cap leaves room for the next prompt");
+    assert_eq!(chunk_shares(&running, 1, 64), vec![0, 1, 0, 0], "a budget below the decodes serves the oldest decode");
+    assert_eq!(chunk_shares(&running, 0, 64), vec![0, 0, 0, 0]);
+    assert_eq!(chunk_shares(&[(3, true)], 100, 64), vec![3], "a chunk never exceeds what is left to compute");
+    assert!(chunk_shares(&[], 10, 4).is_empty());
+}
+
+pub fn ch05_lru() {
+    let mut lru = VecDeque::new();
+    assert_eq!(evict(&mut lru), None, "nothing parked");
+    for b in [4, 1, 7, 2] {
+        park(&mut lru, b);
+    }
+    assert!(revive(&mut lru, 1), "a lookup takes a parked block back");
+    assert!(!revive(&mut lru, 1), "it is no longer parked");
+    assert!(!revive(&mut lru, 9), "never parked");
+    park(&mut lru, 4); // parked again: now the most recent
+    assert_eq!(evict(&mut lru), Some(7), "the least recently parked goes first");
+    assert_eq!(evict(&mut lru), Some(2));
+    assert_eq!(evict(&mut lru), Some(4));
+    assert_eq!(evict(&mut lru), None);
 }

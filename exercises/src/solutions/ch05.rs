@@ -1,6 +1,7 @@
 //! Reference answers for chapter 5 (compiled instead of `src/ch05.rs` with `--features solutions`).
 
 use crate::types::{BlockId, BlockPool, BlockQueue, BlockStep, ExerciseError, Result, WriteTarget};
+use std::collections::VecDeque;
 
 pub fn allocate(pool: &mut BlockPool) -> Option<BlockId> {
     let b = pool.free.pop()?;
@@ -110,4 +111,34 @@ pub fn prepare_write(pool: &mut BlockPool, table: &mut Vec<BlockId>, block_size:
             Ok(WriteTarget::Copy { from, to, rows: offset })
         }
     }
+}
+
+pub fn chunk_shares(running: &[(usize, bool)], budget: usize, max_chunk: usize) -> Vec<usize> {
+    let mut left = budget;
+    let mut shares = vec![0; running.len()];
+    for prefills in [false, true] {
+        for (i, &(uncomputed, prefilling)) in running.iter().enumerate() {
+            if prefilling == prefills {
+                shares[i] = uncomputed.min(if prefilling { max_chunk } else { 1 }).min(left);
+                left -= shares[i];
+            }
+        }
+    }
+    shares
+}
+
+pub fn park(parked: &mut VecDeque<BlockId>, b: BlockId) {
+    revive(parked, b);
+    parked.push_back(b);
+}
+
+pub fn revive(parked: &mut VecDeque<BlockId>, b: BlockId) -> bool {
+    match parked.iter().position(|&x| x == b) {
+        Some(i) => parked.remove(i).is_some(),
+        None => false,
+    }
+}
+
+pub fn evict(parked: &mut VecDeque<BlockId>) -> Option<BlockId> {
+    parked.pop_front()
 }

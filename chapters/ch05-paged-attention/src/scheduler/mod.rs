@@ -5,14 +5,17 @@
 //! It is model-free: it sees sequence ids and counts, never tensors, and borrows tokens from the
 //! engine's table only to name full blocks for the prefix cache; so the same code drives the CPU
 //! engine, the GPU engine of chapter 6 and the accounting run of a 7B model on an 80 GB GPU.
-//! This file is admission, growth and preemption; [`samples`] is parallel sampling (fork and
-//! copy-on-write), [`stats`] the run's counters.
+//! This file is admission, growth and preemption; `chunks` is chunked prefill's split of the
+//! step's token budget, `samples` parallel sampling (fork and copy-on-write), `stats` the run's
+//! counters.
 
+mod chunks;
 mod samples;
 mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use chunks::chunk_shares;
 pub use stats::SchedulerStats;
 
 use crate::allocator::BlockAllocator;
@@ -260,27 +263,17 @@ impl BlockScheduler {
         Ok(plan)
     }
 
-    // ANCHOR: shares
-    /// How many tokens each running sequence computes this step. Without chunked prefill, all it
-    /// has not computed (its newest token). With it, the decodes first, one token each, then the
-    /// partly prefilled sequences, oldest first, a chunk each of what the budget has left.
+    /// How many tokens each running sequence computes this step (see [`chunk_shares`]).
     fn shares(&self, seqs: &dyn TokenSource) -> BTreeMap<SeqId, usize> {
         let uncomputed = |s: SeqId| seqs.tokens(s).len().saturating_sub(self.seqs[&s].computed);
         if !self.cfg.chunked_prefill {
+            // Each running sequence computes all it has not: its newest token.
             return self.running.iter().map(|&s| (s, uncomputed(s))).collect();
         }
-        let mut budget = self.cfg.max_tokens_per_step;
-        let mut want = BTreeMap::new();
-        for prefills in [false, true] {
-            for &s in self.running.iter().filter(|s| self.seqs[s].prefilling == prefills) {
-                let n = uncomputed(s).min(budget).min(if prefills { self.cfg.max_chunk_tokens } else { 1 });
-                budget -= n;
-                want.insert(s, n);
-            }
-        }
-        want
+        let running: Vec<(usize, bool)> = self.running.iter().map(|&s| (uncomputed(s), self.seqs[&s].prefilling)).collect();
+        let shares = chunk_shares(&running, self.cfg.max_tokens_per_step, self.cfg.max_chunk_tokens);
+        self.running.iter().copied().zip(shares).collect()
     }
-    // ANCHOR_END: shares
 
     /// Takes the blocks a running sequence needs for all its `len` tokens; false if the pool ran dry.
     fn grow(&mut self, s: SeqId, len: usize) -> Result<bool> {
