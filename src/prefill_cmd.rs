@@ -6,14 +6,20 @@ use crate::machine::machine;
 use anyhow::Result;
 use bookgen::chat::{self, ChatSpec};
 use bookgen::chunked::{run as run_mixed, to_markdown, MixedSpec};
-use kvserve::ch00_model::load_model;
+use ch05_paged_attention::PagedEngine;
+use kvserve::ch00_model::{load_model, LlamaConfig};
+use kvserve::ch00_serving::{Engine, Request, RunOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct ChunkedArgs {
-    /// Named random model (the bench model's context is 1024 tokens).
+    /// Named random model (the bench model's context is 1024 tokens; on the GPU, e.g. llama-7b).
     #[arg(long, default_value = "bench")]
     config: String,
+    /// ch05 (the CPU engine, the book's workload) or ch06 (the GPU engine, random f16 weights
+    /// made on the card, a workload sized for a 7B model on one GPU).
+    #[arg(long, default_value = "ch05")]
+    stage: String,
     /// Token budgets (`max_num_batched_tokens`) of the chunked runs.
     #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
     budgets: Vec<usize>,
@@ -33,9 +39,19 @@ pub struct ChunkedArgs {
 
 pub fn run(args: &ChunkedArgs) -> Result<()> {
     let machine = machine();
-    let loaded = load_model(None, Some(&args.config))?;
-    let spec = MixedSpec::book();
-    let report = run_mixed(&loaded.model, &spec, &args.budgets, args.rounds)?;
+    let opts = RunOptions::default();
+    let (report, source) = if args.stage.starts_with("ch06") {
+        let config = LlamaConfig::named(&args.config)?;
+        let run_one = |paged: &PagedEngine, reqs: &[Request]| {
+            let mut e = ch06_cuda::CudaEngine { paged: paged.clone(), ..Default::default() };
+            Ok(e.run_random(&config, 0, reqs, &opts)?)
+        };
+        (run_mixed(&config, &MixedSpec::gpu_7b(), &args.budgets, args.rounds, run_one)?, format!("random:{} f16, ch06", args.config))
+    } else {
+        let loaded = load_model(None, Some(&args.config))?;
+        let run_one = |paged: &PagedEngine, reqs: &[Request]| Ok(paged.clone().run(&loaded.model, reqs, &opts)?);
+        (run_mixed(&loaded.model.config, &MixedSpec::book(), &args.budgets, args.rounds, run_one)?, loaded.source_name())
+    };
     let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     let md = to_markdown(&report, &machine, &command);
     println!("{md}");
@@ -46,7 +62,7 @@ pub fn run(args: &ChunkedArgs) -> Result<()> {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
     }
     if let Some(p) = &args.figure {
-        let title = format!("chunked prefill: the token budget's trade-off ({})", loaded.source_name());
+        let title = format!("chunked prefill: the token budget's trade-off ({source})");
         std::fs::write(p, bookgen::figures::budget_sweep_svg(&report, &title)?)?;
     }
     Ok(())

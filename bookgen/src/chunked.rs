@@ -4,8 +4,8 @@
 
 use crate::bench::rows::percentile;
 use anyhow::{ensure, Result};
-use ch00_model::{Model, SamplingParams};
-use ch00_serving::{Engine, Request, RunOptions, RunOutput};
+use ch00_model::{LlamaConfig, SamplingParams};
+use ch00_serving::{Request, RunOutput};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use serde::Serialize;
 
@@ -22,6 +22,8 @@ pub struct MixedSpec {
     pub long_output: usize,
     pub first_long_s: f64,
     pub long_every_s: f64,
+    /// Most sequences running at once; the pool (on the CPU) has the memory of as many slots.
+    pub max_running: usize,
 }
 // ANCHOR_END: mixed
 
@@ -37,6 +39,23 @@ impl MixedSpec {
             long_output: 8,
             first_long_s: 0.5,
             long_every_s: 1.5,
+            max_running: 16,
+        }
+    }
+
+    /// The GPU run on a Llama-2-7B shape (context 4096): long prompts of 4,000 tokens among 32
+    /// decoding requests, arriving while they decode.
+    pub fn gpu_7b() -> Self {
+        MixedSpec {
+            short: 32,
+            short_prompt: 128,
+            short_output: 256,
+            long: 4,
+            long_prompt: 4000,
+            long_output: 8,
+            first_long_s: 0.3,
+            long_every_s: 0.4,
+            max_running: 64,
         }
     }
 
@@ -85,15 +104,19 @@ pub struct ChunkedReport {
     pub spec: MixedSpec,
     pub rows: Vec<ChunkedRow>,
     pub same_tokens: bool,
+    /// Share of all runs' generated tokens equal, position by position, to the first run's (1.0
+    /// in f32; in f16 a different split of the same work can flip a near-tie).
+    pub same_token_share: f64,
 }
 
-/// The engine of one run: chapter 5's defaults for the memory of 16 slots of `max_len`, at most
-/// 16 running, with this budget and chunking on or off.
-fn engine(max_len: usize, budget: usize, chunked: bool) -> PagedEngine {
+/// The engine settings of one run: at most `max_running` sequences, a pool of the memory of as
+/// many slots of `max_len` (chapter 6 sizes its pool on the card instead), this budget, chunking
+/// on or off.
+pub fn engine(max_len: usize, budget: usize, chunked: bool, max_running: usize) -> PagedEngine {
     PagedEngine {
-        budget: KvBudget::Slots(16),
+        budget: KvBudget::Slots(max_running),
         max_len: Some(max_len),
-        max_running: Some(16),
+        max_running: Some(max_running),
         max_tokens_per_step: Some(budget),
         chunked_prefill: chunked,
         ..PagedEngine::default()
@@ -147,31 +170,44 @@ fn median_row(rounds: &[ChunkedRow]) -> ChunkedRow {
 
 // ANCHOR: run
 /// Runs the mixed workload without chunking (budget `max(max_len, 2048)`, chapter 4's rule: any
-/// prompt fits one step) and chunked at each of `budgets`, on `model`: `rounds` rounds, each
-/// running every setting once in turn (so a slow spell of a shared machine hits all settings).
-pub fn run(model: &Model, spec: &MixedSpec, budgets: &[usize], rounds: usize) -> Result<ChunkedReport> {
-    let max_len = model.config.max_position_embeddings.min(4096);
+/// prompt fits one step) and chunked at each of `budgets`, for a model of `config`: `rounds`
+/// rounds, each running every setting once in turn (so a slow spell of a shared machine hits all
+/// settings). `run_one` runs one setting's engine on the requests (chapter 5 on the CPU, or
+/// chapter 6 on a GPU).
+pub fn run(
+    config: &LlamaConfig,
+    spec: &MixedSpec,
+    budgets: &[usize],
+    rounds: usize,
+    mut run_one: impl FnMut(&PagedEngine, &[Request]) -> Result<RunOutput>,
+) -> Result<ChunkedReport> {
+    let max_len = config.max_position_embeddings.min(4096);
     ensure!(spec.long_prompt + spec.long_output <= max_len, "the long prompts do not fit max_len {max_len}");
     ensure!(rounds >= 1, "at least one round");
-    let requests = spec.requests(model.config.vocab_size);
-    let opts = RunOptions::default();
+    let requests = spec.requests(config.vocab_size);
     let settings: Vec<(usize, bool)> =
         std::iter::once((max_len.max(2048), false)).chain(budgets.iter().map(|&b| (b, true))).collect();
     let mut runs: Vec<Vec<ChunkedRow>> = vec![Vec::new(); settings.len()];
     let mut base: Option<RunOutput> = None;
     let mut same_tokens = true;
+    let (mut equal, mut compared) = (0usize, 0usize);
     for _ in 0..rounds {
         for (i, &(budget, chunked)) in settings.iter().enumerate() {
-            let out = engine(max_len, budget, chunked).run(model, &requests, &opts)?;
+            let out = run_one(&engine(max_len, budget, chunked, spec.max_running), &requests)?;
             if let Some(b) = &base {
                 same_tokens &= out.outputs.len() == b.outputs.len()
                     && out.outputs.iter().zip(&b.outputs).all(|(x, y)| x.tokens == y.tokens);
+                for (x, y) in out.outputs.iter().zip(&b.outputs) {
+                    compared += x.tokens.len().max(y.tokens.len());
+                    equal += x.tokens.iter().zip(&y.tokens).filter(|(p, q)| p == q).count();
+                }
             }
             runs[i].push(row(budget, chunked, spec.short, &out));
             base.get_or_insert(out);
         }
     }
-    Ok(ChunkedReport { spec: *spec, rows: runs.iter().map(|r| median_row(r)).collect(), same_tokens })
+    let same_token_share = equal as f64 / compared.max(1) as f64;
+    Ok(ChunkedReport { spec: *spec, rows: runs.iter().map(|r| median_row(r)).collect(), same_tokens, same_token_share })
 }
 // ANCHOR_END: run
 
@@ -201,7 +237,7 @@ pub fn to_markdown(r: &ChunkedReport, machine: &str, command: &str) -> String {
         );
     }
     out += &format!(
-        "\n*{} short requests ({} prompt tokens, {} output) decoding from time 0, and {} prompts of {} tokens ({} output) arriving at {} s and every {} s after, on chapter 5's engine (16 sequences at most, the memory of 16 slots); ITL over the short requests' token gaps; medians of {} rounds, each running every setting once in turn, with the range across rounds. Every run gave every request the same tokens: **{}**. `{command}` on {machine}.*\n",
+        "\n*{} short requests ({} prompt tokens, {} output) decoding from time 0, and {} prompts of {} tokens ({} output) arriving at {} s and every {} s after, on chapter 5's block scheduler ({} sequences at most); ITL over the short requests' token gaps; medians of {} rounds, each running every setting once in turn, with the range across rounds. Every run gave every request the same tokens: **{}**{}. `{command}` on {machine}.*\n",
         s.short,
         s.short_prompt,
         s.short_output,
@@ -210,8 +246,14 @@ pub fn to_markdown(r: &ChunkedReport, machine: &str, command: &str) -> String {
         s.long_output,
         s.first_long_s,
         s.long_every_s,
+        s.max_running,
         r.rows.first().map_or(0, |row| row.rounds),
-        if r.same_tokens { "yes" } else { "NO" }
+        if r.same_tokens { "yes" } else { "no" },
+        if r.same_tokens {
+            String::new()
+        } else {
+            format!(" ({:.1}% of the tokens, position by position, equal to the first run's: a different split of the same work rounds differently in half precision, and a near-tie can flip)", 100.0 * r.same_token_share)
+        }
     );
     out
 }
