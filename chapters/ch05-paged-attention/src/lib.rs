@@ -22,8 +22,6 @@ pub mod runner;
 pub mod scheduler;
 
 pub use accounting::{simulate_blocks, simulate_slots, MemSeries, MemStep};
-/// Chapter 4's scheduler limits, which [`simulate_slots`] takes.
-pub use ch04_continuous_batching::SchedulerConfig as SlotConfig;
 pub use allocator::BlockAllocator;
 pub use backend::PagedBackend;
 pub use block_table::{blocks_for, locate, BlockId};

@@ -13,7 +13,8 @@
 
 use ch00_model::{kv_bytes_per_token, AttnShape, DType, LlamaConfig};
 use ch00_serving::{Engine, Request, RunOptions};
-use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig, SlotConfig};
+use ch04_continuous_batching::SchedulerConfig as SlotConfig;
+use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig};
 use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps, prefill_attention};
 use ch06_cuda::prefill::PrefillVersion;
 use ch06_cuda::{CudaEngine, Gpu};
