@@ -1,7 +1,7 @@
 //! Writes the numbers of the book's interview pages (cheat sheet, mock interview), computed by
 //! `bookgen::interview`:
 //!
-//! `cargo run --release --example interview -- [--markdown DIR] [--users N] [--gpu-gb GB]
+//! `cargo run --release --example interview -- [--markdown DIR] [--users N] [--gpu-mib MIB]
 //! [--reserve-gb GB] [--bandwidth-tbs TB/s] [--tflops TFLOP/s] [--tpot-ms MS] [--tight-tpot-ms MS]
 //! [--max-len TOKENS]`
 //!
@@ -21,7 +21,7 @@ fn parse_args() -> Result<(Inputs, Option<PathBuf>)> {
         match flag.as_str() {
             "--markdown" => dir = Some(PathBuf::from(value()?)),
             "--users" => inputs.users = value()?.parse()?,
-            "--gpu-gb" => inputs.gpu_gb = value()?.parse()?,
+            "--gpu-mib" => inputs.gpu_mib = value()?.parse()?,
             "--reserve-gb" => inputs.reserve_gb = value()?.parse()?,
             "--bandwidth-tbs" => inputs.bandwidth_tbs = value()?.parse()?,
             "--tflops" => inputs.tflops = value()?.parse()?,

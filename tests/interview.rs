@@ -22,10 +22,10 @@ fn generated_interview_tables_are_up_to_date() {
 fn bad_inputs_are_errors() {
     for bad in [
         Inputs { users: 0, ..Inputs::default() },
-        Inputs { gpu_gb: f64::NAN, ..Inputs::default() },
+        Inputs { gpu_mib: f64::NAN, ..Inputs::default() },
         Inputs { reserve_gb: -1.0, ..Inputs::default() },
         Inputs { tpot_ms: 0.0, ..Inputs::default() },
-        Inputs { gpu_gb: 1e300, ..Inputs::default() },
+        Inputs { gpu_mib: 1e300, ..Inputs::default() },
     ] {
         assert!(files(&bad).is_err(), "{bad:?}");
     }
@@ -33,8 +33,9 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn a_card_too_small_for_any_layout_says_so() {
-    // 20 GB cards: an 8-way group's share of the weights and the reserve alone exceed a card.
-    let tables = files(&Inputs { gpu_gb: 20.0, ..Inputs::default() }).unwrap();
+    // 20 GB (19,073 MiB) cards: an 8-way group's share of the weights and the reserve alone
+    // exceed a card.
+    let tables = files(&Inputs { gpu_mib: 19_073.0, ..Inputs::default() }).unwrap();
     let designs = &tables.iter().find(|(n, _)| *n == "mock-designs.md").unwrap().1;
     assert!(designs.contains("No layout here meets 50 ms"), "{designs}");
     let per_card = &tables.iter().find(|(n, _)| *n == "mock-per-card.md").unwrap().1;

@@ -36,7 +36,7 @@ fn footer(i: &Inputs) -> String {
     let mut flags = String::new();
     for (flag, v, dv) in [
         ("--users", i.users as f64, d.users as f64),
-        ("--gpu-gb", i.gpu_gb, d.gpu_gb),
+        ("--gpu-mib", i.gpu_mib, d.gpu_mib),
         ("--reserve-gb", i.reserve_gb, d.reserve_gb),
         ("--bandwidth-tbs", i.bandwidth_tbs, d.bandwidth_tbs),
         ("--tflops", i.tflops, d.tflops),
@@ -51,6 +51,11 @@ fn footer(i: &Inputs) -> String {
     format!(
         "*Computed, not measured (the same on every machine), by `cargo run --release --example interview -- --markdown book/src/generated{flags}`.*\n"
     )
+}
+
+/// The card's memory as `nvidia-smi` prints it, with the decimal figure: "81,559 MiB (85.5 GB)".
+fn card_size(i: &Inputs) -> String {
+    format!("{} MiB ({})", thousands(i.gpu_mib.round() as u64), gb(i.gpu_bytes()))
 }
 
 fn kib(b: u64) -> String {
@@ -78,12 +83,12 @@ fn thousands(n: u64) -> String {
 fn cheatsheet_memory(i: &Inputs) -> Result<String> {
     let mut o = String::new();
     let len = i.max_len as u64;
-    writeln!(o, "| shape (fp16) | layers | query / KV heads | head_dim | KV per token | KV per {}-token request | weights | {}-token requests on one {:.0} GB card |", thousands(len), thousands(len), i.gpu_gb)?;
+    writeln!(o, "| shape (fp16) | layers | query / KV heads | head_dim | KV per token | KV per {}-token request | weights | {}-token requests on one {} card |", thousands(len), thousands(len), card_size(i))?;
     writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
     for name in ["llama-7b", "llama3-8b", "llama3-70b"] {
         let (c, weights) = f16_config(name)?;
         let act = ((i.reserve_gb * GB) as u64, (i.reserve_gb * GB) as u64);
-        let plan = MemoryPlan::new(&c, DType::F16, 1, len, weights, act, (i.gpu_gb * GB) as u64)?;
+        let plan = MemoryPlan::new(&c, DType::F16, 1, len, weights, act, i.gpu_bytes())?;
         let fit = if weights + act.1 > plan.gpu {
             "none: the weights alone do not fit".to_string()
         } else {
@@ -166,7 +171,7 @@ fn mock_inputs(i: &Inputs) -> Result<String> {
     writeln!(o, "| weights and KV cache | fp16/bf16 (2 bytes): weights {} |", gb(weights))?;
     writeln!(o, "| users | {} concurrent, prompts uniform 512–2,048 tokens (mean {}), outputs exponential with mean 256 (mean request {} tokens), context capped at {} |", i.users, thousands(prompt.round() as u64), thousands(total.round() as u64), thousands(i.max_len as u64))?;
     writeln!(o, "| target | at most {:.0} ms per output token (TPOT); the follow-up asks for {:.0} ms |", i.tpot_ms, i.tight_tpot_ms)?;
-    writeln!(o, "| card | {:.0} GB, of which {:.0} GB kept for activations and the CUDA context; {} TB/s memory bandwidth, {:.0} dense bf16 TFLOP/s (datasheet figures, H100 SXM) |", i.gpu_gb, i.reserve_gb, i.bandwidth_tbs, i.tflops)?;
+    writeln!(o, "| card | {} (the \"80 GB\" H100 SXM as `nvidia-smi` reports it), of which {:.0} GB kept for activations and the CUDA context; {} TB/s memory bandwidth, {:.0} dense bf16 TFLOP/s (datasheet figures) |", card_size(i), i.reserve_gb, i.bandwidth_tbs, i.tflops)?;
     Ok(o)
 }
 
