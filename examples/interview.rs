@@ -1,9 +1,9 @@
 //! Writes the numbers of the book's interview pages (cheat sheet, mock interview), computed by
 //! `bookgen::interview`:
 //!
-//! `cargo run --release --example interview -- [--markdown DIR] [--users N] [--gpu-gb GB]
+//! `cargo run --release --example interview -- [--markdown DIR] [--users N] [--gpu-mib MIB]
 //! [--reserve-gb GB] [--bandwidth-tbs TB/s] [--tflops TFLOP/s] [--tpot-ms MS] [--tight-tpot-ms MS]
-//! [--max-len TOKENS]`
+//! [--ttft-ms MS] [--fp8-tflops TFLOP/s] [--max-len TOKENS]`
 //!
 //! With `--markdown DIR` it writes `cheatsheet-*.md` and `mock-*.md` there (the book uses
 //! `book/src/generated`); otherwise it prints them.
@@ -21,12 +21,14 @@ fn parse_args() -> Result<(Inputs, Option<PathBuf>)> {
         match flag.as_str() {
             "--markdown" => dir = Some(PathBuf::from(value()?)),
             "--users" => inputs.users = value()?.parse()?,
-            "--gpu-gb" => inputs.gpu_gb = value()?.parse()?,
+            "--gpu-mib" => inputs.gpu_mib = value()?.parse()?,
             "--reserve-gb" => inputs.reserve_gb = value()?.parse()?,
             "--bandwidth-tbs" => inputs.bandwidth_tbs = value()?.parse()?,
             "--tflops" => inputs.tflops = value()?.parse()?,
             "--tpot-ms" => inputs.tpot_ms = value()?.parse()?,
             "--tight-tpot-ms" => inputs.tight_tpot_ms = value()?.parse()?,
+            "--ttft-ms" => inputs.ttft_ms = value()?.parse()?,
+            "--fp8-tflops" => inputs.fp8_tflops = value()?.parse()?,
             "--max-len" => inputs.max_len = value()?.parse()?,
             other => bail!("unknown argument {other:?} (see the comment at the top of examples/interview.rs)"),
         }

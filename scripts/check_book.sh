@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The book cannot drift: every {{#include}} names an existing file and anchor, no Rust block longer
 # than a few lines is pasted instead of included, every SUMMARY.md page and local link exists
+# (tests/book.rs), no prose types a measured-looking number outside the allowlisted constants
 # (tests/book.rs), and `mdbook build book` succeeds. Installs mdbook if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -23,9 +23,9 @@ pub struct MemoryArgs {
     /// KV-cache (and weight) element type: f16, bf16 or f32.
     #[arg(long, default_value = "f16")]
     pub dtype: String,
-    /// GPU memory in GB (10^9 bytes), as the card is marketed.
-    #[arg(long, default_value_t = 80.0)]
-    pub gpu_gb: f64,
+    /// GPU memory in MiB, as nvidia-smi reports it (an "80 GB" H100: 81559 MiB; an H200: 143771).
+    #[arg(long, default_value_t = 81_559.0)]
+    pub gpu_mib: f64,
     /// Activation / workspace reserve in GB, low and high estimate.
     #[arg(long, num_args = 2, default_values_t = [2.0, 4.0])]
     pub activations_gb: Vec<f64>,
@@ -60,7 +60,7 @@ fn report(args: &MemoryArgs) -> Result<String> {
         dtype,
         batch: args.batch,
         seq_len: args.seq_len,
-        gpu_gb: args.gpu_gb,
+        gpu_mib: args.gpu_mib,
         activations_gb: (args.activations_gb[0], args.activations_gb[1]),
     };
     query.validate()?;

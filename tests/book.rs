@@ -1,6 +1,8 @@
 //! The book cannot drift from the code: every `{{#include}}` names a file (and anchor) that
 //! exists, no Rust block longer than a few lines is pasted into the book instead of included,
-//! every page in SUMMARY.md exists, and every local link and image points at a file. Run by
+//! every page in SUMMARY.md exists, every local link and image points at a file, and no page's
+//! prose types a measured-looking number (ms, µs, tok/s, tokens/s, GB/s, TB/s, ×, %, GiB) that is
+//! not an allowlisted constant: measured numbers live in generated tables. Run by
 //! `cargo test --workspace` and by `scripts/check_book.sh` (which also runs `mdbook build book`).
 
 use std::fs;
@@ -237,4 +239,153 @@ fn the_checks_catch_what_they_should() {
     assert_eq!(fenced.iter().filter(|l| l.2).count(), 1);
     assert_eq!(fenced[0].3, "rust,ignore");
     assert_eq!(links("see [a](b.md#c \"t\") and ![i](figures/x.svg)"), vec![(1, "b.md".into()), (1, "figures/x.svg".into())]);
+}
+
+/// Units that make a number in prose look measured. A measured number belongs in a generated table
+/// (which names its machine and command), and the prose beside it refers to the table's columns.
+const MEASURED_UNITS: [&str; 8] = ["tokens/s", "tok/s", "GB/s", "TB/s", "GiB", "ms", "µs", "%"];
+
+/// The numbers with those units that prose may type (pages, number, reason), each a constant
+/// rather than a measurement of this code, on the pages named: exact arithmetic, a datasheet or a paper's figure quoted as such, a test's tolerance,
+/// a default of another system, an example target. A measured value never belongs here.
+const TYPED_CONSTANTS: &[(&str, &str, &str)] = &[
+    ("appendix-memory.md ch02-kv-cache.md", "1 GiB", "KV of one 2,048-token Llama-2-7B fp16 request: 512 KiB × 2,048, exact"),
+    ("ch00-model.md ch05-paged-attention.md", "2 GiB", "arithmetic of model sizes (chapter 0) and the accounting run's activation reserve"),
+    ("ch04-continuous-batching.md", "4 GiB", "a 4,096-token slot at 1 MiB per token, exact"),
+    ("appendix-memory.md", "16 GiB", "16 × 1 GiB requests, exact"),
+    ("appendix-memory.md ch05-paged-attention.md ch06-cuda.md", "64 GiB", "16 × 8,192 tokens × 512 KiB, and the accounting run's KV budget: exact"),
+    ("appendix-memory.md ch05-paged-attention.md", "12.6 GiB", "6,738,415,616 params × 2 B, exact"),
+    ("ch05-paged-attention.md", "14 GiB", "the accounting run's weight allowance (AccountingSpec), an input"),
+    ("ch04-continuous-batching.md", "70 GiB", "vLLM's device-memory threshold in EngineArgs.get_batch_defaults"),
+    ("appendix-memory.md ch05-paged-attention.md", "79.6 GiB", "81,559 MiB, nvidia-smi's reading of an \"80 GB\" H100, converted exactly"),
+    ("appendix-memory.md ch05-paged-attention.md cheatsheet.md", "80 GiB", "80 × 2^30 bytes, the unit comparison of appendix A and the accounting run's card"),
+    ("ch04-continuous-batching.md ch06-cuda.md", "3.35 TB/s", "H100 SXM datasheet bandwidth"),
+    ("ch06-cuda.md", "4.8 TB/s", "H200 datasheet bandwidth"),
+    ("appendix-cpu.md", "100 GB/s", "the hypothetical machine of appendix C's interview question"),
+    ("appendix-cpu.md", "135 ms", "13.5 GB ÷ 100 GB/s, the arithmetic of that question"),
+    ("ch07-server.md", "50 ms", "an example latency objective (chapter 7's goodput answer)"),
+    ("ch07-server.md", "300 ms", "an example time to first token (chapter 7's perceived-latency answer)"),
+    ("ch07-server.md", "500 ms", "an example latency objective (chapter 7's goodput answer)"),
+    ("appendix-model.md ch05-paged-attention.md glossary.md", "1%", "vLLM V0's watermark default and this repository's, and a test's tolerance"),
+    ("ch05-paged-attention.md ch06-cuda.md", "2%", "a test's tolerance (chapter 6, f16), and the arithmetic of chapter 5's budget"),
+    ("ch06-cuda.md", "8%", "a test's tolerance (chapter 6, bf16)"),
+    ("ch05-paged-attention.md", "4%", "the PagedAttention paper's reported waste, quoted"),
+    ("appendix-memory.md", "7%", "80 GiB ÷ 80 GB − 1, exact"),
+    ("ch05-paged-attention.md", "20–38%", "the PagedAttention paper's measured utilisation of earlier systems, quoted"),
+    ("ch02-kv-cache.md", "86.5%", "443 ÷ 512, the arithmetic of chapter 2's example"),
+    ("appendix-memory.md", "94%", "1 − 500 ÷ 8,192, the arithmetic of appendix A's example"),
+    ("ch06-cuda.md mock-interview.md", "100%", "the floor itself: a ratio to a bound, not a measurement"),
+];
+
+/// Every number with a measured-looking unit in one line of prose: `12.6 GiB`, `5%`, `2–4×`.
+/// Inline code and HTML tags are skipped; `×` counts only attached to its number (`3.9×`), not as
+/// a multiplication sign (`2 × 32`).
+fn typed_numbers(line: &str) -> Vec<String> {
+    let mut prose = String::new();
+    let (mut code, mut tag) = (false, false);
+    for c in line.chars() {
+        match c {
+            '`' => code = !code,
+            '<' if !code => tag = true,
+            '>' if tag => tag = false,
+            _ if !code && !tag => prose.push(c),
+            _ => {}
+        }
+    }
+    let chars: Vec<char> = prose.chars().collect();
+    let number_at = |mut j: usize| {
+        let start = j;
+        while j < chars.len() && (chars[j].is_ascii_digit() || chars[j] == ',' || chars[j] == '.') {
+            j += 1;
+        }
+        while j > start && !chars[j - 1].is_ascii_digit() {
+            j -= 1;
+        }
+        j
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts = chars[i].is_ascii_digit() && (i == 0 || !(chars[i - 1].is_alphanumeric() || ".,_".contains(chars[i - 1])));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut end = number_at(i);
+        if end + 1 < chars.len() && (chars[end] == '–' || chars[end] == '-') && chars[end + 1].is_ascii_digit() {
+            end = number_at(end + 1);
+        }
+        let number: String = chars[i..end].iter().collect();
+        let rest: String = chars[end..].iter().collect();
+        if rest.starts_with('×') {
+            out.push(format!("{number}×"));
+        } else {
+            let spaced = rest.strip_prefix([' ', '\u{a0}', '\u{202f}']).unwrap_or(&rest);
+            for unit in MEASURED_UNITS {
+                let Some(after) = spaced.strip_prefix(unit) else { continue };
+                if after.starts_with(|c: char| c.is_alphanumeric() || c == '/') {
+                    continue;
+                }
+                out.push(if unit == "%" { format!("{number}%") } else { format!("{number} {unit}") });
+                break;
+            }
+        }
+        i = end.max(i + 1);
+    }
+    out
+}
+
+#[test]
+fn prose_types_no_measured_numbers() {
+    let mut problems = Vec::new();
+    for page in pages().into_iter().filter(|p| !p.components().any(|c| c.as_os_str() == "generated")) {
+        let text = fs::read_to_string(&page).unwrap();
+        for (n, line, in_fence, _) in lines_with_fences(&text) {
+            if in_fence || !includes(line).is_empty() {
+                continue;
+            }
+            for number in typed_numbers(line) {
+                let name = page.file_name().unwrap_or_default().to_string_lossy().to_string();
+                let allowed = TYPED_CONSTANTS
+                    .iter()
+                    .chain(TYPED_RATIOS)
+                    .any(|(pages, c, _)| *c == number && pages.split(' ').any(|p| p == name));
+                if !allowed {
+                    problems.push(format!("{}:{n}: `{number}` typed in prose", rel(&page)));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} measured-looking numbers typed in prose: put them in a generated table and refer to its columns, \
+         or, for a true constant, add it to TYPED_CONSTANTS / TYPED_RATIOS with the reason:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// Ratios (`N×`) that prose may type (pages, ratio, reason), each a constant.
+const TYPED_RATIOS: &[(&str, &str, &str)] = &[
+    ("README.md ch05-paged-attention.md cheatsheet.md", "2–4×", "the PagedAttention paper's throughput claim, quoted as the claim the book tests"),
+    ("README.md ch04-continuous-batching.md cheatsheet.md", "2–5×", "the continuous-batching claim the book tests, quoted"),
+    ("ch04-continuous-batching.md", "23×", "the continuous-batching figure people quote (Anyscale's blog), quoted in a question"),
+    ("appendix-memory.md ch00-model.md ch06-cuda.md", "4×", "the grouped-query factor of Llama-3-8B: 32 query heads ÷ 8 KV heads, exact"),
+    ("ch01-naive.md", "16.5×", "chapter 1's token passes, (n + 1) ÷ 2 for n = 32, exact"),
+    ("ch01-naive.md", "64.5×", "chapter 1's token passes, (n + 1) ÷ 2 for n = 128, exact"),
+    ("ch01-naive.md", "256.5×", "chapter 1's token passes, (n + 1) ÷ 2 for n = 512, exact"),
+];
+
+#[test]
+fn the_typed_number_check_catches_what_it_should() {
+    assert_eq!(typed_numbers("ch04 51.1 ms vs 37.3 ms, 8% at B=1"), ["51.1 ms", "37.3 ms", "8%"]);
+    assert_eq!(typed_numbers("1.03× → 1.25×; 2 × 32 × 128; 2–4× more"), ["1.03×", "1.25×", "2–4×"]);
+    assert_eq!(typed_numbers("4.2 TB/s and 6258 tokens/s, 12.6 GiB."), ["4.2 TB/s", "6258 tokens/s", "12.6 GiB"]);
+    assert!(typed_numbers("`3.2 ms` in code, <span title=\"5%\">, 16-token blocks, mst, llama3-8b 4096").is_empty());
+    // Sentences issue 20 found contradicting their tables, as they were typed before the fix.
+    assert_eq!(typed_numbers("that is 13.5 GB ÷ 4.2 TB/s ≈ 3.2 ms on an H200"), ["4.2 TB/s", "3.2 ms"]);
+    assert_eq!(typed_numbers("the two engines take 51.1 vs 37.3 ms"), ["37.3 ms"]);
+    assert_eq!(typed_numbers("block size differences (1.03× → 1.25×) are noise"), ["1.03×", "1.25×"]);
+    assert_eq!(typed_numbers("its table: 8% at B=1"), ["8%"]);
+    assert!(typed_numbers("1,300 prompt tokens; 6.03 → 28.91 ms").contains(&"28.91 ms".to_string()));
 }

@@ -15,6 +15,7 @@ fn workload(max_new: usize) -> Vec<Request> {
     prompts().into_iter().enumerate().map(|(i, p)| Request::greedy(i as u64, p, max_new)).collect()
 }
 
+// ANCHOR: every_stage_matches
 fn run_all(model: &Model, requests: &[Request]) -> Vec<(String, RunOutput)> {
     let opts = RunOptions { record_logits: true, ..Default::default() };
     kvserve::stages()
@@ -55,6 +56,7 @@ fn every_stage_matches_the_one_before() {
     let rows: Vec<u64> = runs.iter().map(|(_, r)| r.stats.token_rows).collect();
     assert_eq!(rows, [naive, cached, cached, cached, cached], "ch01..ch05 (no padding: equal lengths)");
 }
+// ANCHOR_END: every_stage_matches
 
 #[test]
 fn sampled_requests_draw_the_same_tokens_in_every_stage() {

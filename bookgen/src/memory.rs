@@ -14,8 +14,9 @@ pub struct MemoryQuery {
     pub batch: u64,
     /// Tokens per request (prompt + output).
     pub seq_len: u64,
-    /// GPU memory in GB (10^9 bytes), as the card is marketed.
-    pub gpu_gb: f64,
+    /// GPU memory in MiB, as `nvidia-smi` reports it (HBM is sized in binary units: an "80 GB"
+    /// H100 has 81,559 MiB = 85.5 GB).
+    pub gpu_mib: f64,
     /// Activation / workspace reserve in GB, low and high estimate.
     pub activations_gb: (f64, f64),
 }
@@ -28,8 +29,8 @@ impl MemoryQuery {
         }
         let gb_ok = |x: f64| x.is_finite() && (0.0..1e9).contains(&x);
         let (lo, hi) = self.activations_gb;
-        if !gb_ok(self.gpu_gb) || self.gpu_gb == 0.0 || !gb_ok(lo) || !gb_ok(hi) {
-            bail!("--gpu-gb must be above 0 and --activations-gb at least 0, both below 10^9 GB");
+        if !gb_ok(self.gpu_mib) || self.gpu_mib == 0.0 || !gb_ok(lo) || !gb_ok(hi) {
+            bail!("--gpu-mib must be above 0 and --activations-gb at least 0, both below 10^9");
         }
         Ok(())
     }
@@ -54,12 +55,13 @@ pub fn report(name: &str, config: &LlamaConfig, q: &MemoryQuery) -> Result<Strin
     let gb = |x: f64| (x * 1e9).round() as u64;
     let act = (gb(q.activations_gb.0), gb(q.activations_gb.1));
     let weights = config.param_count() * dtype.bytes();
-    let gpu = gb(q.gpu_gb);
+    let gpu = (q.gpu_mib * (1u64 << 20) as f64).round() as u64;
+    let card = format!("{:.0} MiB ({:.1} GB)", q.gpu_mib, gpu as f64 / 1e9);
     let plan = |batch, len| MemoryPlan::new(config, dtype, batch, len, weights, act, gpu);
     let p = plan(q.batch, q.seq_len)?;
     let mut o = String::new();
     writeln!(o, "model {name}: {} layers, {} KV heads × head_dim {}, {:?} KV cache", config.num_hidden_layers, config.num_key_value_heads, config.head_dim, dtype)?;
-    writeln!(o, "units: KiB/MiB/GiB are powers of 2; GB is 10^9 bytes (how GPU memory is sold)\n")?;
+    writeln!(o, "units: KiB/MiB/GiB are powers of 2; GB is 10^9 bytes. GPU memory is sized in MiB (nvidia-smi): an \"80 GB\" H100 has 81559 MiB\n")?;
     writeln!(o, "KV per token per layer  2 × {} × {} × {} B = {}", config.num_key_value_heads, config.head_dim, dtype.bytes(), bytes(p.per_token_per_layer))?;
     writeln!(o, "KV per token            × {} layers = {}", config.num_hidden_layers, bytes(p.per_token))?;
     writeln!(o, "KV per request          × {} tokens = {}", q.seq_len, bytes(p.per_request))?;
@@ -67,10 +69,10 @@ pub fn report(name: &str, config: &LlamaConfig, q: &MemoryQuery) -> Result<Strin
     writeln!(o, "weights                 {} params × {} B = {}", config.param_count(), dtype.bytes(), bytes(weights))?;
     writeln!(o, "activations (reserve)   {:.0}–{:.0} GB", q.activations_gb.0, q.activations_gb.1)?;
     let (lo, hi) = p.total();
-    writeln!(o, "total                   {:.1}–{:.1} GB of {:.0} GB: {}", lo as f64 / 1e9, hi as f64 / 1e9, q.gpu_gb, verdict(&p))?;
+    writeln!(o, "total                   {:.1}–{:.1} GB of {card}: {}", lo as f64 / 1e9, hi as f64 / 1e9, verdict(&p))?;
     writeln!(o, "requests of {} tokens that fit beside weights + {:.0} GB: {}\n", q.seq_len, q.activations_gb.1, p.max_requests())?;
 
-    writeln!(o, "scenario                  KV cache              weights + activations   total (GB)    fits in {:.0} GB?", q.gpu_gb)?;
+    writeln!(o, "scenario                  KV cache              weights + activations   total (GB)    fits in {card}?")?;
     for (batch, len) in [(1u64, 2048u64), (16, 2048), (16, 8192)] {
         let s = plan(batch, len)?;
         let (lo, hi) = s.total();

@@ -26,6 +26,7 @@ pub fn files(inputs: &Inputs) -> Result<Vec<(&'static str, String)>> {
         ("mock-designs.md", mock_designs(inputs, inputs.tpot_ms)?),
         ("mock-designs-tight.md", mock_designs(inputs, inputs.tight_tpot_ms)?),
         ("mock-static.md", mock_static(inputs)?),
+        ("mock-compute.md", mock_compute(inputs)?),
     ];
     Ok(files.into_iter().map(|(name, text)| (name, format!("{text}\n{}", footer(inputs)))).collect())
 }
@@ -36,12 +37,14 @@ fn footer(i: &Inputs) -> String {
     let mut flags = String::new();
     for (flag, v, dv) in [
         ("--users", i.users as f64, d.users as f64),
-        ("--gpu-gb", i.gpu_gb, d.gpu_gb),
+        ("--gpu-mib", i.gpu_mib, d.gpu_mib),
         ("--reserve-gb", i.reserve_gb, d.reserve_gb),
         ("--bandwidth-tbs", i.bandwidth_tbs, d.bandwidth_tbs),
         ("--tflops", i.tflops, d.tflops),
         ("--tpot-ms", i.tpot_ms, d.tpot_ms),
         ("--tight-tpot-ms", i.tight_tpot_ms, d.tight_tpot_ms),
+        ("--ttft-ms", i.ttft_ms, d.ttft_ms),
+        ("--fp8-tflops", i.fp8_tflops, d.fp8_tflops),
         ("--max-len", i.max_len as f64, d.max_len as f64),
     ] {
         if v != dv {
@@ -51,6 +54,11 @@ fn footer(i: &Inputs) -> String {
     format!(
         "*Computed, not measured (the same on every machine), by `cargo run --release --example interview -- --markdown book/src/generated{flags}`.*\n"
     )
+}
+
+/// The card's memory as `nvidia-smi` prints it, with the decimal figure: "81,559 MiB (85.5 GB)".
+fn card_size(i: &Inputs) -> String {
+    format!("{} MiB ({})", thousands(i.gpu_mib.round() as u64), gb(i.gpu_bytes()))
 }
 
 fn kib(b: u64) -> String {
@@ -78,12 +86,12 @@ fn thousands(n: u64) -> String {
 fn cheatsheet_memory(i: &Inputs) -> Result<String> {
     let mut o = String::new();
     let len = i.max_len as u64;
-    writeln!(o, "| shape (fp16) | layers | query / KV heads | head_dim | KV per token | KV per {}-token request | weights | {}-token requests on one {:.0} GB card |", thousands(len), thousands(len), i.gpu_gb)?;
+    writeln!(o, "| shape (fp16) | layers | query / KV heads | head_dim | KV per token | KV per {}-token request | weights | {}-token requests on one {} card |", thousands(len), thousands(len), card_size(i))?;
     writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
     for name in ["llama-7b", "llama3-8b", "llama3-70b"] {
         let (c, weights) = f16_config(name)?;
         let act = ((i.reserve_gb * GB) as u64, (i.reserve_gb * GB) as u64);
-        let plan = MemoryPlan::new(&c, DType::F16, 1, len, weights, act, (i.gpu_gb * GB) as u64)?;
+        let plan = MemoryPlan::new(&c, DType::F16, 1, len, weights, act, i.gpu_bytes())?;
         let fit = if weights + act.1 > plan.gpu {
             "none: the weights alone do not fit".to_string()
         } else {
@@ -165,8 +173,11 @@ fn mock_inputs(i: &Inputs) -> Result<String> {
     writeln!(o, "| model | `llama3-70b` shape: {} layers, {} query heads, {} KV heads × head_dim {}, {} parameters |", c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim, thousands(c.param_count()))?;
     writeln!(o, "| weights and KV cache | fp16/bf16 (2 bytes): weights {} |", gb(weights))?;
     writeln!(o, "| users | {} concurrent, prompts uniform 512–2,048 tokens (mean {}), outputs exponential with mean 256 (mean request {} tokens), context capped at {} |", i.users, thousands(prompt.round() as u64), thousands(total.round() as u64), thousands(i.max_len as u64))?;
-    writeln!(o, "| target | at most {:.0} ms per output token (TPOT); the follow-up asks for {:.0} ms |", i.tpot_ms, i.tight_tpot_ms)?;
-    writeln!(o, "| card | {:.0} GB, of which {:.0} GB kept for activations and the CUDA context; {} TB/s memory bandwidth, {:.0} dense bf16 TFLOP/s (datasheet figures, H100 SXM) |", i.gpu_gb, i.reserve_gb, i.bandwidth_tbs, i.tflops)?;
+    writeln!(o, "| target | at most {:.0} ms per output token (TPOT) and {} ms to the first token (TTFT); the follow-up asks for {:.0} ms per token |", i.tpot_ms, thousands(i.ttft_ms.round() as u64), i.tight_tpot_ms)?;
+    let mean_out = total - prompt;
+    let rate = crate::interview::compute::arrival_rate(i, mean_out);
+    writeln!(o, "| arrivals | each user sends a new request when the last one ends, so by Little's law λ = users ÷ (mean output × TPOT) = {} ÷ ({:.0} × {:.0} ms) = **{rate:.1} requests/s**, {} prompt tokens/s to prefill |", i.users, mean_out, i.tpot_ms, thousands((rate * prompt).round() as u64))?;
+    writeln!(o, "| card | {} (the \"80 GB\" H100 SXM as `nvidia-smi` reports it), of which {:.0} GB kept for activations and the CUDA context; {} TB/s memory bandwidth, {:.0} dense bf16 TFLOP/s, {:.0} dense FP8 TFLOP/s (datasheet figures) |", card_size(i), i.reserve_gb, i.bandwidth_tbs, i.tflops, i.fp8_tflops)?;
     Ok(o)
 }
 
@@ -241,5 +252,54 @@ fn mock_static(i: &Inputs) -> Result<String> {
         let steps = mean_out * h;
         writeln!(o, "| {} | {} | {h:.2} | {:.2} | {steps:.0} | {:.1} s |", r.tp, r.batch, 1.0 / h, steps * r.step_ms / 1e3)?;
     }
+    Ok(o)
+}
+
+/// Every step bounded by bytes and by FLOPs: fp16 and FP8, prefill in the decode steps or on
+/// separate cards (`compute::designs`).
+fn mock_compute(i: &Inputs) -> Result<String> {
+    use crate::interview::compute::{designs, Prefill};
+    let rows = designs(i)?;
+    let mut o = String::new();
+    writeln!(o, "| weights + KV | tensor parallel | prefill | requests a group holds | groups × batch | prompt tokens per step | bytes floor | compute floor | step floor | prefill cards | KV copied to decode | TTFT floor | cards | within {:.0} ms and {} ms? |", i.tpot_ms, thousands(i.ttft_ms.round() as u64))?;
+    writeln!(o, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    for d in &rows {
+        let (prefill, copy) = match d.prefill {
+            Prefill::Mixed => ("in the decode steps", "—".to_string()),
+            Prefill::Disaggregated => ("on separate cards", format!("{:.1} GB/s", d.kv_copy_gb_s)),
+        };
+        let ms = |x: f64| if x.is_finite() { format!("{x:.1} ms") } else { "—".into() };
+        let bold = |x: f64, bound: bool| if bound { format!("**{x:.1} ms**") } else { format!("{x:.1} ms") };
+        writeln!(
+            o,
+            "| {} | {} | {prefill} | {} | {} × {} | {} | {} | {} | {} | {} | {copy} | {} | {} | {} |",
+            d.dtype,
+            d.tp,
+            d.held,
+            d.groups,
+            d.batch,
+            if d.prefill_tokens.is_finite() { thousands(d.prefill_tokens.round() as u64) } else { "—".into() },
+            bold(d.bytes_ms, d.bytes_ms >= d.compute_ms),
+            if d.compute_ms.is_finite() { bold(d.compute_ms, d.compute_ms > d.bytes_ms) } else { "none: prefill alone needs the group's whole peak".into() },
+            ms(d.step_ms),
+            if d.prefill_groups == 0 { "—".to_string() } else { format!("{} × {}", d.prefill_groups, d.tp) },
+            ms(d.ttft_ms),
+            d.cards(),
+            if d.meets(i) { "yes" } else { "no" },
+        )?;
+    }
+    let ok: Vec<_> = rows.iter().filter(|d| d.meets(i)).collect();
+    match ok.iter().map(|d| d.cards()).min() {
+        Some(fewest) => {
+            let best: Vec<String> = ok
+                .iter()
+                .filter(|d| d.cards() == fewest)
+                .map(|d| format!("{}, {}-way tensor parallel, prefill {}", d.dtype, d.tp, if d.prefill == Prefill::Mixed { "in the decode steps" } else { "on separate cards" }))
+                .collect();
+            writeln!(o, "\nFewest cards within both targets by both floors: **{fewest}** ({}).", best.join("; "))?;
+        }
+        None => writeln!(o, "\nNo design here meets both targets.")?,
+    }
+    writeln!(o, "\nThe bold floor is the one that binds. Requests held: the group's KV budget ÷ the KV of a mean-length request (the paged bound, no block waste). Groups: the fewest that memory allows; where those fail a target, the next row adds groups until both floors meet both targets. Prompt tokens per step: the arrival rate's prompt tokens per second for this group × the step floor (`step_floors`). Compute: 2 FLOPs per parameter per token (decodes + prompt tokens) ÷ (cards × peak); attention's own FLOPs are left out. Prefill cards: arrivals × mean prompt × 2 × parameters ÷ peak, rounded up to whole groups. KV copied: arrivals × one prompt's KV (all layers and heads), from the prefill to the decode cards. TTFT floor: one mean prompt's compute on its group, and in the decode steps at least one step; queueing is left out.")?;
     Ok(o)
 }

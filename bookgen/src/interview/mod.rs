@@ -8,6 +8,7 @@
 //! `inputs` holds the questions' inputs, `sizing` computes what a card and a layout hold,
 //! `markdown` writes the pages' tables.
 
+pub mod compute;
 pub mod inputs;
 pub mod markdown;
 pub mod sizing;

@@ -56,7 +56,7 @@ pub fn per_card(c: &LlamaConfig, weights: u64, tp: usize, i: &Inputs) -> Result<
     let shard = LlamaConfig { num_key_value_heads: c.num_key_value_heads / tp, ..c.clone() };
     let kv_per_token = kv_bytes_per_token(&shard, DType::F16);
     let weights = weights / tp as u64;
-    let kv_budget = (i.gpu_gb * GB) as i64 - weights as i64 - (i.reserve_gb * GB) as i64;
+    let kv_budget = i.gpu_bytes() as i64 - weights as i64 - (i.reserve_gb * GB) as i64;
     let tokens = if kv_budget > 0 { kv_budget as u64 / kv_per_token } else { 0 };
     let blocks = if kv_budget > 0 { blocks_for_budget(&shard, 16, kv_budget as u64, DType::F16)? as u64 } else { 0 };
     Ok(PerCard { weights, kv_budget, kv_per_token, tokens, blocks })
@@ -121,7 +121,7 @@ pub fn layouts(i: &Inputs, tpot_ms: f64) -> Result<Vec<Layout>> {
         let spec = AccountingSpec {
             shape: Shape { name: "llama3-70b".into(), config: c.clone() },
             dtype: DType::F16,
-            gpu_bytes: tp as u64 * (i.gpu_gb * GB) as u64,
+            gpu_bytes: tp as u64 * i.gpu_bytes(),
             weight_bytes: weights,
             reserve_bytes: tp as u64 * (i.reserve_gb * GB) as u64,
             max_len: i.max_len,
