@@ -162,8 +162,12 @@ fn parse_fault(s: &str) -> Result<(ch07_server::fault::Fault, usize)> {
     Ok((kind.parse().map_err(anyhow::Error::msg)?, after.parse().context("--inject-fault: N")?))
 }
 
+/// The server's async runtime. Tokenization runs on its blocking pool, kept to one thread per
+/// core: it is short CPU work, and tokio's default (up to 512 threads, started and retired with
+/// the load) only adds threads, each with its stack and, under glibc, possibly a malloc arena.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Ok(tokio::runtime::Builder::new_multi_thread().max_blocking_threads(cores.max(2)).enable_all().build()?)
 }
 
 /// A model, its engine thread and the server's settings: everything but the socket.
