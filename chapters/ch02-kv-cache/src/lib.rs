@@ -1,6 +1,9 @@
 //! Chapter 2: a KV cache. The prompt is processed once (prefill); every later step feeds only the
 //! newest token and reads the earlier tokens' K and V from a contiguous per-request cache that is
 //! allocated up front for the maximum length.
+//!
+//! [`cache`] is one request's contiguous K/V store, [`backend`] the attention over such caches
+//! (indexed by `StepMeta::seq`); this file is the one-request-at-a-time engine.
 
 pub mod backend;
 pub mod cache;

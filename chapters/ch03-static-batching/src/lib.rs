@@ -3,6 +3,9 @@
 //! start. A row whose request finished early rides along as padding — computed every step, its
 //! output thrown away — as in a padded batch tensor: that is the waste continuous batching
 //! (chapter 4) removes.
+//!
+//! [`step`] is one batched step over contiguous slots (rows, what each feeds, the step's record),
+//! [`cost`] the measured cost of a decode step by batch size; this file is the engine.
 
 pub mod cost;
 pub mod step;

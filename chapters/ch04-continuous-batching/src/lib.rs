@@ -2,7 +2,8 @@
 //! requests leave, and waiting requests that have arrived take the free slots (prefill) and join
 //! the decode batch at once. Nobody waits for the longest request of someone else's batch.
 //!
-//! [`scheduler`] is the policy, a pure data structure; [`engine`] runs the model on its plans.
+//! [`scheduler`] is the policy, a pure data structure; [`engine`] runs the model on its plans;
+//! [`budget`] turns a KV memory budget into a number of slots.
 
 pub mod budget;
 pub mod engine;

@@ -6,8 +6,9 @@
 //!
 //! [`device`] opens the GPU (a clear error where there is none), [`kernels`] compiles and
 //! launches the `.cu` files beside it, [`weights`] uploads the model, [`model`] is one forward
-//! pass, [`runner`] plugs it into chapter 5's loop, [`engine`] sizes the KV pool, and [`bench`]
-//! measures kernels and decode steps against their memory-bandwidth floor.
+//! pass, [`runner`] plugs it into chapter 5's loop, [`prefill`] is the prefill attention over the
+//! paged cache (CPU reference and launch), [`float`] the f16/bf16/f32 element types, [`engine`]
+//! sizes the KV pool, and [`bench`] measures kernels and decode steps against their floors.
 
 // The kernel launchers are `unsafe fn`s (raw device addresses); every unsafe call inside them
 // still gets its own `unsafe` block and `SAFETY` comment.

@@ -1,6 +1,10 @@
 //! Chapter 7: the step-wise engine behind an OpenAI-compatible HTTP server. The engine runs on a
 //! thread of its own ([`engine`]); axum handlers ([`routes`]) parse requests, queue them, and
 //! stream each token back as it is produced. [`loadgen`] measures any such server.
+//!
+//! [`api`] is the OpenAI request and response shapes, [`chat`] the chat template, [`text`] the
+//! incremental detokenizer and stop strings, [`error`] the JSON errors, [`metrics`] `/metrics`,
+//! [`client`] a small HTTP client (tests and loadgen), [`fault`] the engines of the fault suite.
 
 pub mod api;
 pub mod chat;
