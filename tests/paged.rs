@@ -131,7 +131,8 @@ fn the_7b_accounting_run_is_deterministic() {
     assert_eq!((a.num_slots, a.num_blocks), (64, 8192));
     assert_eq!(a.contiguous.peak_running, 64);
     assert_eq!(a.contiguous.generated_tokens, a.paged.generated_tokens);
-    // The seed's claim (2–4× more concurrent requests) and the paper's (20–38% of KV used):
+    // Concurrency in the same memory (about max_len ÷ mean length on this workload, inside the
+    // range the paper's throughput gain is quoted in) and the paper's 20–38% of KV used:
     assert!((2.0..=4.0).contains(&a.queued_running_ratio), "{}", a.queued_running_ratio);
     assert!((62.0..=80.0).contains(&a.contiguous.waste_pct), "{}", a.contiguous.waste_pct);
     assert!(a.paged.waste_pct < 4.0);
