@@ -34,10 +34,10 @@ pub struct EngineLimits {
     /// ch05, ch06: turn prefix caching off (it is on by default, as in vLLM V1).
     #[arg(long)]
     pub(crate) no_prefix_caching: bool,
-    /// ch05, ch06: chunked prefill — prompts fill what the step's token budget leaves after the
-    /// decodes, in chunks (off by default here; see the book's chunked-prefill section).
+    /// ch05, ch06: turn chunked prefill off (it is on by default, as in vLLM V1: prompts fill
+    /// what the step's token budget leaves after the decodes, in chunks).
     #[arg(long)]
-    pub(crate) chunked_prefill: bool,
+    pub(crate) no_chunked_prefill: bool,
     /// ch05, ch06: the step's token budget (default `max(max_len, 2048)`, chapter 4's rule).
     #[arg(long)]
     pub(crate) max_num_batched_tokens: Option<usize>,
@@ -53,7 +53,7 @@ impl Default for EngineLimits {
             block_size: 16,
             max_running: None,
             no_prefix_caching: false,
-            chunked_prefill: false,
+            no_chunked_prefill: false,
             max_num_batched_tokens: None,
         }
     }
@@ -92,7 +92,7 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
                 max_len: l.max_len,
                 max_running: l.max_running,
                 prefix_sharing: !l.no_prefix_caching,
-                chunked_prefill: l.chunked_prefill,
+                chunked_prefill: !l.no_chunked_prefill,
                 max_tokens_per_step: l.max_num_batched_tokens,
                 ..Default::default()
             };
@@ -104,7 +104,7 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
                 max_len: l.max_len,
                 max_running: l.max_running,
                 prefix_sharing: !l.no_prefix_caching,
-                chunked_prefill: l.chunked_prefill,
+                chunked_prefill: !l.no_chunked_prefill,
                 max_tokens_per_step: l.max_num_batched_tokens,
                 ..Default::default()
             };

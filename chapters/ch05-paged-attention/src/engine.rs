@@ -64,7 +64,8 @@ pub struct PagedEngine {
     /// `max(max_len, 2048)`.
     pub max_tokens_per_step: Option<usize>,
     /// Chunked prefill: prompts fill what the step's token budget leaves after the decodes, in
-    /// chunks (see `SchedulerConfig::chunked_prefill`).
+    /// chunks (see `SchedulerConfig::chunked_prefill`). On by default, as in vLLM V1 (false is
+    /// `--no-chunked-prefill`).
     pub chunked_prefill: bool,
     /// The block scheduler's counters of the last run (filled by [`Engine::run`]).
     pub last_run: Option<SchedulerStats>,
@@ -81,7 +82,7 @@ impl Default for PagedEngine {
             prefix_sharing: true,
             max_running: None,
             max_tokens_per_step: None,
-            chunked_prefill: false,
+            chunked_prefill: true,
             last_run: None,
         }
     }
