@@ -12,57 +12,11 @@ use ch05_paged_attention::PagedEngine;
 use ch06_cuda::device::{ptr, Gpu};
 use ch06_cuda::prefill::{reference, PrefillIo, PrefillKernels, PrefillVersion};
 use ch06_cuda::{CudaEngine, GpuFloat};
-use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 use std::path::Path;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() + 1.0) * 0.5 * n as f32) as usize % n
-    }
-}
-
-fn round<T: GpuFloat>(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&x| T::from_f32(x).to_f32()).collect()
-}
-
-fn up<T: GpuFloat>(g: &Gpu, v: &[f32]) -> CudaSlice<T> {
-    g.upload("test input", &v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>()).unwrap()
-}
-
-fn down<T: GpuFloat>(g: &Gpu, s: &CudaSlice<T>) -> Vec<f32> {
-    let mut out = vec![T::default(); s.len()];
-    g.stream.memcpy_dtoh(s, &mut out).unwrap();
-    out.into_iter().map(T::to_f32).collect()
-}
-
-fn tol<T: GpuFloat>() -> f64 {
-    match T::C_NAME {
-        "f32" => 1e-5,
-        "f16" => 4e-3,
-        _ => 3e-2,
-    }
-}
-
-fn rel_err(what: &str, got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    if let Some(i) = got.iter().position(|x| !x.is_finite()) {
-        panic!("{what}: element {i} of {} not written (or not finite): {}", got.len(), got[i]);
-    }
-    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
+mod common;
+use common::*;
 
 /// (query rows, cached prefix) per sequence of the pass.
 const SEQS: [(usize, usize); 9] = [(1, 0), (17, 0), (64, 0), (100, 0), (130, 37), (5, 200), (64, 64), (200, 3), (1, 70)];
