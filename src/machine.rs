@@ -25,3 +25,9 @@ fn gpus() -> Option<String> {
     let cards: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().replace(", ", " ")).filter(|l| !l.is_empty()).collect();
     (!cards.is_empty()).then(|| cards.join(" + "))
 }
+
+/// The command being run as a reader would type it (`kvserve …`), wherever the binary is, for the
+/// footers that say how a table was made.
+pub fn command_line() -> String {
+    std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ")
+}

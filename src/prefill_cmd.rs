@@ -2,14 +2,14 @@
 //! a mixed workload, with and without chunking, over a sweep of token budgets) and
 //! `kvserve bench-chat` (the prefix cache across the turns of multi-turn chats, on and off).
 
-use crate::machine::machine;
+use crate::machine::{command_line, machine};
 use anyhow::Result;
 use bookgen::chat::{self, ChatSpec};
 use bookgen::chunked::{run as run_mixed, to_markdown, MixedSpec};
 use ch05_paged_attention::PagedEngine;
 use kvserve::ch00_model::{load_model, LlamaConfig};
 use kvserve::ch00_serving::{Engine, Request, RunOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct ChunkedArgs {
@@ -52,15 +52,8 @@ pub fn run(args: &ChunkedArgs) -> Result<()> {
         let run_one = |paged: &PagedEngine, reqs: &[Request]| Ok(paged.clone().run(&loaded.model, reqs, &opts)?);
         (run_mixed(&loaded.model.config, &MixedSpec::book(), &args.budgets, args.rounds, run_one)?, loaded.source_name())
     };
-    let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let md = to_markdown(&report, &machine, &command);
-    println!("{md}");
-    if let Some(p) = &args.markdown {
-        std::fs::write(p, &md)?;
-    }
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
-    }
+    let md = to_markdown(&report, &machine, &command_line());
+    write_report(&md, &report, args.markdown.as_deref(), args.json.as_deref())?;
     if let Some(p) = &args.figure {
         let title = format!("chunked prefill: the token budget's trade-off ({source})");
         std::fs::write(p, bookgen::figures::budget_sweep_svg(&report, &title)?)?;
@@ -85,14 +78,18 @@ pub fn run_chat(args: &ChatArgs) -> Result<()> {
     let machine = machine();
     let loaded = load_model(None, Some(&args.config))?;
     let report = chat::run(&loaded.model, &ChatSpec::book())?;
-    let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let md = chat::to_markdown(&report, &machine, &command);
+    let md = chat::to_markdown(&report, &machine, &command_line());
+    write_report(&md, &report, args.markdown.as_deref(), args.json.as_deref())
+}
+
+/// Prints the table, and writes it and the report's JSON where asked.
+fn write_report(md: &str, report: &impl serde::Serialize, markdown: Option<&Path>, json: Option<&Path>) -> Result<()> {
     println!("{md}");
-    if let Some(p) = &args.markdown {
-        std::fs::write(p, &md)?;
+    if let Some(p) = markdown {
+        std::fs::write(p, md)?;
     }
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
+    if let Some(p) = json {
+        std::fs::write(p, serde_json::to_string_pretty(report)?)?;
     }
     Ok(())
 }

@@ -186,7 +186,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let machine = machine();
     // The command as a reader would type it, wherever the binary happened to be.
-    let command = std::iter::once("kvserve".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    let command = crate::machine::command_line();
     println!("kvserve bench on {machine}\n");
 
     // 1. One request at a time: recompute (ch01) vs KV cache (ch02), on the default model.
