@@ -12,11 +12,13 @@
 //! - [`sampling`]: parallel sampling with copy-on-write — `run`, `result`, `markdown`.
 //! - [`interview`]: the cheat sheet's and the mock interview's tables — `inputs`, `sizing`, `markdown`.
 //! - [`bench`]: `kvserve bench`'s stage rows (`rows`) and their Markdown tables (`tables`).
+//! - [`card`]: the one card model: what a GPU leaves for the KV cache.
 //! - [`memory`]: the KV-cache memory calculator's report (appendix A).
 //! - [`figures`]: SVG figures from real runs — Gantt `bars` and `gantt` chart, `latency_throughput`.
 
 pub mod bench;
 pub mod capacity;
+pub mod card;
 pub mod chat;
 pub mod chunked;
 pub mod figures;
