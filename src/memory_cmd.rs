@@ -35,6 +35,9 @@ pub struct MemoryArgs {
     /// Activation / workspace reserve in GB, low and high estimate.
     #[arg(long, num_args = 2, default_values_t = [2.0, 4.0])]
     pub activations_gb: Vec<f64>,
+    /// Print the table of weight × KV precisions (fp16, fp8, int4, int2) on this card instead.
+    #[arg(long)]
+    pub precisions: bool,
     /// Write the report as Markdown to this file too.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
@@ -44,7 +47,13 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
     let text = report(args)?;
     print!("{text}");
     if let Some(path) = &args.markdown {
-        std::fs::write(path, format!("```text\n$ kvserve memory{}\n{text}```\n", flags(args)))?;
+        let page = if args.precisions {
+            // already a Markdown table: the command goes below it
+            format!("{text}\n*Computed, not measured (the same on every machine), by `kvserve memory{}`.*\n", flags(args))
+        } else {
+            format!("```text\n$ kvserve memory{}\n{text}```\n", flags(args))
+        };
+        std::fs::write(path, page)?;
     }
     Ok(())
 }
@@ -68,6 +77,9 @@ fn flags(args: &MemoryArgs) -> String {
     }
     if args.gpu_mib != kvserve::ch00_model::H100_80GB.mib as f64 {
         let _ = write!(s, " --gpu-mib {}", args.gpu_mib);
+    }
+    if args.precisions {
+        s.push_str(" --precisions");
     }
     s
 }
@@ -94,5 +106,8 @@ fn report(args: &MemoryArgs) -> Result<String> {
             (LlamaConfig::named(&n)?, n)
         }
     };
+    if args.precisions {
+        return memory::precision_table(&name, &config, &query);
+    }
     memory::report(&name, &config, &query)
 }

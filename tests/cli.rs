@@ -47,6 +47,11 @@ fn a_quantized_kv_cache_halves_the_token_and_doubles_the_budget_in_tokens() {
     let (ok, int4, _) = kvserve(&["memory", "--weight-dtype", "int4"]);
     assert!(ok);
     assert!(int4.contains("6738415616 params × 4/8 B = 3.14 GiB"), "{int4}");
+    // The precision table: fp8 weights and KV read half of fp16's bytes per decode step.
+    let (ok, table, _) = kvserve(&["memory", "--precisions"]);
+    assert!(ok);
+    let row = table.lines().find(|l| l.starts_with("| fp8 | fp8 |")).unwrap();
+    assert!(row.ends_with("| 0.50 |"), "{table}");
 }
 
 #[test]

@@ -120,3 +120,62 @@ fn verdict(p: &MemoryPlan) -> &'static str {
         "no"
     }
 }
+
+/// The weight and KV precisions [`precision_table`] compares: the engines' fp16, FP8 (Hopper's
+/// tensor cores), weight-only INT4 (AWQ/GPTQ-style) and KIVI's 2-bit KV.
+pub const PRECISIONS: [(Precision, Precision); 7] = [
+    (Precision::F16, Precision::F16),
+    (Precision::F16, Precision::Fp8),
+    (Precision::Fp8, Precision::F16),
+    (Precision::Fp8, Precision::Fp8),
+    (Precision::Int4, Precision::F16),
+    (Precision::Int4, Precision::Fp8),
+    (Precision::Int4, Precision::Int2),
+];
+
+/// What the weights' and the KV cache's precision do to one card (`kvserve memory
+/// --precisions`): the weights, the card model's KV budget, the tokens and requests it holds,
+/// and the bytes one decode step of `q.batch` requests of `q.seq_len` tokens reads (every weight
+/// once, every cached token once). Quantization scales are not counted.
+pub fn precision_table(name: &str, config: &LlamaConfig, q: &MemoryQuery) -> Result<String> {
+    q.validate()?;
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    let card = Card { name: "GPU", mib: q.gpu_mib.round() as u64 };
+    let mut o = String::new();
+    writeln!(o, "{name} on a {} MiB card; KV budget = {GPU_MEMORY_UTILIZATION} × the card − weights − buffers (the card model); a decode step of {} requests × {} tokens reads the weights and their KV once\n", thousands(card.mib), q.batch, thousands(q.seq_len))?;
+    writeln!(o, "| weights | KV cache | weight bytes | KV per token | KV budget | tokens in it | requests of {} tokens | bytes per decode step | × fp16's |", thousands(q.seq_len))?;
+    writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let step = |w: u64, kv: u64| w as f64 + (q.batch * q.seq_len) as f64 * kv as f64;
+    let base = {
+        let b = card_budget(card, name, config, Precision::F16, Precision::F16, q.seq_len as usize);
+        step(b.weights, b.kv_per_token)
+    };
+    for (w, kv) in PRECISIONS {
+        let b = card_budget(card, name, config, w, kv, q.seq_len as usize);
+        let (budget, tokens, reqs) = if b.kv_budget == 0 {
+            ("none".to_string(), "—".to_string(), "the weights do not fit".to_string())
+        } else {
+            (gib(b.kv_budget), thousands(b.tokens()), thousands(b.requests(q.seq_len)))
+        };
+        let bytes_step = step(b.weights, b.kv_per_token);
+        writeln!(
+            o,
+            "| {} | {} | {} | {} | {budget} | {tokens} | {reqs} | {:.1} GB | {:.2} |",
+            w.name(),
+            kv.name(),
+            gib(b.weights),
+            kib(b.kv_per_token),
+            bytes_step / 1e9,
+            bytes_step / base
+        )?;
+    }
+    Ok(o)
+}
+
+fn kib(b: u64) -> String {
+    if b % 1024 == 0 {
+        format!("{} KiB", b / 1024)
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}

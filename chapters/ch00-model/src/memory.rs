@@ -29,6 +29,8 @@ pub enum Precision {
     Fp8,
     Int8,
     Int4,
+    /// 2-bit, as KIVI stores the KV cache (with a recent window kept in full precision).
+    Int2,
 }
 
 impl Precision {
@@ -38,6 +40,7 @@ impl Precision {
             Precision::F16 | Precision::BF16 => 16,
             Precision::Fp8 | Precision::Int8 => 8,
             Precision::Int4 => 4,
+            Precision::Int2 => 2,
         }
     }
 }
@@ -52,6 +55,7 @@ impl Precision {
             "fp8" | "fp8_e4m3" | "fp8_e5m2" => Some(Precision::Fp8),
             "int8" | "i8" => Some(Precision::Int8),
             "int4" | "i4" => Some(Precision::Int4),
+            "int2" | "i2" => Some(Precision::Int2),
             _ => None,
         }
     }
@@ -65,6 +69,7 @@ impl Precision {
             Precision::Fp8 => "fp8",
             Precision::Int8 => "int8",
             Precision::Int4 => "int4",
+            Precision::Int2 => "int2",
         }
     }
 }
@@ -213,6 +218,7 @@ mod tests {
         assert_eq!(kv_bytes_per_token(&c, Precision::Fp8), 256 * 1024);
         assert_eq!(kv_bytes_per_token(&c, Precision::Int8), 256 * 1024);
         assert_eq!(kv_bytes_per_token(&c, Precision::Int4), 128 * 1024);
+        assert_eq!(kv_bytes_per_token(&c, Precision::Int2), 64 * 1024);
         assert_eq!(Precision::parse("fp8"), Some(Precision::Fp8));
         assert_eq!(Precision::parse("bf16"), Some(Precision::BF16));
         assert_eq!(Precision::parse("fp4"), None);
