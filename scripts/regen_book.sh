@@ -27,7 +27,8 @@ quiet "$T/release/kvserve" bench-chunked --budgets 64,128,256,512,1024 --rounds 
 # Chapter 5's prefix cache across the turns of multi-turn chats, on and off.
 quiet "$T/release/kvserve" bench-chat --markdown "$G/chat-prefix.md" --json "$G/chat-prefix.json"
 # Appendix A, and the interview pages' computed tables (they use chapter 5's accounting run and the card
-# model, card-7b.md). When only the accounting spec or the card model changed, nothing measured:
+# model, card-7b.md), and appendices E and F's formula tables (spec-*.md, attention-variants.md,
+# moe-experts.md). When only the accounting spec or the card model changed, nothing measured:
 #   target/release/examples/capacity --refresh-accounting book/src/generated --figures book/src/figures
 { echo '```text'; echo '$ kvserve memory'; "$T/release/kvserve" memory; echo '```'; } > "$G/memory-7b.md"
 # Appendix D: quantized weights and KV cache (computed, the same on every machine).

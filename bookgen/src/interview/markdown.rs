@@ -19,6 +19,10 @@ pub fn files(inputs: &Inputs) -> Result<Vec<(&'static str, String)>> {
     inputs.validate()?;
     let files = [
         ("card-7b.md", crate::card::seven_b().markdown(&[2048, 8192])),
+        ("spec-acceptance.md", crate::topics::acceptance_table()),
+        ("spec-batch.md", crate::topics::speculation_by_batch(inputs)?),
+        ("attention-variants.md", crate::topics::attention_variants()?),
+        ("moe-experts.md", crate::topics::moe_experts()),
         ("cheatsheet-memory.md", cheatsheet_memory(inputs)?),
         ("cheatsheet-batching.md", cheatsheet_batching()),
         ("cheatsheet-paging.md", cheatsheet_paging()?),
