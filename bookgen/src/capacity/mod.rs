@@ -12,6 +12,7 @@ pub mod markdown;
 pub mod result;
 pub mod run;
 pub mod spec;
+pub mod sweep;
 
 pub use figure::{write_capacity_figures, write_memory_figure};
 pub use markdown::{claims_markdown, to_markdown};

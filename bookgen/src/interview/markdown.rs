@@ -19,6 +19,7 @@ pub fn files(inputs: &Inputs) -> Result<Vec<(&'static str, String)>> {
     inputs.validate()?;
     let files = [
         ("card-7b.md", crate::card::seven_b().markdown(&[2048, 8192])),
+        ("capacity-max-len.md", crate::capacity::sweep::sweep_markdown(&[2048, 4096, 8192, 16384])?),
         ("spec-acceptance.md", crate::topics::acceptance_table()),
         ("spec-batch.md", crate::topics::speculation_by_batch(inputs)?),
         ("attention-variants.md", crate::topics::attention_variants()?),
