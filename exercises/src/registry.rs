@@ -36,24 +36,52 @@ const CH05: &str = "book/src/ch05-paged-attention.md";
 
 // ANCHOR: exercises
 pub const EXERCISES: &[Exercise] = &[
-    Exercise { chapter: 1, name: "causal_context", page: CH01, task: "which tokens of a naive step a token attends to", check: ch01::ch01_causal_context },
-    Exercise { chapter: 1, name: "naive_token_passes", page: CH01, task: "tokens fed through the model when every token recomputes the prefix", check: ch01::ch01_naive_token_passes },
-    Exercise { chapter: 2, name: "kv_bytes_per_token", page: CH02, task: "KV bytes per token, with grouped-query attention", check: ch02::ch02_kv_bytes_per_token },
-    Exercise { chapter: 2, name: "cached_token_passes", page: CH02, task: "tokens fed through the model with a KV cache", check: ch02::ch02_cached_token_passes },
-    Exercise { chapter: 2, name: "cache_write", page: CH02, task: "append one token's K and V to a contiguous cache", check: ch02::ch02_cache_write },
-    Exercise { chapter: 2, name: "attend_one", page: CH02, task: "attention of one query over a cache (GQA, stable softmax)", check: ch02::ch02_attend_one },
-    Exercise { chapter: 3, name: "static_batching", page: CH03, task: "steps, busy and wasted slot-steps of static batching", check: ch03::ch03_static_batching },
-    Exercise { chapter: 3, name: "static_utilisation", page: CH03, task: "expected utilisation 1/H_B of static batching", check: ch03::ch03_static_utilisation },
-    Exercise { chapter: 4, name: "slots_for_budget", page: CH04, task: "contiguous slots that fit a KV budget", check: ch04::ch04_slots_for_budget },
-    Exercise { chapter: 4, name: "schedule", page: CH04, task: "one iteration-level scheduling step", check: ch04::ch04_schedule },
-    Exercise { chapter: 4, name: "continuous_batching", page: CH04, task: "steps of continuous batching on chapter 3's workload", check: ch04::ch04_continuous_batching },
-    Exercise { chapter: 5, name: "block_allocator", page: CH05, task: "allocate, share and release blocks with reference counts", check: ch05::ch05_block_allocator },
-    Exercise { chapter: 5, name: "slot_mapping", page: CH05, task: "flat KV slots through a block table (reshape-and-cache)", check: ch05::ch05_slot_mapping },
-    Exercise { chapter: 5, name: "schedule_blocks", page: CH05, task: "admission by free blocks, with preemption of the youngest", check: ch05::ch05_schedule_blocks },
-    Exercise { chapter: 5, name: "prepare_write", page: CH05, task: "copy-on-write of a shared block", check: ch05::ch05_prepare_write },
-    Exercise { chapter: 5, name: "chunk_shares", page: CH05, task: "chunked prefill: decodes first, then prompt chunks, under a token budget", check: ch05::ch05_chunk_shares },
-    Exercise { chapter: 5, name: "lru", page: CH05, task: "the prefix cache's LRU: park, revive, evict", check: ch05::ch05_lru },
+    ex(1, "causal_context", CH01, ch01::ch01_causal_context,
+       "which tokens of a naive step a token attends to"),
+    ex(1, "naive_token_passes", CH01, ch01::ch01_naive_token_passes,
+       "tokens fed through the model when every token recomputes the prefix"),
+    ex(2, "kv_bytes_per_token", CH02, ch02::ch02_kv_bytes_per_token,
+       "KV bytes per token, with grouped-query attention"),
+    ex(2, "cached_token_passes", CH02, ch02::ch02_cached_token_passes,
+       "tokens fed through the model with a KV cache"),
+    ex(2, "cache_write", CH02, ch02::ch02_cache_write,
+       "append one token's K and V to a contiguous cache"),
+    ex(2, "attend_one", CH02, ch02::ch02_attend_one,
+       "attention of one query over a cache (GQA, stable softmax)"),
+    ex(3, "static_batching", CH03, ch03::ch03_static_batching,
+       "steps, busy and wasted slot-steps of static batching"),
+    ex(3, "static_utilisation", CH03, ch03::ch03_static_utilisation,
+       "expected utilisation 1/H_B of static batching"),
+    ex(4, "slots_for_budget", CH04, ch04::ch04_slots_for_budget,
+       "contiguous slots that fit a KV budget"),
+    ex(4, "schedule", CH04, ch04::ch04_schedule,
+       "one iteration-level scheduling step"),
+    ex(4, "continuous_batching", CH04, ch04::ch04_continuous_batching,
+       "steps of continuous batching on chapter 3's workload"),
+    ex(5, "block_allocator", CH05, ch05::ch05_block_allocator,
+       "allocate, share and release blocks with reference counts"),
+    ex(5, "slot_mapping", CH05, ch05::ch05_slot_mapping,
+       "flat KV slots through a block table (reshape-and-cache)"),
+    ex(5, "schedule_blocks", CH05, ch05::ch05_schedule_blocks,
+       "admission by free blocks, with preemption of the youngest"),
+    ex(5, "prepare_write", CH05, ch05::ch05_prepare_write,
+       "copy-on-write of a shared block"),
+    ex(5, "chunk_shares", CH05, ch05::ch05_chunk_shares,
+       "chunked prefill: decodes first, then prompt chunks, under a token budget"),
+    ex(5, "lru", CH05, ch05::ch05_lru,
+       "the prefix cache's LRU: park, revive, evict"),
 ];
+
+/// An [`Exercise`] row: chapter, function name, page, check, task.
+const fn ex(
+    chapter: u8,
+    name: &'static str,
+    page: &'static str,
+    check: fn(),
+    task: &'static str,
+) -> Exercise {
+    Exercise { chapter, name, page, task, check }
+}
 // ANCHOR_END: exercises
 
 /// Where an exercise stands.
