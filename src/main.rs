@@ -3,6 +3,7 @@
 mod machine;
 mod memory_cmd;
 mod prefill_cmd;
+mod prefill_flags;
 mod report;
 mod serve_cmd;
 mod soak_cmd;
@@ -100,6 +101,8 @@ struct GenerateArgs {
     /// the generated token ids, space-separated, as the last line (one line per sample).
     #[arg(long)]
     print_ids: bool,
+    #[command(flatten)]
+    prefill: prefill_flags::PrefillFlags,
     /// The prompt (with a random-weight config: text, or whitespace-separated token ids).
     prompt: String,
 }
@@ -140,7 +143,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
 
 fn generate(args: &GenerateArgs) -> Result<()> {
     let loaded = load_model(args.model.as_deref(), args.config.as_deref())?;
-    let mut engine = kvserve::stage(&args.stage).with_context(|| {
+    let mut engine = kvserve::stage_with(&args.stage, &args.prefill.policy()).with_context(|| {
         let names: Vec<_> = kvserve::stages().iter().map(|e| e.name()).collect();
         format!("unknown stage {:?}; stages: {}", args.stage, names.join(", "))
     })?;

@@ -6,6 +6,7 @@ use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use ch07_server::loadgen::{self, LoadgenConfig, Report};
 use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig};
+use crate::prefill_flags::PrefillFlags;
 use bookgen::figures::LoadPoint;
 use kvserve::ch00_model::{load_model, LoadedModel};
 use kvserve::ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
@@ -31,16 +32,8 @@ pub struct EngineLimits {
     /// ch04, ch05, ch06: most sequences running at once (default: chapter 4's for the memory).
     #[arg(long)]
     pub(crate) max_running: Option<usize>,
-    /// ch05, ch06: turn prefix caching off (it is on by default, as in vLLM V1).
-    #[arg(long)]
-    pub(crate) no_prefix_caching: bool,
-    /// ch05, ch06: turn chunked prefill off (it is on by default, as in vLLM V1: prompts fill
-    /// what the step's token budget leaves after the decodes, in chunks).
-    #[arg(long)]
-    pub(crate) no_chunked_prefill: bool,
-    /// ch05, ch06: the step's token budget (default `max(max_len, 2048)`, chapter 4's rule).
-    #[arg(long)]
-    pub(crate) max_num_batched_tokens: Option<usize>,
+    #[command(flatten)]
+    pub(crate) prefill: PrefillFlags,
 }
 
 impl Default for EngineLimits {
@@ -52,9 +45,7 @@ impl Default for EngineLimits {
             kv_blocks: None,
             block_size: 16,
             max_running: None,
-            no_prefix_caching: false,
-            no_chunked_prefill: false,
-            max_num_batched_tokens: None,
+            prefill: PrefillFlags::default(),
         }
     }
 }
@@ -86,28 +77,22 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
             Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
         }
         "ch05-paged-attention" => {
-            let e = PagedEngine {
+            let e = l.prefill.policy().apply(PagedEngine {
                 budget: l.kv_blocks.map_or(KvBudget::Slots(l.slots), KvBudget::Blocks),
                 block_size: l.block_size,
                 max_len: l.max_len,
                 max_running: l.max_running,
-                prefix_sharing: !l.no_prefix_caching,
-                chunked_prefill: !l.no_chunked_prefill,
-                max_tokens_per_step: l.max_num_batched_tokens,
                 ..Default::default()
-            };
+            });
             Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
         }
         "ch06-cuda" => {
-            let paged = PagedEngine {
+            let paged = l.prefill.policy().apply(PagedEngine {
                 block_size: l.block_size,
                 max_len: l.max_len,
                 max_running: l.max_running,
-                prefix_sharing: !l.no_prefix_caching,
-                chunked_prefill: !l.no_chunked_prefill,
-                max_tokens_per_step: l.max_num_batched_tokens,
                 ..Default::default()
-            };
+            });
             // The pool fills the card unless --kv-blocks says how many blocks.
             let e = ch06_cuda::CudaEngine { paged, num_blocks: l.kv_blocks, ..Default::default() };
             Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
