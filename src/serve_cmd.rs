@@ -4,12 +4,13 @@ use anyhow::{bail, Context, Result};
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{KvBudget, PagedEngine};
+use ch07_server::loadgen::chat::ChatLoadConfig;
 use ch07_server::loadgen::{self, LoadgenConfig, Report};
 use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig};
 use crate::prefill_flags::PrefillFlags;
 use bookgen::figures::LoadPoint;
 use kvserve::ch00_model::{load_model, LoadedModel};
-use kvserve::ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
+use kvserve::ch00_serving::{Arrivals, ChatSpec, LengthDist, WorkloadSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,12 +257,51 @@ pub struct LoadgenArgs {
     vocab: Option<usize>,
     #[command(flatten)]
     workload: WorkloadArgs,
+    /// Replay multi-turn chats instead (each turn the whole history plus a new message, sent when
+    /// the turn before has answered); the workload flags then do not apply.
+    #[arg(long)]
+    chat: bool,
+    #[command(flatten)]
+    chat_spec: ChatArgs,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
+/// The chats of `loadgen --chat` (defaults: the book's `bench-chat` run).
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    #[arg(long, default_value_t = ChatSpec::book().conversations)]
+    conversations: usize,
+    #[arg(long, default_value_t = ChatSpec::book().turns)]
+    turns: usize,
+    /// Tokens of each conversation's first prompt.
+    #[arg(long, default_value_t = ChatSpec::book().first_prompt)]
+    first_prompt: usize,
+    /// Tokens of each later turn's new message.
+    #[arg(long, default_value_t = ChatSpec::book().message)]
+    message: usize,
+    /// Tokens of every answer.
+    #[arg(long, default_value_t = ChatSpec::book().answer)]
+    answer: usize,
+}
+
+impl ChatArgs {
+    fn spec(&self) -> ChatSpec {
+        ChatSpec {
+            conversations: self.conversations,
+            turns: self.turns,
+            first_prompt: self.first_prompt,
+            message: self.message,
+            answer: self.answer,
+        }
+    }
+}
+
 pub fn loadgen_cmd(args: &LoadgenArgs) -> Result<()> {
+    if args.chat {
+        return loadgen_chat(args);
+    }
     let report = runtime()?.block_on(async {
         let vocab_size = match args.vocab {
             Some(v) => v,
@@ -281,6 +321,22 @@ pub fn loadgen_cmd(args: &LoadgenArgs) -> Result<()> {
     }
     if report.failed > 0 {
         bail!("{} of {} requests failed", report.failed, report.requests);
+    }
+    Ok(())
+}
+
+fn loadgen_chat(args: &LoadgenArgs) -> Result<()> {
+    let report = runtime()?.block_on(async {
+        let vocab_size = match args.vocab {
+            Some(v) => v,
+            None => server_vocab(&args.url).await?,
+        };
+        let cfg = ChatLoadConfig { base_url: args.url.clone(), model: args.model.clone(), spec: args.chat_spec.spec(), vocab_size };
+        loadgen::chat::run(&cfg).await
+    })?;
+    println!("{}", report.markdown());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

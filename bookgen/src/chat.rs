@@ -3,36 +3,12 @@
 //! is complete; chapter 5's engine with its prefix cache on and off, same tokens.
 
 use crate::bench::rows::percentile;
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use ch00_model::Model;
+pub use ch00_serving::ChatSpec;
 use ch00_serving::{Engine, Request, RequestOutput};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use serde::Serialize;
-
-// ANCHOR: chat_spec
-/// `conversations` chats of `turns` turns: the first prompt has `first_prompt` tokens, every later
-/// turn adds the previous answer (`answer` tokens) and a new message of `message` tokens.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct ChatSpec {
-    pub conversations: usize,
-    pub turns: usize,
-    pub first_prompt: usize,
-    pub message: usize,
-    pub answer: usize,
-}
-// ANCHOR_END: chat_spec
-
-impl ChatSpec {
-    /// The book's run on the `bench` model (context 1024).
-    pub fn book() -> Self {
-        ChatSpec { conversations: 6, turns: 4, first_prompt: 160, message: 24, answer: 32 }
-    }
-
-    /// The most tokens a conversation reaches (its last prompt and answer).
-    pub fn longest(&self) -> usize {
-        self.first_prompt + (self.turns - 1) * (self.answer + self.message) + self.answer
-    }
-}
 
 /// One turn of every conversation.
 #[derive(Debug, Clone, Serialize)]
@@ -61,10 +37,6 @@ struct Turn {
     hit: u64,
 }
 
-fn message(c: usize, turn: usize, len: usize, vocab: usize) -> impl Iterator<Item = u32> {
-    (0..len).map(move |i| (3 + (c * 7919 + turn * 104_729 + i * 15_485_863) % (vocab - 3)) as u32)
-}
-
 // ANCHOR: chat_run
 /// The conversations on chapter 5's engine, driven step by step: every conversation's turn `t`
 /// is added once all answers of turn `t - 1` are complete (turns in lockstep, so each turn's
@@ -80,14 +52,14 @@ fn run_chat(model: &Model, spec: &ChatSpec, prefix_caching: bool) -> Result<Vec<
     };
     let mut core = engine.stepper(model)?;
     let mut history: Vec<Vec<u32>> =
-        (0..spec.conversations).map(|c| message(c, 0, spec.first_prompt, vocab).collect()).collect();
+        (0..spec.conversations).map(|c| spec.message(c, 0, vocab)).collect();
     let mut turns = Vec::new();
     for t in 0..spec.turns {
         let before = core.load();
         let mut prompt_lens = Vec::new();
         for (c, h) in history.iter_mut().enumerate() {
             if t > 0 {
-                h.extend(message(c, t, spec.message, vocab));
+                h.extend(spec.message(c, t, vocab));
             }
             prompt_lens.push(h.len());
             let id = (t * spec.conversations + c) as u64;
@@ -114,8 +86,7 @@ fn run_chat(model: &Model, spec: &ChatSpec, prefix_caching: bool) -> Result<Vec<
 
 /// The chats with the prefix cache off, then on, on `model`.
 pub fn run(model: &Model, spec: &ChatSpec) -> Result<ChatReport> {
-    ensure!(spec.turns >= 1 && spec.conversations >= 1, "at least one conversation of one turn");
-    ensure!(spec.longest() <= model.config.max_position_embeddings, "the conversations outgrow the context");
+    spec.validate(model.config.vocab_size, model.config.max_position_embeddings)?;
     let off = run_chat(model, spec, false)?;
     let on = run_chat(model, spec, true)?;
     let ttft = |t: &Turn| percentile(&t.outputs.iter().map(|o| o.ttft_s * 1e3).collect::<Vec<_>>(), 50.0);
