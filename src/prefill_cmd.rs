@@ -63,9 +63,13 @@ pub fn run(args: &ChunkedArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
-    /// Named random model (the bench model's context is 1024 tokens).
+    /// Named random model (the bench model's context is 1024 tokens; on the GPU, e.g. llama-7b).
     #[arg(long, default_value = "bench")]
     config: String,
+    /// ch05 (the CPU engine, the book's chats) or ch06 (the GPU engine, random f16 weights made on
+    /// the card, chats sized for a 7B model on one GPU).
+    #[arg(long, default_value = "ch05")]
+    stage: String,
     /// Also write the table as Markdown here.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -76,9 +80,19 @@ pub struct ChatArgs {
 
 pub fn run_chat(args: &ChatArgs) -> Result<()> {
     let machine = machine();
-    let loaded = load_model(None, Some(&args.config))?;
-    let report = chat::run(&loaded.model, &ChatSpec::book())?;
-    let md = chat::to_markdown(&report, &machine, &command_line());
+    let (report, engine) = if args.stage.starts_with("ch06") {
+        let config = LlamaConfig::named(&args.config)?;
+        let spec = ChatSpec::gpu_7b();
+        let core = |paged: PagedEngine| Ok(ch06_cuda::CudaEngine { paged, ..Default::default() }.stepper_random(&config, 0)?);
+        let report = chat::run(&config, &spec, spec.conversations, core)?;
+        (report, format!("Chapter 6's engine on random:{} f16 weights made on the card (the KV pool fills the card, {} sequences at most)", args.config, spec.conversations))
+    } else {
+        let loaded = load_model(None, Some(&args.config))?;
+        let core = |paged: PagedEngine| Ok(paged.stepper(&loaded.model)?);
+        let report = chat::run(&loaded.model.config, &ChatSpec::book(), 16, core)?;
+        (report, "Chapter 5's engine (the memory of 16 slots, 16 sequences at most)".to_string())
+    };
+    let md = chat::to_markdown(&report, &engine, &machine, &command_line());
     write_report(&md, &report, args.markdown.as_deref(), args.json.as_deref())
 }
 

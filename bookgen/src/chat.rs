@@ -1,12 +1,13 @@
 //! The prefix cache across turns, measured: K conversations × T turns, each turn's prompt the whole
 //! history (the previous prompt and answer) plus a new user message, sent once the previous answer
-//! is complete; chapter 5's engine with its prefix cache on and off, same tokens.
+//! is complete; chapter 5's engine (or chapter 6's, through the same `StepEngine`) with its prefix
+//! cache on and off, same tokens.
 
 use crate::bench::rows::percentile;
 use anyhow::{Context, Result};
-use ch00_model::Model;
+use ch00_model::LlamaConfig;
 pub use ch00_serving::ChatSpec;
-use ch00_serving::{Engine, Request, RequestOutput};
+use ch00_serving::{Request, RequestOutput, StepEngine};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use serde::Serialize;
 
@@ -27,6 +28,8 @@ pub struct ChatReport {
     pub rows: Vec<TurnRow>,
     /// Every answer the same with the cache on and off.
     pub same_tokens: bool,
+    /// Most sequences running at once (and, for chapter 5, the slots of memory of its pool).
+    pub max_running: usize,
 }
 
 /// One turn's outputs (by conversation), prompt lengths, and prefix-cache lookups and hits.
@@ -38,19 +41,25 @@ struct Turn {
 }
 
 // ANCHOR: chat_run
-/// The conversations on chapter 5's engine, driven step by step: every conversation's turn `t`
-/// is added once all answers of turn `t - 1` are complete (turns in lockstep, so each turn's
-/// cache lookups can be counted apart).
-fn run_chat(model: &Model, spec: &ChatSpec, prefix_caching: bool) -> Result<Vec<Turn>> {
-    let vocab = model.config.vocab_size;
+/// The conversations on a step-wise engine that `core` makes from chapter 5's settings, driven
+/// step by step: every conversation's turn `t` is added once all answers of turn `t - 1` are
+/// complete (turns in lockstep, so each turn's cache lookups can be counted apart).
+fn run_chat<'a>(
+    config: &LlamaConfig,
+    spec: &ChatSpec,
+    max_running: usize,
+    prefix_caching: bool,
+    core: &mut impl FnMut(PagedEngine) -> Result<Box<dyn StepEngine + 'a>>,
+) -> Result<Vec<Turn>> {
+    let vocab = config.vocab_size;
     let engine = PagedEngine {
-        budget: KvBudget::Slots(16),
-        max_len: Some(model.config.max_position_embeddings.min(4096)),
-        max_running: Some(16),
+        budget: KvBudget::Slots(max_running),
+        max_len: Some(config.max_position_embeddings.min(4096)),
+        max_running: Some(max_running),
         prefix_sharing: prefix_caching,
         ..PagedEngine::default()
     };
-    let mut core = engine.stepper(model)?;
+    let mut core = core(engine)?;
     let mut history: Vec<Vec<u32>> =
         (0..spec.conversations).map(|c| spec.message(c, 0, vocab)).collect();
     let mut turns = Vec::new();
@@ -84,11 +93,17 @@ fn run_chat(model: &Model, spec: &ChatSpec, prefix_caching: bool) -> Result<Vec<
 }
 // ANCHOR_END: chat_run
 
-/// The chats with the prefix cache off, then on, on `model`.
-pub fn run(model: &Model, spec: &ChatSpec) -> Result<ChatReport> {
-    spec.validate(model.config.vocab_size, model.config.max_position_embeddings)?;
-    let off = run_chat(model, spec, false)?;
-    let on = run_chat(model, spec, true)?;
+/// The chats with the prefix cache off, then on, on the engines `core` makes (chapter 5's
+/// `PagedEngine::stepper`, or chapter 6's) for a model of `config`.
+pub fn run<'a>(
+    config: &LlamaConfig,
+    spec: &ChatSpec,
+    max_running: usize,
+    mut core: impl FnMut(PagedEngine) -> Result<Box<dyn StepEngine + 'a>>,
+) -> Result<ChatReport> {
+    spec.validate(config.vocab_size, config.max_position_embeddings)?;
+    let off = run_chat(config, spec, max_running, false, &mut core)?;
+    let on = run_chat(config, spec, max_running, true, &mut core)?;
     let ttft = |t: &Turn| percentile(&t.outputs.iter().map(|o| o.ttft_s * 1e3).collect::<Vec<_>>(), 50.0);
     let same_tokens =
         off.iter().zip(&on).all(|(a, b)| a.outputs.iter().zip(&b.outputs).all(|(x, y)| x.tokens == y.tokens));
@@ -104,11 +119,12 @@ pub fn run(model: &Model, spec: &ChatSpec) -> Result<ChatReport> {
             ttft_p50_on_ms: ttft(b),
         })
         .collect();
-    Ok(ChatReport { spec: *spec, rows, same_tokens })
+    Ok(ChatReport { spec: *spec, rows, same_tokens, max_running })
 }
 
 /// The report as a Markdown table with its footnote.
-pub fn to_markdown(r: &ChatReport, machine: &str, command: &str) -> String {
+/// `engine` says which engine ran, e.g. "Chapter 5's engine (the memory of 16 slots, 16 sequences at most)".
+pub fn to_markdown(r: &ChatReport, engine: &str, machine: &str, command: &str) -> String {
     let mut out = String::from(
         "| turn | mean prompt | prefix-cache hits (cache on) | TTFT p50, cache off | TTFT p50, cache on | off ÷ on |\n|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -125,7 +141,7 @@ pub fn to_markdown(r: &ChatReport, machine: &str, command: &str) -> String {
     }
     let s = &r.spec;
     out += &format!(
-        "\n*{} conversations × {} turns: a first prompt of {} tokens, then each turn the whole history plus a {}-token message; {}-token answers, greedy; every conversation's next turn sent when all answers of the turn are complete. Chapter 5's engine (the memory of 16 slots, 16 sequences at most), prefix cache off and on; the same answers both ways: **{}**. `{command}` on {machine}.*\n",
+        "\n*{} conversations × {} turns: a first prompt of {} tokens, then each turn the whole history plus a {}-token message; {}-token answers, greedy; every conversation's next turn sent when all answers of the turn are complete. {engine}, prefix cache off and on; the same answers both ways: **{}**. `{command}` on {machine}.*\n",
         s.conversations,
         s.turns,
         s.first_prompt,

@@ -169,6 +169,11 @@ impl ChatSpec {
         ChatSpec { conversations: 6, turns: 4, first_prompt: 160, message: 24, answer: 32 }
     }
 
+    /// Chapter 6's run on a 7B shape on one GPU: 32 chats growing to 1,920 tokens.
+    pub fn gpu_7b() -> Self {
+        ChatSpec { conversations: 32, turns: 4, first_prompt: 1024, message: 128, answer: 128 }
+    }
+
     /// The most tokens a conversation reaches (its last prompt and answer).
     pub fn longest(&self) -> usize {
         self.first_prompt + self.turns.saturating_sub(1) * (self.answer + self.message) + self.answer

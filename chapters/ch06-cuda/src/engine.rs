@@ -157,15 +157,26 @@ impl Engine for CudaEngine {
 
     /// Chapter 5's `PagedCore` over the GPU runner: the server drives the GPU step by step.
     fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
-        check_shape(AttnShape::of(&model.config))?;
-        fn core<T: GpuFloat>(e: &CudaEngine, model: &Model) -> Result<Box<dyn StepEngine>> {
-            let (runner, cfg, max_len, _) = e.build::<T>(Weights::Model(model))?;
+        self.core(Weights::Model(model))
+    }
+}
+
+impl CudaEngine {
+    /// The same on deterministic random weights made on the card (the benchmarks' 7B shapes).
+    pub fn stepper_random(&self, config: &LlamaConfig, seed: u64) -> Result<Box<dyn StepEngine>> {
+        self.core(Weights::Random(config, seed))
+    }
+
+    fn core(&self, source: Weights<'_>) -> Result<Box<dyn StepEngine>> {
+        check_shape(AttnShape::of(source.config()))?;
+        fn core<T: GpuFloat>(e: &CudaEngine, source: Weights<'_>) -> Result<Box<dyn StepEngine>> {
+            let (runner, cfg, max_len, _) = e.build::<T>(source)?;
             Ok(Box::new(PagedCore::new(runner, cfg, max_len, RunOptions::default())?))
         }
-        match self.dtype_for(&model.config) {
-            DType::F32 => core::<f32>(self, model),
-            DType::F16 => core::<half::f16>(self, model),
-            DType::BF16 => core::<half::bf16>(self, model),
+        match self.dtype_for(source.config()) {
+            DType::F32 => core::<f32>(self, source),
+            DType::F16 => core::<half::f16>(self, source),
+            DType::BF16 => core::<half::bf16>(self, source),
         }
     }
 }
