@@ -34,6 +34,9 @@ pub struct CudaEngine {
     /// Prefill passes on the prefill attention kernel (prefill.rs); off: the per-token kernel.
     pub prefill_kernel: bool,
     pub ordinal: usize,
+    /// Measure every step against these ceilings and time the passes (`GpuStats::roofline_s`,
+    /// `gpu_s`); `None`: neither (no events).
+    pub ceilings: Option<crate::roofline::Ceilings>,
     /// What the last run set up and did.
     pub last_setup: Option<GpuSetup>,
     /// The block scheduler's counters of the last run.
@@ -52,6 +55,7 @@ impl Default for CudaEngine {
             cuda_graphs: true,
             prefill_kernel: true,
             ordinal: 0,
+            ceilings: None,
             last_setup: None,
             last_run: None,
         }
@@ -125,6 +129,8 @@ impl CudaEngine {
         };
         let mut runner = GpuRunner::new(gpu, gm, kv, max_len, self.cuda_graphs);
         runner.prefill_kernel = self.prefill_kernel;
+        runner.ceilings = self.ceilings;
+        runner.capture_graphs()?; // before the first request, not inside its TTFT
         Ok((runner, cfg, max_len, setup))
     }
 
