@@ -3,11 +3,11 @@
 //! `kvserve bench-chat` (the prefix cache across the turns of multi-turn chats, on and off).
 
 use crate::machine::{command_line, machine};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bookgen::chat::{self, ChatSpec};
 use bookgen::chunked::{run as run_mixed, to_markdown, MixedSpec};
 use ch05_paged_attention::PagedEngine;
-use kvserve::ch00_model::{load_model, LlamaConfig};
+use kvserve::ch00_model::{load_model, DType, LlamaConfig};
 use kvserve::ch00_serving::{Engine, Request, RunOptions};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +70,9 @@ pub struct ChatArgs {
     /// the card, chats sized for a 7B model on one GPU).
     #[arg(long, default_value = "ch05")]
     stage: String,
+    /// ch06: the element type (f16, bf16 or f32; f32 makes cache-on and cache-off answers equal).
+    #[arg(long, default_value = "f16")]
+    dtype: String,
     /// Also write the table as Markdown here.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -83,9 +86,13 @@ pub fn run_chat(args: &ChatArgs) -> Result<()> {
     let (report, engine) = if args.stage.starts_with("ch06") {
         let config = LlamaConfig::named(&args.config)?;
         let spec = ChatSpec::gpu_7b();
-        let core = |paged: PagedEngine| Ok(ch06_cuda::CudaEngine { paged, ..Default::default() }.stepper_random(&config, 0)?);
+        let dtype = DType::parse(&args.dtype).with_context(|| format!("--dtype {}: f16, bf16 or f32", args.dtype))?;
+        let core = |paged: PagedEngine| {
+            Ok(ch06_cuda::CudaEngine { paged, dtype: Some(dtype), ..Default::default() }.stepper_random(&config, 0)?)
+        };
         let report = chat::run(&config, &spec, spec.conversations, core)?;
-        (report, format!("Chapter 6's engine on random:{} f16 weights made on the card (the KV pool fills the card, {} sequences at most)", args.config, spec.conversations))
+        let what = format!("random:{} {} weights made on the card", args.config, args.dtype);
+        (report, format!("Chapter 6's engine on {what} (the KV pool fills the card, {} sequences at most)", spec.conversations))
     } else {
         let loaded = load_model(None, Some(&args.config))?;
         let core = |paged: PagedEngine| Ok(paged.stepper(&loaded.model)?);

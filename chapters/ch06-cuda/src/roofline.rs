@@ -29,6 +29,7 @@ pub struct StepShape {
 }
 
 impl Ceilings {
+    // ANCHOR: step_s
     /// The least time of a step of `shape` for a model of `c` with `elem`-byte weights and KV:
     /// the weights and the KV read once, the new KV written; 2 FLOPs per weight per token, 4 per
     /// attended position per query dimension (Q·K and P·V).
@@ -42,6 +43,7 @@ impl Ceilings {
         let flops = 2.0 * per_token * shape.tokens as f64 + 2.0 * head * shape.logit_rows as f64 + 4.0 * layers * q * shape.attended as f64;
         (bytes / self.bytes_per_s).max(flops / self.flops_per_s)
     }
+    // ANCHOR_END: step_s
 }
 
 #[cfg(test)]
