@@ -1,5 +1,6 @@
 //! `kvserve`: the tour (no arguments), `generate`, `memory`, `bench` and `trace`.
 
+mod chat_http_cmd;
 mod machine;
 mod memory_cmd;
 mod prefill_cmd;
@@ -57,6 +58,9 @@ enum Command {
     /// Multi-turn chats (each turn the whole history plus a new message): the prefix cache's hit
     /// rate and TTFT by turn, cache on and off.
     BenchChat(prefill_cmd::ChatArgs),
+    /// Multi-turn chats over HTTP: a stage served with its prefix cache off, then on, and the
+    /// same conversations replayed against each by `loadgen --chat`.
+    ServeChat(chat_http_cmd::ServeChatArgs),
 }
 
 #[derive(clap::Args)]
@@ -122,6 +126,7 @@ fn main() -> Result<()> {
         Some(Command::Soak(args)) => soak_cmd::run(&args),
         Some(Command::BenchChunked(args)) => prefill_cmd::run(&args),
         Some(Command::BenchChat(args)) => prefill_cmd::run_chat(&args),
+        Some(Command::ServeChat(args)) => chat_http_cmd::run(&args),
     }
 }
 

@@ -318,3 +318,14 @@ fn the_short_soak_passes_every_check() {
     }
     assert!(!out.contains("**NO**"), "{out}");
 }
+
+#[test]
+fn serve_chat_replays_chats_over_http_with_the_cache_off_and_on() {
+    let (ok, out, err) = kvserve(&[
+        "serve-chat", "--config", "tiny", "--conversations", "2", "--turns", "3", "--first-prompt", "9",
+        "--message", "3", "--answer", "4",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| 3 | 23 tokens |"), "{out}");
+    assert!(out.contains("the same answers both ways: **yes**"), "{out}");
+}
