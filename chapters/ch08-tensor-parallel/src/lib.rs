@@ -13,9 +13,11 @@
 //!   (replicated when there are more ranks than K/V heads).
 //!
 //! [`shard`] cuts the weights, [`comm`] is the in-process stand-in for NCCL's collectives,
-//! [`rank`] is one rank's step, and [`engine`] runs the ranks as threads.
+//! [`rank`] is one rank's step, [`engine`] runs the ranks as threads, and [`cost`] counts the
+//! bytes each rank holds and sends.
 
 pub mod comm;
+pub mod cost;
 pub mod engine;
 pub mod rank;
 pub mod shard;
