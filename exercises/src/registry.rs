@@ -1,6 +1,6 @@
 //! Every exercise, in book order: where it is, what it asks, and the check that marks it solved.
 
-use crate::checks::{ch01, ch02, ch03, ch04, ch05};
+use crate::checks::{ch01, ch02, ch03, ch04, ch05, ch08};
 
 /// One exercise: a function (or, for the allocator, three) whose body is `todo!()`.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,7 @@ const CH02: &str = "book/src/ch02-kv-cache.md";
 const CH03: &str = "book/src/ch03-static-batching.md";
 const CH04: &str = "book/src/ch04-continuous-batching.md";
 const CH05: &str = "book/src/ch05-paged-attention.md";
+const CH08: &str = "book/src/ch08-tensor-parallel.md";
 
 // ANCHOR: exercises
 pub const EXERCISES: &[Exercise] = &[
@@ -53,6 +54,8 @@ pub const EXERCISES: &[Exercise] = &[
     Exercise { chapter: 5, name: "prepare_write", page: CH05, task: "copy-on-write of a shared block", check: ch05::ch05_prepare_write },
     Exercise { chapter: 5, name: "chunk_shares", page: CH05, task: "chunked prefill: decodes first, then prompt chunks, under a token budget", check: ch05::ch05_chunk_shares },
     Exercise { chapter: 5, name: "lru", page: CH05, task: "the prefix cache's LRU: park, revive, evict", check: ch05::ch05_lru },
+    Exercise { chapter: 8, name: "shard_range", page: CH08, task: "a rank's near-equal share of a dimension", check: ch08::ch08_shard_range },
+    Exercise { chapter: 8, name: "row_parallel_linear", page: CH08, task: "a row-parallel linear layer: partial products, then the all-reduce", check: ch08::ch08_row_parallel_linear },
 ];
 // ANCHOR_END: exercises
 

@@ -22,7 +22,7 @@ pub struct Plan {
 }
 
 /// The `rank`-th of `world` near-equal parts of `0..n`.
-fn part(n: usize, rank: usize, world: usize) -> Range<usize> {
+pub fn part(n: usize, rank: usize, world: usize) -> Range<usize> {
     rank * n / world..(rank + 1) * n / world
 }
 
