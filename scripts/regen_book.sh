@@ -26,8 +26,15 @@ quiet "$T/release/examples/parallel_sampling" > "$G/parallel-sampling.txt"
 quiet "$T/release/kvserve" bench-chunked --budgets 64,128,256,512,1024 --rounds 3 --markdown "$G/chunked-prefill.md" --json "$G/chunked-prefill.json" --figure "$F/chunked-prefill-budget.svg"
 # Chapter 5's prefix cache across the turns of multi-turn chats, on and off.
 quiet "$T/release/kvserve" bench-chat --markdown "$G/chat-prefix.md" --json "$G/chat-prefix.json"
-# Appendix A, and the interview pages' computed tables (they use chapter 5's accounting run).
+# Appendix A, and the interview pages' computed tables (they use chapter 5's accounting run and the card
+# model, card-7b.md), and appendices E and F's formula tables (spec-*.md, attention-variants.md,
+# moe-experts.md). When only the accounting spec or the card model changed, nothing measured:
+#   target/release/examples/capacity --refresh-accounting book/src/generated --figures book/src/figures
 { echo '```text'; echo '$ kvserve memory'; "$T/release/kvserve" memory; echo '```'; } > "$G/memory-7b.md"
+# Appendix D: quantized weights and KV cache (computed, the same on every machine).
+"$T/release/kvserve" memory --kv-dtype fp8 --markdown "$G/memory-7b-fp8.md" > /dev/null
+"$T/release/kvserve" memory --precisions --markdown "$G/quant-7b.md" > /dev/null
+"$T/release/kvserve" memory --config llama3-70b --gpu-mib 143771 --seq-len 4096 --batch 32 --precisions --markdown "$G/quant-70b-h200.md" > /dev/null
 quiet "$T/release/examples/interview" --markdown "$G"
 # Chapter 7: ch03/ch04/ch05 served over HTTP at rising load (table and figure).
 quiet "$T/release/kvserve" serve-bench --rates 1,4,8,16 --num-requests 24 --output-mean 32 --output-max 128 --out "$G" --figures "$F"

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use bookgen::memory::{self, MemoryQuery};
-use kvserve::ch00_model::{DType, LlamaConfig};
+use kvserve::ch00_model::{LlamaConfig, Precision};
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -20,15 +20,24 @@ pub struct MemoryArgs {
     /// Tokens per request (prompt + output).
     #[arg(long, default_value_t = 2048)]
     pub seq_len: u64,
-    /// KV-cache (and weight) element type: f16, bf16 or f32.
+    /// KV-cache and weight element type: f16, bf16 or f32 (and, for sizing only, fp8, int8, int4).
     #[arg(long, default_value = "f16")]
     pub dtype: String,
+    /// The KV cache's element type, if not --dtype: e.g. fp8 or int8 (scales not counted).
+    #[arg(long)]
+    pub kv_dtype: Option<String>,
+    /// The weights' element type, if not --dtype: e.g. fp8, int8 or int4 (scales not counted).
+    #[arg(long)]
+    pub weight_dtype: Option<String>,
     /// GPU memory in MiB, as nvidia-smi reports it (an "80 GB" H100: 81559 MiB; an H200: 143771).
-    #[arg(long, default_value_t = 81_559.0)]
+    #[arg(long, default_value_t = kvserve::ch00_model::H100_80GB.mib as f64)]
     pub gpu_mib: f64,
     /// Activation / workspace reserve in GB, low and high estimate.
     #[arg(long, num_args = 2, default_values_t = [2.0, 4.0])]
     pub activations_gb: Vec<f64>,
+    /// Print the table of weight × KV precisions (fp16, fp8, int4, int2) on this card instead.
+    #[arg(long)]
+    pub precisions: bool,
     /// Write the report as Markdown to this file too.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
@@ -38,7 +47,13 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
     let text = report(args)?;
     print!("{text}");
     if let Some(path) = &args.markdown {
-        std::fs::write(path, format!("```text\n$ kvserve memory{}\n{text}```\n", flags(args)))?;
+        let page = if args.precisions {
+            // already a Markdown table: the command goes below it
+            format!("{text}\n*Computed, not measured (the same on every machine), by `kvserve memory{}`.*\n", flags(args))
+        } else {
+            format!("```text\n$ kvserve memory{}\n{text}```\n", flags(args))
+        };
+        std::fs::write(path, page)?;
     }
     Ok(())
 }
@@ -51,13 +66,33 @@ fn flags(args: &MemoryArgs) -> String {
     if args.batch != 16 || args.seq_len != 2048 {
         let _ = write!(s, " --batch {} --seq-len {}", args.batch, args.seq_len);
     }
+    if args.dtype != "f16" {
+        let _ = write!(s, " --dtype {}", args.dtype);
+    }
+    if let Some(w) = &args.weight_dtype {
+        let _ = write!(s, " --weight-dtype {w}");
+    }
+    if let Some(k) = &args.kv_dtype {
+        let _ = write!(s, " --kv-dtype {k}");
+    }
+    if args.gpu_mib != kvserve::ch00_model::H100_80GB.mib as f64 {
+        let _ = write!(s, " --gpu-mib {}", args.gpu_mib);
+    }
+    if args.precisions {
+        s.push_str(" --precisions");
+    }
     s
 }
 
 fn report(args: &MemoryArgs) -> Result<String> {
-    let Some(dtype) = DType::parse(&args.dtype) else { bail!("unknown dtype {:?}: use f16, bf16 or f32", args.dtype) };
+    let parse = |flag: &str, s: &str| match Precision::parse(s) {
+        Some(p) => Ok(p),
+        None => bail!("unknown dtype {s:?} for {flag}: use f32, f16, bf16, fp8, int8 or int4"),
+    };
+    let dtype = parse("--dtype", &args.dtype)?;
     let query = MemoryQuery {
-        dtype,
+        weights: args.weight_dtype.as_deref().map(|s| parse("--weight-dtype", s)).transpose()?.unwrap_or(dtype),
+        kv: args.kv_dtype.as_deref().map(|s| parse("--kv-dtype", s)).transpose()?.unwrap_or(dtype),
         batch: args.batch,
         seq_len: args.seq_len,
         gpu_mib: args.gpu_mib,
@@ -71,5 +106,8 @@ fn report(args: &MemoryArgs) -> Result<String> {
             (LlamaConfig::named(&n)?, n)
         }
     };
+    if args.precisions {
+        return memory::precision_table(&name, &config, &query);
+    }
     memory::report(&name, &config, &query)
 }

@@ -33,6 +33,28 @@ fn sixteen_8k_requests_fit_an_h100_only_with_the_low_activation_estimate() {
 }
 
 #[test]
+fn a_quantized_kv_cache_halves_the_token_and_doubles_the_budget_in_tokens() {
+    let tokens = |out: &str| -> u64 {
+        let line = out.lines().find(|l| l.starts_with("KV budget (card model)")).unwrap();
+        line.split(": ").last().unwrap().split(" tokens").next().unwrap().replace(',', "").parse().unwrap()
+    };
+    let (ok, fp16, _) = kvserve(&["memory"]);
+    assert!(ok);
+    let (ok, fp8, _) = kvserve(&["memory", "--kv-dtype", "fp8"]);
+    assert!(ok);
+    assert!(fp8.contains("fp16 weights, fp8 KV cache") && fp8.contains("× 32 layers = 256 KiB (262144 B)"), "{fp8}");
+    assert!((tokens(&fp8) - 2 * tokens(&fp16)) <= 1, "the same budget, half the bytes per token");
+    let (ok, int4, _) = kvserve(&["memory", "--weight-dtype", "int4"]);
+    assert!(ok);
+    assert!(int4.contains("6738415616 params × 4/8 B = 3.14 GiB"), "{int4}");
+    // The precision table: fp8 weights and KV read half of fp16's bytes per decode step.
+    let (ok, table, _) = kvserve(&["memory", "--precisions"]);
+    assert!(ok);
+    let row = table.lines().find(|l| l.starts_with("| fp8 | fp8 |")).unwrap();
+    assert!(row.ends_with("| 0.50 |"), "{table}");
+}
+
+#[test]
 fn generate_prints_ids_that_match_the_engine() {
     let (ok, out, err) = kvserve(&["generate", "--config", "tiny", "--max-new-tokens", "7", "--print-ids", "1 5 9 200"]);
     assert!(ok, "{err}");

@@ -119,17 +119,18 @@ fn a_budget_too_small_is_an_error() {
     assert!(accounting_run(&spec).is_err());
 }
 
-/// The book's 7B numbers: a 64 GiB KV budget on an 80 GiB GPU, 2000 requests. Every figure of the
-/// accounting run is a count (no clock), so the whole report is a snapshot.
+/// The book's 7B numbers: the card model's KV budget on an "80 GB" H100 (`bookgen::card::seven_b`),
+/// 2000 requests. Every figure of the accounting run is a count (no clock), so the whole report is
+/// a snapshot.
 #[test]
 fn the_7b_accounting_run_is_deterministic() {
     let opts = CapacityOptions { real: None, ..CapacityOptions::full() };
     let report = capacity_report(&opts).unwrap();
     let a = &report.accounting;
-    assert_eq!(a.budget_bytes, 64 << 30);
+    assert_eq!(a.budget_bytes, bookgen::card::seven_b().kv_budget);
     assert_eq!(a.kv_bytes_per_token, 512 * 1024);
-    assert_eq!((a.num_slots, a.num_blocks), (64, 8192));
-    assert_eq!(a.contiguous.peak_running, 64);
+    assert_eq!((a.num_slots, a.num_blocks), (57, 7418));
+    assert_eq!(a.contiguous.peak_running, 57);
     assert_eq!(a.contiguous.generated_tokens, a.paged.generated_tokens);
     // Concurrency in the same memory (about max_len ÷ mean length on this workload, inside the
     // range the paper's throughput gain is quoted in) and the paper's 20–38% of KV used:

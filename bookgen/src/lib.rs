@@ -12,11 +12,14 @@
 //! - [`sampling`]: parallel sampling with copy-on-write — `run`, `result`, `markdown`.
 //! - [`interview`]: the cheat sheet's and the mock interview's tables — `inputs`, `sizing`, `markdown`.
 //! - [`bench`]: `kvserve bench`'s stage rows (`rows`) and their Markdown tables (`tables`).
+//! - [`card`]: the one card model: what a GPU leaves for the KV cache.
 //! - [`memory`]: the KV-cache memory calculator's report (appendix A).
+//! - [`topics`]: appendices E and F's computed tables (speculative decoding, attention variants, MoE).
 //! - [`figures`]: SVG figures from real runs — Gantt `bars` and `gantt` chart, `latency_throughput`.
 
 pub mod bench;
 pub mod capacity;
+pub mod card;
 pub mod chat;
 pub mod chunked;
 pub mod figures;
@@ -24,4 +27,5 @@ pub mod interview;
 pub mod memory;
 pub mod sampling;
 pub mod shape;
+pub mod topics;
 mod units;

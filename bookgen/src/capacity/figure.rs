@@ -20,7 +20,7 @@ pub fn write_capacity_figures(r: &CapacityReport, dir: &Path) -> Result<Vec<std:
     let path = dir.join("capacity-accounting.svg");
     let a = &r.accounting;
     let title =
-        format!("KV memory per step, {} {} on 80 GiB ({:.0} GiB KV budget)", a.model, a.dtype, gib(a.budget_bytes));
+        format!("KV memory per step, {} {} on an H100 80GB ({:.1} GiB KV budget)", a.model, a.dtype, gib(a.budget_bytes));
     write_memory_figure(a, &path, &title, "step")?;
     written.push(path);
     Ok(written)

@@ -1,7 +1,8 @@
 //! The capacity experiment of chapter 5: the same KV memory budget and the same workload, served
 //! by chapter 4 (contiguous slots reserved for the maximum length) and chapter 5 (blocks on
 //! demand). Run twice: for real on the CPU with the `bench` model, and as an accounting run of a
-//! 7B-shaped model on an 80 GiB GPU, which drives both real schedulers with no model compute.
+//! 7B-shaped model on an "80 GB" H100 (the card model's budget, `crate::card`), which drives both
+//! real schedulers with no model compute.
 //!
 //! `spec` says what runs, `run` runs it into the types of `result`, `markdown` and `figure`
 //! render a result.
@@ -11,6 +12,7 @@ pub mod markdown;
 pub mod result;
 pub mod run;
 pub mod spec;
+pub mod sweep;
 
 pub use figure::{write_capacity_figures, write_memory_figure};
 pub use markdown::{claims_markdown, to_markdown};

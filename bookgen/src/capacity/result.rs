@@ -4,7 +4,7 @@
 use ch05_paged_attention::MemSeries;
 
 /// One design's figures in one run.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DesignResult {
     /// Most requests running in one step.
     pub peak_running: usize,
@@ -51,7 +51,7 @@ impl DesignResult {
 }
 
 /// Both designs under one budget.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CapacityRun {
     pub model: String,
     pub dtype: String,

@@ -2,7 +2,6 @@
 //! options of the whole report, and the equal per-step limits both designs get.
 
 use crate::shape::Shape;
-use crate::units::GIB;
 use ch00_model::{kv_bytes_per_token, DType, LlamaConfig};
 use ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
 use ch04_continuous_batching::{ContinuousBatchEngine, SchedulerConfig as SlotConfig, SlotBudget};
@@ -90,6 +89,7 @@ impl RealRunSpec {
 pub struct AccountingSpec {
     pub shape: Shape,
     pub dtype: DType,
+    /// The memory the engine may take: its share of the card.
     pub gpu_bytes: u64,
     pub weight_bytes: u64,
     /// Activations, CUDA context, allocator slack: memory that is neither weights nor KV.
@@ -100,16 +100,18 @@ pub struct AccountingSpec {
 }
 
 impl Default for AccountingSpec {
-    /// Llama-2-7B shape in fp16 (512 KiB/token) on an 80 GiB H100: 14 GiB of weights and 2 GiB
-    /// kept for activations leave a 64 GiB KV budget. max_len 2048; 2000 requests at once with
-    /// prompts uniform 64..=512 and outputs exponential with mean 256, cut at 2048 − 512.
+    /// Llama-2-7B shape in fp16 (512 KiB/token) on an "80 GB" H100, with the book's one KV budget
+    /// ([`crate::card::seven_b`]: 90% of 81,559 MiB minus the weights and chapter 6's buffers).
+    /// max_len 2048; 2000 requests at once with prompts uniform 64..=512 and outputs exponential
+    /// with mean 256, cut at 2048 − 512.
     fn default() -> Self {
+        let card = crate::card::seven_b();
         AccountingSpec {
             shape: Shape::builtin("llama-7b"),
             dtype: DType::F16,
-            gpu_bytes: 80 * GIB,
-            weight_bytes: 14 * GIB,
-            reserve_bytes: 2 * GIB,
+            gpu_bytes: (card.card.bytes() as f64 * card.utilization) as u64,
+            weight_bytes: card.weights,
+            reserve_bytes: card.buffers,
             max_len: 2048,
             block_size: 16,
             workload: WorkloadSpec {

@@ -30,7 +30,7 @@ impl Default for Inputs {
     fn default() -> Self {
         Inputs {
             users: 256,
-            gpu_mib: 81_559.0,
+            gpu_mib: ch00_model::H100_80GB.mib as f64,
             reserve_gb: 4.0,
             bandwidth_tbs: 3.35,
             tflops: 989.0,

@@ -8,7 +8,8 @@ use crate::interview::sizing::{
     decode_floor_ms, f16_config, layouts, mock_lengths, mock_workload, per_card, prefill_floor_ms, Layout, GB, TP,
 };
 use anyhow::Result;
-use ch00_model::{DType, MemoryPlan};
+use crate::card::card_budget;
+use ch00_model::{Card, DType, MemoryPlan, Precision, GPU_MEMORY_UTILIZATION};
 use std::fmt::Write;
 
 const KIB: f64 = 1024.0;
@@ -17,6 +18,12 @@ const KIB: f64 = 1024.0;
 pub fn files(inputs: &Inputs) -> Result<Vec<(&'static str, String)>> {
     inputs.validate()?;
     let files = [
+        ("card-7b.md", crate::card::seven_b().markdown(&[2048, 8192])),
+        ("capacity-max-len.md", crate::capacity::sweep::sweep_markdown(&[2048, 4096, 8192, 16384])?),
+        ("spec-acceptance.md", crate::topics::acceptance_table()),
+        ("spec-batch.md", crate::topics::speculation_by_batch(inputs)?),
+        ("attention-variants.md", crate::topics::attention_variants()?),
+        ("moe-experts.md", crate::topics::moe_experts()),
         ("cheatsheet-memory.md", cheatsheet_memory(inputs)?),
         ("cheatsheet-batching.md", cheatsheet_batching()),
         ("cheatsheet-paging.md", cheatsheet_paging()?),
@@ -82,24 +89,26 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// Bytes per token, per request and weights for the real shapes, and what fits on one card.
+/// Bytes per token, per request and weights for the real shapes, and what fits on one card by
+/// the book's card model (`crate::card`).
 fn cheatsheet_memory(i: &Inputs) -> Result<String> {
     let mut o = String::new();
     let len = i.max_len as u64;
-    writeln!(o, "| shape (fp16) | layers | query / KV heads | head_dim | KV per token | KV per {}-token request | weights | {}-token requests on one {} card |", thousands(len), thousands(len), card_size(i))?;
-    writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let card = Card { name: "H100 80GB", mib: i.gpu_mib.round() as u64 };
+    writeln!(o, "| shape (fp16) | layers | query / KV heads | head_dim | KV per token | KV per {}-token request | weights | KV budget on one {} card | {}-token requests in it |", thousands(len), card_size(i), thousands(len))?;
+    writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for name in ["llama-7b", "llama3-8b", "llama3-70b"] {
         let (c, weights) = f16_config(name)?;
-        let act = ((i.reserve_gb * GB) as u64, (i.reserve_gb * GB) as u64);
-        let plan = MemoryPlan::new(&c, DType::F16, 1, len, weights, act, i.gpu_bytes())?;
-        let fit = if weights + act.1 > plan.gpu {
-            "none: the weights alone do not fit".to_string()
+        let b = card_budget(card, name, &c, Precision::F16, Precision::F16, i.max_len);
+        let plan = MemoryPlan::new(&c, DType::F16, 1, len, weights, (0, 0), card.bytes())?;
+        let (budget, fit) = if b.kv_budget == 0 {
+            ("none".to_string(), "none: the weights alone do not fit".to_string())
         } else {
-            plan.max_requests().to_string()
+            (format!("{:.1} GiB", b.kv_budget as f64 / (1u64 << 30) as f64), b.requests(len).to_string())
         };
         writeln!(
             o,
-            "| `{name}` | {} | {} / {} | {} | {} | {} | {} | {fit} |",
+            "| `{name}` | {} | {} / {} | {} | {} | {} | {} | {budget} | {fit} |",
             c.num_hidden_layers,
             c.num_attention_heads,
             c.num_key_value_heads,
@@ -109,7 +118,7 @@ fn cheatsheet_memory(i: &Inputs) -> Result<String> {
             gb(weights),
         )?;
     }
-    writeln!(o, "\nRequests fit beside the weights and {:.0} GB kept for activations, each reserved for all {} tokens (`MemoryPlan::max_requests`).", i.reserve_gb, thousands(len))?;
+    writeln!(o, "\nThe KV budget is the book's card model (appendix A): {GPU_MEMORY_UTILIZATION} of the card, minus the weights and chapter 6's buffers; requests are reserved for all {} tokens.", thousands(len))?;
     Ok(o)
 }
 
@@ -128,7 +137,7 @@ fn cheatsheet_paging() -> Result<String> {
     let spec = AccountingSpec::default();
     let run = accounting_run(&spec)?;
     let mut o = String::new();
-    writeln!(o, "| design ({} shape, KV budget {:.0} GiB, {} requests) | KV reserved that holds no token | requests running while others wait |", spec.shape.name, run.budget_bytes as f64 / (1u64 << 30) as f64, run.n_requests)?;
+    writeln!(o, "| design ({} shape, KV budget {:.1} GiB, {} requests) | KV reserved that holds no token | requests running while others wait |", spec.shape.name, run.budget_bytes as f64 / (1u64 << 30) as f64, run.n_requests)?;
     writeln!(o, "|---|---:|---:|")?;
     writeln!(o, "| contiguous slots of {} tokens (ch04) | {:.1}% | {:.1} |", run.max_len, run.contiguous.waste_pct, run.contiguous.mean_running_queued)?;
     writeln!(o, "| blocks of {} tokens (ch05) | {:.1}% | {:.1} |", run.block_size, run.paged.waste_pct, run.paged.mean_running_queued)?;

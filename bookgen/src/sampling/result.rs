@@ -1,7 +1,7 @@
 //! What the parallel-sampling runs find: one design's figures, one run's designs, the report.
 
 /// One way of serving the samples.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingDesign {
     pub design: String,
     /// Most blocks in use at once (`None` for contiguous slots).
@@ -20,7 +20,7 @@ pub struct SamplingDesign {
 }
 
 /// The samples of `prompts` prompts, `n` each, served several ways under one KV budget.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingRun {
     pub model: String,
     pub prompts: usize,

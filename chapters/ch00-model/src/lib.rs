@@ -32,7 +32,10 @@ pub use attention::{attend_one, AttentionBackend, AttnShape, StepMeta, StepQkv};
 pub use checkpoint::{default_model_dir, load_model, LoadedModel};
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
-pub use memory::{kv_bytes_per_token, kv_bytes_per_token_per_layer, DType, MemoryPlan};
+pub use memory::{
+    kv_bytes_per_token, kv_bytes_per_token_per_layer, Card, DType, MemoryPlan, Precision, CUDA_CONTEXT_BYTES, GPU_MEMORY_UTILIZATION,
+    H100_80GB, H200_141GB,
+};
 pub use model::Model;
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::Tokenizer;

@@ -6,15 +6,113 @@ pub use crate::dtype::DType;
 
 // ANCHOR: kv_bytes
 /// Bytes of K and V one token holds in one layer: 2 (K and V) × kv_heads × head_dim × dtype.
-pub fn kv_bytes_per_token_per_layer(config: &LlamaConfig, dtype: DType) -> u64 {
-    2 * config.num_key_value_heads as u64 * config.head_dim as u64 * dtype.bytes()
+pub fn kv_bytes_per_token_per_layer(config: &LlamaConfig, dtype: impl Into<Precision>) -> u64 {
+    2 * config.num_key_value_heads as u64 * config.head_dim as u64 * dtype.into().bits() / 8
 }
 
 /// Bytes of K and V one token holds across all layers.
-pub fn kv_bytes_per_token(config: &LlamaConfig, dtype: DType) -> u64 {
+pub fn kv_bytes_per_token(config: &LlamaConfig, dtype: impl Into<Precision>) -> u64 {
     config.num_hidden_layers as u64 * kv_bytes_per_token_per_layer(config, dtype)
 }
 // ANCHOR_END: kv_bytes
+
+// ANCHOR: precision
+/// What one stored element costs, for sizing: the engines' [`DType`]s, and the quantized formats
+/// serving engines store weights and KV in. The bits exclude the quantization scales (one per
+/// tensor, channel or group of elements, depending on the scheme).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+    BF16,
+    /// FP8 (E4M3 or E5M2), as Hopper's tensor cores read it.
+    Fp8,
+    Int8,
+    Int4,
+    /// 2-bit, as KIVI stores the KV cache (with a recent window kept in full precision).
+    Int2,
+}
+
+impl Precision {
+    pub fn bits(self) -> u64 {
+        match self {
+            Precision::F32 => 32,
+            Precision::F16 | Precision::BF16 => 16,
+            Precision::Fp8 | Precision::Int8 => 8,
+            Precision::Int4 => 4,
+            Precision::Int2 => 2,
+        }
+    }
+}
+// ANCHOR_END: precision
+
+impl Precision {
+    pub fn parse(s: &str) -> Option<Self> {
+        if let Some(d) = DType::parse(s) {
+            return Some(d.into());
+        }
+        match s.to_ascii_lowercase().as_str() {
+            "fp8" | "fp8_e4m3" | "fp8_e5m2" => Some(Precision::Fp8),
+            "int8" | "i8" => Some(Precision::Int8),
+            "int4" | "i4" => Some(Precision::Int4),
+            "int2" | "i2" => Some(Precision::Int2),
+            _ => None,
+        }
+    }
+
+    /// The name `--kv-dtype` and the tables print: "fp16", "fp8", "int4".
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "fp32",
+            Precision::F16 => "fp16",
+            Precision::BF16 => "bf16",
+            Precision::Fp8 => "fp8",
+            Precision::Int8 => "int8",
+            Precision::Int4 => "int4",
+            Precision::Int2 => "int2",
+        }
+    }
+}
+
+impl From<DType> for Precision {
+    fn from(d: DType) -> Self {
+        match d {
+            DType::F32 => Precision::F32,
+            DType::F16 => Precision::F16,
+            DType::BF16 => Precision::BF16,
+        }
+    }
+}
+
+// ANCHOR: card
+/// A GPU as `nvidia-smi` reports its memory, in MiB: HBM is built and sized in binary units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Card {
+    pub name: &'static str,
+    pub mib: u64,
+}
+
+/// The "80 GB" H100 (SXM and PCIe alike).
+pub const H100_80GB: Card = Card { name: "H100 80GB", mib: 81_559 };
+/// The "141 GB" H200.
+pub const H200_141GB: Card = Card { name: "H200 141GB", mib: 143_771 };
+/// The share of the card an engine takes (vLLM's `gpu_memory_utilization` default, and chapter 6's).
+pub const GPU_MEMORY_UTILIZATION: f64 = 0.9;
+/// The CUDA context, cuBLAS handle and its workspace: about half a GiB (counted, not measured).
+pub const CUDA_CONTEXT_BYTES: u64 = 512 << 20;
+
+impl Card {
+    pub fn bytes(&self) -> u64 {
+        self.mib << 20
+    }
+
+    /// What is left for KV blocks: `utilization` of the card, minus the weights and the engine's
+    /// buffers (activations, CUDA context). Zero if they do not fit.
+    pub fn kv_budget(&self, utilization: f64, weights: u64, buffers: u64) -> u64 {
+        ((self.bytes() as f64 * utilization) as u64).saturating_sub(weights.saturating_add(buffers))
+    }
+}
+// ANCHOR_END: card
 
 // ANCHOR: plan
 /// What a batch of equally long requests costs on one GPU: KV cache + weights + activations.
@@ -35,13 +133,14 @@ impl MemoryPlan {
     /// An error if the total does not fit in a u64 of bytes (16 EiB): no GPU is that large.
     pub fn new(
         config: &LlamaConfig,
-        dtype: DType,
+        dtype: impl Into<Precision>,
         batch: u64,
         seq_len: u64,
         weight_bytes: u64,
         activations: (u64, u64),
         gpu: u64,
     ) -> Result<Self> {
+        let dtype = dtype.into();
         let per_token = kv_bytes_per_token(config, dtype);
         let too_large = || ModelError::Overflow(format!("{batch} requests × {seq_len} tokens × {per_token} B of KV"));
         let per_request = per_token.checked_mul(seq_len).ok_or_else(too_large)?;
@@ -94,13 +193,35 @@ mod tests {
         let c = LlamaConfig::named("llama-7b").unwrap();
         let weights = c.param_count() * 2; // 13.48 GB
         let act = (2_000_000_000, 4_000_000_000);
-        let long = MemoryPlan::new(&c, DType::F16, 16, 8192, weights, act, 80_000_000_000).unwrap();
+        let card = H100_80GB.bytes(); // 81,559 MiB = 85.5 GB
+        let long = MemoryPlan::new(&c, DType::F16, 16, 8192, weights, act, card).unwrap();
         assert_eq!(long.kv_total, 64 << 30);
-        assert!(!long.fits());
-        let short = MemoryPlan::new(&c, DType::F16, 16, 2048, weights, act, 80_000_000_000).unwrap();
+        assert!(!long.fits()); // 68.7 + 13.5 + 4 GB > 85.5 GB
+        let short = MemoryPlan::new(&c, DType::F16, 16, 2048, weights, act, card).unwrap();
         assert_eq!(short.kv_total, 16 << 30);
         assert!(short.fits());
-        assert_eq!(short.max_requests(), 58); // (80 − 13.48 − 4) GB / 1 GiB
+        assert_eq!(short.max_requests(), 63); // (85.52 − 13.48 − 4) GB / 1 GiB
+    }
+
+    #[test]
+    fn the_card_model_leaves_utilization_minus_weights_and_buffers() {
+        assert_eq!(H100_80GB.bytes(), 85_520_809_984);
+        let weights = LlamaConfig::named("llama-7b").unwrap().param_count() * 2;
+        let budget = H100_80GB.kv_budget(GPU_MEMORY_UTILIZATION, weights, CUDA_CONTEXT_BYTES);
+        assert_eq!(budget, 76_968_728_985 - weights - CUDA_CONTEXT_BYTES);
+        assert_eq!(H100_80GB.kv_budget(0.1, weights, 0), 0, "weights beyond the share leave nothing");
+    }
+
+    #[test]
+    fn quantized_kv_halves_and_quarters_the_token() {
+        let c = LlamaConfig::named("llama-7b").unwrap();
+        assert_eq!(kv_bytes_per_token(&c, Precision::Fp8), 256 * 1024);
+        assert_eq!(kv_bytes_per_token(&c, Precision::Int8), 256 * 1024);
+        assert_eq!(kv_bytes_per_token(&c, Precision::Int4), 128 * 1024);
+        assert_eq!(kv_bytes_per_token(&c, Precision::Int2), 64 * 1024);
+        assert_eq!(Precision::parse("fp8"), Some(Precision::Fp8));
+        assert_eq!(Precision::parse("bf16"), Some(Precision::BF16));
+        assert_eq!(Precision::parse("fp4"), None);
     }
 
     #[test]

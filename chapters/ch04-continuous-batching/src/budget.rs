@@ -41,9 +41,10 @@ mod tests {
     }
 
     #[test]
-    fn llama_7b_at_4096_tokens_in_80_gb() {
-        // f32 KV: 1 MiB per token, 4 GiB per 4096-token slot: 18 slots in 80 GB (not GiB).
+    fn llama_7b_at_4096_tokens_on_an_80_gb_h100() {
+        // f32 KV: 1 MiB per token, 4 GiB per 4096-token slot: 19 slots in the card's 81,559 MiB
+        // (79.6 GiB), before the weights.
         let c = LlamaConfig::named("llama-7b").unwrap();
-        assert_eq!(slots_for_budget(&c, 4096, 80_000_000_000).unwrap(), 18);
+        assert_eq!(slots_for_budget(&c, 4096, ch00_model::H100_80GB.bytes()).unwrap(), 19);
     }
 }

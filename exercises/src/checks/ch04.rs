@@ -5,8 +5,8 @@ use crate::types::{Admit, Decode, ExerciseError, Pending, SlotScheduler, SlotSte
 
 pub fn ch04_slots_for_budget() {
     let mib = 1 << 20;
-    // Llama-2-7B in f32 (1 MiB per token), 4,096-token slots, an 80 GB (not GiB) budget.
-    assert_eq!(slots_for_budget(mib, 4096, 80_000_000_000), Ok(18));
+    // Llama-2-7B in f32 (1 MiB per token), 4,096-token slots, an "80 GB" H100: 81,559 MiB.
+    assert_eq!(slots_for_budget(mib, 4096, 81_559 * mib), Ok(19));
     assert_eq!(slots_for_budget(100, 10, 1000), Ok(1), "exactly one slot fits");
     assert_eq!(slots_for_budget(100, 10, 3999), Ok(3), "only whole slots");
     assert!(matches!(slots_for_budget(100, 10, 999), Err(ExerciseError::BudgetTooSmall { .. })));
