@@ -4,6 +4,7 @@
 
 use crate::serve_cmd::{on_loopback, runtime, ChatArgs, EngineLimits};
 use anyhow::{ensure, Result};
+use bookgen::chat::{turn_table, TurnTimes};
 use ch07_server::loadgen::chat::{self, ChatLoadConfig, ChatLoadReport};
 use std::path::PathBuf;
 
@@ -52,20 +53,13 @@ pub fn run(args: &ServeChatArgs) -> Result<()> {
 /// A row per turn: the hit rate with the cache on, TTFT p50 off and on.
 fn markdown(off: &ChatLoadReport, on: &ChatLoadReport, machine: &str, command: &str) -> Result<String> {
     ensure!(off.turns.len() == on.turns.len(), "the two runs have {} and {} turns", off.turns.len(), on.turns.len());
-    let mut s = String::from(
-        "| turn | mean prompt | prefix-cache hits (cache on) | TTFT p50, cache off | TTFT p50, cache on | off ÷ on |\n|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for (a, b) in off.turns.iter().zip(&on.turns) {
-        let hits = b.hit_rate.map_or("n/a".to_string(), |h| format!("{:.0}%", 100.0 * h));
-        s += &format!(
-            "| {} | {:.0} tokens | {hits} | {:.0} ms | {:.0} ms | {:.1}× |\n",
-            b.turn,
-            b.mean_prompt_tokens,
-            a.ttft_ms.p50,
-            b.ttft_ms.p50,
-            a.ttft_ms.p50 / b.ttft_ms.p50.max(1e-9)
-        );
-    }
+    let mut s = turn_table(off.turns.iter().zip(&on.turns).map(|(a, b)| TurnTimes {
+        turn: b.turn,
+        mean_prompt_tokens: b.mean_prompt_tokens,
+        hit_rate: b.hit_rate,
+        off_ms: a.ttft_ms.p50,
+        on_ms: b.ttft_ms.p50,
+    }));
     let sp = &on.spec;
     s += &format!(
         "\n*{} conversations × {} turns over HTTP (`kvserve loadgen --chat`): a first prompt of {} tokens, then each turn the whole history (token ids) plus a {}-token message, sent when every answer of the turn before is complete; {}-token answers, greedy. The server on a loopback port, prefix cache off, then on; the same answers both ways: **{}**. `{command}` on {machine}.*\n",

@@ -132,22 +132,45 @@ pub fn run<'a>(
 }
 
 /// The report as a Markdown table with its footnote.
-/// `engine` says which engine ran, e.g. "Chapter 5's engine (the memory of 16 slots, 16 sequences at most)".
-pub fn to_markdown(r: &ChatReport, engine: &str, machine: &str, command: &str) -> String {
+/// One turn of a cache-off vs cache-on comparison, as a table row shows it.
+pub struct TurnTimes {
+    pub turn: usize,
+    pub mean_prompt_tokens: f64,
+    /// Share of the prompt tokens the cache held (cache on); `None` where nobody counted.
+    pub hit_rate: Option<f64>,
+    /// TTFT p50 in ms with the cache off and on.
+    pub off_ms: f64,
+    pub on_ms: f64,
+}
+
+/// The by-turn table of `bench-chat` and `serve-chat`: hits, TTFT p50 off and on, their ratio.
+pub fn turn_table(rows: impl IntoIterator<Item = TurnTimes>) -> String {
     let mut out = String::from(
         "| turn | mean prompt | prefix-cache hits (cache on) | TTFT p50, cache off | TTFT p50, cache on | off ÷ on |\n|---:|---:|---:|---:|---:|---:|\n",
     );
-    for row in &r.rows {
+    for t in rows {
+        let hits = t.hit_rate.map_or("n/a".to_string(), |h| format!("{:.0}%", 100.0 * h));
         out += &format!(
-            "| {} | {:.0} tokens | {:.0}% | {:.0} ms | {:.0} ms | {:.1}× |\n",
-            row.turn,
-            row.mean_prompt_tokens,
-            100.0 * row.hit_rate,
-            row.ttft_p50_off_ms,
-            row.ttft_p50_on_ms,
-            row.ttft_p50_off_ms / row.ttft_p50_on_ms.max(1e-9)
+            "| {} | {:.0} tokens | {hits} | {:.0} ms | {:.0} ms | {:.1}× |\n",
+            t.turn,
+            t.mean_prompt_tokens,
+            t.off_ms,
+            t.on_ms,
+            t.off_ms / t.on_ms.max(1e-9)
         );
     }
+    out
+}
+
+/// `engine` says which engine ran, e.g. "Chapter 5's engine (the memory of 16 slots, 16 sequences at most)".
+pub fn to_markdown(r: &ChatReport, engine: &str, machine: &str, command: &str) -> String {
+    let mut out = turn_table(r.rows.iter().map(|row| TurnTimes {
+        turn: row.turn,
+        mean_prompt_tokens: row.mean_prompt_tokens,
+        hit_rate: Some(row.hit_rate),
+        off_ms: row.ttft_p50_off_ms,
+        on_ms: row.ttft_p50_on_ms,
+    }));
     let s = &r.spec;
     out += &format!(
         "\n*{} conversations × {} turns: a first prompt of {} tokens, then each turn the whole history plus a {}-token message; {}-token answers, greedy; every conversation's next turn sent when all answers of the turn are complete. {engine}, prefix cache off and on; the same answers both ways: **{}**. `{command}` on {machine}.*\n",
