@@ -38,6 +38,10 @@ quiet "$T/release/kvserve" bench-chat --markdown "$G/chat-prefix.md" --json "$G/
 quiet "$T/release/examples/interview" --markdown "$G"
 # Chapter 7: ch03/ch04/ch05 served over HTTP at rising load (table and figure).
 quiet "$T/release/kvserve" serve-bench --rates 1,4,8,16 --num-requests 24 --output-mean 32 --output-max 128 --out "$G" --figures "$F"
+# Chapter 7: the multi-turn chats over HTTP (loadgen --chat), prefix cache off and on.
+quiet "$T/release/kvserve" serve-chat --markdown "$G/serve-chat.md" --json "$G/serve-chat.json"
+# Chapter 8: what tensor parallelism holds and sends per rank (arithmetic from the configs).
+cargo run --release -q -p ch08-tensor-parallel --example tp_cost > "$G/tp-cost.md"
 # The criterion benches, and their tables.
 quiet cargo bench --bench stages
 python3 scripts/criterion_table.py stages > "$G/bench-lengths.md"

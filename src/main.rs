@@ -1,8 +1,10 @@
 //! `kvserve`: the tour (no arguments), `generate`, `memory`, `bench` and `trace`.
 
+mod chat_http_cmd;
 mod machine;
 mod memory_cmd;
 mod prefill_cmd;
+mod prefill_flags;
 mod report;
 mod serve_cmd;
 mod soak_cmd;
@@ -56,6 +58,9 @@ enum Command {
     /// Multi-turn chats (each turn the whole history plus a new message): the prefix cache's hit
     /// rate and TTFT by turn, cache on and off.
     BenchChat(prefill_cmd::ChatArgs),
+    /// Multi-turn chats over HTTP: a stage served with its prefix cache off, then on, and the
+    /// same conversations replayed against each by `loadgen --chat`.
+    ServeChat(chat_http_cmd::ServeChatArgs),
 }
 
 #[derive(clap::Args)]
@@ -100,6 +105,8 @@ struct GenerateArgs {
     /// the generated token ids, space-separated, as the last line (one line per sample).
     #[arg(long)]
     print_ids: bool,
+    #[command(flatten)]
+    prefill: prefill_flags::PrefillFlags,
     /// The prompt (with a random-weight config: text, or whitespace-separated token ids).
     prompt: String,
 }
@@ -119,6 +126,7 @@ fn main() -> Result<()> {
         Some(Command::Soak(args)) => soak_cmd::run(&args),
         Some(Command::BenchChunked(args)) => prefill_cmd::run(&args),
         Some(Command::BenchChat(args)) => prefill_cmd::run_chat(&args),
+        Some(Command::ServeChat(args)) => chat_http_cmd::run(&args),
     }
 }
 
@@ -140,7 +148,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
 
 fn generate(args: &GenerateArgs) -> Result<()> {
     let loaded = load_model(args.model.as_deref(), args.config.as_deref())?;
-    let mut engine = kvserve::stage(&args.stage).with_context(|| {
+    let mut engine = kvserve::stage_with(&args.stage, &args.prefill.policy()).with_context(|| {
         let names: Vec<_> = kvserve::stages().iter().map(|e| e.name()).collect();
         format!("unknown stage {:?}; stages: {}", args.stage, names.join(", "))
     })?;

@@ -3,11 +3,11 @@
 //! `kvserve bench-chat` (the prefix cache across the turns of multi-turn chats, on and off).
 
 use crate::machine::{command_line, machine};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bookgen::chat::{self, ChatSpec};
 use bookgen::chunked::{run as run_mixed, to_markdown, MixedSpec};
 use ch05_paged_attention::PagedEngine;
-use kvserve::ch00_model::{load_model, LlamaConfig};
+use kvserve::ch00_model::{load_model, DType, LlamaConfig};
 use kvserve::ch00_serving::{Engine, Request, RunOptions};
 use std::path::{Path, PathBuf};
 
@@ -63,9 +63,16 @@ pub fn run(args: &ChunkedArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
-    /// Named random model (the bench model's context is 1024 tokens).
+    /// Named random model (the bench model's context is 1024 tokens; on the GPU, e.g. llama-7b).
     #[arg(long, default_value = "bench")]
     config: String,
+    /// ch05 (the CPU engine, the book's chats) or ch06 (the GPU engine, random f16 weights made on
+    /// the card, chats sized for a 7B model on one GPU).
+    #[arg(long, default_value = "ch05")]
+    stage: String,
+    /// ch06: the element type (f16, bf16 or f32; f32 makes cache-on and cache-off answers equal).
+    #[arg(long, default_value = "f16")]
+    dtype: String,
     /// Also write the table as Markdown here.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -76,9 +83,23 @@ pub struct ChatArgs {
 
 pub fn run_chat(args: &ChatArgs) -> Result<()> {
     let machine = machine();
-    let loaded = load_model(None, Some(&args.config))?;
-    let report = chat::run(&loaded.model, &ChatSpec::book())?;
-    let md = chat::to_markdown(&report, &machine, &command_line());
+    let (report, engine) = if args.stage.starts_with("ch06") {
+        let config = LlamaConfig::named(&args.config)?;
+        let spec = ChatSpec::gpu_7b();
+        let dtype = DType::parse(&args.dtype).with_context(|| format!("--dtype {}: f16, bf16 or f32", args.dtype))?;
+        let core = |paged: PagedEngine| {
+            Ok(ch06_cuda::CudaEngine { paged, dtype: Some(dtype), ..Default::default() }.stepper_random(&config, 0)?)
+        };
+        let report = chat::run(&config, &spec, spec.conversations, core)?;
+        let what = format!("random:{} {} weights made on the card", args.config, args.dtype);
+        (report, format!("Chapter 6's engine on {what} (the KV pool fills the card, {} sequences at most)", spec.conversations))
+    } else {
+        let loaded = load_model(None, Some(&args.config))?;
+        let core = |paged: PagedEngine| Ok(paged.stepper(&loaded.model)?);
+        let report = chat::run(&loaded.model.config, &ChatSpec::book(), 16, core)?;
+        (report, "Chapter 5's engine (the memory of 16 slots, 16 sequences at most)".to_string())
+    };
+    let md = chat::to_markdown(&report, &engine, &machine, &command_line());
     write_report(&md, &report, args.markdown.as_deref(), args.json.as_deref())
 }
 

@@ -45,6 +45,8 @@ pub struct BenchArgs {
     /// step is memory-bound on a CPU (weights far beyond the caches).
     #[arg(long, default_value = "bench")]
     pub config: String,
+    #[command(flatten)]
+    pub prefill: crate::prefill_flags::PrefillFlags,
 }
 
 const TOUR_PROMPTS: [&str; 4] =
@@ -187,13 +189,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let machine = machine();
     // The command as a reader would type it, wherever the binary happened to be.
     let command = crate::machine::command_line();
+    let prefill = args.prefill.policy();
     println!("kvserve bench on {machine}\n");
 
     // 1. One request at a time: recompute (ch01) vs KV cache (ch02), on the default model.
     let loaded = load_model(None, None)?;
     let new_tokens = if args.quick { 32 } else { 128 };
     let requests = tour_requests(&loaded, new_tokens)?;
-    let single = run_stages(&loaded.model, &requests, kvserve::stages().into_iter().take(2).collect(), "single stream")?;
+    let single = run_stages(&loaded.model, &requests, kvserve::stages_with(&prefill).into_iter().take(2).collect(), "single stream")?;
     let single_md = format!("{}{}", stage_table(&single), rows_vs_time(&single[0].1, &single[1].1));
     println!("## One request at a time — model {}, {} prompts × {new_tokens} new tokens\n\n{single_md}", loaded.source, requests.len());
 
@@ -203,7 +206,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let n = args.requests.unwrap_or(if args.quick { 16 } else { 48 });
     let spec = WorkloadSpec::exponential_default(n, 0);
     let requests = spec.generate(model.config.vocab_size);
-    let engines: Vec<_> = kvserve::stages().into_iter().skip(1).collect();
+    let engines: Vec<_> = kvserve::stages_with(&prefill).into_iter().skip(1).collect();
     let batched = run_stages(model, &requests, engines, "batching")?;
     let rows: Vec<StageRow> = batched.iter().map(|(n, r)| StageRow::new(n, r)).collect();
     let batch_md = batching_table(&rows);
@@ -223,7 +226,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     // 2b. ch05 vs ch04 as run above: the same limits (ch04's defaults) and the same memory.
     let (slot_cfg, _) = ContinuousBatchEngine::default().scheduler_config(model)?;
-    let (block_cfg, _) = PagedEngine::default().scheduler_config(model)?;
+    let (block_cfg, _) = prefill.apply(PagedEngine::default()).scheduler_config(model)?;
     let equal_limits = EqualLimits {
         max_running: [slot_cfg.max_running, block_cfg.max_running],
         max_tokens_per_step: [slot_cfg.max_tokens_per_step, block_cfg.max_tokens_per_step],

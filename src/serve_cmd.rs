@@ -4,11 +4,13 @@ use anyhow::{bail, Context, Result};
 use ch03_static_batching::StaticBatchEngine;
 use ch04_continuous_batching::{ContinuousBatchEngine, SlotBudget};
 use ch05_paged_attention::{KvBudget, PagedEngine};
+use ch07_server::loadgen::chat::ChatLoadConfig;
 use ch07_server::loadgen::{self, LoadgenConfig, Report};
 use ch07_server::{app_state, serve, spawn_engine, ChatTemplate, MakeStepper, ServerConfig};
+use crate::prefill_flags::PrefillFlags;
 use bookgen::figures::LoadPoint;
 use kvserve::ch00_model::{load_model, LoadedModel};
-use kvserve::ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
+use kvserve::ch00_serving::{Arrivals, ChatSpec, LengthDist, WorkloadSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,16 +33,8 @@ pub struct EngineLimits {
     /// ch04, ch05, ch06: most sequences running at once (default: chapter 4's for the memory).
     #[arg(long)]
     pub(crate) max_running: Option<usize>,
-    /// ch05, ch06: turn prefix caching off (it is on by default, as in vLLM V1).
-    #[arg(long)]
-    pub(crate) no_prefix_caching: bool,
-    /// ch05, ch06: turn chunked prefill off (it is on by default, as in vLLM V1: prompts fill
-    /// what the step's token budget leaves after the decodes, in chunks).
-    #[arg(long)]
-    pub(crate) no_chunked_prefill: bool,
-    /// ch05, ch06: the step's token budget (default `max(max_len, 2048)`, chapter 4's rule).
-    #[arg(long)]
-    pub(crate) max_num_batched_tokens: Option<usize>,
+    #[command(flatten)]
+    pub(crate) prefill: PrefillFlags,
 }
 
 impl Default for EngineLimits {
@@ -52,9 +46,7 @@ impl Default for EngineLimits {
             kv_blocks: None,
             block_size: 16,
             max_running: None,
-            no_prefix_caching: false,
-            no_chunked_prefill: false,
-            max_num_batched_tokens: None,
+            prefill: PrefillFlags::default(),
         }
     }
 }
@@ -86,28 +78,22 @@ pub fn make_stepper(stage: &str, l: &EngineLimits) -> Result<MakeStepper> {
             Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
         }
         "ch05-paged-attention" => {
-            let e = PagedEngine {
+            let e = l.prefill.policy().apply(PagedEngine {
                 budget: l.kv_blocks.map_or(KvBudget::Slots(l.slots), KvBudget::Blocks),
                 block_size: l.block_size,
                 max_len: l.max_len,
                 max_running: l.max_running,
-                prefix_sharing: !l.no_prefix_caching,
-                chunked_prefill: !l.no_chunked_prefill,
-                max_tokens_per_step: l.max_num_batched_tokens,
                 ..Default::default()
-            };
+            });
             Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
         }
         "ch06-cuda" => {
-            let paged = PagedEngine {
+            let paged = l.prefill.policy().apply(PagedEngine {
                 block_size: l.block_size,
                 max_len: l.max_len,
                 max_running: l.max_running,
-                prefix_sharing: !l.no_prefix_caching,
-                chunked_prefill: !l.no_chunked_prefill,
-                max_tokens_per_step: l.max_num_batched_tokens,
                 ..Default::default()
-            };
+            });
             // The pool fills the card unless --kv-blocks says how many blocks.
             let e = ch06_cuda::CudaEngine { paged, num_blocks: l.kv_blocks, ..Default::default() };
             Box::new(move |m| kvserve::ch00_serving::Engine::stepper(&e, m))
@@ -163,11 +149,17 @@ fn parse_fault(s: &str) -> Result<(ch07_server::fault::Fault, usize)> {
 }
 
 /// The server's async runtime. Tokenization runs on its blocking pool, kept to one thread per
-/// core: it is short CPU work, and tokio's default (up to 512 threads, started and retired with
-/// the load) only adds threads, each with its stack and, under glibc, possibly a malloc arena.
+/// core (it is short CPU work) and never retired: tokio's default (up to 512 threads, each retired
+/// after 10 s idle) churns threads with the load, and under glibc a new thread may attach to a
+/// fresh malloc arena, so resident memory crept up over the first tens of thousands of requests
+/// (`kvserve soak` measured it) as one arena after another warmed up.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Ok(tokio::runtime::Builder::new_multi_thread().max_blocking_threads(cores.max(2)).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(cores.max(2))
+        .thread_keep_alive(Duration::from_secs(365 * 24 * 3600))
+        .enable_all()
+        .build()?)
 }
 
 /// A model, its engine thread and the server's settings: everything but the socket.
@@ -183,7 +175,23 @@ fn start(
     Ok((app_state(engine, loaded, &cfg), cfg, thread))
 }
 
+// ANCHOR: one_arena
+/// One malloc arena for the whole process (glibc only). glibc gives threads arenas of their own
+/// (up to 8 per core), and each warms up to its own high-water mark as the load moves between
+/// threads, so a server's resident memory crept up over its first tens of thousands of requests
+/// (`kvserve soak` measured it; two arenas still crept). Small allocations stay in glibc's
+/// per-thread cache, so one arena costs little here.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before the runtime's threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+// ANCHOR_END: one_arena
+
 pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
+    one_malloc_arena();
     let mut make = make_stepper(&args.stage, &args.limits)?;
     if let Some(spec) = &args.inject_fault {
         let (fault, after) = parse_fault(spec)?;
@@ -271,12 +279,51 @@ pub struct LoadgenArgs {
     vocab: Option<usize>,
     #[command(flatten)]
     workload: WorkloadArgs,
+    /// Replay multi-turn chats instead (each turn the whole history plus a new message, sent when
+    /// the turn before has answered); the workload flags then do not apply.
+    #[arg(long)]
+    chat: bool,
+    #[command(flatten)]
+    chat_spec: ChatArgs,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
+/// The chats of `loadgen --chat` (defaults: the book's `bench-chat` run).
+#[derive(clap::Args)]
+pub(crate) struct ChatArgs {
+    #[arg(long, default_value_t = ChatSpec::book().conversations)]
+    conversations: usize,
+    #[arg(long, default_value_t = ChatSpec::book().turns)]
+    turns: usize,
+    /// Tokens of each conversation's first prompt.
+    #[arg(long, default_value_t = ChatSpec::book().first_prompt)]
+    first_prompt: usize,
+    /// Tokens of each later turn's new message.
+    #[arg(long, default_value_t = ChatSpec::book().message)]
+    message: usize,
+    /// Tokens of every answer.
+    #[arg(long, default_value_t = ChatSpec::book().answer)]
+    answer: usize,
+}
+
+impl ChatArgs {
+    pub(crate) fn spec(&self) -> ChatSpec {
+        ChatSpec {
+            conversations: self.conversations,
+            turns: self.turns,
+            first_prompt: self.first_prompt,
+            message: self.message,
+            answer: self.answer,
+        }
+    }
+}
+
 pub fn loadgen_cmd(args: &LoadgenArgs) -> Result<()> {
+    if args.chat {
+        return loadgen_chat(args);
+    }
     let report = runtime()?.block_on(async {
         let vocab_size = match args.vocab {
             Some(v) => v,
@@ -296,6 +343,22 @@ pub fn loadgen_cmd(args: &LoadgenArgs) -> Result<()> {
     }
     if report.failed > 0 {
         bail!("{} of {} requests failed", report.failed, report.requests);
+    }
+    Ok(())
+}
+
+fn loadgen_chat(args: &LoadgenArgs) -> Result<()> {
+    let report = runtime()?.block_on(async {
+        let vocab_size = match args.vocab {
+            Some(v) => v,
+            None => server_vocab(&args.url).await?,
+        };
+        let cfg = ChatLoadConfig { base_url: args.url.clone(), model: args.model.clone(), spec: args.chat_spec.spec(), vocab_size };
+        loadgen::chat::run(&cfg).await
+    })?;
+    println!("{}", report.markdown());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -329,6 +392,33 @@ pub struct ServeBenchArgs {
     figures: PathBuf,
 }
 
+/// Serves `stage` (with `limits`, on the random model `config`) on a loopback port for as long as
+/// `f` runs; `f` gets the API's base URL and the vocabulary size. The server stops afterwards.
+pub(crate) fn on_loopback<T>(
+    rt: &tokio::runtime::Runtime,
+    stage: &str,
+    limits: &EngineLimits,
+    config: &str,
+    f: impl AsyncFnOnce(String, usize) -> Result<T>,
+) -> Result<T> {
+    let make = make_stepper(stage, limits)?;
+    let loaded = load_model(None, Some(config))?;
+    let vocab_size = loaded.model.config.vocab_size;
+    let (state, cfg, thread) = start(loaded, make, ServerConfig::default(), Some(config.to_string()))?;
+    let out = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}/v1", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move { serve(listener, state, &cfg, async { drop(stopped.await) }).await });
+        let out = f(base_url, vocab_size).await;
+        let _ = stop.send(());
+        server.await??;
+        out
+    });
+    let _ = thread.join();
+    out
+}
+
 // ANCHOR: serve_bench
 /// Serves each stage over HTTP on a loopback port and drives it with `loadgen` at each rate.
 pub fn serve_bench_cmd(args: &ServeBenchArgs) -> Result<()> {
@@ -336,16 +426,8 @@ pub fn serve_bench_cmd(args: &ServeBenchArgs) -> Result<()> {
     let rt = runtime()?;
     let mut series: Vec<(String, Vec<Report>)> = Vec::new();
     for stage in &args.stages {
-        let make = make_stepper(stage, &args.limits)?;
-        let loaded = load_model(None, Some(&args.config))?;
-        let vocab_size = loaded.model.config.vocab_size;
-        let (state, cfg, thread) = start(loaded, make, ServerConfig::default(), Some(args.config.clone()))?;
         let name = kvserve::stage(stage).map_or(stage.clone(), |e| e.name().to_string());
-        let reports = rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let base_url = format!("http://{}/v1", listener.local_addr()?);
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(async move { serve(listener, state, &cfg, async { drop(stopped.await) }).await });
+        let reports = on_loopback(&rt, stage, &args.limits, &args.config, async |base_url, vocab_size| {
             let mut reports = Vec::new();
             for &rate in &args.rates {
                 let workload = args.workload.spec(Some(rate));
@@ -354,11 +436,8 @@ pub fn serve_bench_cmd(args: &ServeBenchArgs) -> Result<()> {
                 eprintln!("{name} at {rate} req/s: {:.1} tokens/s, TTFT p50 {:.0} ms", r.output_tokens_per_s, r.ttft_ms.p50);
                 reports.push(r);
             }
-            let _ = stop.send(());
-            server.await??;
-            anyhow::Ok(reports)
+            Ok(reports)
         })?;
-        let _ = thread.join();
         series.push((name, reports));
     }
     let w = &args.workload;

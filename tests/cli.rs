@@ -66,6 +66,24 @@ fn generate_prints_ids_that_match_the_engine() {
 }
 
 #[test]
+fn generate_takes_the_prefill_flags_and_keeps_the_tokens() {
+    let base = ["generate", "--config", "tiny", "--max-new-tokens", "7", "--print-ids"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).chain(&["1 5 9 200 7 3 11"]).copied().collect();
+        let (ok, out, err) = kvserve(&args);
+        assert!(ok, "{args:?}: {err}");
+        out.lines().last().unwrap().to_string()
+    };
+    let ch02 = run(&["--stage", "ch02"]);
+    // A budget of 3 tokens splits the 7-token prompt into chunks of 3, 3 and 1.
+    assert_eq!(run(&["--stage", "ch05", "--max-num-batched-tokens", "3"]), ch02);
+    assert_eq!(run(&["--stage", "ch05", "--no-chunked-prefill", "--no-prefix-caching"]), ch02);
+    // Without chunking, a prompt longer than the budget cannot be scheduled: an error, not a hang.
+    let (ok, _, err) = kvserve(&[&base[..], &["--stage", "ch05", "--no-chunked-prefill", "--max-num-batched-tokens", "3", "1 5 9 200 7"]].concat());
+    assert!(!ok && err.contains("max_tokens_per_step 3"), "{err}");
+}
+
+#[test]
 fn generate_n_prints_every_sample_and_ch05_shares_its_prompt() {
     let args = |stage: &'static str, n: &'static str| {
         ["generate", "--config", "tiny", "--stage", stage, "--max-new-tokens", "6", "--temperature", "1", "--seed", "3", "--n", n, "--print-ids", "1 5 9 200"]
@@ -321,4 +339,15 @@ fn the_short_soak_passes_every_check() {
         assert!(out.contains(what), "{what} missing: {out}");
     }
     assert!(!out.contains("**NO**"), "{out}");
+}
+
+#[test]
+fn serve_chat_replays_chats_over_http_with_the_cache_off_and_on() {
+    let (ok, out, err) = kvserve(&[
+        "serve-chat", "--config", "tiny", "--conversations", "2", "--turns", "3", "--first-prompt", "9",
+        "--message", "3", "--answer", "4",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| 3 | 23 tokens |"), "{out}");
+    assert!(out.contains("the same answers both ways: **yes**"), "{out}");
 }

@@ -5,6 +5,7 @@
 //! buffers chapter 6's engine allocates (its activations at its defaults, and the CUDA context).
 
 use ch00_model::{kv_bytes_per_token, Card, LlamaConfig, Precision, CUDA_CONTEXT_BYTES, GPU_MEMORY_UTILIZATION, H100_80GB};
+use crate::units::thousands;
 use std::fmt::Write;
 
 /// Chapter 6's engine defaults the buffers are sized for: tokens and sequences per pass, block size.
@@ -93,18 +94,6 @@ impl CardBudget {
     }
 }
 
-/// "81,559".
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,38 +1,15 @@
 //! The prefix cache across turns, measured: K conversations × T turns, each turn's prompt the whole
 //! history (the previous prompt and answer) plus a new user message, sent once the previous answer
-//! is complete; chapter 5's engine with its prefix cache on and off, same tokens.
+//! is complete; chapter 5's engine (or chapter 6's, through the same `StepEngine`) with its prefix
+//! cache on and off, same tokens.
 
 use crate::bench::rows::percentile;
-use anyhow::{ensure, Context, Result};
-use ch00_model::Model;
-use ch00_serving::{Engine, Request, RequestOutput};
+use anyhow::{Context, Result};
+use ch00_model::LlamaConfig;
+pub use ch00_serving::ChatSpec;
+use ch00_serving::{Request, RequestOutput, StepEngine};
 use ch05_paged_attention::{KvBudget, PagedEngine};
 use serde::Serialize;
-
-// ANCHOR: chat_spec
-/// `conversations` chats of `turns` turns: the first prompt has `first_prompt` tokens, every later
-/// turn adds the previous answer (`answer` tokens) and a new message of `message` tokens.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct ChatSpec {
-    pub conversations: usize,
-    pub turns: usize,
-    pub first_prompt: usize,
-    pub message: usize,
-    pub answer: usize,
-}
-// ANCHOR_END: chat_spec
-
-impl ChatSpec {
-    /// The book's run on the `bench` model (context 1024).
-    pub fn book() -> Self {
-        ChatSpec { conversations: 6, turns: 4, first_prompt: 160, message: 24, answer: 32 }
-    }
-
-    /// The most tokens a conversation reaches (its last prompt and answer).
-    pub fn longest(&self) -> usize {
-        self.first_prompt + (self.turns - 1) * (self.answer + self.message) + self.answer
-    }
-}
 
 /// One turn of every conversation.
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +28,12 @@ pub struct ChatReport {
     pub rows: Vec<TurnRow>,
     /// Every answer the same with the cache on and off.
     pub same_tokens: bool,
+    /// Share of answer tokens equal at the same position, cache off vs on (1 when `same_tokens`;
+    /// below 1 in f16 on the GPU, where a prefix read from the cache rounds differently from one
+    /// recomputed in the same pass, and a greedy pick that flips changes what follows).
+    pub token_agreement: f64,
+    /// Most sequences running at once (and, for chapter 5, the slots of memory of its pool).
+    pub max_running: usize,
 }
 
 /// One turn's outputs (by conversation), prompt lengths, and prefix-cache lookups and hits.
@@ -61,33 +44,35 @@ struct Turn {
     hit: u64,
 }
 
-fn message(c: usize, turn: usize, len: usize, vocab: usize) -> impl Iterator<Item = u32> {
-    (0..len).map(move |i| (3 + (c * 7919 + turn * 104_729 + i * 15_485_863) % (vocab - 3)) as u32)
-}
-
 // ANCHOR: chat_run
-/// The conversations on chapter 5's engine, driven step by step: every conversation's turn `t`
-/// is added once all answers of turn `t - 1` are complete (turns in lockstep, so each turn's
-/// cache lookups can be counted apart).
-fn run_chat(model: &Model, spec: &ChatSpec, prefix_caching: bool) -> Result<Vec<Turn>> {
-    let vocab = model.config.vocab_size;
+/// The conversations on a step-wise engine that `core` makes from chapter 5's settings, driven
+/// step by step: every conversation's turn `t` is added once all answers of turn `t - 1` are
+/// complete (turns in lockstep, so each turn's cache lookups can be counted apart).
+fn run_chat<'a>(
+    config: &LlamaConfig,
+    spec: &ChatSpec,
+    max_running: usize,
+    prefix_caching: bool,
+    core: &mut impl FnMut(PagedEngine) -> Result<Box<dyn StepEngine + 'a>>,
+) -> Result<Vec<Turn>> {
+    let vocab = config.vocab_size;
     let engine = PagedEngine {
-        budget: KvBudget::Slots(16),
-        max_len: Some(model.config.max_position_embeddings.min(4096)),
-        max_running: Some(16),
+        budget: KvBudget::Slots(max_running),
+        max_len: Some(config.max_position_embeddings.min(4096)),
+        max_running: Some(max_running),
         prefix_sharing: prefix_caching,
         ..PagedEngine::default()
     };
-    let mut core = engine.stepper(model)?;
+    let mut core = core(engine)?;
     let mut history: Vec<Vec<u32>> =
-        (0..spec.conversations).map(|c| message(c, 0, spec.first_prompt, vocab).collect()).collect();
+        (0..spec.conversations).map(|c| spec.message(c, 0, vocab)).collect();
     let mut turns = Vec::new();
     for t in 0..spec.turns {
         let before = core.load();
         let mut prompt_lens = Vec::new();
         for (c, h) in history.iter_mut().enumerate() {
             if t > 0 {
-                h.extend(message(c, t, spec.message, vocab));
+                h.extend(spec.message(c, t, vocab));
             }
             prompt_lens.push(h.len());
             let id = (t * spec.conversations + c) as u64;
@@ -112,13 +97,23 @@ fn run_chat(model: &Model, spec: &ChatSpec, prefix_caching: bool) -> Result<Vec<
 }
 // ANCHOR_END: chat_run
 
-/// The chats with the prefix cache off, then on, on `model`.
-pub fn run(model: &Model, spec: &ChatSpec) -> Result<ChatReport> {
-    ensure!(spec.turns >= 1 && spec.conversations >= 1, "at least one conversation of one turn");
-    ensure!(spec.longest() <= model.config.max_position_embeddings, "the conversations outgrow the context");
-    let off = run_chat(model, spec, false)?;
-    let on = run_chat(model, spec, true)?;
+/// The chats with the prefix cache off, then on, on the engines `core` makes (chapter 5's
+/// `PagedEngine::stepper`, or chapter 6's) for a model of `config`.
+pub fn run<'a>(
+    config: &LlamaConfig,
+    spec: &ChatSpec,
+    max_running: usize,
+    mut core: impl FnMut(PagedEngine) -> Result<Box<dyn StepEngine + 'a>>,
+) -> Result<ChatReport> {
+    spec.validate(config.vocab_size, config.max_position_embeddings)?;
+    let off = run_chat(config, spec, max_running, false, &mut core)?;
+    let on = run_chat(config, spec, max_running, true, &mut core)?;
     let ttft = |t: &Turn| percentile(&t.outputs.iter().map(|o| o.ttft_s * 1e3).collect::<Vec<_>>(), 50.0);
+    let pairs = || off.iter().zip(&on).flat_map(|(a, b)| a.outputs.iter().zip(&b.outputs));
+    let (equal, total) = pairs().fold((0usize, 0usize), |(e, t), (x, y)| {
+        (e + x.tokens.iter().zip(&y.tokens).filter(|(p, q)| p == q).count(), t + x.tokens.len().max(y.tokens.len()))
+    });
+    let token_agreement = equal as f64 / total.max(1) as f64;
     let same_tokens =
         off.iter().zip(&on).all(|(a, b)| a.outputs.iter().zip(&b.outputs).all(|(x, y)| x.tokens == y.tokens));
     let rows = off
@@ -133,34 +128,58 @@ pub fn run(model: &Model, spec: &ChatSpec) -> Result<ChatReport> {
             ttft_p50_on_ms: ttft(b),
         })
         .collect();
-    Ok(ChatReport { spec: *spec, rows, same_tokens })
+    Ok(ChatReport { spec: *spec, rows, same_tokens, token_agreement, max_running })
 }
 
 /// The report as a Markdown table with its footnote.
-pub fn to_markdown(r: &ChatReport, machine: &str, command: &str) -> String {
+/// One turn of a cache-off vs cache-on comparison, as a table row shows it.
+pub struct TurnTimes {
+    pub turn: usize,
+    pub mean_prompt_tokens: f64,
+    /// Share of the prompt tokens the cache held (cache on); `None` where nobody counted.
+    pub hit_rate: Option<f64>,
+    /// TTFT p50 in ms with the cache off and on.
+    pub off_ms: f64,
+    pub on_ms: f64,
+}
+
+/// The by-turn table of `bench-chat` and `serve-chat`: hits, TTFT p50 off and on, their ratio.
+pub fn turn_table(rows: impl IntoIterator<Item = TurnTimes>) -> String {
     let mut out = String::from(
         "| turn | mean prompt | prefix-cache hits (cache on) | TTFT p50, cache off | TTFT p50, cache on | off ÷ on |\n|---:|---:|---:|---:|---:|---:|\n",
     );
-    for row in &r.rows {
+    for t in rows {
+        let hits = t.hit_rate.map_or("n/a".to_string(), |h| format!("{:.0}%", 100.0 * h));
         out += &format!(
-            "| {} | {:.0} tokens | {:.0}% | {:.0} ms | {:.0} ms | {:.1}× |\n",
-            row.turn,
-            row.mean_prompt_tokens,
-            100.0 * row.hit_rate,
-            row.ttft_p50_off_ms,
-            row.ttft_p50_on_ms,
-            row.ttft_p50_off_ms / row.ttft_p50_on_ms.max(1e-9)
+            "| {} | {:.0} tokens | {hits} | {:.0} ms | {:.0} ms | {:.1}× |\n",
+            t.turn,
+            t.mean_prompt_tokens,
+            t.off_ms,
+            t.on_ms,
+            t.off_ms / t.on_ms.max(1e-9)
         );
     }
+    out
+}
+
+/// `engine` says which engine ran, e.g. "Chapter 5's engine (the memory of 16 slots, 16 sequences at most)".
+pub fn to_markdown(r: &ChatReport, engine: &str, machine: &str, command: &str) -> String {
+    let mut out = turn_table(r.rows.iter().map(|row| TurnTimes {
+        turn: row.turn,
+        mean_prompt_tokens: row.mean_prompt_tokens,
+        hit_rate: Some(row.hit_rate),
+        off_ms: row.ttft_p50_off_ms,
+        on_ms: row.ttft_p50_on_ms,
+    }));
     let s = &r.spec;
     out += &format!(
-        "\n*{} conversations × {} turns: a first prompt of {} tokens, then each turn the whole history plus a {}-token message; {}-token answers, greedy; every conversation's next turn sent when all answers of the turn are complete. Chapter 5's engine (the memory of 16 slots, 16 sequences at most), prefix cache off and on; the same answers both ways: **{}**. `{command}` on {machine}.*\n",
+        "\n*{} conversations × {} turns: a first prompt of {} tokens, then each turn the whole history plus a {}-token message; {}-token answers, greedy; every conversation's next turn sent when all answers of the turn are complete. {engine}, prefix cache off and on; the same answers both ways: **{}**. `{command}` on {machine}.*\n",
         s.conversations,
         s.turns,
         s.first_prompt,
         s.message,
         s.answer,
-        if r.same_tokens { "yes" } else { "NO" }
+        if r.same_tokens { "yes".to_string() } else { format!("no, {:.1}% of answer tokens equal position by position", 100.0 * r.token_agreement) }
     );
     out
 }

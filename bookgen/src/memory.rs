@@ -3,7 +3,8 @@
 //! grouped-query attention saves. The arithmetic is chapter 0's `MemoryPlan`; this writes it out.
 
 use anyhow::{bail, Result};
-use crate::card::{card_budget, thousands};
+use crate::card::card_budget;
+use crate::units::thousands;
 use ch00_model::{kv_bytes_per_token, Card, LlamaConfig, MemoryPlan, Precision, GPU_MEMORY_UTILIZATION};
 use std::fmt::Write;
 

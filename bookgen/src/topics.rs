@@ -4,7 +4,8 @@
 //! measured, the same on every machine.
 
 use crate::interview::inputs::Inputs;
-use crate::card::{card_budget, thousands};
+use crate::card::card_budget;
+use crate::units::thousands;
 use anyhow::Result;
 use ch00_model::{kv_bytes_per_token, LlamaConfig, Precision, H100_80GB};
 use std::fmt::Write;

@@ -14,3 +14,16 @@ pub(crate) fn human_bytes(b: u64) -> String {
         format!("{:.2} MiB", b as f64 / (1 << 20) as f64)
     }
 }
+
+/// Thousands separators: 1234567 → "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

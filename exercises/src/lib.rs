@@ -1,6 +1,6 @@
 //! # kvserve exercises
 //!
-//! The key functions of chapters 1–5, with their bodies replaced by `todo!()`. Each doc comment
+//! The key functions of chapters 1–5 and 8, with their bodies replaced by `todo!()`. Each doc comment
 //! states the task and the chapter to read; each has a check that only a correct answer passes,
 //! edge cases included.
 //!
@@ -33,6 +33,8 @@ pub mod ch03;
 pub mod ch04;
 #[cfg(not(feature = "solutions"))]
 pub mod ch05;
+#[cfg(not(feature = "solutions"))]
+pub mod ch08;
 
 #[cfg(feature = "solutions")]
 #[path = "solutions/ch01.rs"]
@@ -49,3 +51,6 @@ pub mod ch04;
 #[cfg(feature = "solutions")]
 #[path = "solutions/ch05.rs"]
 pub mod ch05;
+#[cfg(feature = "solutions")]
+#[path = "solutions/ch08.rs"]
+pub mod ch08;

@@ -1,6 +1,6 @@
 //! Every exercise, in book order: where it is, what it asks, and the check that marks it solved.
 
-use crate::checks::{ch01, ch02, ch03, ch04, ch05};
+use crate::checks::{ch01, ch02, ch03, ch04, ch05, ch08};
 
 /// One exercise: a function (or, for the allocator, three) whose body is `todo!()`.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,7 @@ const CH02: &str = "book/src/ch02-kv-cache.md";
 const CH03: &str = "book/src/ch03-static-batching.md";
 const CH04: &str = "book/src/ch04-continuous-batching.md";
 const CH05: &str = "book/src/ch05-paged-attention.md";
+const CH08: &str = "book/src/ch08-tensor-parallel.md";
 
 // ANCHOR: exercises
 pub const EXERCISES: &[Exercise] = &[
@@ -70,6 +71,10 @@ pub const EXERCISES: &[Exercise] = &[
        "chunked prefill: decodes first, then prompt chunks, under a token budget"),
     ex(5, "lru", CH05, ch05::ch05_lru,
        "the prefix cache's LRU: park, revive, evict"),
+    ex(8, "shard_range", CH08, ch08::ch08_shard_range,
+       "a rank's near-equal share of a dimension"),
+    ex(8, "row_parallel_linear", CH08, ch08::ch08_row_parallel_linear,
+       "a row-parallel linear layer: partial products, then the all-reduce"),
 ];
 
 /// An [`Exercise`] row: chapter, function name, page, check, task.

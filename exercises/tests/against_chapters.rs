@@ -15,12 +15,14 @@
 //!   `chapter_slot_scheduler` (the adapter); `continuous_batching`: `ContinuousBatchEngine`'s steps and slot-steps.
 //! - ch05 `allocate`/`share`/`release`: `BlockAllocator`; `slot_mapping`: `block_table::locate`;
 //!   `schedule_blocks` and `prepare_write`: `BlockScheduler`, through `chapter_block_scheduler` (the adapter).
+//! - ch08 `shard_range`: `ch08_tensor_parallel::shard::part` (the split of heads, MLP columns and
+//!   vocabulary); `row_parallel_linear`: the unsharded product (`ch00_model::ops::linear`).
 #![cfg(feature = "solutions")]
 
 use ch00_model::{AttentionBackend, DType, LlamaConfig, Model, StepMeta, StepQkv};
 use ch00_serving::{Engine, Phase, Request, RunOptions, RunOutput};
 use exercises::types::{self as ex, BlockId};
-use exercises::{ch01, ch02, ch03, ch04, ch05};
+use exercises::{ch01, ch02, ch03, ch04, ch05, ch08};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -670,6 +672,36 @@ proptest! {
                 _ => prop_assert_eq!(ch05::evict(&mut ours), chapter.pop_oldest()),
             }
             prop_assert_eq!(ours.iter().copied().collect::<Vec<_>>(), chapter.iter().collect::<Vec<_>>());
+        }
+    }
+}
+
+proptest! {
+    /// `shard_range` is the split chapter 8 cuts every dimension with.
+    #[test]
+    fn ch08_shard_range_is_the_chapters(n in 0usize..300, world in 1usize..17) {
+        for rank in 0..world {
+            prop_assert_eq!(ch08::shard_range(n, rank, world), ch08_tensor_parallel::shard::part(n, rank, world));
+        }
+    }
+
+    /// A row-parallel layer on any number of ranks equals chapter 0's unsharded `linear`.
+    #[test]
+    fn ch08_row_parallel_linear_is_the_whole_product(
+        n in 1usize..4, k in 1usize..40, m in 1usize..6, world in 1usize..9, seed in 0u64..1000,
+    ) {
+        let vals = |len: usize, salt: u64| -> Vec<f32> {
+            (0..len).map(|i| (((i as u64 * 2654435761 + seed * 97 + salt) % 2001) as f32) / 1000.0 - 1.0).collect()
+        };
+        let (x, w) = (vals(n * k, 1), vals(m * k, 2));
+        let xa = ndarray::Array2::from_shape_vec((n, k), x.clone()).unwrap();
+        let wa = ndarray::Array2::from_shape_vec((m, k), w.clone()).unwrap();
+        let mut y = ndarray::Array2::zeros((n, m));
+        ch00_model::ops::linear(&xa.view(), &ch00_model::cpu::packed::Packed::new(&wa.view()), &mut y);
+        let got = ch08::row_parallel_linear(&x, &w, n, k, m, world);
+        prop_assert_eq!(got.len(), n * m);
+        for (a, b) in got.iter().zip(y.iter()) {
+            prop_assert!((a - b).abs() <= 1e-4, "{} vs {}", a, b);
         }
     }
 }

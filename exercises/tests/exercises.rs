@@ -3,7 +3,7 @@
 //! `cargo test -p exercises -- --include-ignored` (an unsolved one fails with
 //! `not yet implemented: chapter N (…)`).
 
-use exercises::checks::{ch01, ch02, ch03, ch04, ch05};
+use exercises::checks::{ch01, ch02, ch03, ch04, ch05, ch08};
 use exercises::EXERCISES;
 
 macro_rules! exercises {
@@ -41,6 +41,8 @@ exercises! {
     ch05::ch05_prepare_write,
     ch05::ch05_chunk_shares,
     ch05::ch05_lru,
+    ch08::ch08_shard_range,
+    ch08::ch08_row_parallel_linear,
 }
 
 /// Runs with or without the answers: the registry covers chapters 1–5 with at least 12 exercises,

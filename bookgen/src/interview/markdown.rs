@@ -10,6 +10,7 @@ use crate::interview::sizing::{
 use anyhow::Result;
 use crate::card::card_budget;
 use ch00_model::{Card, DType, MemoryPlan, Precision, GPU_MEMORY_UTILIZATION};
+use crate::units::thousands;
 use std::fmt::Write;
 
 const KIB: f64 = 1024.0;
@@ -76,18 +77,6 @@ fn gb(b: u64) -> String {
     format!("{:.1} GB", b as f64 / GB)
 }
 
-/// Thousands separators: 1234567 → "1,234,567".
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// Bytes per token, per request and weights for the real shapes, and what fits on one card by
 /// the book's card model (`crate::card`).

@@ -33,4 +33,4 @@ pub use drive::drive;
 pub use recorder::RunRecorder;
 pub use stepwise::{EngineLoad, NewToken, StepEngine, StepOutput, StepRecord};
 pub use table::{SeqId, SeqTable, TokenSource};
-pub use workload::{Arrivals, LengthDist, WorkloadSpec};
+pub use workload::{Arrivals, ChatSpec, LengthDist, WorkloadSpec};

@@ -149,6 +149,61 @@ fn unit_open(rng: &mut ChaCha8Rng) -> f64 {
     ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
 }
 
+// ANCHOR: chat_spec
+/// Multi-turn chats: `conversations` chats of `turns` turns. The first prompt has `first_prompt`
+/// tokens; every later turn's prompt is the whole history (every earlier prompt and answer) plus
+/// a new message of `message` tokens; answers are `answer` tokens (greedy, EOS ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ChatSpec {
+    pub conversations: usize,
+    pub turns: usize,
+    pub first_prompt: usize,
+    pub message: usize,
+    pub answer: usize,
+}
+// ANCHOR_END: chat_spec
+
+impl ChatSpec {
+    /// The book's run on the `bench` model (context 1024).
+    pub fn book() -> Self {
+        ChatSpec { conversations: 6, turns: 4, first_prompt: 160, message: 24, answer: 32 }
+    }
+
+    /// Chapter 6's run on a 7B shape on one GPU: 32 chats growing to 1,920 tokens.
+    pub fn gpu_7b() -> Self {
+        ChatSpec { conversations: 32, turns: 4, first_prompt: 1024, message: 128, answer: 128 }
+    }
+
+    /// The most tokens a conversation reaches (its last prompt and answer).
+    pub fn longest(&self) -> usize {
+        self.first_prompt + self.turns.saturating_sub(1) * (self.answer + self.message) + self.answer
+    }
+
+    /// What conversation `c` adds in `turn`: the first prompt in turn 0, a new message after that;
+    /// ids from `3..vocab`, different for every conversation and turn, the same on every run.
+    pub fn message(&self, c: usize, turn: usize, vocab: usize) -> Vec<u32> {
+        let len = if turn == 0 { self.first_prompt } else { self.message };
+        let span = vocab.saturating_sub(3).max(1);
+        (0..len).map(|i| (3 + (c * 7919 + turn * 104_729 + i * 15_485_863) % span) as u32).collect()
+    }
+
+    pub fn validate(&self, vocab: usize, max_len: usize) -> Result<()> {
+        if self.conversations == 0 || self.turns == 0 || self.first_prompt == 0 || self.answer == 0 {
+            return Err(ModelError::InvalidSettings("a chat needs a conversation, a turn, a prompt and an answer".into()));
+        }
+        if vocab <= 3 {
+            return Err(ModelError::InvalidSettings(format!("a vocabulary of {vocab} leaves no ids for messages")));
+        }
+        if self.longest() > max_len {
+            return Err(ModelError::InvalidSettings(format!(
+                "the conversations grow to {} tokens, past the context of {max_len}",
+                self.longest()
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

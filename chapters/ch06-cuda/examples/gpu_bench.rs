@@ -15,7 +15,8 @@ use ch00_model::{kv_bytes_per_token, AttnShape, DType, LlamaConfig};
 use ch00_serving::{Engine, Request, RunOptions};
 use ch04_continuous_batching::SchedulerConfig as SlotConfig;
 use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig};
-use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps, prefill_attention};
+use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps, matmul_peak, prefill_attention};
+use ch06_cuda::roofline::Ceilings;
 use ch06_cuda::prefill::PrefillVersion;
 use ch06_cuda::{CudaEngine, Gpu};
 use serde_json::{json, Value};
@@ -73,7 +74,7 @@ fn main() -> Res<()> {
     if sections.contains('c') {
         if let (Some(model), Some(workload)) = (arg(&args, "--model"), arg(&args, "--workload")) {
             let max = arg(&args, "--max-requests").and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
-            throughput(&out, &head, Path::new(&model), Path::new(&workload), max)?;
+            throughput(&gpu, &out, &head, Path::new(&model), Path::new(&workload), max)?;
         } else {
             println!("section c skipped: needs --model DIR --workload FILE");
         }
@@ -104,8 +105,11 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 // ANCHOR: throughput
 /// The engine on every request of a workload file (all arriving at t = 0, ignoring EOS so each
 /// produces exactly its max_new_tokens), with TTFT, TPOT and ITL percentiles.
-fn throughput(out: &Path, head: &Value, model_dir: &Path, workload: &Path, max: usize) -> Res<()> {
+fn throughput(gpu: &Gpu, out: &Path, head: &Value, model_dir: &Path, workload: &Path, max: usize) -> Res<()> {
     let model = ch00_model::Model::load(model_dir)?;
+    // The card's ceilings, measured here: copy bandwidth (bytes read + written) and an f16 GEMM.
+    let ceilings = Ceilings { bytes_per_s: copy_bandwidth(gpu)? * 1e9, flops_per_s: matmul_peak::<half::f16>(gpu, 8192)? };
+    println!("roofline ceilings: {:.0} GB/s, {:.0} TFLOP/s (f16 8192^3 GEMM)", ceilings.bytes_per_s / 1e9, ceilings.flops_per_s / 1e12);
     let w: Value = serde_json::from_str(&std::fs::read_to_string(workload)?)?;
     let list = w.get("requests").unwrap_or(&w).as_array().ok_or("workload: expected a list")?;
     let reqs: Vec<Request> = list
@@ -124,6 +128,7 @@ fn throughput(out: &Path, head: &Value, model_dir: &Path, workload: &Path, max: 
         let mut e = CudaEngine {
             dtype: Some(DType::F16),
             cuda_graphs: graphs,
+            ceilings: Some(ceilings),
             paged: PagedEngine { max_len: Some(max_len), ..Default::default() },
             ..Default::default()
         };
@@ -154,9 +159,20 @@ fn throughput(out: &Path, head: &Value, model_dir: &Path, workload: &Path, max: 
             "num_blocks": setup.num_blocks,
             "kv_gib": setup.kv_bytes as f64 / GIB,
             "gpu": setup.stats,
+            // The run against its roofline: Σ per step of max(bytes ÷ bandwidth, FLOPs ÷ peak).
+            "roofline_s": setup.stats.roofline_s,
+            "gpu_s": setup.stats.gpu_s,
+            "frac_of_roofline": setup.stats.roofline_s / run.stats.wall_s,
+            "host_s": run.stats.wall_s - setup.stats.gpu_s,
+            "ceilings": ceilings,
             "first_tokens": run.outputs.iter().take(4).map(|o| o.tokens.iter().take(16).copied().collect::<Vec<_>>()).collect::<Vec<_>>(),
         });
         println!("throughput graphs={graphs}: {:.0} tokens/s over {} requests ({} steps, mean batch {:.1})", tokens as f64 / run.stats.wall_s, reqs.len(), run.stats.steps, run.stats.mean_batch_size);
+        let st = &setup.stats;
+        println!(
+            "  roofline {:.3} s = {:.0}% of the wall {:.3} s; device time {:.3} s, host {:.3} s between passes",
+            st.roofline_s, 100.0 * st.roofline_s / run.stats.wall_s, run.stats.wall_s, st.gpu_s, run.stats.wall_s - st.gpu_s
+        );
         rows.push(row);
     }
     write(&out.join("ch06_throughput.json"), json!({ "machine": head, "model": model_dir.display().to_string(), "rows": rows }))

@@ -51,6 +51,20 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
 }
 // ANCHOR_END: copy_bandwidth
 
+/// The dense matmul ceiling in FLOP/s: an n × n × n cuBLAS GEMM in T (f32 accumulation) on
+/// uniform random data, the ceiling the run roofline sets compute-bound steps against.
+pub fn matmul_peak<T: GpuFloat>(gpu: &Gpu, n: usize) -> Result<f64> {
+    let k = Kernels::<T>::new(gpu, AttnShape { heads: 1, kv_heads: 1, head_dim: 64 })?;
+    let mut a = gpu.zeros::<T>("matmul probe", n * n)?;
+    let mut b = gpu.zeros::<T>("matmul probe", n * n)?;
+    let c = gpu.zeros::<T>("matmul probe", n * n)?;
+    k.fill_uniform(gpu, &mut a, 1, 1.0)?;
+    k.fill_uniform(gpu, &mut b, 2, 1.0)?;
+    // SAFETY: a, b and c hold n·n elements each, alive for the timing.
+    let ms = time_ms(gpu, 3, 20, || unsafe { crate::kernels::linear::<T>(gpu, ptr(gpu, &a), ptr(gpu, &b), ptr(gpu, &c), n, n, n) })?;
+    Ok(2.0 * (n as f64).powi(3) / (ms * 1e-3))
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AttentionRow {
     pub batch: usize,

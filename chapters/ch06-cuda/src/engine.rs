@@ -34,6 +34,9 @@ pub struct CudaEngine {
     /// Prefill passes on the prefill attention kernel (prefill.rs); off: the per-token kernel.
     pub prefill_kernel: bool,
     pub ordinal: usize,
+    /// Measure every step against these ceilings and time the passes (`GpuStats::roofline_s`,
+    /// `gpu_s`); `None`: neither (no events).
+    pub ceilings: Option<crate::roofline::Ceilings>,
     /// What the last run set up and did.
     pub last_setup: Option<GpuSetup>,
     /// The block scheduler's counters of the last run.
@@ -52,6 +55,7 @@ impl Default for CudaEngine {
             cuda_graphs: true,
             prefill_kernel: true,
             ordinal: 0,
+            ceilings: None,
             last_setup: None,
             last_run: None,
         }
@@ -125,6 +129,8 @@ impl CudaEngine {
         };
         let mut runner = GpuRunner::new(gpu, gm, kv, max_len, self.cuda_graphs);
         runner.prefill_kernel = self.prefill_kernel;
+        runner.ceilings = self.ceilings;
+        runner.capture_graphs()?; // before the first request, not inside its TTFT
         Ok((runner, cfg, max_len, setup))
     }
 
@@ -157,15 +163,26 @@ impl Engine for CudaEngine {
 
     /// Chapter 5's `PagedCore` over the GPU runner: the server drives the GPU step by step.
     fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
-        check_shape(AttnShape::of(&model.config))?;
-        fn core<T: GpuFloat>(e: &CudaEngine, model: &Model) -> Result<Box<dyn StepEngine>> {
-            let (runner, cfg, max_len, _) = e.build::<T>(Weights::Model(model))?;
+        self.core(Weights::Model(model))
+    }
+}
+
+impl CudaEngine {
+    /// The same on deterministic random weights made on the card (the benchmarks' 7B shapes).
+    pub fn stepper_random(&self, config: &LlamaConfig, seed: u64) -> Result<Box<dyn StepEngine>> {
+        self.core(Weights::Random(config, seed))
+    }
+
+    fn core(&self, source: Weights<'_>) -> Result<Box<dyn StepEngine>> {
+        check_shape(AttnShape::of(source.config()))?;
+        fn core<T: GpuFloat>(e: &CudaEngine, source: Weights<'_>) -> Result<Box<dyn StepEngine>> {
+            let (runner, cfg, max_len, _) = e.build::<T>(source)?;
             Ok(Box::new(PagedCore::new(runner, cfg, max_len, RunOptions::default())?))
         }
-        match self.dtype_for(&model.config) {
-            DType::F32 => core::<f32>(self, model),
-            DType::F16 => core::<half::f16>(self, model),
-            DType::BF16 => core::<half::bf16>(self, model),
+        match self.dtype_for(source.config()) {
+            DType::F32 => core::<f32>(self, source),
+            DType::F16 => core::<half::f16>(self, source),
+            DType::BF16 => core::<half::bf16>(self, source),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! launches the `.cu` files beside it, [`weights`] uploads the model, [`model`] is one forward
 //! pass, [`runner`] plugs it into chapter 5's loop, [`prefill`] is the prefill attention over the
 //! paged cache (CPU reference and launch), [`float`] the f16/bf16/f32 element types, [`engine`]
-//! sizes the KV pool, and [`bench`] measures kernels and decode steps against their floors.
+//! sizes the KV pool, [`roofline`] bounds a whole run by the card's ceilings, and [`bench`]
+//! measures kernels and decode steps against their floors.
 
 // The kernel launchers are `unsafe fn`s (raw device addresses); every unsafe call inside them
 // still gets its own `unsafe` block and `SAFETY` comment.
@@ -21,6 +22,7 @@ pub mod float;
 pub mod kernels;
 pub mod model;
 pub mod prefill;
+pub mod roofline;
 pub mod runner;
 pub mod weights;
 

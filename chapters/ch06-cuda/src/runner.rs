@@ -6,11 +6,13 @@ use crate::device::{device_err, ptr, Gpu};
 use crate::float::GpuFloat;
 use crate::model::{Capacity, GpuModel, KvCache, PassAttention};
 use crate::prefill::seq_starts;
+use crate::roofline::{Ceilings, StepShape};
 use ch00_model::{DType, LlamaConfig, ModelError, Result};
 use ch00_serving::{Clock, RunOptions, SeqTable, Span, TokenSource};
 use ch05_paged_attention::{BlockId, PagedRunner};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::CudaGraph;
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaEvent, CudaGraph};
 use std::collections::BTreeMap;
 
 /// Counters of what the runner did, for the bench report.
@@ -21,6 +23,10 @@ pub struct GpuStats {
     pub graphs_captured: usize,
     /// Copy-on-write block copies (parallel sampling).
     pub block_copies: usize,
+    /// With `ceilings` set: seconds of device time of the passes (CUDA events, from the metadata
+    /// upload to the last launch), and the steps' roofline (`roofline::Ceilings::step_s`).
+    pub gpu_s: f64,
+    pub roofline_s: f64,
 }
 
 pub struct GpuRunner<T> {
@@ -30,6 +36,9 @@ pub struct GpuRunner<T> {
     /// Decode batch sizes captured as graphs (1, 2, 4, 8, …); empty = CUDA graphs off.
     pub graph_sizes: Vec<usize>,
     graphs: BTreeMap<usize, CudaGraph>,
+    /// Measure each step against the card's ceilings, and time each pass (off: no events).
+    pub ceilings: Option<Ceilings>,
+    timer: Option<(CudaEvent, CudaEvent)>,
     /// Context partitions at the longest allowed sequence: the decode graphs' fixed grid.
     max_parts: usize,
     host_meta: Vec<i32>,
@@ -79,6 +88,8 @@ impl<T: GpuFloat> GpuRunner<T> {
             kv,
             graph_sizes,
             graphs: BTreeMap::new(),
+            ceilings: None,
+            timer: None,
             max_parts,
             host_meta,
             stats: GpuStats::default(),
@@ -138,23 +149,44 @@ impl<T: GpuFloat> GpuRunner<T> {
     }
 
     // ANCHOR: decode_graph
-    /// A decode step of `n` sequences as a graph replay: padded up to the next captured size;
-    /// the first time a size is used it runs eagerly and is then captured.
+    /// Captures the decode graph of every size of the ladder, at start-up, so that no request
+    /// waits for a capture (done lazily, the first step of each size ran eagerly and then
+    /// recorded itself, inside somebody's TTFT). Each size runs once eagerly first, on padding
+    /// rows only (no KV written), so that cuBLAS has picked its kernels before it is recorded.
+    pub fn capture_graphs(&mut self) -> Result<()> {
+        for size in self.graph_sizes.clone() {
+            self.fill_meta(&[], &[], size)?;
+            self.model.upload_meta(&self.gpu, &self.host_meta)?;
+            self.capture(size)?;
+        }
+        Ok(())
+    }
+
+    /// A decode step of `n` sequences as a graph replay, padded up to the next captured size (a
+    /// size not captured yet is captured first).
     fn decode_with_graph(&mut self, toks: &[Tok], tables: &[&[BlockId]], size: usize) -> Result<()> {
         if let Some(t) = toks.iter().find(|t| parts_for(t.pos + 1) > self.max_parts) {
             return Err(ModelError::InvalidBatch(format!("position {} is beyond the longest sequence the graphs cover", t.pos)));
         }
         self.fill_meta(toks, tables, size)?;
-        self.model.upload_meta(&self.gpu, &self.host_meta)?;
-        if let Some(graph) = self.graphs.get(&size) {
-            graph.launch().map_err(|e| device_err("replaying a CUDA graph", e))?;
-            self.stats.graph_replays += 1;
-            return Ok(());
+        if !self.graphs.contains_key(&size) {
+            self.model.upload_meta(&self.gpu, &self.host_meta)?;
+            self.capture(size)?;
         }
-        // First use: run it (cuBLAS picks its kernels), then record the same launches.
-        // SAFETY: `fill_meta` wrote checked metadata for these tokens (padded to `size`), every
-        // context within `max_parts` partitions (checked above); model and cache are this
-        // runner's own, on its GPU. Replays read the metadata of later steps, written the same way.
+        self.timer_start()?;
+        self.model.upload_meta(&self.gpu, &self.host_meta)?;
+        let graph = self.graphs.get(&size).ok_or_else(|| ModelError::Device(format!("no graph of size {size}")))?;
+        graph.launch().map_err(|e| device_err("replaying a CUDA graph", e))?;
+        self.stats.graph_replays += 1;
+        self.timer_end()
+    }
+
+    /// Runs a decode pass of `size` rows over the metadata on the device, then records the same
+    /// launches as the graph of that size (the eager run's results are overwritten by the replay).
+    fn capture(&mut self, size: usize) -> Result<()> {
+        // SAFETY: the metadata on the device was written by `fill_meta` (checked ids, padded to
+        // `size`, every context within `max_parts` partitions); model and cache are this runner's
+        // own, on its GPU. Replays read the metadata of later steps, written the same way.
         unsafe { self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts)? };
         let stream = self.gpu.stream.clone();
         stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| device_err("begin capture", e))?;
@@ -265,6 +297,15 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         if tables.len() != spans.len() {
             return Err(ModelError::InvalidBatch(format!("{} block tables for {} spans", tables.len(), spans.len())));
         }
+        if let Some(ceilings) = self.ceilings {
+            let shape = StepShape {
+                tokens: toks.len(),
+                logit_rows: toks.iter().filter(|t| t.last).count(),
+                attended: toks.iter().map(|t| t.pos as u64 + 1).sum(),
+                kv_positions: spans.iter().map(|s| s.start as u64).sum(),
+            };
+            self.stats.roofline_s += ceilings.step_s(&self.model.config, std::mem::size_of::<T>(), &shape);
+        }
         let mut chosen = vec![None; spans.len()];
         let graph_size = self.graph_sizes.iter().copied().find(|&b| b >= toks.len());
         match graph_size {
@@ -300,6 +341,28 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
 type Chosen = Option<(u32, Option<Vec<f32>>)>;
 
 impl<T: GpuFloat> GpuRunner<T> {
+    /// With ceilings set, records the start of a pass's device work.
+    fn timer_start(&mut self) -> Result<()> {
+        if self.ceilings.is_none() {
+            return Ok(());
+        }
+        if self.timer.is_none() {
+            let ev = || self.gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| device_err("creating an event", e));
+            self.timer = Some((ev()?, ev()?));
+        }
+        let (start, _) = self.timer.as_ref().ok_or_else(|| ModelError::Device("no timer".into()))?;
+        start.record(&self.gpu.stream).map_err(|e| device_err("recording an event", e))
+    }
+
+    /// With ceilings set, waits for the pass and adds its device time.
+    fn timer_end(&mut self) -> Result<()> {
+        let Some((start, end)) = self.timer.as_ref().filter(|_| self.ceilings.is_some()) else { return Ok(()) };
+        end.record(&self.gpu.stream).map_err(|e| device_err("recording an event", e))?;
+        end.synchronize().map_err(|e| device_err("waiting for an event", e))?;
+        self.stats.gpu_s += start.elapsed_ms(end).map_err(|e| device_err("event time", e))? as f64 * 1e-3;
+        Ok(())
+    }
+
     /// One pass over `part` of the step's tokens, without a graph.
     fn eager_pass(
         &mut self,
@@ -318,11 +381,13 @@ impl<T: GpuFloat> GpuRunner<T> {
         }
         // Before the upload: it writes the sequences' query rows into the metadata.
         let attn = self.pass_attention(part)?;
+        self.timer_start()?;
         self.model.upload_meta(&self.gpu, &self.host_meta)?;
         // SAFETY: `fill_meta` wrote checked metadata for these tokens, and `pass_attention`
         // either the partitions covering the longest of their contexts or the sequences' query
         // rows; model and cache are this runner's own, on its GPU.
         unsafe { self.model.forward_with(&self.gpu, &self.kv, part.len(), logit_spans.len().max(1), attn)? };
+        self.timer_end()?;
         self.stats.passes += 1;
         match logit_spans.is_empty() {
             true => Ok(()),

@@ -3,6 +3,8 @@
 //! (TTFT), time per output token (TPOT, per request), inter-token latency (ITL, every gap), and
 //! throughput — the figures of vLLM's serving benchmark.
 
+pub mod chat;
+
 use crate::client::{send, SseReader};
 use anyhow::{bail, Result};
 use ch00_serving::{Arrivals, WorkloadSpec};
@@ -31,6 +33,8 @@ struct Timing {
     output_tokens: usize,
     /// Gaps between consecutive tokens.
     itl_s: Vec<f64>,
+    /// The generated ids, when the request asked for them (`return_token_ids`).
+    tokens: Vec<u32>,
 }
 
 /// Mean and percentiles, in milliseconds.
@@ -134,6 +138,9 @@ async fn one(url: &str, body: serde_json::Value) -> Result<Timing> {
         if let Some(n) = chunk["usage"]["completion_tokens"].as_u64() {
             usage_tokens = Some(n as usize);
         }
+        if let Some(ids) = chunk["choices"][0]["token_ids"].as_array() {
+            t.tokens.extend(ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32));
+        }
         // A chunk with a choice carries (at most) one new token.
         if chunk["choices"].as_array().is_some_and(|c| !c.is_empty()) {
             let now = Instant::now();
@@ -207,7 +214,7 @@ mod tests {
 
     #[test]
     fn failures_do_not_count_towards_latency() {
-        let ok = Timing { ok: true, ttft_s: 0.1, e2e_s: 0.5, output_tokens: 5, itl_s: vec![0.1; 4] };
+        let ok = Timing { ok: true, ttft_s: 0.1, e2e_s: 0.5, output_tokens: 5, itl_s: vec![0.1; 4], tokens: vec![] };
         let r = summarise("u", Some(2.0), &[ok, Timing::default()], 1.0);
         assert_eq!((r.completed, r.failed, r.output_tokens), (1, 1, 5));
         assert!((r.tpot_ms.mean - 100.0).abs() < 1e-9);

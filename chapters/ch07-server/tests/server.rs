@@ -143,6 +143,33 @@ async fn metrics_count_the_prefix_cache_a_second_turn_hits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_replays_multi_turn_chats_and_the_cache_serves_later_turns() {
+    use ch00_serving::ChatSpec;
+    use ch07_server::loadgen::chat::{run, ChatLoadConfig};
+    let spec = ChatSpec { conversations: 3, turns: 3, first_prompt: 18, message: 5, answer: 6 };
+    let mut reports = Vec::new();
+    for caching in [true, false] {
+        let make: MakeStepper = Box::new(move |m| PagedEngine { prefix_sharing: caching, ..engine() }.stepper(m));
+        let srv = start_with(ServerConfig::default(), make).await;
+        let vocab_size = srv.loaded.model.config.vocab_size;
+        let cfg = ChatLoadConfig { base_url: format!("{}/v1", srv.url), model: None, spec, vocab_size };
+        reports.push(run(&cfg).await.unwrap());
+        srv.shutdown().await;
+    }
+    let (on, off) = (&reports[0], &reports[1]);
+    assert_eq!(on.turns.len(), 3);
+    assert!(on.turns.iter().chain(&off.turns).all(|t| t.failed == 0));
+    // Turn 2's prompt is 18 + 6 + 5 = 29 tokens. Turn 1 wrote KV for 23 of them (its last answer
+    // token was sampled, never fed): 5 full blocks of 4, so 20 hit. Turn 3: 40 tokens, 34 written
+    // in turn 2, 8 full blocks: 32 hit.
+    let hits: Vec<Option<f64>> = on.turns.iter().map(|t| t.hit_rate).collect();
+    assert_eq!(on.turns.iter().map(|t| t.mean_prompt_tokens).collect::<Vec<_>>(), [18.0, 29.0, 40.0]);
+    assert_eq!(hits, [Some(0.0), Some(20.0 / 29.0), Some(32.0 / 40.0)]);
+    assert!(off.turns.iter().all(|t| t.hit_rate == Some(0.0)));
+    assert_eq!(on.answers_digest, off.answers_digest, "the cache changes no answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_frees_its_blocks() {
     let srv = start(ServerConfig::default()).await;
     let body = json!({ "prompt": [5, 6, 7, 8, 9], "max_tokens": 120, "ignore_eos": true, "stream": true });

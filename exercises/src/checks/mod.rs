@@ -8,6 +8,7 @@ pub mod ch02;
 pub mod ch03;
 pub mod ch04;
 pub mod ch05;
+pub mod ch08;
 
 /// A small deterministic random stream (xorshift64*), so the randomized checks need no crate and
 /// fail the same way every run.
