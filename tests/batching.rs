@@ -87,11 +87,16 @@ proptest! {
         let want = alone(&model, &requests, max_len);
         let opts = RunOptions { trace: true, ..Default::default() };
 
-        let out = StaticBatchEngine { batch_size: batch, max_len: Some(max_len) }.run(&model, &requests, &opts).unwrap();
+        let mut engine = StaticBatchEngine { batch_size: batch, max_len: Some(max_len) };
+        let out = engine.run(&model, &requests, &opts).unwrap();
         check_run("ch03", &out, &requests, &want)?;
 
         let slot_bytes = max_len as u64 * kv_bytes_per_token(&model.config, DType::F32);
-        let slot_budget = if by_budget { SlotBudget::KvBytes(slots as u64 * slot_bytes + slot_bytes / 2) } else { SlotBudget::Slots(slots) };
+        let slot_budget = if by_budget {
+            SlotBudget::KvBytes(slots as u64 * slot_bytes + slot_bytes / 2)
+        } else {
+            SlotBudget::Slots(slots)
+        };
         let longest_prompt = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(1);
         let mut ch04 = ContinuousBatchEngine {
             slots: slot_budget,

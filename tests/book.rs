@@ -2,7 +2,9 @@
 //! exists, no Rust block longer than a few lines is pasted into the book instead of included,
 //! every page in SUMMARY.md exists, every local link and image points at a file, and no page's
 //! prose types a measured-looking number (ms, µs, tok/s, tokens/s, GB/s, TB/s, ×, %, GiB) that is
-//! not an allowlisted constant: measured numbers live in generated tables. Run by
+//! not an allowlisted constant: measured numbers live in generated tables, and no line the book
+//! shows in a code block (an included listing, a diagram, a command) is wider than the column of
+//! `book/theme/code-column.css` (`CODE_COLUMNS`). Run by
 //! `cargo test --workspace` and by `scripts/check_book.sh` (which also runs `mdbook build book`).
 
 use std::fs;
@@ -387,4 +389,175 @@ fn the_typed_number_check_catches_what_it_should() {
     assert_eq!(typed_numbers("block size differences (1.03× → 1.25×) are noise"), ["1.03×", "1.25×"]);
     assert_eq!(typed_numbers("its table: 8% at B=1"), ["8%"]);
     assert!(typed_numbers("1,300 prompt tokens; 6.03 → 28.91 ms").contains(&"28.91 ms".to_string()));
+}
+
+/// The widest line, in characters, that a code block of the book shows without cutting it: the
+/// column of `book/theme/code-column.css` (900px, code at 0.8em, about 115 characters) with some
+/// margin, at 1280px with the sidebar open. mdBook's default column shows about 86.
+const CODE_COLUMNS: usize = 110;
+
+/// Listings still wider than [`CODE_COLUMNS`] (source file, anchor, why), each to be wrapped by
+/// whoever owns it; a listing that fits again must leave this list, so it only shrinks.
+const WIDE_LISTINGS: &[(&str, &str, &str)] = &[
+    ("chapters/ch06-cuda/src/roofline.rs", "step_s", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch07-server/src/loadgen/chat.rs", "chat", "chapter 7's crate, edited concurrently for the server"),
+    ("chapters/ch08-tensor-parallel/src/shard.rs", "shard", "chapter 8's crate, written concurrently"),
+    ("chapters/ch08-tensor-parallel/src/rank.rs", "step", "chapter 8's crate, written concurrently"),
+    ("chapters/ch00-model/src/cpu/kernels.rs", "tile", "the CPU kernels (appendix C), edited concurrently"),
+    ("chapters/ch05-paged-attention/src/backend.rs", "attend", "chapter 5's crate, edited concurrently for chunked prefill"),
+    ("chapters/ch05-paged-attention/src/kv_pool.rs", "copy_block", "chapter 5's crate, edited concurrently for chunked prefill"),
+    ("chapters/ch05-paged-attention/src/kv_pool.rs", "pool", "chapter 5's crate, edited concurrently for chunked prefill"),
+    ("chapters/ch05-paged-attention/src/runner.rs", "bounded", "chapter 5's crate, edited concurrently for chunked prefill"),
+    ("chapters/ch05-paged-attention/src/runner.rs", "step", "chapter 5's crate, edited concurrently for chunked prefill"),
+    ("chapters/ch05-paged-attention/src/scheduler/chunks.rs", "shares", "chapter 5's crate, edited concurrently for chunked prefill"),
+    ("chapters/ch05-paged-attention/src/scheduler/mod.rs", "abort", "chapter 5's crate, edited concurrently for chunked prefill"),
+    ("chapters/ch05-paged-attention/src/scheduler/mod.rs", "schedule", "chapter 5's crate, edited concurrently for chunked prefill"),
+    ("chapters/ch06-cuda/examples/gpu_bench.rs", "prefill", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/examples/gpu_bench.rs", "scenario", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/examples/gpu_bench.rs", "throughput", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/bench.rs", "copy_bandwidth", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/bench.rs", "decode_bench", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/device.rs", "compile", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/engine.rs", "profile", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/engine.rs", "run_typed", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/kernels.rs", "linear", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/kernels.rs", "linear_dispatch", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/kernels/paged_attention.cu", "kernel", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/kernels/paged_attention.cu", "reduce", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/kernels/prefill_attention.cu", "simple", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/kernels/prefill_attention.cu", "tc", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/model.rs", "forward", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/prefill.rs", "reference", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/runner.rs", "copy_blocks", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/runner.rs", "decode_graph", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/src/runner.rs", "step", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch06-cuda/tests/engine.rs", "half_tolerance", "chapter 6's crate, edited concurrently by its own helpers"),
+    ("chapters/ch07-server/src/engine.rs", "liveness", "chapter 7's crate, edited concurrently for the server"),
+    ("chapters/ch07-server/src/error.rs", "api_error", "chapter 7's crate, edited concurrently for the server"),
+    ("chapters/ch07-server/src/metrics.rs", "render", "chapter 7's crate, edited concurrently for the server"),
+    ("chapters/ch07-server/src/routes.rs", "generate", "chapter 7's crate, edited concurrently for the server"),
+    ("chapters/ch07-server/src/routes.rs", "health", "chapter 7's crate, edited concurrently for the server"),
+    ("chapters/ch07-server/src/routes.rs", "read_body", "chapter 7's crate, edited concurrently for the server"),
+    ("chapters/ch07-server/src/routes.rs", "validate", "chapter 7's crate, edited concurrently for the server"),
+    ("chapters/ch07-server/src/text.rs", "assembler", "chapter 7's crate, edited concurrently for the server"),
+    ("src/main.rs", "stream_one", "the CLI, edited concurrently"),
+    ("src/report.rs", "step_floor", "the CLI, edited concurrently"),
+];
+
+/// Generated pages whose fenced lines are still wider (page, why): their generators live elsewhere.
+const WIDE_GENERATED: &[(&str, &str)] = &[
+    ("generated/gpu/ch06-prefill.md", "written by scripts/gpu_tables.py from GPU records: narrow its text and rerun it"),
+    ("generated/gpu/ch06-tests.md", "written by scripts/gpu_tables.py from GPU records: narrow its text and rerun it"),
+];
+
+/// The lines an include argument shows, as mdBook picks them: `file`, `file:anchor` (the lines
+/// between the anchor's markers, without any marker line), `file:from:to` (1-based, inclusive).
+fn included_lines(page: &Path, arg: &str) -> Vec<(usize, String)> {
+    let mut parts = arg.splitn(2, ':');
+    let file = parts.next().unwrap_or_default();
+    let Ok(text) = fs::read_to_string(page.parent().unwrap_or(Path::new(".")).join(file)) else { return Vec::new() };
+    let lines: Vec<(usize, String)> = text.lines().enumerate().map(|(i, l)| (i + 1, l.to_string())).collect();
+    let Some(sel) = parts.next() else { return lines };
+    let nums: Vec<&str> = sel.split(':').collect();
+    if nums.iter().all(|n| n.is_empty() || n.chars().all(|c| c.is_ascii_digit())) {
+        let from: usize = nums[0].parse().unwrap_or(1);
+        let to: usize = match nums.get(1) {
+            None => from,
+            Some(n) => n.parse().unwrap_or(lines.len()),
+        };
+        return lines.into_iter().filter(|(i, _)| (from..=to).contains(i)).collect();
+    }
+    let name = nums[0];
+    let (mut on, mut out) = (false, Vec::new());
+    for (i, l) in lines {
+        if l.contains("ANCHOR:") || l.contains("ANCHOR_END:") {
+            if has_marker(&l, "ANCHOR:", name) {
+                on = true;
+            } else if has_marker(&l, "ANCHOR_END:", name) {
+                on = false;
+            }
+            continue;
+        }
+        if on {
+            out.push((i, l));
+        }
+    }
+    out
+}
+
+/// Characters of a line as a browser lays it out in a code block (tabs to 8).
+fn columns(line: &str) -> usize {
+    line.chars().map(|c| if c == '\t' { 8 } else { 1 }).sum()
+}
+
+#[test]
+fn no_code_line_is_wider_than_the_column() {
+    let (mut problems, mut wide_listings, mut wide_pages) = (Vec::new(), Vec::new(), Vec::new());
+    let mut checked = 0;
+    for page in pages() {
+        let name = rel(&page);
+        let text = fs::read_to_string(&page).unwrap();
+        for (n, line, in_fence, _) in lines_with_fences(&text) {
+            let args = includes(line);
+            for arg in &args {
+                // A whole generated page outside a fence is Markdown (tables wrap); its own fences
+                // are checked as a page of their own.
+                if !in_fence && !arg.contains(':') {
+                    continue;
+                }
+                let file = arg.split(':').next().unwrap_or_default();
+                let source = rel(&page.parent().unwrap().join(file).canonicalize().unwrap_or_default());
+                let anchor = arg.splitn(2, ':').nth(1).unwrap_or_default().to_string();
+                let listed = WIDE_LISTINGS.iter().any(|(f, a, _)| *f == source && *a == anchor);
+                for (i, l) in included_lines(&page, arg) {
+                    checked += 1;
+                    if columns(&l) > CODE_COLUMNS {
+                        if listed {
+                            wide_listings.push((source.clone(), anchor.clone()));
+                        } else {
+                            problems.push(format!("{name}:{n}: {source}:{i} (included as `{arg}`) is {} columns", columns(&l)));
+                        }
+                    }
+                }
+            }
+            if in_fence && args.is_empty() {
+                checked += 1;
+                if columns(line) > CODE_COLUMNS {
+                    if WIDE_GENERATED.iter().any(|(p, _)| name.ends_with(p)) {
+                        wide_pages.push(name.clone());
+                    } else {
+                        problems.push(format!("{name}:{n}: a code or diagram line of {} columns", columns(line)));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "only {checked} lines checked: is the parser broken?");
+    for (f, a, _) in WIDE_LISTINGS {
+        if !wide_listings.iter().any(|(s, x)| s == f && x == a) {
+            problems.push(format!("{f}:{a} is listed in WIDE_LISTINGS but fits (or is no longer included): remove it"));
+        }
+    }
+    for (p, _) in WIDE_GENERATED {
+        if !wide_pages.iter().any(|n| n.ends_with(p)) {
+            problems.push(format!("{p} is listed in WIDE_GENERATED but fits: remove it"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} lines wider than the book's code column ({CODE_COLUMNS} characters, book/theme/code-column.css): \
+         wrap them, narrow the anchor, or draw the diagram narrower:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn included_lines_are_the_ones_mdbook_shows() {
+    let page = book_src().join("README.md");
+    let stages = included_lines(&page, "../../src/lib.rs:stages");
+    assert!(!stages.is_empty() && stages.iter().all(|(_, l)| !l.contains("ANCHOR")));
+    assert_eq!(included_lines(&page, "../../src/lib.rs:2:3").iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(included_lines(&page, "../../src/lib.rs:2").len(), 1);
+    assert_eq!(columns("a\tb"), 10);
 }

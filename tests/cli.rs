@@ -35,7 +35,7 @@ fn sixteen_8k_requests_fit_an_h100_only_with_the_low_activation_estimate() {
 #[test]
 fn a_quantized_kv_cache_halves_the_token_and_doubles_the_budget_in_tokens() {
     let tokens = |out: &str| -> u64 {
-        let line = out.lines().find(|l| l.starts_with("KV budget (card model)")).unwrap();
+        let line = out.lines().find(|l| l.trim_start().starts_with("= ") && l.contains(" tokens, ")).unwrap();
         line.split(": ").last().unwrap().split(" tokens").next().unwrap().replace(',', "").parse().unwrap()
     };
     let (ok, fp16, _) = kvserve(&["memory"]);

@@ -31,10 +31,12 @@ fn every_stage_matches_the_one_before() {
     let runs = run_all(&model, &requests);
     for pair in runs.windows(2) {
         let ((a_name, a), (b_name, b)) = (&pair[0], &pair[1]);
-        assert_eq!((a.outputs.len(), b.outputs.len()), (requests.len(), requests.len()), "{a_name}, {b_name}: one output per request");
+        let n = requests.len();
+        assert_eq!((a.outputs.len(), b.outputs.len()), (n, n), "{a_name}, {b_name}: one output per request");
         for (x, y) in a.outputs.iter().zip(&b.outputs) {
             assert_eq!(x.tokens, y.tokens, "{b_name} differs from {a_name} on request {}", x.id);
-            assert_eq!((x.logits.len(), y.logits.len()), (x.tokens.len(), y.tokens.len()), "a logits row per token");
+            let rows = (x.tokens.len(), y.tokens.len());
+            assert_eq!((x.logits.len(), y.logits.len()), rows, "a logits row per token");
             for (lx, ly) in x.logits.iter().zip(&y.logits) {
                 assert_eq!(lx.len(), ly.len());
                 let max_diff = lx.iter().zip(ly).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);

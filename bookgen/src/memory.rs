@@ -64,7 +64,8 @@ pub fn report(name: &str, config: &LlamaConfig, q: &MemoryQuery) -> Result<Strin
     let p = plan(q.batch, q.seq_len)?;
     let mut o = String::new();
     writeln!(o, "model {name}: {} layers, {} KV heads × head_dim {}, {} weights, {} KV cache", config.num_hidden_layers, config.num_key_value_heads, config.head_dim, q.weights.name(), dtype.name())?;
-    writeln!(o, "units: KiB/MiB/GiB are powers of 2; GB is 10^9 bytes. GPU memory is sized in MiB (nvidia-smi): an \"80 GB\" H100 has 81559 MiB\n")?;
+    writeln!(o, "units: KiB/MiB/GiB are powers of 2; GB is 10^9 bytes.")?;
+    writeln!(o, "GPU memory is sized in MiB (nvidia-smi): an \"80 GB\" H100 has 81559 MiB\n")?;
     writeln!(o, "KV per token per layer  2 × {} × {} × {} = {}", config.num_key_value_heads, config.head_dim, element(dtype), bytes(p.per_token_per_layer))?;
     writeln!(o, "KV per token            × {} layers = {}", config.num_hidden_layers, bytes(p.per_token))?;
     writeln!(o, "KV per request          × {} tokens = {}", q.seq_len, bytes(p.per_request))?;
@@ -77,7 +78,7 @@ pub fn report(name: &str, config: &LlamaConfig, q: &MemoryQuery) -> Result<Strin
     let b = card_budget(gpu_card, name, config, q.weights, q.kv, q.seq_len as usize);
     writeln!(
         o,
-        "KV budget (card model)  {GPU_MEMORY_UTILIZATION} × {} MiB − weights − buffers {} = {}: {} tokens, {} requests of {} tokens\n",
+        "KV budget (card model)  {GPU_MEMORY_UTILIZATION} × {} MiB − weights − buffers {}\n                        = {}: {} tokens, {} requests of {} tokens\n",
         gpu_card.mib,
         bytes(b.buffers),
         bytes(b.kv_budget),
@@ -86,19 +87,24 @@ pub fn report(name: &str, config: &LlamaConfig, q: &MemoryQuery) -> Result<Strin
         q.seq_len
     )?;
 
-    writeln!(o, "scenario                  KV cache              weights + activations   total (GB)    fits in {card}?")?;
+    writeln!(o, "scenario          KV cache              weights + act.   total (GB)   fits in {card}?")?;
     for (batch, len) in [(1u64, 2048u64), (16, 2048), (16, 8192)] {
         let s = plan(batch, len)?;
         let (lo, hi) = s.total();
-        writeln!(o, "{:<25} {:<21} {:<23} {:>5.1}–{:<6.1} {}", format!("{batch} × {len} tokens"), bytes(s.kv_total), format!("{:.1} GB–{:.1} GB", (weights + act.0) as f64 / 1e9, (weights + act.1) as f64 / 1e9), lo as f64 / 1e9, hi as f64 / 1e9, verdict(&s))?;
+        let fixed = format!("{:.1}–{:.1} GB", (weights + act.0) as f64 / 1e9, (weights + act.1) as f64 / 1e9);
+        let verdict = verdict(&s).replace(" activation", "");
+        let (lo, hi) = (lo as f64 / 1e9, hi as f64 / 1e9);
+        writeln!(o, "{:<17} {:<21} {:<16} {lo:>5.1}–{hi:<6.1} {verdict}", format!("{batch} × {len} tokens"), bytes(s.kv_total), fixed)?;
     }
     let mha = kv_bytes_per_token(config, dtype);
     if config.num_key_value_heads == config.num_attention_heads {
         let gqa = LlamaConfig::named("llama3-8b")?;
         let g = kv_bytes_per_token(&gqa, dtype);
-        writeln!(o, "\ngrouped-query attention: llama3-8b keeps {} KV heads for {} query heads → {} per token, {}× less than this model's {}", gqa.num_key_value_heads, gqa.num_attention_heads, bytes(g), mha / g.max(1), bytes(mha))?;
+        writeln!(o, "\ngrouped-query attention: llama3-8b keeps {} KV heads for {} query heads", gqa.num_key_value_heads, gqa.num_attention_heads)?;
+        writeln!(o, "  → {} per token, {}× less than this model's {}", bytes(g), mha / g.max(1), bytes(mha))?;
     } else {
-        writeln!(o, "\ngrouped-query attention: {} query heads share {} KV heads, so KV is {}× smaller than with one KV head per query head", config.num_attention_heads, config.num_key_value_heads, config.num_attention_heads / config.num_key_value_heads)?;
+        writeln!(o, "\ngrouped-query attention: {} query heads share {} KV heads,", config.num_attention_heads, config.num_key_value_heads)?;
+        writeln!(o, "  so KV is {}× smaller than with one KV head per query head", config.num_attention_heads / config.num_key_value_heads)?;
     }
     Ok(o)
 }

@@ -55,12 +55,14 @@ fn mean(xs: &[f64]) -> f64 {
 impl StageRow {
     // ANCHOR: latency
     pub fn new(stage: &str, run: &RunOutput) -> Self {
-        let ttft: Vec<f64> = run.outputs.iter().filter(|o| !o.tokens.is_empty()).map(|o| o.ttft_s * 1e3).collect();
+        let ttft: Vec<f64> =
+            run.outputs.iter().filter(|o| !o.tokens.is_empty()).map(|o| o.ttft_s * 1e3).collect();
         // TPOT: one value per request, its gaps' mean = (last token − first token) ÷ (tokens − 1).
         let with_gaps = run.outputs.iter().filter(|o| !o.token_latencies_s.is_empty());
         let tpot: Vec<f64> = with_gaps.map(|o| mean(&o.token_latencies_s) * 1e3).collect();
         // ITL: every gap of every request, pooled; a request with many tokens weighs more.
-        let itl: Vec<f64> = run.outputs.iter().flat_map(|o| o.token_latencies_s.iter().map(|g| g * 1e3)).collect();
+        let itl: Vec<f64> =
+            run.outputs.iter().flat_map(|o| o.token_latencies_s.iter().map(|g| g * 1e3)).collect();
         // ANCHOR_END: latency
         let s = &run.stats;
         StageRow {

@@ -131,7 +131,9 @@ pub fn prefix_row(spec: &AccountingSpec, system_tokens: usize) -> Result<PrefixR
     let (config, dtype) = (&spec.shape.config, spec.dtype);
     let per_token = kv_bytes_per_token(config, dtype);
     let system: Vec<u32> =
-        (0..system_tokens as u32).map(|t| 3 + t % (config.vocab_size as u32).saturating_sub(3).max(1)).collect();
+        (0..system_tokens as u32)
+            .map(|t| 3 + t % (config.vocab_size as u32).saturating_sub(3).max(1))
+            .collect();
     let mut requests = spec.workload.generate(config.vocab_size);
     for r in &mut requests {
         r.prompt = [&system[..], &r.prompt[..]].concat();
@@ -142,7 +144,8 @@ pub fn prefix_row(spec: &AccountingSpec, system_tokens: usize) -> Result<PrefixR
     let cfg = block_config(num_blocks, spec.block_size);
     let slots = simulate_slots(&requests, slot_config(num_slots), spec.max_len, per_token)?;
     let paged = simulate_blocks(&requests, cfg, spec.max_len, per_token)?;
-    let shared = simulate_blocks(&requests, SchedulerConfig { prefix_sharing: true, ..cfg }, spec.max_len, per_token)?;
+    let sharing = SchedulerConfig { prefix_sharing: true, ..cfg };
+    let shared = simulate_blocks(&requests, sharing, spec.max_len, per_token)?;
     Ok(PrefixRow {
         system_prompt_tokens: system_tokens,
         hit_rate: shared.prefix_hit_rate,

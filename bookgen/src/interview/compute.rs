@@ -66,7 +66,17 @@ pub fn arrival_rate(i: &Inputs, mean_out: f64) -> f64 {
 /// k = 2 × params ÷ (tp × peak), so when compute binds, step = B × k ÷ (1 − rate × k), and the
 /// group cannot keep up at all once rate × k ≥ 1 (prefill alone needs its whole peak).
 /// Returns (bytes floor, compute floor, prompt tokens per step), in ms; `None` if it cannot keep up.
-pub fn step_floors(params: u64, weight_bytes_card: f64, kv_bytes_request: f64, batch: f64, prompt_rate: f64, tp: usize, peak_tflops: f64, i: &Inputs) -> Option<(f64, f64, f64)> {
+#[allow(clippy::too_many_arguments)]
+pub fn step_floors(
+    params: u64,
+    weight_bytes_card: f64,
+    kv_bytes_request: f64,
+    batch: f64,
+    prompt_rate: f64,
+    tp: usize,
+    peak_tflops: f64,
+    i: &Inputs,
+) -> Option<(f64, f64, f64)> {
     let bytes_s = (weight_bytes_card + batch * kv_bytes_request) / (i.bandwidth_tbs * 1e12);
     let k = 2.0 * params as f64 / (tp as f64 * peak_tflops * 1e12); // seconds per token
     if prompt_rate * k >= 1.0 {

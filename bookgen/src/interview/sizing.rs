@@ -58,7 +58,8 @@ pub fn per_card(c: &LlamaConfig, weights: u64, tp: usize, i: &Inputs) -> Result<
     let weights = weights / tp as u64;
     let kv_budget = i.gpu_bytes() as i64 - weights as i64 - (i.reserve_gb * GB) as i64;
     let tokens = if kv_budget > 0 { kv_budget as u64 / kv_per_token } else { 0 };
-    let blocks = if kv_budget > 0 { blocks_for_budget(&shard, 16, kv_budget as u64, DType::F16)? as u64 } else { 0 };
+    let blocks =
+        if kv_budget > 0 { blocks_for_budget(&shard, 16, kv_budget as u64, DType::F16)? as u64 } else { 0 };
     Ok(PerCard { weights, kv_budget, kv_per_token, tokens, blocks })
 }
 // ANCHOR_END: per_card

@@ -110,7 +110,8 @@ impl LlamaConfig {
         }
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / heads);
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(ModelError::UnsupportedConfig(format!("head_dim {head_dim} must be even and non-zero")));
+            let msg = format!("head_dim {head_dim} must be even and non-zero");
+            return Err(ModelError::UnsupportedConfig(msg));
         }
         // ANCHOR_END: validate
         let eos_token_ids = raw.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default();
@@ -160,7 +161,9 @@ impl LlamaConfig {
         // ANCHOR: named
         Ok(match name {
             "tiny" => base(512, 64, 172, 2, 4, 2, 256, 10_000.0),
-            "bench" => LlamaConfig { tie_word_embeddings: true, ..base(8192, 1024, 2816, 8, 16, 4, 1024, 10_000.0) },
+            "bench" => {
+                LlamaConfig { tie_word_embeddings: true, ..base(8192, 1024, 2816, 8, 16, 4, 1024, 10_000.0) }
+            }
             "peer-76m" => base(512, 768, 2048, 12, 12, 4, 2048, 10_000.0),
             "llama-7b" => base(32_000, 4096, 11_008, 32, 32, 32, 4096, 10_000.0),
             "llama3-8b" => LlamaConfig {

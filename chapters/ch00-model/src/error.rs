@@ -6,7 +6,10 @@ use std::path::PathBuf;
 /// Errors from loading a checkpoint, building a model or running an engine.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("no model found (looked in {0}): pass --model DIR, set KVSERVE_MODEL=DIR, or --config tiny for a random model")]
+    #[error(
+        "no model found (looked in {0}): pass --model DIR, set KVSERVE_MODEL=DIR, \
+         or --config tiny for a random model"
+    )]
     NoModel(String),
     #[error("missing file {0}")]
     MissingFile(PathBuf),
@@ -26,7 +29,9 @@ pub enum ModelError {
     UnsupportedDtype { name: String, dtype: String },
     #[error("unknown config name {0:?}; known: {1}")]
     UnknownConfig(String, String),
-    #[error("refusing to allocate {gib:.1} GiB of random weights for {name}; its shape is for memory math only")]
+    #[error(
+        "refusing to allocate {gib:.1} GiB of random weights for {name}; its shape is for memory math only"
+    )]
     TooLarge { name: String, gib: f64 },
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -75,10 +75,14 @@ impl<'a> TensorSource<'a> {
         let data = view.data();
         // ANCHOR: dtypes
         Ok(match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F32 => {
+                data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
             Dtype::F16 => data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::BF16 => data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => return Err(ModelError::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}") }),
+            other => {
+                return Err(ModelError::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}") })
+            }
         })
         // ANCHOR_END: dtypes
     }
@@ -112,7 +116,8 @@ impl Model {
         let parsed = shards.parsed();
         let src = TensorSource::new(&parsed);
         let (h, q, kv, i, v) =
-            (config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
+            (config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size,
+             config.vocab_size);
         let embed = src.matrix("model.embed_tokens.weight", v, h)?;
         let layers = (0..config.num_hidden_layers)
             .map(|n| {
@@ -132,7 +137,8 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         let norm = src.vector("model.norm.weight", h)?;
         // Tied checkpoints may still store a copy of lm_head; the embedding is what they mean.
-        let lm_head = if config.tie_word_embeddings { None } else { Some(src.matrix("lm_head.weight", v, h)?) };
+        let lm_head =
+            if config.tie_word_embeddings { None } else { Some(src.matrix("lm_head.weight", v, h)?) };
         Model::from_parts(config, embed, layers, norm, lm_head)
     }
     // ANCHOR_END: load

@@ -142,11 +142,15 @@ impl MemoryPlan {
     ) -> Result<Self> {
         let dtype = dtype.into();
         let per_token = kv_bytes_per_token(config, dtype);
-        let too_large = || ModelError::Overflow(format!("{batch} requests × {seq_len} tokens × {per_token} B of KV"));
+        let too_large =
+            || ModelError::Overflow(format!("{batch} requests × {seq_len} tokens × {per_token} B of KV"));
         let per_request = per_token.checked_mul(seq_len).ok_or_else(too_large)?;
         let kv_total = per_request.checked_mul(batch).ok_or_else(too_large)?;
         // total() adds these; check once here so it cannot overflow.
-        kv_total.checked_add(weight_bytes).and_then(|b| b.checked_add(activations.0.max(activations.1))).ok_or_else(too_large)?;
+        kv_total
+            .checked_add(weight_bytes)
+            .and_then(|b| b.checked_add(activations.0.max(activations.1)))
+            .ok_or_else(too_large)?;
         Ok(MemoryPlan {
             per_token_per_layer: kv_bytes_per_token_per_layer(config, dtype),
             per_token,

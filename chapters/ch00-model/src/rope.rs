@@ -78,7 +78,8 @@ impl Rope {
         let half = self.head_dim / 2;
         let (mut cos_buf, mut sin_buf) = (vec![0.0; half], vec![0.0; half]); // past the table
         for (mut row, &pos) in x.rows_mut().into_iter().zip(positions) {
-            let (cos, sin) = match (self.cos.get(pos * half..(pos + 1) * half), self.sin.get(pos * half..(pos + 1) * half)) {
+            let span = pos * half..(pos + 1) * half;
+            let (cos, sin) = match (self.cos.get(span.clone()), self.sin.get(span)) {
                 (Some(c), Some(s)) => (c, s),
                 _ => {
                     self.angles(pos, &mut cos_buf, &mut sin_buf);

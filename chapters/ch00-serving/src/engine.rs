@@ -15,7 +15,8 @@ pub trait Engine {
     /// Engines that only run whole workloads answer with an error.
     fn stepper<'m>(&self, model: &'m Model) -> Result<Box<dyn StepEngine + 'm>> {
         let _ = model;
-        Err(ModelError::InvalidSettings(format!("{} cannot be driven step by step (no server for it)", self.name())))
+        let msg = format!("{} cannot be driven step by step (no server for it)", self.name());
+        Err(ModelError::InvalidSettings(msg))
     }
 }
 // ANCHOR_END: engine

@@ -17,9 +17,12 @@ impl AttentionBackend for NoCache {
         for (i, out_row) in out.chunks_exact_mut(q_dim).enumerate() {
             // The context of token i: same sequence, position <= its own, in position order.
             let mut ctx: Vec<usize> =
-                (0..meta.len()).filter(|&j| meta.seq[j] == meta.seq[i] && meta.pos[j] <= meta.pos[i]).collect();
+                (0..meta.len())
+                    .filter(|&j| meta.seq[j] == meta.seq[i] && meta.pos[j] <= meta.pos[i])
+                    .collect();
             ctx.sort_by_key(|&j| meta.pos[j]);
-            attend_one(qkv.shape, qkv.q_row(i), ctx.len(), |t| qkv.k_row(ctx[t]), |t| qkv.v_row(ctx[t]), out_row);
+            let (k, v) = (|t: usize| qkv.k_row(ctx[t]), |t: usize| qkv.v_row(ctx[t]));
+            attend_one(qkv.shape, qkv.q_row(i), ctx.len(), k, v, out_row);
         }
         Ok(())
     }

@@ -18,7 +18,8 @@ impl AttentionBackend for ContiguousBackend {
             let (slot, pos) = (meta.seq[i], meta.pos[i]);
             let cache = self.slots.get_mut(slot).ok_or_else(|| bad_slot(slot))?;
             if pos >= cache.max_len() {
-                return Err(ModelError::InvalidBatch(format!("position {pos} beyond cache of {}", cache.max_len())));
+                let msg = format!("position {pos} beyond cache of {}", cache.max_len());
+                return Err(ModelError::InvalidBatch(msg));
             }
             cache.write(layer, pos, qkv.k_row(i), qkv.v_row(i));
         }
@@ -26,7 +27,8 @@ impl AttentionBackend for ContiguousBackend {
         for (i, out_row) in out.chunks_exact_mut(qkv.shape.q_dim()).enumerate() {
             let cache = &self.slots[meta.seq[i]];
             let n_ctx = meta.pos[i] + 1;
-            attend_one(qkv.shape, qkv.q_row(i), n_ctx, |t| cache.key(layer, t), |t| cache.value(layer, t), out_row);
+            let (k, v) = (|t| cache.key(layer, t), |t| cache.value(layer, t));
+            attend_one(qkv.shape, qkv.q_row(i), n_ctx, k, v, out_row);
         }
         Ok(())
     }

@@ -53,7 +53,8 @@ impl Engine for KvCacheEngine {
             // Decode: feed only the newest token; the cache holds everything before it.
             while !seq.is_finished() {
                 let pos = seq.tokens.len() - 1;
-                let logits = model.forward(&seq.tokens[pos..], &StepMeta::span(0, pos, 1), &[0], &mut backend)?;
+                let meta = StepMeta::span(0, pos, 1);
+                let logits = model.forward(&seq.tokens[pos..], &meta, &[0], &mut backend)?;
                 seq.accept(row(&logits, 0), clock.now_s(), opts);
                 steps += 1;
                 rows += 1;

@@ -143,7 +143,9 @@ impl StepEngine for StaticCore<'_> {
         }
         // Step the batch. A row that is over keeps its slot and is computed as padding, its output
         // thrown away: the batch is a rectangle until its longest row ends.
-        out.ran = Some(run_step(self.model, &mut self.backend, &mut self.seqs, &self.rows, &self.clock, &self.opts)?);
+        let (rows, clock, opts) = (&self.rows, &self.clock, &self.opts);
+        let ran = run_step(self.model, &mut self.backend, &mut self.seqs, rows, clock, opts)?;
+        out.ran = Some(ran);
         for r in self.rows.iter_mut().filter(|r| r.phase() != Phase::Padding) {
             let seq = self.seqs.get(r.seq)?;
             let (token, pos) = (seq.tokens[seq.tokens.len() - 1], seq.tokens.len() - 1);

@@ -14,7 +14,8 @@ pub fn slots_for_budget(config: &LlamaConfig, max_len: usize, budget_bytes: u64)
     let slot_bytes = (max_len as u64).saturating_mul(kv_bytes_per_token(config, DType::F32)).max(1);
     if budget_bytes < slot_bytes {
         return Err(ModelError::InvalidSettings(format!(
-            "KV budget of {budget_bytes} bytes is smaller than one request's slot: {max_len} tokens × {} bytes/token = {slot_bytes} bytes",
+            "KV budget of {budget_bytes} bytes is smaller than one request's slot: \
+             {max_len} tokens × {} bytes/token = {slot_bytes} bytes",
             kv_bytes_per_token(config, DType::F32)
         )));
     }

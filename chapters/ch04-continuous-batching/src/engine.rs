@@ -146,11 +146,13 @@ impl StepEngine for ContinuousCore<'_> {
         let decodes = plan.decode.iter().map(|d| row(d.seq, d.slot, Feed::Decode));
         let prefills = plan.admit.iter().map(|a| row(a.seq, a.slot, Feed::Prefill));
         let rows: Vec<Row> = decodes.chain(prefills).collect::<Result<_>>()?;
-        out.ran = Some(run_step(self.model, &mut self.backend, &mut self.seqs, &rows, &self.clock, &self.opts)?);
+        let ran = run_step(self.model, &mut self.backend, &mut self.seqs, &rows, &self.clock, &self.opts)?;
+        out.ran = Some(ran);
         // Finished requests leave now; their slots are free for the next step's admissions.
         for r in &rows {
             let seq = self.seqs.get(r.seq)?;
-            out.tokens.push(NewToken { id: seq.id, sample: seq.sample, token: seq.tokens[seq.tokens.len() - 1] });
+            let token = seq.tokens[seq.tokens.len() - 1];
+            out.tokens.push(NewToken { id: seq.id, sample: seq.sample, token });
             if seq.is_finished() {
                 self.sched.finish(r.seq)?;
                 out.finished.push((r.seq, self.seqs.finish(r.seq)?));

@@ -296,7 +296,8 @@ mod tests {
                 prop_assert!(now < 10_000.0, "no progress");
                 let plan = s.schedule(now);
                 prop_assert!(plan.tokens() <= max_tokens);
-                let mut slots: Vec<usize> = plan.decode.iter().map(|d| d.slot).chain(plan.admit.iter().map(|a| a.slot)).collect();
+                let mut slots: Vec<usize> =
+                    plan.decode.iter().map(|d| d.slot).chain(plan.admit.iter().map(|a| a.slot)).collect();
                 prop_assert!(slots.len() <= max_running.min(num_slots));
                 slots.sort_unstable();
                 slots.dedup();
@@ -307,7 +308,8 @@ mod tests {
                     admitted[k] += 1;
                 }
                 // Every planned request produces one token; those with nothing left finish.
-                let seqs: Vec<SeqId> = plan.decode.iter().map(|d| d.seq).chain(plan.admit.iter().map(|a| a.seq)).collect();
+                let seqs: Vec<SeqId> =
+                    plan.decode.iter().map(|d| d.seq).chain(plan.admit.iter().map(|a| a.seq)).collect();
                 for q in seqs {
                     let k = q.0 as usize;
                     left[k] -= 1;
