@@ -20,6 +20,8 @@ pub struct RunRecorder {
     units: u64,
     peak_running: usize,
     peak_kv_used: u64,
+    /// Most slots or blocks reserved in one step.
+    peak_units: usize,
     preemptions: usize,
     trace: Option<Vec<TraceStep>>,
 }
@@ -37,6 +39,7 @@ impl RunRecorder {
             units: 0,
             peak_running: 0,
             peak_kv_used: 0,
+            peak_units: 0,
             preemptions: 0,
             trace: trace.then(Vec::new),
         }
@@ -54,6 +57,7 @@ impl RunRecorder {
         self.units += r.kv_units_used as u64;
         self.peak_running = self.peak_running.max(running);
         self.peak_kv_used = self.peak_kv_used.max(r.kv_bytes_used);
+        self.peak_units = self.peak_units.max(r.kv_units_reserved);
         if let Some(trace) = &mut self.trace {
             trace.push(TraceStep {
                 step: self.steps - 1,
@@ -75,6 +79,8 @@ impl RunRecorder {
             token_rows: self.token_rows,
             mean_batch_size: self.busy as f64 / steps,
             kv_bytes_allocated: self.kv_bytes_total,
+            // A unit (slot or block) is the pool's bytes over its units.
+            kv_bytes_reserved: self.peak_units as u64 * self.kv_bytes_total / self.kv_units_total.max(1) as u64,
             kv_bytes_used: self.peak_kv_used,
             peak_running: self.peak_running,
             // Slots: busy slot-steps / all slot-steps. Blocks: the pool's share in use, per step.

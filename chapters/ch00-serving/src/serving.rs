@@ -86,6 +86,10 @@ pub struct RunStats {
     pub mean_batch_size: f64,
     /// Peak KV-cache bytes the engine had allocated at once.
     pub kv_bytes_allocated: u64,
+    /// Peak KV-cache bytes reserved by the sequences running at once: a whole `max_len` slot each
+    /// (contiguous engines) or the blocks they hold (paged engines). What a design sets aside for
+    /// its requests, beside what they fill (`kv_bytes_used`).
+    pub kv_bytes_reserved: u64,
     /// Peak KV-cache bytes holding real tokens at once.
     pub kv_bytes_used: u64,
     /// Most sequences running in one step.

@@ -44,6 +44,9 @@ pub struct StepRecord {
     pub kv_bytes_used: u64,
     /// Slots busy (contiguous engines) or blocks in use (paged engines), of `EngineLoad::kv_units_total`.
     pub kv_units_used: usize,
+    /// Slots or blocks the step's sequences hold, busy or not: a static batch keeps its finished
+    /// rows' slots until the batch ends.
+    pub kv_units_reserved: usize,
 }
 // ANCHOR_END: step_output
 

@@ -72,6 +72,7 @@ impl Engine for KvCacheEngine {
             token_rows: rows,
             mean_batch_size: if steps > 0 { 1.0 } else { 0.0 },
             kv_bytes_allocated: allocated,
+            kv_bytes_reserved: allocated, // one request's cache at a time
             kv_bytes_used: used,
             peak_running: usize::from(steps > 0),
             slot_utilisation: 1.0,

@@ -75,6 +75,7 @@ pub fn run_step(
     let kv_bytes_used = rows.iter().map(|r| backend.slots.get(r.slot).map_or(0, KvCache::bytes_used)).sum();
     Ok(StepRecord {
         kv_units_used: rows.iter().filter(|r| r.phase() != Phase::Padding).count(),
+        kv_units_reserved: rows.len(), // a finished row keeps its slot until its batch ends
         rows: entries,
         kv_bytes_allocated: backend.slots.iter().map(KvCache::bytes_allocated).sum(),
         kv_bytes_used,

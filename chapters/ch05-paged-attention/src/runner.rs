@@ -225,6 +225,7 @@ impl<R: PagedRunner> PagedCore<R> {
             kv_bytes_allocated: blocks as u64 * self.block_bytes,
             kv_bytes_used: self.sched.tokens_held() as u64 * self.token_bytes,
             kv_units_used: blocks,
+            kv_units_reserved: blocks,
         })
     }
 }
