@@ -1,6 +1,6 @@
 //! The small tensor operations of a Llama block, on row-major `ndarray` matrices.
 
-use crate::cpu::kernels;
+use crate::cpu::{gemm, kernels};
 use crate::cpu::packed::Packed;
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
@@ -11,13 +11,15 @@ use rayon::prelude::*;
 /// into a buffer the caller reuses step after step. Every output is one dot product,
 /// `y[t][o] = x[t] · w[o]`. The output features are cut into bands, one task per band on every
 /// core; a core reads its band of `w` once for all the tokens of the step — this is where
-/// batching pays.
+/// batching pays. A step of many tokens (a prompt) takes the larger tile of [`gemm`]; each output
+/// is the same bits either way.
 pub fn linear(x: &ArrayView2<f32>, w: &Packed, y: &mut Array2<f32>) {
     assert_eq!((x.ncols(), y.dim()), (w.cols(), (x.nrows(), w.rows())), "linear: shapes disagree");
+    let dot_rows = if x.nrows() >= gemm::MIN_TOKENS { gemm::dot_rows } else { kernels::dot_rows };
     y.axis_chunks_iter_mut(Axis(1), kernels::BAND)
         .into_par_iter()
         .zip(w.data().par_chunks((kernels::BAND * w.cols()).max(1)))
-        .for_each(|(mut y_band, w_band)| kernels::dot_rows(x, w_band, &mut y_band));
+        .for_each(|(mut y_band, w_band)| dot_rows(x, w_band, &mut y_band));
 }
 // ANCHOR_END: linear
 

@@ -137,7 +137,7 @@ impl Tiles for Portable {
 /// The end of every tile: the last `n % LANES` products go into lanes 0, 1, … with fused
 /// multiply-adds, then each sum's lanes are added pairwise: (0+4, 1+5, 2+6, 3+7), (0+2, 1+3), 0+1.
 #[inline(always)]
-fn finish<const T: usize, const R: usize>(
+pub(crate) fn finish<const T: usize, const R: usize>(
     x: [&[f32]; T],
     tails: [&[f32]; R],
     full: usize,
