@@ -282,9 +282,12 @@ fn prefill(gpu: &Gpu, out: &Path, head: &Value) -> Res<()> {
     let mha = AttnShape { heads: 32, kv_heads: 32, head_dim: 128 };
     let gqa = AttnShape { heads: 32, kv_heads: 8, head_dim: 128 };
     let tc = |warps, m_tiles, keys| PrefillVersion::TensorCores { warps, m_tiles, keys };
+    let wg = |warpgroups, keys, stages, overlap| PrefillVersion::Wgmma { warpgroups, keys, stages, overlap };
     let mut kernel = Vec::new();
     for (shape, b, l, simple) in [(mha, 1, 4096, true), (mha, 8, 2048, false), (gqa, 8, 2048, false)] {
-        let mut versions = vec![tc(8, 1, 64), tc(4, 1, 64), tc(4, 2, 32), tc(8, 2, 32), tc(4, 2, 64)];
+        // The Hopper versions are timed only where they compile (compute capability 9.0).
+        let mut versions = vec![wg(3, 64, 2, false), wg(3, 64, 3, true), wg(2, 128, 2, false), wg(2, 128, 3, true)];
+        versions.extend([tc(8, 1, 64), tc(4, 1, 64), tc(4, 2, 32), tc(8, 2, 32), tc(4, 2, 64)]);
         if simple {
             versions.push(PrefillVersion::Simple);
         }

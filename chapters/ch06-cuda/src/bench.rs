@@ -299,7 +299,7 @@ pub fn prefill_attention<T: GpuFloat>(
     };
     let fl = flops(shape, &vec![(len, 0); batch]);
     let mut rows = Vec::new();
-    for &v in versions {
+    for &v in versions.iter().filter(|v| pk.has(**v)) {
         let iters = if v == PrefillVersion::Simple { 3 } else { 20 };
         // SAFETY: the buffers above are alive for the timing: `batch` sequences of `len` rows at
         // positions 0.., each with its own `per_seq` blocks of the pool, enough for `len`.

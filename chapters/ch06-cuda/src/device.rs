@@ -75,9 +75,15 @@ impl Gpu {
     /// Compiles one of the chapter's `.cu` files for this GPU with NVRTC, with `defines`
     /// (element type, head size, …) fixed at compile time, and loads it.
     pub fn compile(&self, name: &str, source: &str, defines: &[(&str, String)]) -> Result<Arc<CudaModule>> {
-        let (major, minor) = self.ctx.compute_capability().map_err(|e| device_err("compute capability", e))?;
+        let (major, minor) = self.compute_capability()?;
+        self.compile_for(&format!("sm_{major}{minor}"), name, source, defines)
+    }
+
+    /// [`compile`](Self::compile) for a named target, e.g. `sm_90a`: Hopper's architecture-specific
+    /// instructions (`wgmma`, `setmaxnreg`) exist only there, and its code runs on no other GPU.
+    pub fn compile_for(&self, arch: &str, name: &str, source: &str, defines: &[(&str, String)]) -> Result<Arc<CudaModule>> {
         let mut options: Vec<String> = defines.iter().map(|(k, v)| format!("-D{k}={v}")).collect();
-        options.push(format!("--gpu-architecture=sm_{major}{minor}"));
+        options.push(format!("--gpu-architecture={arch}"));
         options.push("--std=c++17".into());
         let opts = CompileOptions { include_paths: vec![self.include.clone()], options, ..Default::default() };
         let src = format!("{}\n{}", include_str!("kernels/common.cuh"), source);
@@ -85,6 +91,11 @@ impl Gpu {
         self.ctx.load_module(ptx).map_err(|e| device_err(&format!("loading {name}"), e))
     }
     // ANCHOR_END: compile
+
+    /// (major, minor) compute capability: (9, 0) is Hopper (H100, H200).
+    pub fn compute_capability(&self) -> Result<(i32, i32)> {
+        self.ctx.compute_capability().map_err(|e| device_err("compute capability", e))
+    }
 
     pub fn function(&self, module: &Arc<CudaModule>, name: &str) -> Result<CudaFunction> {
         module.load_function(name).map_err(|e| device_err(&format!("kernel {name}"), e))

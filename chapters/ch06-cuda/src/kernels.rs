@@ -25,7 +25,7 @@
 
 use crate::device::{device_err, Gpu};
 use crate::float::GpuFloat;
-use crate::prefill::{PrefillKernels, DEFAULT_TC};
+use crate::prefill::{PrefillKernels, DEFAULT_VERSIONS};
 use ch00_model::{AttnShape, ModelError, Result};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
@@ -144,7 +144,7 @@ impl<T: GpuFloat> Kernels<T> {
             fill_uniform: gpu.function(&init, "fill_uniform")?,
             fill_const: gpu.function(&init, "fill_const")?,
             gemv: gpu.function(&gemv, "gemv")?,
-            prefill: PrefillKernels::new::<T>(gpu, shape, &[DEFAULT_TC])?,
+            prefill: PrefillKernels::new::<T>(gpu, shape, &DEFAULT_VERSIONS)?,
             _t: PhantomData,
         })
     }

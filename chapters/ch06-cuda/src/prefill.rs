@@ -6,9 +6,13 @@
 //! 2. `prefill_attention_simple` in `kernels/prefill_attention.cu`: FlashAttention's tiling and
 //!    online softmax on CUDA cores, in f32 (any element type, any head size the chapter supports);
 //! 3. `prefill_attention_tc` beside it: the same tiles on tensor cores (`mma.sync` m16n8k16, f16 or
-//!    bf16 in, f32 accumulation), K/V tiles copied one tile ahead with `cp.async`.
+//!    bf16 in, f32 accumulation), K/V tiles copied one tile ahead with `cp.async`;
+//! 4. `prefill_attention_wgmma` after it, Hopper only (compute capability 9.0, compiled for
+//!    `sm_90a`): warpgroup-wide `wgmma` reading Q, K and V straight from swizzled shared memory,
+//!    the next tile's Q·Kᵀ overlapping this one's softmax. [`PrefillKernels::best`] is this one
+//!    where it compiles, else version 3, else version 2.
 //!
-//! tests/prefill.rs checks both kernels against [`reference`], outputs poisoned first.
+//! tests/prefill.rs checks every kernel against [`reference`], outputs poisoned first.
 //! [`seq_starts`] is what the runner uses to decide, per pass, which attention kernel runs.
 
 use crate::device::{device_err, Gpu};
@@ -24,6 +28,18 @@ pub const TC_HEAD_DIMS: [usize; 3] = [32, 64, 128];
 /// on an H200 (`gpu_bench --sections e`) it was the fastest at B1×L4096 and within 5% of the
 /// fastest (2 m-tiles per warp, 32 keys, which spills a few registers) at B8×L2048.
 pub const DEFAULT_TC: PrefillVersion = PrefillVersion::TensorCores { warps: 8, m_tiles: 1, keys: 64 };
+/// Head sizes the Hopper version is compiled for.
+pub const WGMMA_HEAD_DIMS: [usize; 2] = [64, 128];
+/// The Hopper shape the engine uses: 3 warpgroups (192 query rows), 64 keys per tile, two tiles,
+/// no overlap. At the 7B shape on an H200 it was the fastest of the shapes tried, 277 TFLOP/s at
+/// B1×L4096 and 308 at B8×L2048 (0.57× and 0.61× PyTorch SDPA in the same run); the overlapped
+/// version came second (259, 290): with three warpgroups on the SM, one's softmax already runs
+/// under another's products. Numbers and how to rerun them: chapters/ch06-cuda/WGMMA.md.
+pub const DEFAULT_WGMMA: PrefillVersion = PrefillVersion::Wgmma { warpgroups: 3, keys: 64, stages: 2, overlap: false };
+/// What [`PrefillKernels::new`] is asked for by the engine: the first that compiles here is used.
+pub const DEFAULT_VERSIONS: [PrefillVersion; 2] = [DEFAULT_WGMMA, DEFAULT_TC];
+/// The most shared memory one thread block may have on Hopper (227 KiB).
+const MAX_SMEM: usize = 232_448;
 
 /// Which kernel runs a prefill pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +49,11 @@ pub enum PrefillVersion {
     /// Tensor cores, f16/bf16 and [`TC_HEAD_DIMS`] only: `warps` warps of `m_tiles` × 16 query
     /// rows each per block, `keys` keys per K/V tile.
     TensorCores { warps: usize, m_tiles: usize, keys: usize },
+    /// Hopper `wgmma` (compute capability 9.0 only), f16/bf16 and [`WGMMA_HEAD_DIMS`]:
+    /// `warpgroups` × 64 query rows per block, `keys` (64 or 128) keys per K/V tile, `stages`
+    /// tiles in shared memory; `overlap`: tile j's P·V runs under tile j+1's softmax (then
+    /// stages ≥ 3), else each tile's two products run in turn (stages ≥ 2).
+    Wgmma { warpgroups: usize, keys: usize, stages: usize, overlap: bool },
 }
 
 /// The buffers one prefill attention call reads and writes (device addresses).
@@ -51,19 +72,50 @@ pub struct PrefillIo {
 pub struct PrefillKernels {
     pub shape: AttnShape,
     simple: CudaFunction,
-    /// (version, kernel, dynamic shared-memory bytes), where the tensor-core version applies.
+    /// (version, kernel, dynamic shared-memory bytes) of each tensor-core version compiled.
     tc: Vec<(PrefillVersion, CudaFunction, u32)>,
 }
 
 impl PrefillKernels {
-    /// Compiles the simple version and, for f16/bf16 at a [`TC_HEAD_DIMS`] size, each
-    /// tensor-core version of `tc` (the first is [`best`](Self::best)).
+    /// Compiles the simple version and each of `versions` that applies here: tensor cores for
+    /// f16/bf16 at a [`TC_HEAD_DIMS`] size; `Wgmma` also needs a Hopper GPU and a
+    /// [`WGMMA_HEAD_DIMS`] size (elsewhere it is left out, not an error). The first compiled is
+    /// [`best`](Self::best).
     pub fn new<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, versions: &[PrefillVersion]) -> Result<Self> {
         let src = include_str!("kernels/prefill_attention.cu");
         let base = [("DTYPE", T::C_NAME.to_string()), ("HEAD_DIM", shape.head_dim.to_string())];
         let m = gpu.compile("prefill_attention.cu", src, &base)?;
         let simple = gpu.function(&m, "prefill_attention_simple")?;
         let mut tc = Vec::new();
+        let hopper = gpu.compute_capability()? == (9, 0);
+        for &v in versions {
+            let PrefillVersion::Wgmma { warpgroups, keys, stages, overlap } = v else { continue };
+            let lag = if overlap { 2 } else { 1 };
+            if !(1..=3).contains(&warpgroups) || ![64, 128].contains(&keys) || stages <= lag {
+                return Err(ModelError::InvalidSettings(format!("prefill kernel {v:?}: warpgroups 1..=3, keys 64/128, stages over {lag}")));
+            }
+            if !(hopper && tensor_cores_fit::<T>(shape) && WGMMA_HEAD_DIMS.contains(&shape.head_dim)) {
+                continue;
+            }
+            // Q, K and V tiles, and 1 KiB to align them (the kernel's 2 × keys slot table is static).
+            let smem = (64 * warpgroups + 2 * stages * keys) * shape.head_dim * std::mem::size_of::<T>() + 1024;
+            if smem + 8 * keys > MAX_SMEM {
+                return Err(ModelError::InvalidSettings(format!("prefill kernel {v:?} needs more than {MAX_SMEM} bytes of shared memory")));
+            }
+            let mut defs = base.to_vec();
+            defs.extend([
+                ("WGMMA", "1".to_string()),
+                ("NWG", warpgroups.to_string()),
+                ("WBK", keys.to_string()),
+                ("STAGES", stages.to_string()),
+                ("OVERLAP", (overlap as u8).to_string()),
+            ]);
+            let m = gpu.compile_for("sm_90a", "prefill_attention.cu (wgmma)", src, &defs)?;
+            let f = gpu.function(&m, "prefill_attention_wgmma")?;
+            f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+                .map_err(|e| device_err("raising the prefill kernel's shared-memory limit", e))?;
+            tc.push((v, f, smem as u32));
+        }
         if tensor_cores_fit::<T>(shape) {
             for &v in versions {
                 let PrefillVersion::TensorCores { warps, m_tiles, keys } = v else { continue };
@@ -85,12 +137,19 @@ impl PrefillKernels {
                 tc.push((v, f, smem));
             }
         }
+        // In the order asked for, so that the first is `best`.
+        tc.sort_by_key(|(v, ..)| versions.iter().position(|w| w == v));
         Ok(PrefillKernels { shape, simple, tc })
     }
 
-    /// The fastest version compiled here: tensor cores if they apply, else the simple one.
+    /// The fastest version compiled here (the first of `versions` that applied), else the simple one.
     pub fn best(&self) -> PrefillVersion {
         self.tc.first().map_or(PrefillVersion::Simple, |(v, ..)| *v)
+    }
+
+    /// Whether `version` was compiled here (the simple one always is).
+    pub fn has(&self, version: PrefillVersion) -> bool {
+        version == PrefillVersion::Simple || self.tc.iter().any(|(v, ..)| *v == version)
     }
 
     // ANCHOR: launch
@@ -123,11 +182,16 @@ impl PrefillKernels {
         let d = s.head_dim as f32;
         let (f, rows_per_block, threads, smem, scale) = match version {
             PrefillVersion::Simple => (&self.simple, if s.head_dim > 128 { 16 } else { 32 }, 128, 0, 1.0 / d.sqrt()),
-            PrefillVersion::TensorCores { warps, m_tiles, .. } => {
+            PrefillVersion::TensorCores { .. } | PrefillVersion::Wgmma { .. } => {
                 let (_, f, smem) = self.tc.iter().find(|(v, ..)| *v == version).ok_or_else(|| {
-                    ModelError::UnsupportedConfig(format!("no prefill kernel {version:?} compiled for {s:?} in this type"))
+                    ModelError::UnsupportedConfig(format!("no prefill kernel {version:?} compiled for {s:?} in this type on this GPU"))
                 })?;
-                (f, 16 * warps * m_tiles, 32 * warps as u32, *smem, std::f32::consts::LOG2_E / d.sqrt())
+                let (rows, threads) = match version {
+                    PrefillVersion::TensorCores { warps, m_tiles, .. } => (16 * warps * m_tiles, 32 * warps),
+                    PrefillVersion::Wgmma { warpgroups, .. } => (64 * warpgroups, 128 * warpgroups),
+                    PrefillVersion::Simple => unreachable!(),
+                };
+                (f, rows, threads as u32, *smem, std::f32::consts::LOG2_E / d.sqrt())
             }
         };
         let cfg = LaunchConfig {

@@ -1,8 +1,9 @@
-//! Both prefill attention kernels (prefill.rs) against the CPU reference, outputs poisoned (NaN)
-//! first so a row the kernel forgot shows up: f32 (simple version only), f16 and bf16 (simple and
-//! tensor cores); head sizes 32 to 256; GQA ratios 1 to 6; block sizes that do and do not divide
-//! the tiles; sequences of 1 to 200 query rows after cached prefixes of 0 to 200 positions, all in
-//! one pass (a mixed step, chunked prefill and prefix hits look like this). Thresholds are
+//! Every prefill attention kernel (prefill.rs) against the CPU reference, outputs poisoned (NaN)
+//! first so a row the kernel forgot shows up: f32 (simple version only), f16 and bf16 (simple,
+//! mma.sync tensor cores, and on a Hopper GPU the wgmma version at head sizes 64 and 128); head
+//! sizes 16 to 256; GQA ratios 1 to 6; block sizes that do and do not divide the tiles; sequences
+//! of 1 to 300 query rows after cached prefixes of 0 to 450 positions, all in one pass (a mixed
+//! step, chunked prefill and prefix hits look like this). Thresholds are
 //! relative errors ‖gpu − cpu‖ / ‖cpu‖: f32 1e-5, f16 4e-3, bf16 3e-2.
 //! Run on the GPU machine: `.gpu/prefill-<hash> --ignored --nocapture`.
 
@@ -19,12 +20,16 @@ mod common;
 use common::*;
 
 /// (query rows, cached prefix) per sequence of the pass.
-const SEQS: [(usize, usize); 9] = [(1, 0), (17, 0), (64, 0), (100, 0), (130, 37), (5, 200), (64, 64), (200, 3), (1, 70)];
+/// (300, 450): more K/V tiles than any kernel keeps in shared memory, so its buffers wrap.
+const SEQS: [(usize, usize); 10] = [(1, 0), (17, 0), (64, 0), (100, 0), (130, 37), (5, 200), (64, 64), (200, 3), (1, 70), (300, 450)];
 
 // ANCHOR: prefill_test
 fn prefill_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64) {
     let tc = [(8, 1, 64), (4, 1, 64), (4, 2, 32), (4, 2, 64), (2, 1, 128)].map(|(warps, m_tiles, keys)| PrefillVersion::TensorCores { warps, m_tiles, keys });
-    let k = PrefillKernels::new::<T>(g, shape, &tc).unwrap();
+    // The engine's wgmma shape first, both tile sizes with and without the overlap, one warpgroup alone.
+    let wg = [(3, 64, 2, false), (3, 64, 3, true), (2, 128, 3, true), (2, 128, 2, false), (1, 128, 2, false)]
+        .map(|(warpgroups, keys, stages, overlap)| PrefillVersion::Wgmma { warpgroups, keys, stages, overlap });
+    let k = PrefillKernels::new::<T>(g, shape, &[&wg[..], &tc[..]].concat()).unwrap();
     let mut rng = Rng(seed);
     let ctx_max = SEQS.iter().map(|(l, p)| l + p).max().unwrap();
     let max_blocks = ctx_max.div_ceil(block_size);
@@ -50,10 +55,15 @@ fn prefill_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed:
     let (td, sd, pd) = (g.upload("t", &tables).unwrap(), g.upload("s", &seq_start).unwrap(), g.upload("p", &pos).unwrap());
     let max_q_len = SEQS.iter().map(|s| s.0).max().unwrap();
     let mut versions = vec![PrefillVersion::Simple];
-    if matches!(T::C_NAME, "f16" | "bf16") && ch06_cuda::prefill::TC_HEAD_DIMS.contains(&shape.head_dim) {
+    let half = matches!(T::C_NAME, "f16" | "bf16");
+    if half && ch06_cuda::prefill::WGMMA_HEAD_DIMS.contains(&shape.head_dim) && g.compute_capability().unwrap() == (9, 0) {
+        versions.extend(wg);
+    }
+    if half && ch06_cuda::prefill::TC_HEAD_DIMS.contains(&shape.head_dim) {
         versions.extend(tc);
     }
-    assert_eq!(k.best() == PrefillVersion::Simple, versions.len() == 1);
+    assert_eq!(k.best(), versions.get(1).copied().unwrap_or(PrefillVersion::Simple));
+    assert!(versions.iter().all(|v| k.has(*v)), "a version that applies here was not compiled");
     for version in versions {
         let out = up::<T>(g, &vec![f32::NAN; n * shape.q_dim()]);
         let io = PrefillIo {
@@ -77,8 +87,9 @@ fn prefill_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed:
 }
 // ANCHOR_END: prefill_test
 
-const SHAPES: [AttnShape; 5] = [
+const SHAPES: [AttnShape; 6] = [
     AttnShape { heads: 4, kv_heads: 4, head_dim: 128 },
+    AttnShape { heads: 6, kv_heads: 2, head_dim: 128 },
     AttnShape { heads: 8, kv_heads: 2, head_dim: 64 },
     AttnShape { heads: 6, kv_heads: 1, head_dim: 32 },
     AttnShape { heads: 4, kv_heads: 2, head_dim: 256 },
