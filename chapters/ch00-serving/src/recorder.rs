@@ -80,7 +80,8 @@ impl RunRecorder {
             mean_batch_size: self.busy as f64 / steps,
             kv_bytes_allocated: self.kv_bytes_total,
             // A unit (slot or block) is the pool's bytes over its units.
-            kv_bytes_reserved: self.peak_units as u64 * self.kv_bytes_total / self.kv_units_total.max(1) as u64,
+            kv_bytes_reserved: self.peak_units as u64 * self.kv_bytes_total
+                / self.kv_units_total.max(1) as u64,
             kv_bytes_used: self.peak_kv_used,
             peak_running: self.peak_running,
             // Slots: busy slot-steps / all slot-steps. Blocks: the pool's share in use, per step.
