@@ -173,6 +173,12 @@ fn throughput(gpu: &Gpu, out: &Path, head: &Value, model_dir: &Path, workload: &
             "  roofline {:.3} s = {:.0}% of the wall {:.3} s; device time {:.3} s, host {:.3} s between passes",
             st.roofline_s, 100.0 * st.roofline_s / run.stats.wall_s, run.stats.wall_s, st.gpu_s, run.stats.wall_s - st.gpu_s
         );
+        for (name, c) in [("decode-only", st.decode), ("with prompt tokens", st.prefill)] {
+            println!(
+                "  {name} steps: {} ({} tokens), device {:.3} s, roofline {:.3} s ({:.0}%)",
+                c.steps, c.tokens, c.gpu_s, c.roofline_s, 100.0 * c.roofline_s / c.gpu_s.max(1e-12)
+            );
+        }
         rows.push(row);
     }
     write(&out.join("ch06_throughput.json"), json!({ "machine": head, "model": model_dir.display().to_string(), "rows": rows }))

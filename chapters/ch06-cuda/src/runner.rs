@@ -27,6 +27,18 @@ pub struct GpuStats {
     /// upload to the last launch), and the steps' roofline (`roofline::Ceilings::step_s`).
     pub gpu_s: f64,
     pub roofline_s: f64,
+    /// The same two sums split by kind of step: where the gap to the roofline is.
+    pub decode: StepClass,
+    pub prefill: StepClass,
+}
+
+/// Steps of one kind (decode only; with prompt tokens): how many, their device time and roofline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StepClass {
+    pub steps: usize,
+    pub tokens: usize,
+    pub gpu_s: f64,
+    pub roofline_s: f64,
 }
 
 pub struct GpuRunner<T> {
@@ -297,6 +309,7 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         if tables.len() != spans.len() {
             return Err(ModelError::InvalidBatch(format!("{} block tables for {} spans", tables.len(), spans.len())));
         }
+        let (gpu_before, mut step_roofline) = (self.stats.gpu_s, 0.0);
         if let Some(ceilings) = self.ceilings {
             let shape = StepShape {
                 tokens: toks.len(),
@@ -304,13 +317,15 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
                 attended: toks.iter().map(|t| t.pos as u64 + 1).sum(),
                 kv_positions: spans.iter().map(|s| s.start as u64).sum(),
             };
-            self.stats.roofline_s += ceilings.step_s(&self.model.config, std::mem::size_of::<T>(), &shape);
+            step_roofline = ceilings.step_s(&self.model.config, std::mem::size_of::<T>(), &shape);
+            self.stats.roofline_s += step_roofline;
         }
+        let decode_only = toks.len() == spans.len() && toks.iter().all(|t| t.last);
         let mut chosen = vec![None; spans.len()];
         let graph_size = self.graph_sizes.iter().copied().find(|&b| b >= toks.len());
         match graph_size {
             // A decode step (one token per sequence, each picking its next) that a captured graph can take.
-            Some(size) if toks.len() == spans.len() && toks.iter().all(|t| t.last) => {
+            Some(size) if decode_only => {
                 self.decode_with_graph(&toks, &tables, size)?;
                 self.stats.passes += 1;
                 let all: Vec<usize> = (0..spans.len()).collect();
@@ -322,6 +337,11 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
                 }
             }
         }
+        let class = if decode_only { &mut self.stats.decode } else { &mut self.stats.prefill };
+        class.steps += 1;
+        class.tokens += toks.len();
+        class.gpu_s += self.stats.gpu_s - gpu_before;
+        class.roofline_s += step_roofline;
         let now = clock.now_s();
         let picks: Vec<bool> = spans.iter().map(|s| s.start + s.len == seqs.tokens(s.seq).len()).collect();
         for (i, s) in spans.iter().enumerate().filter(|&(i, _)| picks[i]) {

@@ -15,7 +15,9 @@
 #define TPR ((HEAD_DIM / VEC) > 32 ? 32 : (HEAD_DIM / VEC))  // threads reading one K row
 #define EPT (HEAD_DIM / TPR)                      // elements of a K row per thread
 #define RPP (NT / TPR)                            // K rows read per pass of the block
+#ifndef UNROLL
 #define UNROLL 8                                  // K or V rows in flight per thread
+#endif
 
 // ANCHOR: kernel
 // q: (n_q, heads, HEAD_DIM) T. k_cache, v_cache: (num_blocks · block_size, kv_heads, HEAD_DIM) T.

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Standalone check and timing of ch06's paged decode attention kernel (paged_attention.cu) over
+its compile-time shape, on the GPU machine (torch + nvcc, no Rust): the development harness of
+the GQA decode work (issue 19).
+
+Builds paged_attention.cu for each variant (GROUP query heads per thread block, PART positions per
+partition, UNROLL rows in flight) with nvcc, loads it through the driver API (ctypes), checks it
+against a float64 torch reference on shuffled paged K/V (outputs poisoned with NaN; ragged context
+lengths, block size 16), then times attention + partition merge (CUDA events, median of 30) beside
+torch SDPA on contiguous K/V (enable_gqa for GQA) at B64xL2048 GQA 32/8, B64xL2048 MHA and
+B1xL4096 MHA, head_dim 128, f16. GB/s = K/V bytes read / time.
+usage (repository root, GPU machine): OUT=dir python3 scripts/decode_attention_dev.py"""
+import ctypes, json, math, os, subprocess, sys
+from ctypes import byref, c_void_p, c_int, c_uint, c_char_p
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT = os.environ.get("OUT", "/tmp/out"); os.makedirs(OUT, exist_ok=True)
+WORK = os.environ.get("WORK", "/tmp/decode_attention_dev"); os.makedirs(WORK, exist_ok=True)
+dev = "cuda"
+torch.zeros(1, device=dev)
+cu = ctypes.CDLL("libcuda.so.1")
+cu.cuLaunchKernel.argtypes = [c_void_p, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_void_p, c_void_p, c_void_p]
+cu.cuModuleLoadData.argtypes = [ctypes.POINTER(c_void_p), c_char_p]
+cu.cuModuleGetFunction.argtypes = [ctypes.POINTER(c_void_p), c_void_p, c_char_p]
+cu.cuFuncGetAttribute.argtypes = [ctypes.POINTER(c_int), c_int, c_void_p]
+
+KDIR = os.path.join(ROOT, "chapters", "ch06-cuda", "src", "kernels")
+SRC = open(os.path.join(KDIR, "common.cuh")).read() + "\n" + open(os.path.join(KDIR, "paged_attention.cu")).read()
+open(os.path.join(WORK, "full.cu"), "w").write(SRC)
+D, BS = 128, 16
+
+def ck(r, what):
+    if r != 0:
+        raise RuntimeError(f"{what}: CUresult {r}")
+
+def variants(group):
+    """(GROUP, PART, UNROLL) to try for a query-head group of `group`; the first is today's choice."""
+    out = [(min(group, 8) if group > 1 else 1, 512, 8)]
+    for g in sorted({1, 2, 4, 8} & {x for x in range(1, group + 1) if group % x == 0}):
+        for part in (128, 256, 512, 1024):
+            for un in (4, 8):
+                if (g, part, un) not in out:
+                    out.append((g, part, un))
+    return out
+
+def build(g, part, un):
+    tag = f"g{g}_p{part}_u{un}"
+    cub = os.path.join(WORK, tag + ".cubin")
+    cmd = ["/usr/local/cuda/bin/nvcc", "-cubin", "-arch=sm_90", "-O3", "--std=c++17", "-Xptxas", "-v", "-DDTYPE=f16",
+           f"-DHEAD_DIM={D}", f"-DGROUP={g}", f"-DPART={part}", f"-DUNROLL={un}", "-o", cub, os.path.join(WORK, "full.cu")]
+    return tag, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), cub
+
+class Kernel:
+    def __init__(self, cub, g, part):
+        self.mod = c_void_p(); ck(cu.cuModuleLoadData(byref(self.mod), open(cub, "rb").read()), "load")
+        self.attn = c_void_p(); ck(cu.cuModuleGetFunction(byref(self.attn), self.mod, b"paged_attention"), "fn")
+        self.red = c_void_p(); ck(cu.cuModuleGetFunction(byref(self.red), self.mod, b"paged_attention_reduce"), "fn")
+        r = c_int(); cu.cuFuncGetAttribute(byref(r), 4, self.attn); self.regs = r.value
+        self.g, self.part, self.nt = g, part, max(D, 128)
+
+    def __call__(self, c, out):
+        H, HKV, n = c["H"], c["HKV"], c["n"]
+        mp = (c["max_ctx"] + self.part - 1) // self.part
+        if "po" not in c or c["po"].shape[2] != mp:
+            c["po"] = torch.empty(n, H, mp, D, dtype=torch.float32, device=dev)
+            c["pml"] = torch.empty(n, H, mp, 2, dtype=torch.float32, device=dev)
+        s = c_void_p(torch.cuda.current_stream().cuda_stream)
+        p = lambda *xs: (c_void_p * len(xs))(*[ctypes.cast(byref(x), c_void_p) for x in xs])
+        ptr = lambda t: ctypes.c_uint64(t.data_ptr())
+        a = [ptr(c["q"]), ptr(c["kc"]), ptr(c["vc"]), ptr(c["tables"]), ptr(c["rows"]), ptr(c["ctx"]), ptr(c["po"]), ptr(c["pml"]),
+             c_int(H), c_int(HKV), c_int(BS), c_int(c["max_blocks"]), c_int(mp), ctypes.c_float(1 / math.sqrt(D))]
+        ck(cu.cuLaunchKernel(self.attn, n, H // self.g, mp, self.nt, 1, 1, 0, s, p(*a), None), "attn")
+        b = [ptr(c["po"]), ptr(c["pml"]), ptr(c["ctx"]), ptr(out), c_int(H), c_int(mp)]
+        ck(cu.cuLaunchKernel(self.red, n, H, 1, D, 1, 1, 0, s, p(*b), None), "reduce")
+
+def make_case(ctxs, H, HKV, seed):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    mb = (max(ctxs) + BS - 1) // BS
+    nb = len(ctxs) * mb + 3
+    kc = torch.randn(nb * BS, HKV, D, generator=g).half().to(dev)
+    vc = torch.randn(nb * BS, HKV, D, generator=g).half().to(dev)
+    tables = torch.randperm(nb, generator=g)[: len(ctxs) * mb].int().view(len(ctxs), mb).to(dev)
+    q = torch.randn(len(ctxs), H, D, generator=g).half().to(dev)
+    return dict(H=H, HKV=HKV, n=len(ctxs), kc=kc, vc=vc, tables=tables, max_blocks=mb, q=q, ctxs=ctxs, max_ctx=max(ctxs),
+                rows=torch.arange(len(ctxs), dtype=torch.int32, device=dev), ctx=torch.tensor(ctxs, dtype=torch.int32, device=dev))
+
+def reference(c):
+    H, HKV = c["H"], c["HKV"]
+    out = []
+    for i, L in enumerate(c["ctxs"]):
+        ps = torch.arange(L, device=dev)
+        slots = c["tables"][i][ps // BS].long() * BS + ps % BS
+        K = c["kc"][slots].double().repeat_interleave(H // HKV, 1).transpose(0, 1)  # H L D
+        V = c["vc"][slots].double().repeat_interleave(H // HKV, 1).transpose(0, 1)
+        s = torch.einsum("hd,hld->hl", c["q"][i].double(), K) / math.sqrt(D)
+        out.append(torch.einsum("hl,hld->hd", torch.softmax(s, -1), V))
+    return torch.stack(out)
+
+def timeit(fn, reps=30, warm=5):
+    for _ in range(warm): fn()
+    torch.cuda.synchronize(); ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); fn(); b.record(); b.synchronize(); ts.append(a.elapsed_time(b) * 1e3)
+    ts.sort(); return ts[len(ts) // 2]
+
+def sdpa_us(B, L, H, HKV):
+    q = torch.randn(B, H, 1, D, dtype=torch.half, device=dev)
+    k = torch.randn(B, HKV, L, D, dtype=torch.half, device=dev); v = torch.randn_like(k)
+    kw = {"enable_gqa": True} if H != HKV else {}
+    return timeit(lambda: F.scaled_dot_product_attention(q, k, v, **kw))
+
+def main():
+    print(torch.cuda.get_device_name(), flush=True)
+    shapes = [("B64xL2048 GQA32/8", 64, 2048, 32, 8), ("B64xL2048", 64, 2048, 32, 32), ("B1xL4096", 1, 4096, 32, 32),
+              ("B16xL8192 GQA32/8", 16, 8192, 32, 8), ("B1xL4096 GQA32/8", 1, 4096, 32, 8)]
+    builds = {}
+    for v in sorted(set(variants(4)) | set(variants(1))):
+        builds[v] = build(*v)
+    kernels = {}
+    for v, (tag, proc, cub) in builds.items():
+        log = proc.communicate()[0]
+        open(os.path.join(OUT, "builds.log"), "a").write(f"==== {tag}\n{log}")
+        if proc.returncode != 0:
+            print(f"BUILD {tag} failed:\n{log[-2000:]}"); continue
+        kernels[v] = Kernel(cub, v[0], v[1])
+    results = {"card": torch.cuda.get_device_name(), "rows": []}
+    # Correctness first: every variant against float64 on ragged contexts, MHA and GQA.
+    bad = 0
+    for H, HKV in ((32, 8), (32, 32), (8, 1)):
+        c = make_case([1, 17, 511, 512, 513, 1500, 2100, 33], H, HKV, seed=H + HKV)
+        ref = reference(c)
+        for v, k in kernels.items():
+            if (H // HKV) % v[0]:
+                continue
+            out = torch.full_like(c["q"], float("nan")); k(c, out); torch.cuda.synchronize()
+            err = ((out.double() - ref).norm() / ref.norm()).item()
+            if not err < 2e-3:
+                bad += 1; print(f"CHECK FAIL {v} H{H}/{HKV}: rel err {err:.2e}", flush=True)
+    print(f"checks: {bad} failures", flush=True)
+    for name, B, L, H, HKV in shapes:
+        c = make_case([L] * B, H, HKV, seed=B + L)
+        out = torch.empty_like(c["q"])
+        sd = sdpa_us(B, L, H, HKV)
+        kv_bytes = 2 * B * L * HKV * D * 2
+        rows = []
+        for v, k in kernels.items():
+            if (H // HKV) % v[0]:
+                continue
+            us = timeit(lambda: k(c, out))
+            rows.append((us, v, k.regs))
+        rows.sort()
+        base = next(r for r in rows if r[1] == variants(H // HKV)[0])
+        print(f"{name}: SDPA {sd:.1f} us ({kv_bytes / sd / 1e3:.0f} GB/s); today's {base[1]} {base[0]:.1f} us ({sd / base[0]:.2f}x SDPA)", flush=True)
+        for us, v, regs in rows[:6]:
+            print(f"   {v}: {us:.1f} us, {kv_bytes / us / 1e3:.0f} GB/s, {sd / us:.2f}x SDPA, {regs} regs", flush=True)
+        results["rows"].append(dict(shape=name, sdpa_us=sd, kv_bytes=kv_bytes, variants=[dict(group=v[0], part=v[1], unroll=v[2], us=us, regs=r) for us, v, r in rows]))
+    json.dump(results, open(os.path.join(OUT, "decode_attention_dev.json"), "w"), indent=1)
+
+if __name__ == "__main__":
+    main()
