@@ -201,3 +201,39 @@ pub fn step_cost_table(rows: &[(usize, f64)]) -> String {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ch00_serving::RunStats;
+
+    fn run(tokens_per_s: f64, reserved: u64, used: u64) -> RunOutput {
+        let stats = RunStats { tokens_per_s, steps: 10, kv_bytes_reserved: reserved, kv_bytes_used: used, ..RunStats::default() };
+        RunOutput { outputs: Vec::new(), stats, trace: Vec::new() }
+    }
+
+    #[test]
+    fn overlapping_rounds_are_marked_as_noise_and_distinct_ones_are_not() {
+        let mib = 1u64 << 20;
+        let rows = [
+            ("a", vec![run(100.0, 0, 0), run(110.0, 0, 0), run(90.0, 0, 0)]),
+            ("b", vec![run(105.0, 4 * mib, mib), run(95.0, 4 * mib, mib), run(120.0, 4 * mib, mib)]),
+            ("c", vec![run(300.0, mib, mib / 2), run(310.0, mib, mib / 2), run(290.0, mib, mib / 2)]),
+        ];
+        let t = stage_table(&rows);
+        let line = |name: &str| t.lines().find(|l| l.starts_with(&format!("| {name} |"))).unwrap().to_string();
+        assert!(line("a").contains("| 100 (90–110) | — |"), "{t}");
+        assert!(line("b").contains("| 105 (95–120) | 1.1× ≈ |"), "{t}");
+        assert!(line("b").ends_with("| 4.00 MiB | 1.00 MiB | 25.0% |"), "{t}");
+        assert!(line("c").contains("| 2.9× |") && !line("c").contains('≈'), "{t}");
+        assert!(line("a").ends_with("| — |"), "nothing reserved, no share: {t}");
+        assert!(t.contains("median of 3 rounds") && t.contains("≈: the two stages"), "{t}");
+    }
+
+    #[test]
+    fn one_round_shows_no_spread() {
+        let t = stage_table(&[("a", vec![run(100.0, 0, 0)]), ("b", vec![run(99.0, 0, 0)])]);
+        assert!(!t.contains('≈') && !t.contains("rounds"), "{t}");
+        assert!(t.contains("| 99.0 | 1.0× |"), "{t}");
+    }
+}
