@@ -2,7 +2,7 @@
 //! `bookgen::interview`:
 //!
 //! `cargo run --release --example interview -- [--markdown DIR] [--users N] [--gpu-mib MIB]
-//! [--reserve-gb GB] [--bandwidth-tbs TB/s] [--tflops TFLOP/s] [--tpot-ms MS] [--tight-tpot-ms MS]
+//! [--bandwidth-tbs TB/s] [--tflops TFLOP/s] [--tpot-ms MS] [--tight-tpot-ms MS]
 //! [--ttft-ms MS] [--fp8-tflops TFLOP/s] [--max-len TOKENS]`
 //!
 //! With `--markdown DIR` it writes `cheatsheet-*.md` and `mock-*.md` there (the book uses
@@ -22,7 +22,6 @@ fn parse_args() -> Result<(Inputs, Option<PathBuf>)> {
             "--markdown" => dir = Some(PathBuf::from(value()?)),
             "--users" => inputs.users = value()?.parse()?,
             "--gpu-mib" => inputs.gpu_mib = value()?.parse()?,
-            "--reserve-gb" => inputs.reserve_gb = value()?.parse()?,
             "--bandwidth-tbs" => inputs.bandwidth_tbs = value()?.parse()?,
             "--tflops" => inputs.tflops = value()?.parse()?,
             "--tpot-ms" => inputs.tpot_ms = value()?.parse()?,

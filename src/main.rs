@@ -233,31 +233,40 @@ fn stream_one(
 }
 // ANCHOR_END: stream_one
 
+/// Rounds of the tour: every stage runs the workload this many times, in alternating order, so
+/// that the table can show each stage's median speed and its spread.
+const TOUR_ROUNDS: usize = 5;
+
 /// The tour: every stage on the default model over a small fixed workload, side by side.
 fn tour() -> Result<()> {
     let loaded = load_model(None, None)?;
     let requests = report::tour_requests(&loaded, 48)?;
     println!("kvserve tour — model {} ({} params)", loaded.source, loaded.model.config.param_count());
-    println!("workload: {} prompts, {} new tokens each, greedy\n", requests.len(), requests[0].max_new_tokens);
-    let stages = kvserve::stages();
-    let bar = ProgressBar::new(stages.len() as u64)
+    println!("workload: {} prompts, {} new tokens each, greedy, {TOUR_ROUNDS} rounds\n", requests.len(), requests[0].max_new_tokens);
+    let mut stages = kvserve::stages();
+    let bar = ProgressBar::new((TOUR_ROUNDS * stages.len()) as u64)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let mut rows = Vec::new();
-    for mut engine in stages {
-        bar.set_message(engine.name());
-        rows.push((engine.name(), engine.run(&loaded.model, &requests, &RunOptions::default())?));
-        bar.inc(1);
+    let mut runs: Vec<Vec<_>> = stages.iter().map(|_| Vec::new()).collect();
+    for round in 0..TOUR_ROUNDS {
+        // Forward in even rounds, backward in odd ones: no stage always runs first or last.
+        let order: Vec<usize> = if round % 2 == 0 { (0..stages.len()).collect() } else { (0..stages.len()).rev().collect() };
+        for i in order {
+            bar.set_message(format!("round {}: {}", round + 1, stages[i].name()));
+            runs[i].push(stages[i].run(&loaded.model, &requests, &RunOptions::default())?);
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
+    let rows: Vec<(&str, Vec<_>)> = stages.iter().map(|e| e.name()).zip(runs).collect();
     println!("{}", bookgen::bench::stage_table(&rows));
-    let same = rows.windows(2).all(|w| {
-        let (a, b) = (&w[0].1.outputs, &w[1].1.outputs);
+    let same = rows.iter().flat_map(|(_, r)| r).collect::<Vec<_>>().windows(2).all(|w| {
+        let (a, b) = (&w[0].outputs, &w[1].outputs);
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.tokens == y.tokens)
     });
     println!("every stage generated the same tokens: {}", if same { "yes" } else { "NO" });
     println!("(equal-length requests: batching helps, continuous batching cannot beat static here;");
     println!(" `kvserve bench` runs the long-tailed workload and the capacity comparison)\n");
-    let (_, last) = rows.last().context("no stages")?;
+    let last = rows.last().and_then(|(_, r)| r.first()).context("no stages")?;
     for (req, out) in requests.iter().zip(&last.outputs) {
         println!("--- request {} ---\n{}{}\n", req.id, loaded.decode(&req.prompt)?, loaded.decode(&out.tokens)?);
     }

@@ -197,7 +197,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let new_tokens = if args.quick { 32 } else { 128 };
     let requests = tour_requests(&loaded, new_tokens)?;
     let single = run_stages(&loaded.model, &requests, kvserve::stages_with(&prefill).into_iter().take(2).collect(), "single stream")?;
-    let single_md = format!("{}{}", stage_table(&single), rows_vs_time(&single[0].1, &single[1].1));
+    let one_round: Vec<(&str, Vec<RunOutput>)> = single.iter().map(|(n, r)| (*n, vec![r.clone()])).collect();
+    let single_md = format!("{}{}", stage_table(&one_round), rows_vs_time(&single[0].1, &single[1].1));
     println!("## One request at a time — model {}, {} prompts × {new_tokens} new tokens\n\n{single_md}", loaded.source, requests.len());
 
     // 2. Batching: every stage from ch02 on, on the exponential-output workload and the bench model.

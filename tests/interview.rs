@@ -23,7 +23,6 @@ fn bad_inputs_are_errors() {
     for bad in [
         Inputs { users: 0, ..Inputs::default() },
         Inputs { gpu_mib: f64::NAN, ..Inputs::default() },
-        Inputs { reserve_gb: -1.0, ..Inputs::default() },
         Inputs { tpot_ms: 0.0, ..Inputs::default() },
         Inputs { gpu_mib: 1e300, ..Inputs::default() },
     ] {
@@ -33,8 +32,8 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn a_card_too_small_for_any_layout_says_so() {
-    // 20 GB (19,073 MiB) cards: an 8-way group's share of the weights and the reserve alone
-    // exceed a card.
+    // 20 GB (19,073 MiB) cards: an 8-way group's share of the weights alone exceeds the share of
+    // a card the card model gives the engine.
     let tables = files(&Inputs { gpu_mib: 19_073.0, ..Inputs::default() }).unwrap();
     let designs = &tables.iter().find(|(n, _)| *n == "mock-designs.md").unwrap().1;
     assert!(designs.contains("No layout here meets 50 ms"), "{designs}");

@@ -37,6 +37,18 @@ pub fn engine_buffers(config: &LlamaConfig, max_len: usize) -> u64 {
     ch06_cuda::model::buffer_bytes::<half::f16>(config, &cap) + CUDA_CONTEXT_BYTES
 }
 
+/// One rank's slice of `config` under `tp`-way tensor parallelism: 1/tp of the query heads, the
+/// KV heads (at least one) and the MLP; the hidden size and the vocabulary stay whole.
+pub fn tp_shard(config: &LlamaConfig, tp: usize) -> LlamaConfig {
+    let tp = tp.max(1);
+    LlamaConfig {
+        num_attention_heads: (config.num_attention_heads / tp).max(1),
+        num_key_value_heads: (config.num_key_value_heads / tp).max(1),
+        intermediate_size: config.intermediate_size / tp,
+        ..config.clone()
+    }
+}
+
 /// `config` on `card`, weights and KV stored in the precisions given, contexts up to `max_len`.
 pub fn card_budget(card: Card, name: &str, config: &LlamaConfig, weights: Precision, kv: Precision, max_len: usize) -> CardBudget {
     let weight_bytes = config.param_count() * weights.bits() / 8;

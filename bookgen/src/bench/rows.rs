@@ -35,7 +35,11 @@ pub struct StageRow {
     pub slot_utilisation: f64,
     pub wasted_slot_steps: u64,
     pub preemptions: usize,
+    /// The KV pool the engine allocated.
     pub kv_bytes_allocated: u64,
+    /// Peak KV bytes reserved for the running requests (slots × `max_len`, or blocks held).
+    pub kv_bytes_reserved: u64,
+    /// Peak KV bytes holding tokens.
     pub kv_bytes_used: u64,
 }
 
@@ -88,6 +92,7 @@ impl StageRow {
             wasted_slot_steps: s.wasted_slot_steps,
             preemptions: s.preemptions,
             kv_bytes_allocated: s.kv_bytes_allocated,
+            kv_bytes_reserved: s.kv_bytes_reserved,
             kv_bytes_used: s.kv_bytes_used,
         }
     }

@@ -7,7 +7,8 @@
 use crate::interview::inputs::Inputs;
 use crate::interview::sizing::{f16_config, mock_lengths, TP};
 use anyhow::Result;
-use ch00_model::{kv_bytes_per_token, DType, LlamaConfig};
+use crate::card::{engine_buffers, tp_shard};
+use ch00_model::{kv_bytes_per_token, DType};
 
 /// Where the prompts are prefilled.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,11 +101,12 @@ pub fn designs(i: &Inputs) -> Result<Vec<Design>> {
     let mut out = Vec::new();
     for (dtype, bytes, peak) in [("fp16", 2u64, i.tflops), ("FP8", 1, i.fp8_tflops)] {
         for tp in TP {
-            let shard = LlamaConfig { num_key_value_heads: c.num_key_value_heads / tp, ..c.clone() };
+            let shard = tp_shard(&c, tp);
             let kv_token = (kv_bytes_per_token(&shard, DType::F16) / 2 * bytes) as f64;
             let weights_card = (params * bytes) as f64 / tp as f64;
-            let budget = i.gpu_bytes() as f64 - weights_card - i.reserve_gb * 1e9;
-            let held = if budget > 0.0 { (budget / kv_token / total) as u64 } else { 0 };
+            // The card model: fp16 activations whatever the weights' precision.
+            let budget = i.kv_budget(weights_card as u64, engine_buffers(&shard, i.max_len)) as f64;
+            let held = (budget / kv_token / total) as u64;
             if held == 0 {
                 continue;
             }

@@ -1,6 +1,7 @@
 //! The interview's inputs (users, card, latency targets) and their validation.
 
 use anyhow::Result;
+use ch00_model::{Card, GPU_MEMORY_UTILIZATION, H100_80GB, H200_141GB};
 
 /// The interview's inputs. The card's figures are datasheet values (inputs, not measurements).
 #[derive(Debug, Clone, PartialEq)]
@@ -8,8 +9,10 @@ pub struct Inputs {
     pub users: usize,
     /// The card's memory in MiB, as `nvidia-smi` reports it: HBM is sized in binary units, so an
     /// "80 GB" H100 has 81,559 MiB (85.5 GB), not 80 × 10^9 bytes.
+    /// The KV budget of each card is the book's card model ([`crate::card`]):
+    /// [`GPU_MEMORY_UTILIZATION`] of it, minus its share of the weights and the buffers chapter
+    /// 6's engine allocates for that share.
     pub gpu_mib: f64,
-    pub reserve_gb: f64,
     pub bandwidth_tbs: f64,
     pub tflops: f64,
     pub tpot_ms: f64,
@@ -24,14 +27,13 @@ pub struct Inputs {
 
 impl Default for Inputs {
     /// 256 concurrent users of Llama-3-70B on "80 GB" H100 SXM cards (81,559 MiB as nvidia-smi
-    /// reports it, 3.35 TB/s HBM3, 989 dense bf16 TFLOP/s), 4 GB per card kept for activations and the CUDA context, 50 ms per output
-    /// token (20 ms in the follow-up), the first token within 1 s, contexts capped at 4,096 tokens;
-    /// 1,979 dense FP8 TFLOP/s for the FP8 designs.
+    /// reports it, 3.35 TB/s HBM3, 989 dense bf16 TFLOP/s), 50 ms per output token (20 ms in the
+    /// follow-up), the first token within 1 s, contexts capped at 4,096 tokens; 1,979 dense FP8
+    /// TFLOP/s for the FP8 designs.
     fn default() -> Self {
         Inputs {
             users: 256,
-            gpu_mib: ch00_model::H100_80GB.mib as f64,
-            reserve_gb: 4.0,
+            gpu_mib: H100_80GB.mib as f64,
             bandwidth_tbs: 3.35,
             tflops: 989.0,
             tpot_ms: 50.0,
@@ -50,12 +52,9 @@ impl Inputs {
         if self.users == 0 || self.max_len == 0 || positive.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
             anyhow::bail!("users, max_len, gpu_mib, bandwidth_tbs, tflops, fp8_tflops, tpot_ms, tight_tpot_ms and ttft_ms must be positive");
         }
-        if !(self.reserve_gb.is_finite() && self.reserve_gb >= 0.0) {
-            anyhow::bail!("reserve_gb must be at least 0");
-        }
         // Sizes stay far from u64's limit (a group of 8 such cards included).
-        if self.gpu_mib > 1e9 || self.reserve_gb > 1e6 || self.max_len > 1 << 30 {
-            anyhow::bail!("gpu_mib must be at most 10^9 MiB, reserve_gb at most 10^6 GB, max_len at most 2^30 tokens");
+        if self.gpu_mib > 1e9 || self.max_len > 1 << 30 {
+            anyhow::bail!("gpu_mib must be at most 10^9 MiB, max_len at most 2^30 tokens");
         }
         Ok(())
     }
@@ -63,6 +62,18 @@ impl Inputs {
     /// The card's memory in bytes (`gpu_mib` × 2^20).
     pub fn gpu_bytes(&self) -> u64 {
         (self.gpu_mib * MIB) as u64
+    }
+
+    /// The card as ch00's card model names it: one of its named cards when `gpu_mib` is theirs.
+    pub fn card(&self) -> Card {
+        let mib = self.gpu_mib.round() as u64;
+        [H100_80GB, H200_141GB].into_iter().find(|c| c.mib == mib).unwrap_or(Card { name: "GPU", mib })
+    }
+
+    /// What one card of a `tp`-way group keeps for the KV cache by the card model: its share of
+    /// the card, minus `weights` (its share of them) and `buffers`; 0 when they do not fit.
+    pub fn kv_budget(&self, weights: u64, buffers: u64) -> u64 {
+        self.card().kv_budget(GPU_MEMORY_UTILIZATION, weights, buffers)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::interview::sizing::{
 };
 use anyhow::Result;
 use crate::card::card_budget;
-use ch00_model::{Card, DType, MemoryPlan, Precision, GPU_MEMORY_UTILIZATION};
+use ch00_model::{DType, MemoryPlan, Precision, GPU_MEMORY_UTILIZATION};
 use crate::units::thousands;
 use std::fmt::Write;
 
@@ -46,7 +46,6 @@ fn footer(i: &Inputs) -> String {
     for (flag, v, dv) in [
         ("--users", i.users as f64, d.users as f64),
         ("--gpu-mib", i.gpu_mib, d.gpu_mib),
-        ("--reserve-gb", i.reserve_gb, d.reserve_gb),
         ("--bandwidth-tbs", i.bandwidth_tbs, d.bandwidth_tbs),
         ("--tflops", i.tflops, d.tflops),
         ("--tpot-ms", i.tpot_ms, d.tpot_ms),
@@ -83,7 +82,7 @@ fn gb(b: u64) -> String {
 fn cheatsheet_memory(i: &Inputs) -> Result<String> {
     let mut o = String::new();
     let len = i.max_len as u64;
-    let card = Card { name: "H100 80GB", mib: i.gpu_mib.round() as u64 };
+    let card = i.card();
     writeln!(o, "| shape (fp16) | layers | query / KV heads | head_dim | KV per token | KV per {}-token request | weights | KV budget on one {} card | {}-token requests in it |", thousands(len), card_size(i), thousands(len))?;
     writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for name in ["llama-7b", "llama3-8b", "llama3-70b"] {
@@ -175,7 +174,7 @@ fn mock_inputs(i: &Inputs) -> Result<String> {
     let mean_out = total - prompt;
     let rate = crate::interview::compute::arrival_rate(i, mean_out);
     writeln!(o, "| arrivals | each user sends a new request when the last one ends, so by Little's law λ = users ÷ (mean output × TPOT) = {} ÷ ({:.0} × {:.0} ms) = **{rate:.1} requests/s**, {} prompt tokens/s to prefill |", i.users, mean_out, i.tpot_ms, thousands((rate * prompt).round() as u64))?;
-    writeln!(o, "| card | {} (the \"80 GB\" H100 SXM as `nvidia-smi` reports it), of which {:.0} GB kept for activations and the CUDA context; {} TB/s memory bandwidth, {:.0} dense bf16 TFLOP/s, {:.0} dense FP8 TFLOP/s (datasheet figures) |", card_size(i), i.reserve_gb, i.bandwidth_tbs, i.tflops, i.fp8_tflops)?;
+    writeln!(o, "| card | {} (the \"80 GB\" H100 SXM as `nvidia-smi` reports it), of which the engine takes {GPU_MEMORY_UTILIZATION} (the book's card model, appendix A): the KV budget of a card is that share minus its slice of the weights and chapter 6's buffers for that slice; {} TB/s memory bandwidth, {:.0} dense bf16 TFLOP/s, {:.0} dense FP8 TFLOP/s (datasheet figures) |", card_size(i), i.bandwidth_tbs, i.tflops, i.fp8_tflops)?;
     Ok(o)
 }
 
@@ -183,19 +182,20 @@ fn mock_per_card(i: &Inputs) -> Result<String> {
     let (c, weights) = f16_config("llama3-70b")?;
     let (prompt, total) = mock_lengths(i, c.vocab_size);
     let mut o = String::new();
-    writeln!(o, "| tensor parallel | weights per card | KV budget per card | KV per token per card | tokens held | blocks of 16 per card | {}-token slots | requests of {} tokens | decode floor, weights only | prefill floor, {}-token prompt |", thousands(i.max_len as u64), thousands(total.round() as u64), thousands(prompt.round() as u64))?;
-    writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(o, "| tensor parallel | weights per card | buffers per card | KV budget per card | KV per token per card | tokens held | blocks of 16 per card | {}-token slots | requests of {} tokens | decode floor, weights only | prefill floor, {}-token prompt |", thousands(i.max_len as u64), thousands(total.round() as u64), thousands(prompt.round() as u64))?;
+    writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for tp in TP {
         let card = per_card(&c, weights, tp, i)?;
-        if card.kv_budget <= 0 {
-            writeln!(o, "| {tp} | {} | none: the weights do not fit | {} | — | — | — | — | — | — |", gb(card.weights), kib(card.kv_per_token))?;
+        if card.kv_budget == 0 {
+            writeln!(o, "| {tp} | {} | {} | none: the weights do not fit | {} | — | — | — | — | — | — |", gb(card.weights), gb(card.buffers), kib(card.kv_per_token))?;
             continue;
         }
         writeln!(
             o,
-            "| {tp} | {} | {} | {} | {} | {} | {} | {} | {:.1} ms | {:.0} ms |",
+            "| {tp} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} ms | {:.0} ms |",
             gb(card.weights),
-            gb(card.kv_budget as u64),
+            gb(card.buffers),
+            gb(card.kv_budget),
             kib(card.kv_per_token),
             thousands(card.tokens),
             thousands(card.blocks),

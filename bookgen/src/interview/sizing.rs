@@ -7,7 +7,8 @@ use crate::capacity::spec::AccountingSpec;
 use crate::interview::inputs::Inputs;
 use crate::shape::Shape;
 use anyhow::Result;
-use ch00_model::{kv_bytes_per_token, DType, LlamaConfig};
+use crate::card::{engine_buffers, tp_shard};
+use ch00_model::{kv_bytes_per_token, DType, LlamaConfig, GPU_MEMORY_UTILIZATION};
 use ch00_serving::{Arrivals, LengthDist, WorkloadSpec};
 use ch05_paged_attention::blocks_for_budget;
 
@@ -42,10 +43,12 @@ pub fn mock_lengths(i: &Inputs, vocab: usize) -> (f64, f64) {
 
 // ANCHOR: per_card
 /// Tensor parallelism over `tp` cards: each card holds 1/tp of the weights and 1/tp of the KV
-/// heads, so 1/tp of every token's KV. The KV budget of a card is what the weights leave.
+/// heads, so 1/tp of every token's KV. The KV budget of a card is the card model's: its share of
+/// the card, minus the weights and the engine's buffers for that slice (`crate::card`).
 pub struct PerCard {
     pub weights: u64,
-    pub kv_budget: i64,
+    pub buffers: u64,
+    pub kv_budget: u64,
     pub kv_per_token: u64,
     /// Tokens of context the whole group holds (every card holds its slice of each).
     pub tokens: u64,
@@ -53,14 +56,14 @@ pub struct PerCard {
 }
 
 pub fn per_card(c: &LlamaConfig, weights: u64, tp: usize, i: &Inputs) -> Result<PerCard> {
-    let shard = LlamaConfig { num_key_value_heads: c.num_key_value_heads / tp, ..c.clone() };
+    let shard = tp_shard(c, tp);
     let kv_per_token = kv_bytes_per_token(&shard, DType::F16);
     let weights = weights / tp as u64;
-    let kv_budget = i.gpu_bytes() as i64 - weights as i64 - (i.reserve_gb * GB) as i64;
-    let tokens = if kv_budget > 0 { kv_budget as u64 / kv_per_token } else { 0 };
-    let blocks =
-        if kv_budget > 0 { blocks_for_budget(&shard, 16, kv_budget as u64, DType::F16)? as u64 } else { 0 };
-    Ok(PerCard { weights, kv_budget, kv_per_token, tokens, blocks })
+    let buffers = engine_buffers(&shard, i.max_len);
+    let kv_budget = i.kv_budget(weights, buffers);
+    let tokens = kv_budget / kv_per_token;
+    let blocks = if kv_budget > 0 { blocks_for_budget(&shard, 16, kv_budget, DType::F16)? as u64 } else { 0 };
+    Ok(PerCard { weights, buffers, kv_budget, kv_per_token, tokens, blocks })
 }
 // ANCHOR_END: per_card
 
@@ -115,16 +118,16 @@ pub fn layouts(i: &Inputs, tpot_ms: f64) -> Result<Vec<Layout>> {
     let mut out = Vec::new();
     for tp in TP {
         let card = per_card(&c, weights, tp, i)?;
-        if card.kv_budget <= 0 {
+        if card.kv_budget == 0 {
             continue;
         }
-        // The group as one big card: tp × the card, tp × the reserve, all the weights.
+        // The group as one big card: tp × the card's share, tp × the buffers, all the weights.
         let spec = AccountingSpec {
             shape: Shape { name: "llama3-70b".into(), config: c.clone() },
             dtype: DType::F16,
-            gpu_bytes: tp as u64 * i.gpu_bytes(),
+            gpu_bytes: tp as u64 * (i.gpu_bytes() as f64 * GPU_MEMORY_UTILIZATION) as u64,
             weight_bytes: weights,
-            reserve_bytes: tp as u64 * (i.reserve_gb * GB) as u64,
+            reserve_bytes: tp as u64 * card.buffers,
             max_len: i.max_len,
             block_size: 16,
             workload: mock_workload(i),

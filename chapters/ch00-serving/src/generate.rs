@@ -32,12 +32,12 @@ pub fn example_run(engine: &mut dyn Engine) -> std::result::Result<(String, Stri
     let text = texts.swap_remove(0);
     let s = &run.stats;
     let summary = format!(
-        "[{}: {} tokens in {:.3} s = {:.1} tokens/s; KV allocated {} B, used {} B; model {}]",
+        "[{}: {} tokens in {:.3} s = {:.1} tokens/s; KV reserved {} B, used {} B; model {}]",
         engine.name(),
         s.generated_tokens,
         s.wall_s,
         s.tokens_per_s,
-        s.kv_bytes_allocated,
+        s.kv_bytes_reserved,
         s.kv_bytes_used,
         loaded.source
     );

@@ -11,7 +11,7 @@
 //!
 //!   gpu_bench --out DIR [--sections a,b,c,d,e] [--model DIR --workload FILE --max-requests N]
 
-use ch00_model::{kv_bytes_per_token, AttnShape, DType, LlamaConfig};
+use ch00_model::{kv_bytes_per_token, AttnShape, DType, LlamaConfig, CUDA_CONTEXT_BYTES, GPU_MEMORY_UTILIZATION, H100_80GB};
 use ch00_serving::{Engine, Request, RunOptions};
 use ch04_continuous_batching::SchedulerConfig as SlotConfig;
 use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig};
@@ -186,23 +186,22 @@ fn throughput(gpu: &Gpu, out: &Path, head: &Value, model_dir: &Path, workload: &
 // ANCHOR_END: throughput
 
 const GIB: f64 = (1u64 << 30) as f64;
-/// The CUDA context, cuBLAS handle and its workspace: about half a GiB on an H100 (counted, not measured).
-const CUDA_CONTEXT_BYTES: f64 = 512.0 * (1u64 << 20) as f64;
 
 // ANCHOR: scenario
 /// 7B weights and 16 requests of up to 8K tokens each, in the KV budget an 80 GB card leaves
-/// (90% of an H100's 81,559 MiB, minus the weights and buffers measured here). Contiguous slots
-/// (chapter 4) reserve 8K tokens per request; the paged engine holds only what each request has.
+/// (ch00's card model: `GPU_MEMORY_UTILIZATION` of `H100_80GB`, minus the weights and the
+/// buffers counted here). Contiguous slots (chapter 4) reserve 8K tokens per request; the paged
+/// engine holds only what each request has.
 fn scenario(out: &Path, head: &Value) -> Res<()> {
     let c = LlamaConfig { max_position_embeddings: 8192, ..LlamaConfig::named("llama-7b")? };
     let max_len = 8192;
-    let h100_bytes = 81_559.0 * (1u64 << 20) as f64;
+    let h100_bytes = H100_80GB.bytes() as f64;
     let per_token = kv_bytes_per_token(&c, DType::F16);
     let weights = ch06_cuda::weights::weight_bytes::<half::f16>(&c) as f64;
     // The engine's activation buffers at its defaults (4096 tokens, 256 sequences per pass).
     let cap = ch06_cuda::engine::capacity(16, max_len, 4096, 256);
-    let activations = ch06_cuda::model::buffer_bytes::<half::f16>(&c, &cap) as f64 + CUDA_CONTEXT_BYTES;
-    let budget = 0.9 * h100_bytes - weights - activations;
+    let activations = (ch06_cuda::model::buffer_bytes::<half::f16>(&c, &cap) + CUDA_CONTEXT_BYTES) as f64;
+    let budget = H100_80GB.kv_budget(GPU_MEMORY_UTILIZATION, weights as u64, activations as u64) as f64;
     let block = 16usize;
     let num_blocks = (budget / (block as f64 * per_token as f64)).floor() as usize;
     // Chapter 4's rule: a slot per request, each reserving max_len tokens.

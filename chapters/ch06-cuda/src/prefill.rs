@@ -34,7 +34,8 @@ pub const WGMMA_HEAD_DIMS: [usize; 2] = [64, 128];
 /// no overlap. At the 7B shape on an H200 it was the fastest of the shapes tried, 277 TFLOP/s at
 /// B1×L4096 and 308 at B8×L2048 (0.57× and 0.61× PyTorch SDPA in the same run); the overlapped
 /// version came second (259, 290): with three warpgroups on the SM, one's softmax already runs
-/// under another's products. Numbers and how to rerun them: chapters/ch06-cuda/WGMMA.md.
+/// under another's products. Rerun: scripts/gpu_prefill_wgmma.sh; the development log:
+/// `git show d4b9275:chapters/ch06-cuda/WGMMA.md`.
 pub const DEFAULT_WGMMA: PrefillVersion = PrefillVersion::Wgmma { warpgroups: 3, keys: 64, stages: 2, overlap: false };
 /// What [`PrefillKernels::new`] is asked for by the engine: the first that compiles here is used.
 pub const DEFAULT_VERSIONS: [PrefillVersion; 2] = [DEFAULT_WGMMA, DEFAULT_TC];

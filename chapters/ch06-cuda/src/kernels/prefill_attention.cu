@@ -414,6 +414,7 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS) prefill_attention_tc(
 #endif
 typedef unsigned long long u64;
 
+// ANCHOR: wgmma_smem
 // Shared-memory tiles are in the 128-byte-swizzle layout the descriptors describe: a tile of R
 // rows × HEAD_DIM is HEAD_DIM / 64 column blocks of R rows × 128 bytes, and in each group of 8
 // rows (1024 bytes, 1024-aligned) the 16-byte chunk c of row r sits at chunk c ^ (r % 8), so the
@@ -426,8 +427,12 @@ __device__ __forceinline__ unsigned swz(int rows, int r, int c) {
 // K-major operands (Q, K: the k index runs along a row) ignore LBO; for V, read N-major (its
 // rows are keys, k; head dims, n, run along them), LBO is the step to the next 64 columns.
 __device__ __forceinline__ u64 sw128_desc(unsigned addr, unsigned lbo) {
-    return (u64)((addr & 0x3FFFF) >> 4) | (u64)((lbo & 0x3FFFF) >> 4) << 16 | (u64)(1024 >> 4) << 32 | 1ull << 62;
+    return (u64)((addr & 0x3FFFF) >> 4)        // bits 0-13: start address
+         | (u64)((lbo & 0x3FFFF) >> 4) << 16   // bits 16-29: leading-dimension byte offset
+         | (u64)(1024 >> 4) << 32              // bits 32-45: stride byte offset
+         | 1ull << 62;                         // bits 62-63: 128-byte swizzle
 }
+// ANCHOR_END: wgmma_smem
 __device__ __forceinline__ void cp_async16_s(unsigned dst, const void* src, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
@@ -565,12 +570,15 @@ extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) prefill_attention_wg
     #pragma unroll
     for (int i = 0; i < WBK / 16; i++) pf[i][0] = pf[i][1] = pf[i][2] = pf[i][3] = 0u;
 
+    // ANCHOR: wgmma_pv_issue
     auto issue_pv = [&](int tile) {  // O += P · V of `tile` (P from registers)
         const u64 v_desc = sw128_desc(vs + (tile % STAGES) * TILE, WBK * 128);
         #pragma unroll
-        for (int kk = 0; kk < WBK / 16; kk++) wgmma_pv(o, pf[kk], v_desc + ((kk * 16 * 128) >> 4), T());
+        for (int kk = 0; kk < WBK / 16; kk++)  // 16 keys per instruction
+            wgmma_pv(o, pf[kk], v_desc + ((kk * 16 * 128) >> 4), T());
         wgmma_commit();
     };
+    // ANCHOR_END: wgmma_pv_issue
     for (int j = 0; j < n_tiles; j++) {
         cp_async_wait<STAGES - LAG - 1>();  // this thread's copies of tile j have landed,
         fence_proxy_async();                // are visible to the tensor cores,
@@ -579,7 +587,9 @@ extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) prefill_attention_wg
         cp_async_commit();
         const int next_page = fetch_page(j + STAGES - LAG + 1);  // stored at the bottom
         if (j < n_mine) {
-            // S = Q Kᵀ over HEAD_DIM in k-steps of 16: 64-element column blocks, then 32 bytes within.
+            // ANCHOR: wgmma_qk_issue
+            // S = Q Kᵀ over HEAD_DIM in k-steps of 16: 64-element column blocks, then 32 bytes
+            // within one.
             const u64 k_desc = sw128_desc(ks + (j % STAGES) * TILE, 16);
             wgmma_fence();
             #pragma unroll
@@ -587,6 +597,7 @@ extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) prefill_attention_wg
                 wgmma_qk(sc, q_desc + (((kk / 4) * WBQ * 128 + (kk % 4) * 32) >> 4),
                          k_desc + (((kk / 4) * WBK * 128 + (kk % 4) * 32) >> 4), kk > 0, T());
             wgmma_commit();
+            // ANCHOR_END: wgmma_qk_issue
 #if OVERLAP
             // The previous tile's P · V runs while this tile's softmax does. At tile 0 it is
             // P = 0 times V of tile 0 (finite data): issuing it unconditionally keeps every wgmma
