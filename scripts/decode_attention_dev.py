@@ -29,39 +29,42 @@ cu.cuFuncGetAttribute.argtypes = [ctypes.POINTER(c_int), c_int, c_void_p]
 KDIR = os.path.join(ROOT, "chapters", "ch06-cuda", "src", "kernels")
 SRC = open(os.path.join(KDIR, "common.cuh")).read() + "\n" + open(os.path.join(KDIR, "paged_attention.cu")).read()
 open(os.path.join(WORK, "full.cu"), "w").write(SRC)
-D, BS = 128, 16
+BS = 16
 
 def ck(r, what):
     if r != 0:
         raise RuntimeError(f"{what}: CUresult {r}")
 
 def variants(group):
-    """(GROUP, PART, UNROLL) to try for a query-head group of `group`; the first is today's choice."""
-    out = [(min(group, 8) if group > 1 else 1, 512, 8)]
-    for g in sorted({1, 2, 4, 8} & {x for x in range(1, group + 1) if group % x == 0}):
-        for part in (128, 256, 512, 1024):
-            for un in (4, 8):
-                if (g, part, un) not in out:
-                    out.append((g, part, un))
+    """(kind, GROUP, PART, UNROLL) to try for a query-head group of `group`; the first is today's
+    choice (kernels.rs group_chunk, PART 512), "tc" the tensor-core kernel."""
+    g0 = min(group, 8)
+    out = [("cc", g0, 512, 8)]
+    for part in (128, 256, 512):
+        out.append(("tc", g0, part, 8))
+    for part in (256, 512):
+        out.append(("cc", g0, part, 4))
     return out
 
-def build(g, part, un):
-    tag = f"g{g}_p{part}_u{un}"
+def build(D, kind, g, part, un):
+    tag = f"d{D}_{kind}_g{g}_p{part}_u{un}"
     cub = os.path.join(WORK, tag + ".cubin")
-    cmd = ["/usr/local/cuda/bin/nvcc", "-cubin", "-arch=sm_90", "-O3", "--std=c++17", "-Xptxas", "-v", "-DDTYPE=f16",
+    tc = ["-DDECODE_TC=1"] if kind == "tc" else []
+    cmd = ["/usr/local/cuda/bin/nvcc", "-cubin", "-arch=sm_90", "-O3", "--std=c++17", "-Xptxas", "-v", "-DDTYPE=f16", *tc,
            f"-DHEAD_DIM={D}", f"-DGROUP={g}", f"-DPART={part}", f"-DUNROLL={un}", "-o", cub, os.path.join(WORK, "full.cu")]
     return tag, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), cub
 
 class Kernel:
-    def __init__(self, cub, g, part):
+    def __init__(self, cub, D, kind, g, part):
         self.mod = c_void_p(); ck(cu.cuModuleLoadData(byref(self.mod), open(cub, "rb").read()), "load")
-        self.attn = c_void_p(); ck(cu.cuModuleGetFunction(byref(self.attn), self.mod, b"paged_attention"), "fn")
+        name = b"paged_attention_tc" if kind == "tc" else b"paged_attention"
+        self.attn = c_void_p(); ck(cu.cuModuleGetFunction(byref(self.attn), self.mod, name), "fn")
         self.red = c_void_p(); ck(cu.cuModuleGetFunction(byref(self.red), self.mod, b"paged_attention_reduce"), "fn")
         r = c_int(); cu.cuFuncGetAttribute(byref(r), 4, self.attn); self.regs = r.value
-        self.g, self.part, self.nt = g, part, max(D, 128)
+        self.D, self.g, self.part, self.nt = D, g, part, (128 if kind == "tc" else max(D, 128))
 
     def __call__(self, c, out):
-        H, HKV, n = c["H"], c["HKV"], c["n"]
+        H, HKV, n, D = c["H"], c["HKV"], c["n"], self.D
         mp = (c["max_ctx"] + self.part - 1) // self.part
         if "po" not in c or c["po"].shape[2] != mp:
             c["po"] = torch.empty(n, H, mp, D, dtype=torch.float32, device=dev)
@@ -75,7 +78,7 @@ class Kernel:
         b = [ptr(c["po"]), ptr(c["pml"]), ptr(c["ctx"]), ptr(out), c_int(H), c_int(mp)]
         ck(cu.cuLaunchKernel(self.red, n, H, 1, D, 1, 1, 0, s, p(*b), None), "reduce")
 
-def make_case(ctxs, H, HKV, seed):
+def make_case(ctxs, H, HKV, seed, D):
     g = torch.Generator(device="cpu").manual_seed(seed)
     mb = (max(ctxs) + BS - 1) // BS
     nb = len(ctxs) * mb + 3
@@ -83,11 +86,11 @@ def make_case(ctxs, H, HKV, seed):
     vc = torch.randn(nb * BS, HKV, D, generator=g).half().to(dev)
     tables = torch.randperm(nb, generator=g)[: len(ctxs) * mb].int().view(len(ctxs), mb).to(dev)
     q = torch.randn(len(ctxs), H, D, generator=g).half().to(dev)
-    return dict(H=H, HKV=HKV, n=len(ctxs), kc=kc, vc=vc, tables=tables, max_blocks=mb, q=q, ctxs=ctxs, max_ctx=max(ctxs),
+    return dict(D=D, H=H, HKV=HKV, n=len(ctxs), kc=kc, vc=vc, tables=tables, max_blocks=mb, q=q, ctxs=ctxs, max_ctx=max(ctxs),
                 rows=torch.arange(len(ctxs), dtype=torch.int32, device=dev), ctx=torch.tensor(ctxs, dtype=torch.int32, device=dev))
 
 def reference(c):
-    H, HKV = c["H"], c["HKV"]
+    H, HKV, D = c["H"], c["HKV"], c["D"]
     out = []
     for i, L in enumerate(c["ctxs"]):
         ps = torch.arange(L, device=dev)
@@ -106,7 +109,7 @@ def timeit(fn, reps=30, warm=5):
         a.record(); fn(); b.record(); b.synchronize(); ts.append(a.elapsed_time(b) * 1e3)
     ts.sort(); return ts[len(ts) // 2]
 
-def sdpa_us(B, L, H, HKV):
+def sdpa_us(B, L, H, HKV, D):
     q = torch.randn(B, H, 1, D, dtype=torch.half, device=dev)
     k = torch.randn(B, HKV, L, D, dtype=torch.half, device=dev); v = torch.randn_like(k)
     kw = {"enable_gqa": True} if H != HKV else {}
@@ -114,49 +117,53 @@ def sdpa_us(B, L, H, HKV):
 
 def main():
     print(torch.cuda.get_device_name(), flush=True)
-    shapes = [("B64xL2048 GQA32/8", 64, 2048, 32, 8), ("B64xL2048", 64, 2048, 32, 32), ("B1xL4096", 1, 4096, 32, 32),
-              ("B16xL8192 GQA32/8", 16, 8192, 32, 8), ("B1xL4096 GQA32/8", 1, 4096, 32, 8)]
+    shapes = [("B64xL2048 GQA32/8", 64, 2048, 32, 8, 128), ("B64xL2048", 64, 2048, 32, 32, 128), ("B1xL4096", 1, 4096, 32, 32, 128),
+              ("B16xL8192 GQA32/8", 16, 8192, 32, 8, 128), ("B1xL4096 GQA32/8", 1, 4096, 32, 8, 128),
+              ("B32xL1024 GQA32/4 d64 (TinyLlama)", 32, 1024, 32, 4, 64), ("B1xL2048", 1, 2048, 32, 32, 128)]
+    groups = {(D, H // HKV) for _, _, _, H, HKV, D in shapes} | {(128, 8)}
     builds = {}
-    for v in sorted(set(variants(4)) | set(variants(1))):
-        builds[v] = build(*v)
+    for D, grp in sorted(groups):
+        for v in variants(grp):
+            builds[(D,) + v] = build(D, *v)
     kernels = {}
-    for v, (tag, proc, cub) in builds.items():
+    for key, (tag, proc, cub) in builds.items():
         log = proc.communicate()[0]
         open(os.path.join(OUT, "builds.log"), "a").write(f"==== {tag}\n{log}")
         if proc.returncode != 0:
             print(f"BUILD {tag} failed:\n{log[-2000:]}"); continue
-        kernels[v] = Kernel(cub, v[0], v[1])
+        kernels[key] = Kernel(cub, *key[:4])
     results = {"card": torch.cuda.get_device_name(), "rows": []}
-    # Correctness first: every variant against float64 on ragged contexts, MHA and GQA.
+    # Correctness first: every variant against float64 on ragged contexts.
     bad = 0
-    for H, HKV in ((32, 8), (32, 32), (8, 1)):
-        c = make_case([1, 17, 511, 512, 513, 1500, 2100, 33], H, HKV, seed=H + HKV)
+    for D, H, HKV in ((128, 32, 8), (128, 32, 32), (128, 8, 1), (64, 32, 4), (64, 32, 32)):
+        c = make_case([1, 17, 511, 512, 513, 1500, 2100, 33, 8, 16], H, HKV, seed=H + HKV + D, D=D)
         ref = reference(c)
-        for v, k in kernels.items():
-            if (H // HKV) % v[0]:
+        for key, k in kernels.items():
+            if key[0] != D or key[2] != min(H // HKV, 8):
                 continue
             out = torch.full_like(c["q"], float("nan")); k(c, out); torch.cuda.synchronize()
             err = ((out.double() - ref).norm() / ref.norm()).item()
-            if not err < 2e-3:
-                bad += 1; print(f"CHECK FAIL {v} H{H}/{HKV}: rel err {err:.2e}", flush=True)
+            ok = err < 2e-3
+            bad += not ok
+            print(f"CHECK {'ok' if ok else 'FAIL'} {key} H{H}/{HKV}: rel err {err:.2e}", flush=True)
     print(f"checks: {bad} failures", flush=True)
-    for name, B, L, H, HKV in shapes:
-        c = make_case([L] * B, H, HKV, seed=B + L)
+    for name, B, L, H, HKV, D in shapes:
+        c = make_case([L] * B, H, HKV, seed=B + L, D=D)
         out = torch.empty_like(c["q"])
-        sd = sdpa_us(B, L, H, HKV)
+        sd = sdpa_us(B, L, H, HKV, D)
         kv_bytes = 2 * B * L * HKV * D * 2
         rows = []
-        for v, k in kernels.items():
-            if (H // HKV) % v[0]:
+        for key, k in kernels.items():
+            if key[0] != D or key[2] != min(H // HKV, 8):
                 continue
             us = timeit(lambda: k(c, out))
-            rows.append((us, v, k.regs))
+            rows.append((us, key[1:], k.regs))
         rows.sort()
         base = next(r for r in rows if r[1] == variants(H // HKV)[0])
         print(f"{name}: SDPA {sd:.1f} us ({kv_bytes / sd / 1e3:.0f} GB/s); today's {base[1]} {base[0]:.1f} us ({sd / base[0]:.2f}x SDPA)", flush=True)
-        for us, v, regs in rows[:6]:
+        for us, v, regs in rows:
             print(f"   {v}: {us:.1f} us, {kv_bytes / us / 1e3:.0f} GB/s, {sd / us:.2f}x SDPA, {regs} regs", flush=True)
-        results["rows"].append(dict(shape=name, sdpa_us=sd, kv_bytes=kv_bytes, variants=[dict(group=v[0], part=v[1], unroll=v[2], us=us, regs=r) for us, v, r in rows]))
+        results["rows"].append(dict(shape=name, sdpa_us=sd, kv_bytes=kv_bytes, variants=[dict(kind=v[0], group=v[1], part=v[2], unroll=v[3], us=us, regs=r) for us, v, r in rows]))
     json.dump(results, open(os.path.join(OUT, "decode_attention_dev.json"), "w"), indent=1)
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ pub struct Kernels<T> {
     pub shape: AttnShape,
     /// Query heads one attention block handles (they share its K/V reads).
     pub group_chunk: usize,
+    /// Decode attention runs on tensor cores (`paged_attention_tc`): see [`decode_on_tensor_cores`].
+    pub decode_tc: bool,
     embedding: CudaFunction,
     gather_rows: CudaFunction,
     add_rmsnorm: CudaFunction,
@@ -78,6 +80,14 @@ pub fn group_chunk(shape: AttnShape) -> usize {
     [8, 4, 2, 1].into_iter().find(|c| group % c == 0 && warps * c * shape.head_dim * 4 <= 16 << 10).unwrap_or(1)
 }
 
+/// Whether decode attention takes the tensor-core kernel: for a GQA group of at least 2 query heads
+/// per block, half-precision K/V, head_dim a multiple of 64 and `mma.sync` (compute capability 8.0
+/// or newer). Below that ratio the CUDA-core kernel already streams K/V at full bandwidth; above
+/// it, its per-element conversions and FMAs per head become the bound.
+pub fn decode_on_tensor_cores(shape: AttnShape, dtype: &str, capability: (i32, i32)) -> bool {
+    dtype != "f32" && shape.head_dim % 64 == 0 && group_chunk(shape) >= 2 && capability.0 >= 8
+}
+
 /// Batches up to this many rows take the GEMV kernel; larger ones cuBLAS. The one definition:
 /// `gemv.cu` is compiled with `-DGEMV_MAX_N=` this (its per-row accumulators).
 pub const GEMV_MAX_N: usize = 8;
@@ -111,15 +121,19 @@ impl<T: GpuFloat> Kernels<T> {
     pub fn new(gpu: &Gpu, shape: AttnShape) -> Result<Self> {
         check_shape(shape)?;
         let chunk = group_chunk(shape);
+        let decode_tc = decode_on_tensor_cores(shape, T::C_NAME, gpu.compute_capability()?);
         let dtype = ("DTYPE", T::C_NAME.to_string());
         let common = [dtype.clone()];
         let gemv_defs = [dtype.clone(), ("GEMV_MAX_N", GEMV_MAX_N.to_string())];
-        let attn_defs = [
+        let mut attn_defs = vec![
             dtype,
             ("HEAD_DIM", shape.head_dim.to_string()),
             ("GROUP", chunk.to_string()),
             ("PART", PART.to_string()),
         ];
+        if decode_tc {
+            attn_defs.push(("DECODE_TC", "1".to_string()));
+        }
         let m = |name: &str, src: &str, defs: &[(&str, String)]| gpu.compile(name, src, defs);
         let emb = m("embedding.cu", include_str!("kernels/embedding.cu"), &common)?;
         let norm = m("rmsnorm.cu", include_str!("kernels/rmsnorm.cu"), &common)?;
@@ -132,6 +146,7 @@ impl<T: GpuFloat> Kernels<T> {
         Ok(Kernels {
             shape,
             group_chunk: chunk,
+            decode_tc,
             embedding: gpu.function(&emb, "embedding")?,
             gather_rows: gpu.function(&emb, "gather_rows")?,
             add_rmsnorm: gpu.function(&norm, "add_rmsnorm")?,
@@ -139,7 +154,7 @@ impl<T: GpuFloat> Kernels<T> {
             copy_blocks: gpu.function(&rope, "copy_blocks")?,
             silu_mul: gpu.function(&silu, "silu_mul")?,
             argmax: gpu.function(&arg, "argmax")?,
-            attention: gpu.function(&attn, "paged_attention")?,
+            attention: gpu.function(&attn, if decode_tc { "paged_attention_tc" } else { "paged_attention" })?,
             attention_reduce: gpu.function(&attn, "paged_attention_reduce")?,
             fill_uniform: gpu.function(&init, "fill_uniform")?,
             fill_const: gpu.function(&init, "fill_const")?,
@@ -259,7 +274,7 @@ impl<T: GpuFloat> Kernels<T> {
     ) -> Result<()> {
         let s = self.shape;
         let chunks = s.heads / s.kv_heads / self.group_chunk;
-        let threads = s.head_dim.max(128) as u32;
+        let threads = if self.decode_tc { 128 } else { s.head_dim.max(128) as u32 };
         let grid = (u32_of("queries", n_q)?, (s.kv_heads * chunks) as u32, u32_of("partitions", parts)?);
         let (heads, kv_heads) = (i32_of("heads", s.heads)?, i32_of("kv_heads", s.kv_heads)?);
         let (bs, mb, mp) = (i32_of("block_size", block_size)?, i32_of("max_blocks", max_blocks)?, i32_of("partitions", parts)?);

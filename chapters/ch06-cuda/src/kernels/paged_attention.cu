@@ -171,6 +171,156 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
 }
 // ANCHOR_END: kernel
 
+#ifdef DECODE_TC
+// ANCHOR: kernel_tc
+// The same kernel on tensor cores, for grouped-query attention: the GROUP query heads that share a
+// K/V head become the rows of one m16n8k16 tile (rows ≥ GROUP are zero), so each K/V row is read
+// once and multiplied by all of them without an f16 → f32 conversion per element per head, which is
+// what bounds the CUDA-core version at GQA ratios ≥ 4. Same arguments, grid and outputs as
+// paged_attention (the reduce kernel merges both); f16/bf16, HEAD_DIM % 64 == 0, GROUP ≤ 8.
+// Both products read their operands straight from global memory into mma fragments, with no
+// shared-memory staging: a dot product's terms may be summed in any order, so each lane loads 16
+// contiguous bytes and the Q fragment uses the same permutation of head dims; for P·V the output
+// dims are permuted instead (π below) and pairs of keys are packed with byte permutes.
+#if HEAD_DIM % 64 != 0 || GROUP > 8
+#error "paged_attention_tc: HEAD_DIM % 64 == 0 and GROUP <= 8"
+#endif
+#define KU 4  // 8-key tiles in flight per warp (scores); 16-key tiles: KU / 2 (P·V)
+extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
+    const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+    const int* __restrict__ tables, const int* __restrict__ rows, const int* __restrict__ ctx_lens,
+    float* __restrict__ part_o, float* __restrict__ part_ml,
+    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, float scale) {
+    __shared__ float sc[GROUP][PART];
+    __shared__ long long row_at[PART];
+    __shared__ float ms[GROUP], ls[GROUP];
+    __shared__ float red[4][GROUP][HEAD_DIM];
+
+    const int i = blockIdx.x, part = blockIdx.z, tid = threadIdx.x;
+    const int group = heads / kv_heads, chunks = group / GROUP;
+    const int kvh = blockIdx.y / chunks, h0 = kvh * group + (blockIdx.y % chunks) * GROUP;
+    const int ctx = ctx_lens[i], t0 = part * PART;
+    if (t0 >= ctx) return;
+    const int n = min(ctx - t0, PART);
+    const int* table = tables + (size_t)rows[i] * max_blocks;
+    for (int t = tid; t < n; t += 128) {
+        const int pos = t0 + t;
+        row_at[t] = ((long long)table[pos / block_size] * block_size + pos % block_size) * kv_heads * HEAD_DIM + (long long)kvh * HEAD_DIM;
+    }
+    __syncthreads();
+    const int warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+
+    // 1. S (GROUP × n) = Q Kᵀ. Lane (g, tq) holds Q's dims 32j + 8tq … + 8 of head g and loads the
+    //    same dims of key g of each 8-key tile: halves 0–3 feed k-tile 2j, halves 4–7 k-tile 2j + 1.
+    {
+        uint4 qa[HEAD_DIM / 32];
+        #pragma unroll
+        for (int j = 0; j < HEAD_DIM / 32; j++)
+            qa[j] = g < GROUP ? *reinterpret_cast<const uint4*>(q + ((size_t)i * heads + h0 + g) * HEAD_DIM + 32 * j + 8 * tq) : zero;
+        const int tiles = (n + 7) / 8;
+        for (int tb = warp; tb < tiles; tb += 4 * KU) {
+            uint4 kr[KU][HEAD_DIM / 32];
+            #pragma unroll
+            for (int u = 0; u < KU; u++) {
+                const int key = (tb + 4 * u) * 8 + g;
+                #pragma unroll
+                for (int j = 0; j < HEAD_DIM / 32; j++)
+                    kr[u][j] = key < n ? *reinterpret_cast<const uint4*>(k_cache + row_at[key] + 32 * j + 8 * tq) : zero;
+            }
+            #pragma unroll
+            for (int u = 0; u < KU; u++) {
+                const int tile = tb + 4 * u;
+                if (tile >= tiles) break;
+                float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                #pragma unroll
+                for (int j = 0; j < HEAD_DIM / 32; j++) {
+                    const unsigned a0[4] = {qa[j].x, 0u, qa[j].y, 0u}, a1[4] = {qa[j].z, 0u, qa[j].w, 0u};
+                    mma(c, a0, kr[u][j].x, kr[u][j].y, T());
+                    mma(c, a1, kr[u][j].z, kr[u][j].w, T());
+                }
+                const int key = tile * 8 + 2 * tq;  // c[0], c[1]: head g, keys key and key + 1
+                if (g < GROUP) {
+                    if (key < n) sc[g][key] = c[0] * scale;
+                    if (key + 1 < n) sc[g][key + 1] = c[1] * scale;
+                }
+            }
+        }
+    }
+    __syncthreads();
+
+    // 2. Softmax of the partition, as in paged_attention.
+    for (int h = warp; h < GROUP; h += 4) {
+        float v = -INFINITY;
+        for (int t = lane; t < n; t += 32) v = fmaxf(v, sc[h][t]);
+        v = warp_max(v);
+        float s = 0.0f;
+        for (int t = lane; t < n; t += 32) {
+            const float p = expf(sc[h][t] - v);
+            sc[h][t] = p;
+            s += p;
+        }
+        s = warp_sum(s);
+        if (lane == 0) { ms[h] = v; ls[h] = s; }
+    }
+    __syncthreads();
+
+    // 3. O (GROUP × HEAD_DIM) = P V over 16-key tiles. Lane (g, tq) loads 16 bytes (dims 8c … 8c + 8,
+    //    c = g + 8m) of keys 2tq, 2tq + 1, 2tq + 8, 2tq + 9 and packs same-dim pairs into B
+    //    fragments: column g of n-tile 8m + e is dim π(8m + e, g) = 64m + 8g + e.
+    constexpr int NM = HEAD_DIM / 64, NJ = HEAD_DIM / 8;
+    float o[NJ][4];
+    #pragma unroll
+    for (int j = 0; j < NJ; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    const int ktiles = (n + 15) / 16;
+    for (int kt = warp; kt < ktiles; kt += 4) {
+        const int k0 = kt * 16 + 2 * tq;
+        const int key[4] = {k0, k0 + 1, k0 + 8, k0 + 9};
+        uint4 vr[4][NM];
+        #pragma unroll
+        for (int r = 0; r < 4; r++)
+            #pragma unroll
+            for (int m = 0; m < NM; m++)
+                vr[r][m] = key[r] < n ? *reinterpret_cast<const uint4*>(v_cache + row_at[key[r]] + 64 * m + 8 * g) : zero;
+        const float p0 = g < GROUP && key[0] < n ? sc[g][key[0]] : 0.0f, p1 = g < GROUP && key[1] < n ? sc[g][key[1]] : 0.0f;
+        const float p2 = g < GROUP && key[2] < n ? sc[g][key[2]] : 0.0f, p3 = g < GROUP && key[3] < n ? sc[g][key[3]] : 0.0f;
+        const unsigned pa[4] = {pack2(p0, p1, T()), 0u, pack2(p2, p3, T()), 0u};
+        #pragma unroll
+        for (int m = 0; m < NM; m++) {
+            const unsigned* a = reinterpret_cast<const unsigned*>(&vr[0][m]);
+            const unsigned* b = reinterpret_cast<const unsigned*>(&vr[1][m]);
+            const unsigned* c = reinterpret_cast<const unsigned*>(&vr[2][m]);
+            const unsigned* d = reinterpret_cast<const unsigned*>(&vr[3][m]);
+            #pragma unroll
+            for (int w = 0; w < 4; w++) {  // halves 2w, 2w + 1 of each load: n-tiles 8m + 2w, 8m + 2w + 1
+                mma(o[8 * m + 2 * w], pa, __byte_perm(a[w], b[w], 0x5410), __byte_perm(c[w], d[w], 0x5410), T());
+                mma(o[8 * m + 2 * w + 1], pa, __byte_perm(a[w], b[w], 0x7632), __byte_perm(c[w], d[w], 0x7632), T());
+            }
+        }
+    }
+    // o[j][0..1]: head g, columns 2tq and 2tq + 1 of n-tile j = 8m + e, i.e. dims π(j, 2tq), π(j, 2tq + 1).
+    if (g < GROUP)
+        #pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            const int m = j / 8, e = j % 8;
+            red[warp][g][64 * m + 8 * (2 * tq) + e] = o[j][0];
+            red[warp][g][64 * m + 8 * (2 * tq + 1) + e] = o[j][1];
+        }
+    __syncthreads();
+    for (int idx = tid; idx < GROUP * HEAD_DIM; idx += 128) {
+        const int h = idx / HEAD_DIM, d = idx % HEAD_DIM;
+        const size_t at = ((size_t)i * heads + h0 + h) * max_parts + part;
+        part_o[at * HEAD_DIM + d] = red[0][h][d] + red[1][h][d] + red[2][h][d] + red[3][h][d];
+    }
+    if (tid < GROUP) {
+        const size_t at = ((size_t)i * heads + h0 + tid) * max_parts + part;
+        part_ml[at * 2] = ms[tid];
+        part_ml[at * 2 + 1] = ls[tid];
+    }
+}
+// ANCHOR_END: kernel_tc
+#endif
+
 // ANCHOR: reduce
 // Merges the partitions of each (query, head): rescale each partition's sum by exp(m_p − M),
 // M the largest running max, and divide by the rescaled total. out: (n_q, heads, HEAD_DIM) T.
