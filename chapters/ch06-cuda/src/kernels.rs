@@ -378,3 +378,21 @@ pub unsafe fn linear<T: GpuFloat>(gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, i
     .map_err(|e| device_err("cuBLAS GEMM", e))
 }
 // ANCHOR_END: linear
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_takes_tensor_cores_only_for_half_precision_gqa_on_ampere_or_newer() {
+        let gqa = AttnShape { heads: 32, kv_heads: 8, head_dim: 128 };
+        let tiny = AttnShape { heads: 32, kv_heads: 4, head_dim: 64 };
+        let mha = AttnShape { heads: 32, kv_heads: 32, head_dim: 128 };
+        assert!(decode_on_tensor_cores(gqa, "f16", (9, 0)) && decode_on_tensor_cores(tiny, "bf16", (8, 0)));
+        assert!(!decode_on_tensor_cores(gqa, "f32", (9, 0)), "mma.sync takes f16/bf16 operands");
+        assert!(!decode_on_tensor_cores(gqa, "f16", (7, 5)), "m16n8k16 needs sm_80");
+        assert!(!decode_on_tensor_cores(mha, "f16", (9, 0)), "one head per block: CUDA cores");
+        assert!(!decode_on_tensor_cores(AttnShape { heads: 8, kv_heads: 2, head_dim: 32 }, "f16", (9, 0)));
+        assert!(!decode_on_tensor_cores(AttnShape { heads: 9, kv_heads: 3, head_dim: 64 }, "f16", (9, 0)), "group 3: chunk 1");
+    }
+}
