@@ -22,7 +22,7 @@ pub fn weight_bytes_per_step(c: &LlamaConfig) -> u64 {
 /// per second: the best of `repeats` passes, each core summing its share of the buffer. The
 /// buffer is on huge pages where the OS allows it, like the model's weights.
 pub fn read_bandwidth(bytes: usize, repeats: usize) -> f64 {
-    let mut buf = WeightMemory::zeros(bytes / 4); // on huge pages, as the weights are
+    let mut buf = WeightMemory::<f32>::zeros(bytes / 4); // on huge pages, as the weights are
     buf.fill(1.0); // written once, so every page is really there
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {

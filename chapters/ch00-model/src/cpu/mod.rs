@@ -7,3 +7,4 @@ pub mod gemm;
 pub mod kernels;
 pub mod packed;
 pub mod pages;
+pub mod widen;
