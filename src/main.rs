@@ -141,7 +141,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
     let text_path = args.text.clone().unwrap_or_else(|| dir.join("val_sample.txt"));
     let text = std::fs::read_to_string(&text_path).with_context(|| format!("reading {}", text_path.display()))?;
     let loss = kvserve::eval::val_sample_loss(&loaded, &text)?;
-    println!("val_sample_loss (kvserve, f32 CPU): {loss:.6} nats/token on {}", text_path.display());
+    println!("val_sample_loss (kvserve, CPU, {:?} weights): {loss:.6} nats/token on {}", loaded.model.weight_dtype(), text_path.display());
     let report: Option<serde_json::Value> =
         std::fs::read_to_string(dir.join("train_report.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     if let Some(theirs) = report.as_ref().and_then(|r| r["val_sample_loss"].as_f64()) {
