@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cases = vec![Case::new(&wide, 1)?, Case::new(&wide, 8)?, Case::new(&half, 1)?, Case::new(&half, 8)?];
     drop((wide, half));
     let names: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
+    println!("One decode step of `peer-76m` (64 cached tokens per sequence, ch02's cache), weights kept in f32 and in f16.\n");
     println!("| round | {} (ms) | f32 b8 / b1 | f16 b8 / b1 | f32 / f16 at batch 1 |", names.join(" (ms) | "));
     println!("|---:|{}---:|---:|---:|", "---:|".repeat(cases.len()));
     let mut ratios = [Vec::new(), Vec::new(), Vec::new()];
@@ -72,9 +73,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             all.push(v);
         }
     }
+    println!();
     for (name, v) in ["f32 batch 8 / batch 1", "f16 batch 8 / batch 1", "f32 / f16 step at batch 1"].iter().zip(&mut ratios) {
         let (lo, hi) = (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(0.0, f64::max));
-        println!("{name}: median {:.2}× (range {lo:.2}–{hi:.2}×)", median(v));
+        println!("- {name}: median {:.2}× (range {lo:.2}–{hi:.2}×)", median(v));
     }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1))).unwrap_or("an unnamed CPU");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "\n*Median step time of {steps} steps per case and round, {rounds} rounds, on {}, {cores} cores, no GPU \
+         (shared with other jobs while it ran), with `cargo run --release --example decode_step_ratio -- {rounds} {steps}`.*",
+        cpu.trim()
+    );
     Ok(())
 }

@@ -24,7 +24,8 @@
 //! 0, 1, … as there). So each output is bit for bit the dot product the decode path computes for
 //! the same row (tested below against the portable kernel); the tile only changes which sums are
 //! in registers at the same time. On CPUs without AVX-512 `dot_rows` is the kernels' tile (AVX2
-//! or plain Rust), which computes the same bits.
+//! or plain Rust), which computes the same bits. The tile itself is the kernels' `pairs` (the
+//! decode path uses it too, one group at a time); this file is its blocking for prompts.
 
 use crate::cpu::kernels::{self, GROUP};
 use crate::cpu::widen::Weight;

@@ -15,10 +15,14 @@
 //! - **Memory busy during arithmetic.** When a step has more than one token, each tile prefetches
 //!   a share of the weight group a few ahead into L2 (`Prefetch`), so reusing a group for several
 //!   token tiles does not leave memory idle.
-//! - **Wide registers.** On x86-64 CPUs with AVX2 and FMA (and, when present, AVX-512's 32
+//! - **Wide registers.** On x86-64 CPUs with AVX2, FMA and F16C (and, when present, AVX-512's 32
 //!   registers) the tile is written with those instructions and chosen at run time. Each lane is
 //!   the same fused multiply-add as [`f32::mul_add`], so it gives the portable tile's bits exactly
-//!   (tested below).
+//!   (tested below). With AVX-512 a decode tile holds up to eight tokens, so a batch-8 step loads
+//!   each weight vector once for all its tokens.
+//! - **Weights in their checkpoint's type.** f16 and bf16 weights are loaded as 2-byte values and
+//!   widened to f32 in registers ([`crate::cpu::widen`]); the arithmetic and its order are the
+//!   f32 path's, so the bits are too.
 
 use crate::cpu::widen::Weight;
 use ndarray::{ArrayView2, ArrayViewMut2};

@@ -88,6 +88,7 @@ impl Weight for f16 {
     }
 }
 
+// ANCHOR: bf16
 impl Weight for bf16 {
     const DTYPE: DType = DType::BF16;
     const ZERO: Self = bf16::ZERO;
@@ -117,6 +118,7 @@ impl Weight for bf16 {
         }
     }
 }
+// ANCHOR_END: bf16
 
 #[cfg(test)]
 mod tests {
