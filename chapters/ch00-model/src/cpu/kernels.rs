@@ -475,13 +475,16 @@ unsafe fn dot_rows_with<K: Tiles, E: Weight>(xs: &[&[f32]], w: &[E], y: &mut Arr
             let kept = (y.ncols() - g * GROUP).min(GROUP); // the last group's padding rows are dropped
             // The group AHEAD groups on, a share of it per token tile (past the band's end it
             // is the next band's, which this core most likely takes next). With one token the
-            // hardware prefetcher follows the stream alone: prefetching too was slower (measured;
-            // from two tokens on, prefetching is faster even with one tile per group).
+            // hardware prefetcher follows an f32 stream alone: prefetching too was slower
+            // (measured; from two tokens on, prefetching is faster even with one tile per group).
+            // A 2-byte stream passes twice the weights per cache line, and one token of it on
+            // one core ran faster with the prefetches (measured).
             let ahead = (group.as_ptr() as *const u8).wrapping_add(AHEAD * group_bytes);
+            let prefetch = block.len() > 1 || size_of::<E>() < size_of::<f32>();
             for (k, t1) in (0..block.len()).step_by(K::TOKENS).enumerate() {
                 let tokens = &block[t1..block.len().min(t1 + K::TOKENS)];
                 let (first, last) = (k * group_lines / tiles, (k + 1) * group_lines / tiles);
-                let pf = if block.len() > 1 { Prefetch { next: ahead.wrapping_add(first * LINE), lines: last - first } } else { Prefetch::NONE };
+                let pf = if prefetch { Prefetch { next: ahead.wrapping_add(first * LINE), lines: last - first } } else { Prefetch::NONE };
                 macro_rules! run {
                     ($t:literal) => {{
                         let x: [&[f32]; $t] = tokens.try_into().expect("a tile's tokens");
