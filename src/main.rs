@@ -190,13 +190,14 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     }
     let finish: Vec<String> = run.outputs.iter().map(|o| format!("{:?}", o.finish)).collect();
     eprintln!(
-        "[{}: {} tokens, {:.1} tokens/s, decode {:.1} tokens/s, finish {}, model {}]",
+        "[{}: {} tokens, {:.1} tokens/s, decode {:.1} tokens/s, finish {}, model {}, {} weights]",
         engine.name(),
         run.stats.generated_tokens,
         run.stats.tokens_per_s,
         run.outputs.first().map_or(0.0, decode_rate),
         finish.join(" "),
-        loaded.source
+        loaded.source,
+        format!("{:?}", loaded.model.weight_dtype()).to_lowercase()
     );
     if args.print_ids {
         println!("prompt ids: {}", ids(&loaded.encode(&args.prompt)?));
