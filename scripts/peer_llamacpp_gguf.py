@@ -1,5 +1,7 @@
-"""Writes a Hugging Face Llama directory (config.json + model.safetensors, f32) as a GGUF file for
-llama.cpp: the same weights, renamed, with the q/k rows permuted for llama.cpp's RoPE.
+"""Writes a Hugging Face Llama directory (config.json + model.safetensors, f32 or f16) as a GGUF
+file for llama.cpp: the same weights, renamed, with the q/k rows permuted for llama.cpp's RoPE.
+An f16 checkpoint's matrices stay f16 (llama.cpp's MOSTLY_F16; the norms f32, as its converter
+writes them).
 
     python3 scripts/peer_llamacpp_gguf.py MODEL_DIR OUT.gguf
 
@@ -20,7 +22,7 @@ import gguf
 
 
 def read_safetensors(path):
-    """name -> float32 array, from a safetensors file of F32 tensors."""
+    """name -> float32 or float16 array, from a safetensors file of F32 or F16 tensors."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -29,10 +31,11 @@ def read_safetensors(path):
     for name, t in header.items():
         if name == "__metadata__":
             continue
-        if t["dtype"] != "F32":
-            sys.exit(f"{name}: {t['dtype']}; this writer takes f32 checkpoints")
+        kinds = {"F32": np.float32, "F16": np.float16}
+        if t["dtype"] not in kinds:
+            sys.exit(f"{name}: {t['dtype']}; this writer takes f32 or f16 checkpoints")
         start, end = t["data_offsets"]
-        out[name] = np.frombuffer(data[start:end], dtype=np.float32).reshape(t["shape"])
+        out[name] = np.frombuffer(data[start:end], dtype=kinds[t["dtype"]]).reshape(t["shape"])
     return out
 
 
@@ -47,6 +50,9 @@ def main():
     src, dst = sys.argv[1], sys.argv[2]
     cfg = json.load(open(f"{src}/config.json"))
     t = read_safetensors(f"{src}/model.safetensors")
+    half = t["model.embed_tokens.weight"].dtype == np.float16
+    # llama.cpp keeps 1-D tensors (the norms) in f32 whatever the file type.
+    t = {n: (v.astype(np.float32) if v.ndim == 1 else v) for n, v in t.items()}
     heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     head_dim = cfg.get("head_dim", cfg["hidden_size"] // heads)
     vocab = cfg["vocab_size"]
@@ -65,7 +71,7 @@ def main():
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_freq_base(cfg["rope_theta"])
     w.add_vocab_size(vocab)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if half else gguf.LlamaFileType.ALL_F32)
 
     # Placeholder SentencePiece vocabulary: <unk> <s> </s>, the 256 byte tokens, then pieces.
     names = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kvserve::ch00_serving::generate::complete;
 use ch07_server::engine::Event;
 use ch07_server::text::Assembler;
-use kvserve::ch00_model::{load_model, LoadedModel, SamplingParams};
+use kvserve::ch00_model::{load_model, load_model_as, DType, LoadedModel, SamplingParams};
 use kvserve::ch00_serving::{Engine, Request, RequestOutput, RunOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -84,6 +84,11 @@ struct GenerateArgs {
     /// Which stage generates (e.g. ch02-kv-cache or ch02).
     #[arg(long, default_value = "ch02-kv-cache")]
     stage: String,
+    /// The type the weights are kept in: auto (as the checkpoint stores them; random models:
+    /// f32), f32, f16 or bf16. Arithmetic is f32 whichever; half precision halves the bytes a
+    /// decode step reads.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
     /// 0 means greedy.
@@ -136,7 +141,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
     let text_path = args.text.clone().unwrap_or_else(|| dir.join("val_sample.txt"));
     let text = std::fs::read_to_string(&text_path).with_context(|| format!("reading {}", text_path.display()))?;
     let loss = kvserve::eval::val_sample_loss(&loaded, &text)?;
-    println!("val_sample_loss (kvserve, f32 CPU): {loss:.6} nats/token on {}", text_path.display());
+    println!("val_sample_loss (kvserve, CPU, {:?} weights): {loss:.6} nats/token on {}", loaded.model.weight_dtype(), text_path.display());
     let report: Option<serde_json::Value> =
         std::fs::read_to_string(dir.join("train_report.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     if let Some(theirs) = report.as_ref().and_then(|r| r["val_sample_loss"].as_f64()) {
@@ -146,8 +151,16 @@ fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--dtype`: None for auto (the checkpoint's type).
+fn weight_dtype(s: &str) -> Result<Option<DType>> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(None);
+    }
+    DType::parse(s).map(Some).with_context(|| format!("--dtype {s}: auto, f32, f16 or bf16"))
+}
+
 fn generate(args: &GenerateArgs) -> Result<()> {
-    let loaded = load_model(args.model.as_deref(), args.config.as_deref())?;
+    let loaded = load_model_as(args.model.as_deref(), args.config.as_deref(), weight_dtype(&args.dtype)?)?;
     let mut engine = kvserve::stage_with(&args.stage, &args.prefill.policy()).with_context(|| {
         let names: Vec<_> = kvserve::stages().iter().map(|e| e.name()).collect();
         format!("unknown stage {:?}; stages: {}", args.stage, names.join(", "))
@@ -159,7 +172,8 @@ fn generate(args: &GenerateArgs) -> Result<()> {
         if let Some((out, wall_s)) = stream_one(engine.as_ref(), &loaded, args, sampling)? {
             let tps = out.tokens.len() as f64 / wall_s.max(1e-9);
             let (name, n, source, decode) = (engine.name(), out.tokens.len(), &loaded.source, decode_rate(&out));
-            eprintln!("[{name}: {n} tokens, {tps:.1} tokens/s, decode {decode:.1} tokens/s, finish {:?}, model {source}, streamed]", out.finish);
+            let dtype = format!("{:?}", loaded.model.weight_dtype()).to_lowercase();
+            eprintln!("[{name}: {n} tokens, {tps:.1} tokens/s, decode {decode:.1} tokens/s, finish {:?}, model {source}, {dtype} weights, streamed]", out.finish);
             if args.print_ids {
                 println!("prompt ids: {}", ids(&loaded.encode(&args.prompt)?));
                 println!("{}", ids(&out.tokens));
@@ -176,13 +190,14 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     }
     let finish: Vec<String> = run.outputs.iter().map(|o| format!("{:?}", o.finish)).collect();
     eprintln!(
-        "[{}: {} tokens, {:.1} tokens/s, decode {:.1} tokens/s, finish {}, model {}]",
+        "[{}: {} tokens, {:.1} tokens/s, decode {:.1} tokens/s, finish {}, model {}, {} weights]",
         engine.name(),
         run.stats.generated_tokens,
         run.stats.tokens_per_s,
         run.outputs.first().map_or(0.0, decode_rate),
         finish.join(" "),
-        loaded.source
+        loaded.source,
+        format!("{:?}", loaded.model.weight_dtype()).to_lowercase()
     );
     if args.print_ids {
         println!("prompt ids: {}", ids(&loaded.encode(&args.prompt)?));

@@ -121,7 +121,7 @@ pub struct StepFloor {
 
 impl StepFloor {
     pub fn measure(model: &Model, ch02: &StageRow) -> Self {
-        let weight_bytes = weight_bytes_per_step(&model.config);
+        let weight_bytes = weight_bytes_per_step(&model.config, model.weight_dtype());
         let read = read_bandwidth(1 << 30, 10); // bytes/s, a buffer far beyond the caches
         let floor_ms = weight_bytes as f64 / read * 1e3;
         let step_ms = ch02.tpot_ms_p50;

@@ -104,6 +104,20 @@ fn generate_n_prints_every_sample_and_ch05_shares_its_prompt() {
 }
 
 #[test]
+fn generate_gives_the_same_ids_whatever_type_the_weights_are_kept_in() {
+    // A bf16 checkpoint kept as bf16 (the default) and widened at load (`--dtype f32`).
+    let dir = tempfile::Builder::new().prefix("kvserve-cli-").tempdir().unwrap();
+    Model::random(LlamaConfig::named("tiny").unwrap(), 5).unwrap().save(dir.path(), DType::BF16).unwrap();
+    let model = dir.path().to_str().unwrap();
+    let ids = |dtype: &str| {
+        let (ok, out, err) = kvserve(&["generate", "--model", model, "--dtype", dtype, "--max-new-tokens", "12", "--print-ids", "5 6 7"]);
+        assert!(ok, "{dtype}: {err}");
+        out.lines().last().unwrap_or_default().to_string()
+    };
+    assert_eq!(ids("auto"), ids("f32"));
+}
+
+#[test]
 fn bad_input_gives_a_message_not_a_panic() {
     for (args, needle) in [
         (vec!["generate", "--config", "tiny", "--stage", "ch99", "x"], "unknown stage"),
@@ -111,6 +125,7 @@ fn bad_input_gives_a_message_not_a_panic() {
         (vec!["generate", "--model", "/no/such/dir", "x"], "missing file"),
         (vec!["generate", "--config", "tiny", "--top-p", "0", "x"], "top_p"),
         (vec!["memory", "--dtype", "f8"], "unknown dtype"),
+        (vec!["generate", "--config", "tiny", "--dtype", "f8", "x"], "--dtype f8: auto, f32, f16 or bf16"),
         (vec!["memory", "--batch", "100000000000", "--seq-len", "100000000000"], "too many bytes to count in 64 bits"),
         (vec!["memory", "--batch", "1e11"], "invalid value '1e11'"),
         (vec!["memory", "--gpu-mib=-1"], "--gpu-mib must be above 0"),

@@ -58,6 +58,32 @@ fn f16_and_bf16_checkpoints_load_close_to_f32() {
 }
 
 #[test]
+fn half_checkpoints_stay_half_and_give_the_widened_models_bits() {
+    // Kept in the checkpoint's type by default (2 bytes a weight), and the logits of the model
+    // widened to f32 at load (`--dtype f32`, the old path) bit for bit: widening is exact and the
+    // kernels' order is the same. Prefill (6 tokens) and one decode token both.
+    let m = tiny(false);
+    for dtype in [DType::F16, DType::BF16] {
+        let guard = tmp();
+        let dir = guard.path();
+        m.save(dir, dtype).unwrap();
+        let (half, wide) = (Model::load(dir).unwrap(), Model::load_as(dir, Some(DType::F32)).unwrap());
+        assert_eq!((half.weight_dtype(), wide.weight_dtype()), (dtype, DType::F32));
+        assert!(half.weight_bytes() * 2 < wide.weight_bytes() + 4 * 4096, "{dtype:?}: {} vs {}", half.weight_bytes(), wide.weight_bytes());
+        for ids in [&IDS[..], &IDS[..1]] {
+            let bits = |m: &Model| logits(m, ids).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&half), bits(&wide), "{dtype:?}, {} tokens", ids.len());
+        }
+        // Narrowing on request: an f32 model kept as this type is the checkpoint's model.
+        let narrowed = m.clone().with_weight_dtype(dtype);
+        assert_eq!(logits(&narrowed, &IDS), logits(&half, &IDS), "{dtype:?} narrowed at load");
+    }
+    let f32_dir = tmp();
+    m.save(f32_dir.path(), DType::F32).unwrap();
+    assert_eq!(load_model(Some(f32_dir.path()), None).unwrap().model.weight_dtype(), DType::F32);
+}
+
+#[test]
 fn sharded_checkpoint_loads_through_the_index() {
     let m = tiny(false);
     let guard = tmp();

@@ -1,6 +1,7 @@
 //! Choosing a model: a checkpoint directory, a named random shape, or the model shipped in the repo.
 
 use crate::config::LlamaConfig;
+use crate::dtype::DType;
 use crate::error::{ModelError, Result};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
@@ -43,10 +44,21 @@ pub struct LoadedModel {
 
 /// Loads `dir`, or builds a random model from the named config, or (neither given) loads the
 /// default model ([`default_model_dir`]). No default model is an error that says where it looked:
-/// a random model is built only when asked for by name.
+/// a random model is built only when asked for by name. Weights stay in the checkpoint's type
+/// (random models: f32).
 pub fn load_model(dir: Option<&Path>, config: Option<&str>) -> Result<LoadedModel> {
+    load_model_as(dir, config, None)
+}
+
+/// As [`load_model`], with the weight matrices kept as `dtype` (None: as stored; random models
+/// are made in f32).
+pub fn load_model_as(dir: Option<&Path>, config: Option<&str>, dtype: Option<DType>) -> Result<LoadedModel> {
     if let Some(name) = config {
         let model = Model::random(LlamaConfig::named(name)?, 0)?;
+        let model = match dtype {
+            Some(d) => model.with_weight_dtype(d),
+            None => model,
+        };
         return Ok(LoadedModel { model, tokenizer: None, source: format!("random:{name}") });
     }
     let default = default_model_dir();
@@ -58,7 +70,7 @@ pub fn load_model(dir: Option<&Path>, config: Option<&str>) -> Result<LoadedMode
             return Err(ModelError::NoModel(looked.join(", ")));
         }
     };
-    let model = Model::load(&dir)?;
+    let model = Model::load_as(&dir, dtype)?;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = if tok_path.exists() { Some(Tokenizer::from_file(&tok_path)?) } else { None };
     let source = dir.canonicalize().unwrap_or(dir).display().to_string();

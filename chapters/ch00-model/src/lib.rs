@@ -1,6 +1,6 @@
-//! Chapter 0: a Llama-architecture decoder on CPU (f32, ndarray). The model never changes between
-//! chapters; what changes is where K and V live (the [`AttentionBackend`]) and, in the serving
-//! core (`ch00-serving`), who gets scheduled.
+//! Chapter 0: a Llama-architecture decoder on CPU (f32 arithmetic over weights kept in f32, f16
+//! or bf16; ndarray). The model never changes between chapters; what changes is where K and V
+//! live (the [`AttentionBackend`]) and, in the serving core (`ch00-serving`), who gets scheduled.
 //!
 //! - The model: [`config`] (a checkpoint's shape), [`model`] (the decoder's forward pass over a
 //!   flat batch of tokens), [`attention`] (the backend seam and the reference attention),
@@ -29,7 +29,7 @@ pub mod save;
 pub mod tokenizer;
 
 pub use attention::{attend_one, AttentionBackend, AttnShape, StepMeta, StepQkv};
-pub use checkpoint::{default_model_dir, load_model, LoadedModel};
+pub use checkpoint::{default_model_dir, load_model, load_model_as, LoadedModel};
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
 pub use memory::{

@@ -1,6 +1,7 @@
 //! Loading a Hugging Face model directory: config.json + model.safetensors (or a sharded index).
 
 use crate::config::LlamaConfig;
+use crate::dtype::DType;
 use crate::error::{ModelError, Result};
 use crate::model::{LayerWeights, Model};
 use half::{bf16, f16};
@@ -69,6 +70,21 @@ impl<'a> TensorSource<'a> {
         TensorSource { index }
     }
 
+    /// The type the checkpoint's matrices are stored in, when they all agree (else f32, which
+    /// holds every stored type exactly).
+    fn matrix_dtype(&self) -> DType {
+        let mut kinds = self.index.values().filter(|(_, v)| v.shape().len() == 2).map(|(_, v)| v.dtype());
+        let first = kinds.next();
+        match first {
+            Some(d) if kinds.all(|k| k == d) => match d {
+                Dtype::F16 => DType::F16,
+                Dtype::BF16 => DType::BF16,
+                _ => DType::F32,
+            },
+            _ => DType::F32,
+        }
+    }
+
     fn values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let (_, view) = self.index.get(name).ok_or_else(|| ModelError::MissingTensor { name: name.into() })?;
         crate::model::check(name, view.shape(), expected)?;
@@ -102,9 +118,17 @@ fn read_to_string(path: &Path) -> Result<String> {
 }
 
 impl Model {
-    // ANCHOR: load
-    /// Loads a Hugging Face Llama checkpoint directory (f32, f16 or bf16 weights).
+    /// Loads a Hugging Face Llama checkpoint directory (f32, f16 or bf16 weights), keeping the
+    /// weights in the type the checkpoint stores them in.
     pub fn load(dir: &Path) -> Result<Self> {
+        Model::load_as(dir, None)
+    }
+
+    // ANCHOR: load
+    /// Loads a Hugging Face Llama checkpoint directory (f32, f16 or bf16 weights), with its
+    /// matrices kept as `dtype`, or (None) as the checkpoint stores them, as transformers and
+    /// llama.cpp keep them: a bf16 checkpoint stays 2 bytes a weight in memory.
+    pub fn load_as(dir: &Path, dtype: Option<DType>) -> Result<Self> {
         if !dir.is_dir() {
             return Err(ModelError::MissingFile(dir.to_path_buf()));
         }
@@ -115,6 +139,7 @@ impl Model {
         let shards = Shards::open(dir)?;
         let parsed = shards.parsed();
         let src = TensorSource::new(&parsed);
+        let dtype = dtype.unwrap_or_else(|| src.matrix_dtype());
         let (h, q, kv, i, v) =
             (config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size,
              config.vocab_size);
@@ -139,7 +164,7 @@ impl Model {
         // Tied checkpoints may still store a copy of lm_head; the embedding is what they mean.
         let lm_head =
             if config.tie_word_embeddings { None } else { Some(src.matrix("lm_head.weight", v, h)?) };
-        Model::from_parts(config, embed, layers, norm, lm_head)
+        Model::from_parts_as(config, embed, layers, norm, lm_head, dtype)
     }
     // ANCHOR_END: load
 }

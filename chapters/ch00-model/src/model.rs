@@ -6,6 +6,7 @@ use crate::error::{ModelError, Result};
 use crate::ops::{linear, rms_norm, swiglu};
 use crate::rope::Rope;
 use crate::cpu::packed::Packed;
+use crate::dtype::DType;
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
 // ANCHOR: weights
@@ -26,7 +27,8 @@ pub struct LayerWeights {
 
 /// One decoder block as the model runs it. Projections of the same input are stacked at load
 /// time, so a step makes one pass over the input instead of three (q, k, v) or two (gate, up);
-/// every matrix is [`Packed`] for the kernels (its `unpack` gives the HF layout back).
+/// every matrix is [`Packed`] for the kernels (its `unpack` gives the HF layout back), in the
+/// model's weight type (f32, f16 or bf16; the norms stay f32).
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub attn_norm: Array1<f32>, // (hidden)
@@ -39,7 +41,7 @@ pub struct Layer {
     kv_dim: usize,
 }
 
-/// A Llama-architecture decoder in f32.
+/// A Llama-architecture decoder: f32 arithmetic over weights kept in f32, f16 or bf16.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: LlamaConfig,
@@ -52,14 +54,14 @@ pub struct Model {
 // ANCHOR_END: weights
 
 impl Layer {
-    /// Stacks q, k, v and gate, up, and packs every matrix. The shapes must already be checked
-    /// (`Model::from_parts`).
-    fn fuse(w: LayerWeights) -> Result<Self> {
+    /// Stacks q, k, v and gate, up, and packs every matrix as `dtype`. The shapes must already
+    /// be checked (`Model::from_parts`).
+    fn fuse(w: LayerWeights, dtype: DType) -> Result<Self> {
         Ok(Layer {
-            wqkv: stack(&[w.wq.view(), w.wk.view(), w.wv.view()])?,
-            wo: Packed::new(&w.wo.view()),
-            w_gate_up: stack(&[w.w_gate.view(), w.w_up.view()])?,
-            w_down: Packed::new(&w.w_down.view()),
+            wqkv: stack(&[w.wq.view(), w.wk.view(), w.wv.view()], dtype)?,
+            wo: Packed::new_as(&w.wo.view(), dtype),
+            w_gate_up: stack(&[w.w_gate.view(), w.w_up.view()], dtype)?,
+            w_down: Packed::new_as(&w.w_down.view(), dtype),
             q_dim: w.wq.nrows(),
             kv_dim: w.wk.nrows(),
             attn_norm: w.attn_norm,
@@ -130,13 +132,27 @@ impl Scratch {
 }
 
 impl Model {
-    /// Assembles a model from its parts, checking every shape against the config.
+    /// Assembles a model from its parts, checking every shape against the config; weights kept
+    /// in f32.
     pub fn from_parts(
         config: LlamaConfig,
         embed: Array2<f32>,
         layers: Vec<LayerWeights>,
         norm: Array1<f32>,
         lm_head: Option<Array2<f32>>,
+    ) -> Result<Self> {
+        Model::from_parts_as(config, embed, layers, norm, lm_head, DType::F32)
+    }
+
+    /// As [`Model::from_parts`], with the matrices kept as `dtype` (each value the nearest one of
+    /// that type: exact for values read from a checkpoint of that type).
+    pub fn from_parts_as(
+        config: LlamaConfig,
+        embed: Array2<f32>,
+        layers: Vec<LayerWeights>,
+        norm: Array1<f32>,
+        lm_head: Option<Array2<f32>>,
+        dtype: DType,
     ) -> Result<Self> {
         let (h, v) = (config.hidden_size, config.vocab_size);
         check("model.embed_tokens.weight", embed.shape(), &[v, h])?;
@@ -164,11 +180,38 @@ impl Model {
             check(&name("mlp.up_proj"), l.w_up.shape(), &[i, h])?;
             check(&name("mlp.down_proj"), l.w_down.shape(), &[h, i])?;
         }
-        let layers = layers.into_iter().map(Layer::fuse).collect::<Result<Vec<_>>>()?;
-        let embed = Packed::new(&embed.view());
-        let lm_head = lm_head.map(|head| Packed::new(&head.view()));
+        let layers = layers.into_iter().map(|l| Layer::fuse(l, dtype)).collect::<Result<Vec<_>>>()?;
+        let embed = Packed::new_as(&embed.view(), dtype);
+        let lm_head = lm_head.map(|head| Packed::new_as(&head.view(), dtype));
         let rope = Rope::new(&config);
         Ok(Model { config, embed, layers, norm, lm_head, rope })
+    }
+
+    /// The type the weight matrices are kept in.
+    pub fn weight_dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+
+    /// The same model with its matrices kept as `dtype`: widening is exact; narrowing rounds
+    /// each weight to the nearest value of the narrower type.
+    pub fn with_weight_dtype(self, dtype: DType) -> Self {
+        if dtype == self.weight_dtype() {
+            return self;
+        }
+        let repack = |p: &Packed| Packed::new_as(&p.unpack().view(), dtype);
+        let Model { config, embed, layers, norm, lm_head, rope } = self;
+        let layers = layers
+            .into_iter()
+            .map(|l| Layer { wqkv: repack(&l.wqkv), wo: repack(&l.wo), w_gate_up: repack(&l.w_gate_up), w_down: repack(&l.w_down), ..l })
+            .collect();
+        Model { config, embed: repack(&embed), layers, norm, lm_head: lm_head.as_ref().map(repack), rope }
+    }
+
+    /// Bytes the weights take in memory (matrices in their kept type, norms in f32).
+    pub fn weight_bytes(&self) -> u64 {
+        let norms = (self.norm.len() + self.layers.iter().map(|l| l.attn_norm.len() + l.mlp_norm.len()).sum::<usize>()) as u64 * 4;
+        let layers: u64 = self.layers.iter().map(|l| l.wqkv.bytes() + l.wo.bytes() + l.w_gate_up.bytes() + l.w_down.bytes()).sum();
+        norms + layers + self.embed.bytes() + self.lm_head.as_ref().map_or(0, Packed::bytes)
     }
 
     // ANCHOR: lm_head
@@ -267,9 +310,9 @@ impl Model {
     }
 }
 
-/// [`Packed::stack`], with its error in the model's terms.
-fn stack(parts: &[ArrayView2<f32>]) -> Result<Packed> {
-    Packed::stack(parts).map_err(|e| ModelError::UnsupportedConfig(format!("stacking weights: {e}")))
+/// [`Packed::stack_as`], with its error in the model's terms.
+fn stack(parts: &[ArrayView2<f32>], dtype: DType) -> Result<Packed> {
+    Packed::stack_as(parts, dtype).map_err(|e| ModelError::UnsupportedConfig(format!("stacking weights: {e}")))
 }
 
 fn flat(a: &Array2<f32>) -> Result<&[f32]> {

@@ -1,7 +1,8 @@
 //! The small tensor operations of a Llama block, on row-major `ndarray` matrices.
 
+use crate::cpu::packed::{Elements, Packed};
+use crate::cpu::widen::Weight;
 use crate::cpu::{gemm, kernels};
-use crate::cpu::packed::Packed;
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
@@ -12,13 +13,23 @@ use rayon::prelude::*;
 /// `y[t][o] = x[t] · w[o]`. The output features are cut into bands, one task per band on every
 /// core; a core reads its band of `w` once for all the tokens of the step — this is where
 /// batching pays. A step of many tokens (a prompt) takes the larger tile of [`gemm`]; each output
-/// is the same bits either way.
+/// is the same bits either way. Weights kept in f16 or bf16 are read as they are stored and
+/// widened in registers: half the bytes, the same f32 arithmetic.
 pub fn linear(x: &ArrayView2<f32>, w: &Packed, y: &mut Array2<f32>) {
     assert_eq!((x.ncols(), y.dim()), (w.cols(), (x.nrows(), w.rows())), "linear: shapes disagree");
-    let dot_rows = if x.nrows() >= gemm::MIN_TOKENS { gemm::dot_rows } else { kernels::dot_rows };
+    match w.data() {
+        Elements::F32(d) => linear_with(x, d, w.cols(), y),
+        Elements::F16(d) => linear_with(x, d, w.cols(), y),
+        Elements::BF16(d) => linear_with(x, d, w.cols(), y),
+    }
+}
+
+/// `linear` over packed values of one weight type `E`, rows `cols` wide.
+fn linear_with<E: Weight>(x: &ArrayView2<f32>, w: &[E], cols: usize, y: &mut Array2<f32>) {
+    let dot_rows = if x.nrows() >= gemm::MIN_TOKENS { gemm::dot_rows::<E> } else { kernels::dot_rows::<E> };
     y.axis_chunks_iter_mut(Axis(1), kernels::BAND)
         .into_par_iter()
-        .zip(w.data().par_chunks((kernels::BAND * w.cols()).max(1)))
+        .zip(w.par_chunks((kernels::BAND * cols).max(1)))
         .for_each(|(mut y_band, w_band)| dot_rows(x, w_band, &mut y_band));
 }
 // ANCHOR_END: linear

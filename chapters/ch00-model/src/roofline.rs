@@ -3,17 +3,19 @@
 
 use crate::config::LlamaConfig;
 use crate::cpu::kernels::LANES;
+use crate::dtype::DType;
 use crate::cpu::pages::WeightMemory;
 use rayon::prelude::*;
 use std::time::Instant;
 
 // ANCHOR: weight_bytes
-/// Bytes of f32 weights one decode step reads: every layer's matrices and norms, the final norm
-/// and the output projection (the embedding when tied). The input embedding is a lookup of one
-/// row per token, so an untied embedding table is not read.
-pub fn weight_bytes_per_step(c: &LlamaConfig) -> u64 {
+/// Bytes of weights kept as `dtype` one decode step reads: every layer's matrices and norms, the
+/// final norm and the output projection (the embedding when tied). The input embedding is a
+/// lookup of one row per token, so an untied embedding table is not read. Half precision halves
+/// the floor (the norms, kept in f32, are counted at the same width: a rounding error).
+pub fn weight_bytes_per_step(c: &LlamaConfig, dtype: DType) -> u64 {
     let untied_embed = if c.tie_word_embeddings { 0 } else { c.vocab_size as u64 * c.hidden_size as u64 };
-    4 * (c.param_count() - untied_embed)
+    dtype.bytes() * (c.param_count() - untied_embed)
 }
 // ANCHOR_END: weight_bytes
 
@@ -22,7 +24,7 @@ pub fn weight_bytes_per_step(c: &LlamaConfig) -> u64 {
 /// per second: the best of `repeats` passes, each core summing its share of the buffer. The
 /// buffer is on huge pages where the OS allows it, like the model's weights.
 pub fn read_bandwidth(bytes: usize, repeats: usize) -> f64 {
-    let mut buf = WeightMemory::zeros(bytes / 4); // on huge pages, as the weights are
+    let mut buf = WeightMemory::<f32>::zeros(bytes / 4); // on huge pages, as the weights are
     buf.fill(1.0); // written once, so every page is really there
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {
@@ -57,10 +59,11 @@ mod tests {
     #[test]
     fn a_tied_model_reads_its_embedding_once_an_untied_one_only_its_head() {
         let tied = LlamaConfig::named("bench").unwrap();
-        assert_eq!(weight_bytes_per_step(&tied), 4 * tied.param_count());
+        assert_eq!(weight_bytes_per_step(&tied, DType::F32), 4 * tied.param_count());
+        assert_eq!(weight_bytes_per_step(&tied, DType::BF16), 2 * tied.param_count());
         let untied = LlamaConfig::named("tiny").unwrap();
         let embed = (untied.vocab_size * untied.hidden_size) as u64;
-        assert_eq!(weight_bytes_per_step(&untied), 4 * (untied.param_count() - embed));
+        assert_eq!(weight_bytes_per_step(&untied, DType::F32), 4 * (untied.param_count() - embed));
     }
 
     #[test]

@@ -24,9 +24,11 @@
 //! 0, 1, … as there). So each output is bit for bit the dot product the decode path computes for
 //! the same row (tested below against the portable kernel); the tile only changes which sums are
 //! in registers at the same time. On CPUs without AVX-512 `dot_rows` is the kernels' tile (AVX2
-//! or plain Rust), which computes the same bits.
+//! or plain Rust), which computes the same bits. The tile itself is the kernels' `pairs` (the
+//! decode path uses it too, one group at a time); this file is its blocking for prompts.
 
-use crate::cpu::kernels::{self, GROUP, LANES};
+use crate::cpu::kernels::{self, GROUP};
+use crate::cpu::widen::Weight;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// From this many tokens in a step `linear` uses this kernel (below, the tokens of a step are too
@@ -40,20 +42,13 @@ pub const ROWS: usize = 2 * GROUP;
 /// of weight groups passes over them.
 const BLOCK_BYTES: usize = 192 * 1024;
 
-/// `y[t][o] = x[t] · w[o]` for a band of packed weight groups `w`, as [`kernels::dot_rows`], with
-/// the same bits. Panics if the shapes disagree.
-pub fn dot_rows(x: &ArrayView2<f32>, w: &[f32], y: &mut ArrayViewMut2<f32>) {
+/// `y[t][o] = x[t] · w[o]` for a band of packed weight groups `w` (any [`Weight`] type), as
+/// [`kernels::dot_rows`], with the same bits. Panics if the shapes disagree.
+pub fn dot_rows<E: Weight>(x: &ArrayView2<f32>, w: &[E], y: &mut ArrayViewMut2<f32>) {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        let n = x.ncols();
-        let groups = y.ncols().div_ceil(GROUP);
-        assert!(y.nrows() == x.nrows() && w.len() == groups * GROUP * n, "gemm::dot_rows: shapes disagree");
-        if n == 0 {
-            y.fill(0.0);
-            return;
-        }
-        let xs: Vec<&[f32]> = x.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect();
-        // SAFETY: shapes checked above; the CPU has the instructions (`available`).
+        let Some(xs) = kernels::token_rows(x, w, y) else { return };
+        // SAFETY: shapes checked by `token_rows`; the CPU has the instructions (`available`).
         unsafe { avx512::dot_rows(&xs, w, y) };
         return;
     }
@@ -67,10 +62,10 @@ fn token_block(n: usize) -> usize {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{token_block, GROUP, LANES, TOKENS};
-    use crate::cpu::kernels::finish;
+    use super::{token_block, GROUP, TOKENS};
+    use crate::cpu::kernels::{x86::pairs, Prefetch};
+    use crate::cpu::widen::Weight;
     use ndarray::ArrayViewMut2;
-    use std::arch::x86_64::*;
 
     #[inline]
     pub(super) fn available() -> bool {
@@ -78,17 +73,20 @@ mod avx512 {
             && is_x86_feature_detected!("avx512dq")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
 
-    /// Token blocks × pairs of packed groups × tiles of up to `TOKENS` tokens.
+    // ANCHOR: blocks
+    /// Token blocks × pairs of packed groups × tiles of up to `TOKENS` tokens, each tile the
+    /// kernels' [`pairs`] of two groups (`TOKENS` × 8 rows).
     ///
     /// # Safety
     /// `w` holds whole groups of rows as long as the token rows (at least one value); the CPU has
-    /// AVX-512 F/DQ/VL.
-    #[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl")]
-    pub(super) unsafe fn dot_rows(xs: &[&[f32]], w: &[f32], y: &mut ArrayViewMut2<f32>) {
+    /// AVX-512 F/DQ/VL and F16C.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512dq,avx512vl")]
+    pub(super) unsafe fn dot_rows<E: Weight>(xs: &[&[f32]], w: &[E], y: &mut ArrayViewMut2<f32>) {
         let n = xs[0].len();
-        let groups: Vec<&[f32]> = w.chunks_exact(GROUP * n).collect();
+        let groups: Vec<&[E]> = w.chunks_exact(GROUP * n).collect();
         let block = token_block(n);
         for t0 in (0..xs.len()).step_by(block) {
             let xb = &xs[t0..xs.len().min(t0 + block)];
@@ -99,9 +97,9 @@ mod avx512 {
                     macro_rules! run {
                         ($t:literal, $g:literal) => {{
                             let x: [&[f32]; $t] = tokens.try_into().expect("a tile's tokens");
-                            let g: [&[f32]; $g] = pair.try_into().expect("a tile's groups");
+                            let g: [&[E]; $g] = pair.try_into().expect("a tile's groups");
                             // SAFETY: every group holds GROUP rows of n values (the caller's promise).
-                            let sums = unsafe { tile::<$t, $g>(x, g) };
+                            let sums = unsafe { pairs::<$t, $g, E>(x, g, Prefetch::NONE) };
                             for (t, sums) in sums.iter().enumerate() {
                                 let mut out = y.row_mut(t0 + t1 + t);
                                 for (r, &v) in sums.iter().flatten().enumerate().take(kept) {
@@ -128,79 +126,14 @@ mod avx512 {
             }
         }
     }
-
-    // ANCHOR: tile
-    /// The dot products of `T` token rows with the `GROUP · G` rows of `G` packed groups:
-    /// (T, G, GROUP) sums, each in the order of `kernels::dot`.
-    ///
-    /// # Safety
-    /// Each group holds `GROUP` rows as long as the token rows; the CPU has AVX-512 F/DQ.
-    #[inline(always)]
-    unsafe fn tile<const T: usize, const G: usize>(x: [&[f32]; T], w: [&[f32]; G]) -> [[[f32; GROUP]; G]; T] {
-        let n = x[0].len();
-        let full = n / LANES * LANES;
-        // acc[t][g][h]: token t, rows 2h (lanes 0..8) and 2h+1 (lanes 8..16) of group g.
-        let mut acc = [[[_mm512_setzero_ps(); 2]; G]; T];
-        for c in 0..full / LANES {
-            let mut wv = [[_mm512_setzero_ps(); 2]; G];
-            for g in 0..G {
-                for h in 0..2 {
-                    // SAFETY (here and below): chunk c of every row lies inside its memory.
-                    wv[g][h] = unsafe { _mm512_loadu_ps(w[g].as_ptr().add((c * GROUP + 2 * h) * LANES)) };
-                }
-            }
-            for t in 0..T {
-                let xv = _mm512_broadcast_f32x8(unsafe { _mm256_loadu_ps(x[t].as_ptr().add(c * LANES)) });
-                for g in 0..G {
-                    for h in 0..2 {
-                        acc[t][g][h] = _mm512_fmadd_ps(xv, wv[g][h], acc[t][g][h]);
-                    }
-                }
-            }
-        }
-        let mut out = [[[0.0f32; GROUP]; G]; T];
-        if full == n {
-            // `finish`'s pairwise sum in registers, both halves at once: (0+4, …), (0+2, 1+3), 0+1.
-            for t in 0..T {
-                for g in 0..G {
-                    for h in 0..2 {
-                        let a = acc[t][g][h];
-                        let b = _mm512_add_ps(a, _mm512_shuffle_f32x4::<0b10_11_00_01>(a, a));
-                        let c = _mm512_add_ps(b, _mm512_permute_ps::<0b01_00_11_10>(b));
-                        let d = _mm512_add_ps(c, _mm512_permute_ps::<0b10_11_00_01>(c));
-                        let mut lanes = [0.0f32; 2 * LANES];
-                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), d) };
-                        (out[t][g][2 * h], out[t][g][2 * h + 1]) = (lanes[0], lanes[LANES]);
-                    }
-                }
-            }
-            return out;
-        }
-        // A tail: the lanes to memory, then the kernels' `finish` for each group.
-        let tail = n - full;
-        for g in 0..G {
-            let tails = &w[g][GROUP * full..GROUP * n];
-            let row_tails: [&[f32]; GROUP] = std::array::from_fn(|r| &tails[r * tail..(r + 1) * tail]);
-            let mut lanes = [[[0.0f32; LANES]; GROUP]; T];
-            for t in 0..T {
-                for h in 0..2 {
-                    unsafe { _mm512_storeu_ps(lanes[t][2 * h].as_mut_ptr(), acc[t][g][h]) }; // rows 2h, 2h+1
-                }
-            }
-            let sums = finish(x, row_tails, full, lanes);
-            for t in 0..T {
-                out[t][g] = sums[t];
-            }
-        }
-        out
-    }
-    // ANCHOR_END: tile
+    // ANCHOR_END: blocks
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::packed::Packed;
+    use crate::cpu::packed::{Elements, Packed};
+    use crate::dtype::DType;
     use ndarray::{s, Array2};
 
     fn values(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
@@ -211,18 +144,25 @@ mod tests {
     fn every_output_is_the_decode_kernels_dot_product_bit_for_bit() {
         // 77 columns: a tail of five; 64 and 768: none. 37 rows: an odd number of groups (a last
         // pair of one group) and a last group of one row. 70 tokens: tiles of 6 and a last of 4.
-        for cols in [77, 64, 768] {
-            let w = values(37, cols, 1);
-            let packed = Packed::new(&w.view());
+        // Each weight type: half-precision weights are widened exactly, so the reference is the
+        // dot product with the kept values as f32.
+        for (cols, dtype) in [(77, DType::F32), (64, DType::F32), (768, DType::F32), (77, DType::F16), (77, DType::BF16), (64, DType::F16)] {
+            let packed = Packed::new_as(&values(37, cols, 1).view(), dtype);
+            let w = packed.unpack();
             let x = values(70, cols, 2);
             for batch in [1, 5, 6, 70] {
                 let x = x.slice(s![..batch, ..]);
                 let mut y = Array2::from_elem((batch, 37), f32::NAN);
-                dot_rows(&x, packed.data(), &mut y.view_mut());
+                let mut v = y.view_mut();
+                match packed.data() {
+                    Elements::F32(d) => dot_rows(&x, d, &mut v),
+                    Elements::F16(d) => dot_rows(&x, d, &mut v),
+                    Elements::BF16(d) => dot_rows(&x, d, &mut v),
+                }
                 for t in 0..batch {
                     for o in 0..37 {
                         let expected = kernels::dot(x.row(t).as_slice().unwrap(), w.row(o).as_slice().unwrap());
-                        assert_eq!(y[[t, o]].to_bits(), expected.to_bits(), "{cols} columns, batch {batch}, token {t}, row {o}");
+                        assert_eq!(y[[t, o]].to_bits(), expected.to_bits(), "{dtype:?}, {cols} columns, batch {batch}, token {t}, row {o}");
                     }
                 }
             }

@@ -15,11 +15,16 @@
 //! - **Memory busy during arithmetic.** When a step has more than one token, each tile prefetches
 //!   a share of the weight group a few ahead into L2 (`Prefetch`), so reusing a group for several
 //!   token tiles does not leave memory idle.
-//! - **Wide registers.** On x86-64 CPUs with AVX2 and FMA (and, when present, AVX-512's 32
+//! - **Wide registers.** On x86-64 CPUs with AVX2, FMA and F16C (and, when present, AVX-512's 32
 //!   registers) the tile is written with those instructions and chosen at run time. Each lane is
 //!   the same fused multiply-add as [`f32::mul_add`], so it gives the portable tile's bits exactly
-//!   (tested below).
+//!   (tested below). With AVX-512 a decode tile holds up to eight tokens, so a batch-8 step loads
+//!   each weight vector once for all its tokens.
+//! - **Weights in their checkpoint's type.** f16 and bf16 weights are loaded as 2-byte values and
+//!   widened to f32 in registers ([`crate::cpu::widen`]); the arithmetic and its order are the
+//!   f32 path's, so the bits are too.
 
+use crate::cpu::widen::Weight;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Independent running sums per dot product: eight f32 lanes fill one AVX register.
@@ -27,8 +32,12 @@ pub const LANES: usize = 8;
 
 /// Rows computed together by the kernels, and stored together in `crate::cpu::packed::Packed`.
 pub const GROUP: usize = 4;
-/// Tokens per tile: each weight vector loaded feeds this many tokens.
+/// Tokens per tile in 16-register code (AVX2, plain Rust): each weight vector loaded feeds this
+/// many tokens.
 const TOKENS: usize = 4;
+/// Tokens per tile with AVX-512's 32 registers: a decode step of up to eight tokens multiplies
+/// each weight vector with all its tokens in the one load that brought it from memory.
+const WIDE_TOKENS: usize = 8;
 /// Output features per parallel task of `linear` (a multiple of [`GROUP`]): 32 rows of a
 /// 768-wide matrix are 96 KiB, which stay in a core's L2 cache while every token block of the
 /// step passes over them.
@@ -39,18 +48,18 @@ const TOKEN_BLOCK: usize = 64;
 /// Where `R` weight rows of `n` values are: values `c·LANES..(c+1)·LANES` of row `r` start at
 /// `start[r] + c·stride`, and its last `n % LANES` values are `tails[r]`. One description for
 /// rows of a plain row-major matrix (`stride = LANES`) and for a packed group
-/// (`stride = GROUP·LANES`).
+/// (`stride = GROUP·LANES`), in any weight type `E`.
 #[derive(Clone, Copy)]
-struct Rows<'a, const R: usize> {
-    start: [*const f32; R],
+struct Rows<'a, const R: usize, E> {
+    start: [*const E; R],
     stride: usize,
-    tails: [&'a [f32]; R],
+    tails: [&'a [E]; R],
 }
 
-impl<'a, const R: usize> Rows<'a, R> {
+impl<'a, const R: usize, E> Rows<'a, R, E> {
     /// Rows of a row-major matrix, each `n` long.
     #[inline(always)]
-    fn plain(rows: [&'a [f32]; R], n: usize) -> Self {
+    fn plain(rows: [&'a [E]; R], n: usize) -> Self {
         let full = n - n % LANES;
         let (mut start, mut tails) = ([std::ptr::null(); R], rows);
         for r in 0..R {
@@ -61,10 +70,10 @@ impl<'a, const R: usize> Rows<'a, R> {
     }
 }
 
-impl<'a> Rows<'a, GROUP> {
+impl<'a, E> Rows<'a, GROUP, E> {
     /// The rows of one packed group (`GROUP · n` values, see [`crate::cpu::packed`]).
     #[inline(always)]
-    fn packed(group: &'a [f32], n: usize) -> Self {
+    fn packed(group: &'a [E], n: usize) -> Self {
         let (full, tail) = (n - n % LANES, n % LANES);
         let tails = &group[GROUP * full..GROUP * n];
         let (mut start, mut row_tails) = ([group.as_ptr(); GROUP], [&tails[..0]; GROUP]);
@@ -81,13 +90,13 @@ impl<'a> Rows<'a, GROUP> {
 /// their way while this one is multiplied — without it, a core that reuses a group for several
 /// token tiles leaves memory idle, and the step costs memory time *plus* arithmetic time.
 #[derive(Clone, Copy)]
-struct Prefetch {
+pub(crate) struct Prefetch {
     next: *const u8,
     lines: usize,
 }
 
 impl Prefetch {
-    const NONE: Prefetch = Prefetch { next: std::ptr::null(), lines: 0 };
+    pub(crate) const NONE: Prefetch = Prefetch { next: std::ptr::null(), lines: 0 };
 }
 
 /// Bytes of one cache line.
@@ -98,30 +107,45 @@ const AHEAD: usize = 4;
 
 /// A way to compute a tile of dot products; every implementation gives the same bits.
 trait Tiles {
+    /// Tokens per tile of [`dot_rows`].
+    const TOKENS: usize;
+
     /// The dot products of `T` token rows (`n` values each) with `R` weight rows: (T, R) sums.
     ///
     /// # Safety
     /// `w` describes rows of `n` values inside live memory, and the CPU supports the
     /// implementation's instructions.
-    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>, pf: Prefetch) -> [[f32; R]; T];
+    unsafe fn tile<const T: usize, const R: usize, E: Weight>(x: [&[f32]; T], w: Rows<'_, R, E>, pf: Prefetch) -> [[f32; R]; T];
+
+    /// The dot products of `T` token rows with the rows of one packed group of `n`-long rows.
+    ///
+    /// # Safety
+    /// As [`Tiles::tile`]; `group` holds `GROUP · n` values.
+    #[inline(always)]
+    unsafe fn group<const T: usize, E: Weight>(x: [&[f32]; T], group: &[E], n: usize, pf: Prefetch) -> [[f32; GROUP]; T] {
+        unsafe { Self::tile::<T, GROUP, E>(x, Rows::packed(group, n), pf) }
+    }
 }
 
 /// Plain Rust: the definition of the order every other implementation follows.
 struct Portable;
 
 impl Tiles for Portable {
+    const TOKENS: usize = TOKENS;
+
     // ANCHOR: tile
     /// Lane `l` of each sum accumulates the products at positions `l, l + LANES, …` with fused
     /// multiply-adds; the lanes are then added pairwise ([`finish`]). One weight vector loaded
-    /// feeds `T` tokens; one token vector feeds `R` rows.
+    /// feeds `T` tokens; one token vector feeds `R` rows. Weights kept in half precision are
+    /// widened to f32 as they are loaded (exactly: see [`crate::cpu::widen`]).
     #[inline(always)]
-    unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>, _: Prefetch) -> [[f32; R]; T] {
+    unsafe fn tile<const T: usize, const R: usize, E: Weight>(x: [&[f32]; T], w: Rows<'_, R, E>, _: Prefetch) -> [[f32; R]; T] {
         let full = x[0].len() / LANES * LANES;
         let mut acc = [[[0.0f32; LANES]; R]; T];
         for c in 0..full / LANES {
             for r in 0..R {
                 // SAFETY: chunk c < full / LANES of row r, inside its memory (the caller's promise).
-                let wv = unsafe { &*(w.start[r].add(c * w.stride) as *const [f32; LANES]) };
+                let wv = unsafe { &*(w.start[r].add(c * w.stride) as *const [E; LANES]) }.map(E::to_f32);
                 for t in 0..T {
                     for l in 0..LANES {
                         acc[t][r][l] = x[t][c * LANES + l].mul_add(wv[l], acc[t][r][l]);
@@ -137,16 +161,16 @@ impl Tiles for Portable {
 /// The end of every tile: the last `n % LANES` products go into lanes 0, 1, … with fused
 /// multiply-adds, then each sum's lanes are added pairwise: (0+4, 1+5, 2+6, 3+7), (0+2, 1+3), 0+1.
 #[inline(always)]
-pub(crate) fn finish<const T: usize, const R: usize>(
+pub(crate) fn finish<const T: usize, const R: usize, E: Weight>(
     x: [&[f32]; T],
-    tails: [&[f32]; R],
+    tails: [&[E]; R],
     full: usize,
     mut acc: [[[f32; LANES]; R]; T],
 ) -> [[f32; R]; T] {
     for t in 0..T {
         for r in 0..R {
             for (l, (&a, &b)) in x[t][full..].iter().zip(tails[r]).enumerate() {
-                acc[t][r][l] = a.mul_add(b, acc[t][r][l]);
+                acc[t][r][l] = a.mul_add(b.to_f32(), acc[t][r][l]);
             }
         }
     }
@@ -162,16 +186,18 @@ pub(crate) fn finish<const T: usize, const R: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{finish, Prefetch, Rows, Tiles, LANES, LINE};
+pub(crate) mod x86 {
+    use super::{finish, Prefetch, Rows, Tiles, Weight, GROUP, LANES, LINE, TOKENS, WIDE_TOKENS};
     use std::arch::x86_64::*;
 
-    /// The tile in AVX2 + FMA: one 8-lane register per running sum.
+    /// The tile in AVX2 + FMA (+ F16C to widen f16): one 8-lane register per running sum.
     pub(super) struct Avx2;
 
     impl Tiles for Avx2 {
+        const TOKENS: usize = TOKENS;
+
         #[inline(always)]
-        unsafe fn tile<const T: usize, const R: usize>(x: [&[f32]; T], w: Rows<'_, R>, pf: Prefetch) -> [[f32; R]; T] {
+        unsafe fn tile<const T: usize, const R: usize, E: Weight>(x: [&[f32]; T], w: Rows<'_, R, E>, pf: Prefetch) -> [[f32; R]; T] {
             let full = x[0].len() / LANES * LANES;
             let mut acc = [[_mm256_setzero_ps(); R]; T];
             let mut xv = [_mm256_setzero_ps(); T];
@@ -190,7 +216,7 @@ mod x86 {
                     xv[t] = unsafe { _mm256_loadu_ps(x[t].as_ptr().add(c * LANES)) };
                 }
                 for r in 0..R {
-                    let wv = unsafe { _mm256_loadu_ps(w.start[r].add(c * w.stride)) };
+                    let wv = unsafe { E::load8(w.start[r].add(c * w.stride)) };
                     for t in 0..T {
                         acc[t][r] = _mm256_fmadd_ps(xv[t], wv, acc[t][r]);
                     }
@@ -217,6 +243,121 @@ mod x86 {
         }
     }
 
+    /// AVX-512: packed groups through [`pairs`] (up to [`WIDE_TOKENS`] tokens a tile), anything
+    /// else through the AVX2 tile.
+    pub(super) struct Avx512;
+
+    impl Tiles for Avx512 {
+        const TOKENS: usize = WIDE_TOKENS;
+
+        #[inline(always)]
+        unsafe fn tile<const T: usize, const R: usize, E: Weight>(x: [&[f32]; T], w: Rows<'_, R, E>, pf: Prefetch) -> [[f32; R]; T] {
+            unsafe { Avx2::tile(x, w, pf) }
+        }
+
+        #[inline(always)]
+        unsafe fn group<const T: usize, E: Weight>(x: [&[f32]; T], group: &[E], _: usize, pf: Prefetch) -> [[f32; GROUP]; T] {
+            let sums = unsafe { pairs::<T, 1, E>(x, [group], pf) };
+            let mut out = [[0.0f32; GROUP]; T];
+            for t in 0..T {
+                out[t] = sums[t][0];
+            }
+            out
+        }
+    }
+
+    // ANCHOR: pairs
+    /// The dot products of `T` token rows with the `GROUP · G` rows of `G` packed groups:
+    /// (T, G, GROUP) sums, each in the order of [`super::dot`]. A 16-lane register holds two rows'
+    /// running sums side by side (the packed layout stores rows 0..3 of a group next to each
+    /// other, eight columns at a time), so one load brings 8 columns of two rows, widened to f32
+    /// if the weights are half precision, and feeds all `T` tokens:
+    ///
+    /// ```text
+    /// per 8 columns (one chunk):
+    ///   weights: 2·G loads of 16 lanes = rows (0|1), (2|3) of each group
+    ///   tokens:  T loads of 8 columns, each copied into both halves of a register (x|x)
+    ///   sums:    T·G·2 registers: token t × row pair h, lanes 0..8 = row 2h, lanes 8..16 = row 2h+1
+    /// ```
+    ///
+    /// Decode steps use `G = 1` and up to eight tokens (19 of the 32 registers), the prefill GEMM
+    /// `G = 2` and six (29).
+    ///
+    /// # Safety
+    /// Each group holds `GROUP` rows as long as the token rows; the CPU has AVX-512 F/DQ and
+    /// (for f16 weights) F16C.
+    #[inline(always)]
+    pub(crate) unsafe fn pairs<const T: usize, const G: usize, E: Weight>(
+        x: [&[f32]; T],
+        w: [&[E]; G],
+        pf: Prefetch,
+    ) -> [[[f32; GROUP]; G]; T] {
+        let n = x[0].len();
+        let full = n / LANES * LANES;
+        let (mut next, mut left) = (pf.next, pf.lines);
+        let per_chunk = pf.lines.div_ceil((full / LANES).max(1));
+        // acc[t][g][h]: token t, rows 2h (lanes 0..8) and 2h+1 (lanes 8..16) of group g.
+        let mut acc = [[[_mm512_setzero_ps(); 2]; G]; T];
+        for c in 0..full / LANES {
+            for _ in 0..per_chunk.min(left) {
+                _mm_prefetch::<_MM_HINT_T1>(next as *const i8); // a hint: never faults
+                next = next.wrapping_add(LINE);
+                left -= 1;
+            }
+            let mut wv = [[_mm512_setzero_ps(); 2]; G];
+            for g in 0..G {
+                for h in 0..2 {
+                    // SAFETY (here and below): chunk c of every row lies inside its memory.
+                    wv[g][h] = unsafe { E::load16(w[g].as_ptr().add((c * GROUP + 2 * h) * LANES)) };
+                }
+            }
+            for t in 0..T {
+                let xv = _mm512_broadcast_f32x8(unsafe { _mm256_loadu_ps(x[t].as_ptr().add(c * LANES)) });
+                for g in 0..G {
+                    for h in 0..2 {
+                        acc[t][g][h] = _mm512_fmadd_ps(xv, wv[g][h], acc[t][g][h]);
+                    }
+                }
+            }
+        }
+        let mut out = [[[0.0f32; GROUP]; G]; T];
+        if full == n {
+            // `finish`'s pairwise sum in registers, both halves at once: (0+4, …), (0+2, 1+3), 0+1.
+            for t in 0..T {
+                for g in 0..G {
+                    for h in 0..2 {
+                        let a = acc[t][g][h];
+                        let b = _mm512_add_ps(a, _mm512_shuffle_f32x4::<0b10_11_00_01>(a, a));
+                        let c = _mm512_add_ps(b, _mm512_permute_ps::<0b01_00_11_10>(b));
+                        let d = _mm512_add_ps(c, _mm512_permute_ps::<0b10_11_00_01>(c));
+                        let mut lanes = [0.0f32; 2 * LANES];
+                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), d) };
+                        (out[t][g][2 * h], out[t][g][2 * h + 1]) = (lanes[0], lanes[LANES]);
+                    }
+                }
+            }
+            return out;
+        }
+        // A tail: the lanes to memory, then `finish` for each group.
+        let tail = n - full;
+        for g in 0..G {
+            let tails = &w[g][GROUP * full..GROUP * n];
+            let row_tails: [&[E]; GROUP] = std::array::from_fn(|r| &tails[r * tail..(r + 1) * tail]);
+            let mut lanes = [[[0.0f32; LANES]; GROUP]; T];
+            for t in 0..T {
+                for h in 0..2 {
+                    unsafe { _mm512_storeu_ps(lanes[t][2 * h].as_mut_ptr(), acc[t][g][h]) }; // rows 2h, 2h+1
+                }
+            }
+            let sums = finish(x, row_tails, full, lanes);
+            for t in 0..T {
+                out[t][g] = sums[t];
+            }
+        }
+        out
+    }
+    // ANCHOR_END: pairs
+
     /// The lanes of `a` added as `finish` adds them: (0+4, 1+5, 2+6, 3+7), (0+2, 1+3), 0+1.
     ///
     /// # Safety
@@ -234,16 +375,17 @@ mod x86 {
     #[derive(Clone, Copy)]
     pub(super) enum Simd {
         Avx2,
-        /// AVX2 instructions with AVX-512's 32 vector registers: a 4 × 4 tile's 16 sums and its
-        /// operands all stay in registers.
+        /// AVX-512's 32 vector registers and 16-lane loads: the wide tiles of [`pairs`].
         Avx512,
     }
 
     impl Simd {
         #[inline]
         pub(super) fn detect() -> Option<Simd> {
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl");
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            let avx512 = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512vl");
             match (avx2, avx512) {
                 (true, true) => Some(Simd::Avx512),
                 (true, false) => Some(Simd::Avx2),
@@ -252,45 +394,39 @@ mod x86 {
         }
     }
 
-    /// `$avx2` and `$avx512`: `$body::<Avx2>` compiled for those instruction sets.
-    macro_rules! compiled_for {
-        ($avx2:ident, $avx512:ident, fn($($arg:ident: $ty:ty),*) = $body:ident) => {
-            #[target_feature(enable = "avx2,fma")]
-            pub(super) unsafe fn $avx2($($arg: $ty),*) {
-                unsafe { super::$body::<Avx2>($($arg),*) }
-            }
-            #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-            pub(super) unsafe fn $avx512($($arg: $ty),*) {
-                unsafe { super::$body::<Avx2>($($arg),*) }
-            }
-        };
+    // The kernels' loops compiled for each instruction set (`Tiles` inlines into them).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_rows_avx2<E: Weight>(xs: &[&[f32]], w: &[E], y: &mut ndarray::ArrayViewMut2<f32>) {
+        unsafe { super::dot_rows_with::<Avx2, E>(xs, w, y) }
     }
-
-    compiled_for!(dot_rows_avx2, dot_rows_avx512, fn(xs: &[&[f32]], w: &[f32], y: &mut ndarray::ArrayViewMut2<f32>) = dot_rows_with);
-    compiled_for!(scores_avx2, scores_avx512, fn(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) = scores_with);
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512dq,avx512vl")]
+    pub(super) unsafe fn dot_rows_avx512<E: Weight>(xs: &[&[f32]], w: &[E], y: &mut ndarray::ArrayViewMut2<f32>) {
+        unsafe { super::dot_rows_with::<Avx512, E>(xs, w, y) }
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_avx2(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
+        unsafe { super::scores_with::<Avx2>(q, keys, scale, scores) }
+    }
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    pub(super) unsafe fn scores_avx512(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
+        unsafe { super::scores_with::<Avx2>(q, keys, scale, scores) }
+    }
 }
 
 /// `a · b` in the order every kernel here uses. Panics if the lengths differ (a caller's bug).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot of unequal lengths");
     // SAFETY: `b` has a.len() values; plain Rust runs anywhere.
-    unsafe { Portable::tile::<1, 1>([a], Rows::plain([b], a.len()), Prefetch::NONE)[0][0] }
+    unsafe { Portable::tile::<1, 1, f32>([a], Rows::plain([b], a.len()), Prefetch::NONE)[0][0] }
 }
 
 /// `y[t][o] = x[t] · w[o]` for a band of packed weight groups `w` (see [`crate::cpu::packed`]; its
-/// rows are `y`'s columns, the padding rows of its last group beyond them) and tokens `x`.
-/// Panics if the shapes disagree.
-pub fn dot_rows(x: &ArrayView2<f32>, w: &[f32], y: &mut ArrayViewMut2<f32>) {
-    let n = x.ncols();
-    let groups = y.ncols().div_ceil(GROUP);
-    assert!(y.nrows() == x.nrows() && w.len() == groups * GROUP * n, "dot_rows: shapes disagree");
-    if n == 0 {
-        y.fill(0.0);
-        return;
-    }
-    let xs: Vec<&[f32]> = x.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect();
+/// rows are `y`'s columns, the padding rows of its last group beyond them) and tokens `x`, the
+/// weights in any [`Weight`] type. Panics if the shapes disagree.
+pub fn dot_rows<E: Weight>(x: &ArrayView2<f32>, w: &[E], y: &mut ArrayViewMut2<f32>) {
+    let Some(xs) = token_rows(x, w, y) else { return };
     // SAFETY: every group holds GROUP rows of n values and every token row has n values (checked
-    // above); each path runs only on a CPU that has its instructions.
+    // by `token_rows`); each path runs only on a CPU that has its instructions.
     unsafe {
         #[cfg(target_arch = "x86_64")]
         match x86::Simd::detect() {
@@ -298,38 +434,61 @@ pub fn dot_rows(x: &ArrayView2<f32>, w: &[f32], y: &mut ArrayViewMut2<f32>) {
             Some(x86::Simd::Avx2) => return x86::dot_rows_avx2(&xs, w, y),
             None => {}
         }
-        dot_rows_with::<Portable>(&xs, w, y)
+        dot_rows_with::<Portable, E>(&xs, w, y)
     }
 }
 
-/// Token blocks × packed groups × tiles of up to `TOKENS` tokens.
+/// The same outputs as [`dot_rows`] from the plain-Rust tile alone: what the SIMD paths are
+/// tested against, bit for bit.
+pub fn dot_rows_portable<E: Weight>(x: &ArrayView2<f32>, w: &[E], y: &mut ArrayViewMut2<f32>) {
+    let Some(xs) = token_rows(x, w, y) else { return };
+    // SAFETY: shapes checked by `token_rows`; plain Rust runs anywhere.
+    unsafe { dot_rows_with::<Portable, E>(&xs, w, y) }
+}
+
+/// The token rows of `x` as slices, after checking the shapes `dot_rows` needs (panics if they
+/// disagree); `None` (and `y` zeroed) when the rows are empty.
+pub(crate) fn token_rows<'x, E>(x: &'x ArrayView2<f32>, w: &[E], y: &mut ArrayViewMut2<f32>) -> Option<Vec<&'x [f32]>> {
+    let n = x.ncols();
+    let groups = y.ncols().div_ceil(GROUP);
+    assert!(y.nrows() == x.nrows() && w.len() == groups * GROUP * n, "dot_rows: shapes disagree");
+    if n == 0 {
+        y.fill(0.0);
+        return None;
+    }
+    Some(x.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect())
+}
+
+/// Token blocks × packed groups × tiles of up to `K::TOKENS` tokens.
 ///
 /// # Safety
 /// `w` holds whole groups of rows as long as the token rows; instructions supported.
 #[inline(always)]
-unsafe fn dot_rows_with<K: Tiles>(xs: &[&[f32]], w: &[f32], y: &mut ArrayViewMut2<f32>) {
+unsafe fn dot_rows_with<K: Tiles, E: Weight>(xs: &[&[f32]], w: &[E], y: &mut ArrayViewMut2<f32>) {
     let n = xs.first().map_or(0, |x| x.len());
-    let group_bytes = GROUP * n * size_of::<f32>();
+    let group_bytes = GROUP * n * size_of::<E>();
     let group_lines = group_bytes.div_ceil(LINE);
     for t0 in (0..xs.len()).step_by(TOKEN_BLOCK) {
         let block = &xs[t0..xs.len().min(t0 + TOKEN_BLOCK)];
-        let tiles = block.len().div_ceil(TOKENS);
+        let tiles = block.len().div_ceil(K::TOKENS);
         for (g, group) in w.chunks_exact(GROUP * n).enumerate() {
-            let rows = Rows::packed(group, n);
             let kept = (y.ncols() - g * GROUP).min(GROUP); // the last group's padding rows are dropped
             // The group AHEAD groups on, a share of it per token tile (past the band's end it
             // is the next band's, which this core most likely takes next). With one token the
-            // hardware prefetcher follows the stream alone: prefetching too was slower (measured;
-            // from two tokens on, prefetching is faster even with one tile per group).
+            // hardware prefetcher follows an f32 stream alone: prefetching too was slower
+            // (measured; from two tokens on, prefetching is faster even with one tile per group).
+            // A 2-byte stream passes twice the weights per cache line, and one token of it on
+            // one core ran faster with the prefetches (measured).
             let ahead = (group.as_ptr() as *const u8).wrapping_add(AHEAD * group_bytes);
-            for (k, t1) in (0..block.len()).step_by(TOKENS).enumerate() {
-                let tokens = &block[t1..block.len().min(t1 + TOKENS)];
+            let prefetch = block.len() > 1 || size_of::<E>() < size_of::<f32>();
+            for (k, t1) in (0..block.len()).step_by(K::TOKENS).enumerate() {
+                let tokens = &block[t1..block.len().min(t1 + K::TOKENS)];
                 let (first, last) = (k * group_lines / tiles, (k + 1) * group_lines / tiles);
-                let pf = if block.len() > 1 { Prefetch { next: ahead.wrapping_add(first * LINE), lines: last - first } } else { Prefetch::NONE };
+                let pf = if prefetch { Prefetch { next: ahead.wrapping_add(first * LINE), lines: last - first } } else { Prefetch::NONE };
                 macro_rules! run {
                     ($t:literal) => {{
                         let x: [&[f32]; $t] = tokens.try_into().expect("a tile's tokens");
-                        let sums = unsafe { K::tile::<$t, GROUP>(x, rows, pf) };
+                        let sums = unsafe { K::group::<$t, E>(x, group, n, pf) };
                         for (t, sums) in sums.iter().enumerate() {
                             for (r, &v) in sums.iter().enumerate().take(kept) {
                                 y[[t0 + t1 + t, g * GROUP + r]] = v;
@@ -337,7 +496,12 @@ unsafe fn dot_rows_with<K: Tiles>(xs: &[&[f32]], w: &[f32], y: &mut ArrayViewMut
                         }
                     }};
                 }
+                // Tiles wider than K::TOKENS are never asked for (their arms are dead code there).
                 match tokens.len() {
+                    8 => run!(8),
+                    7 => run!(7),
+                    6 => run!(6),
+                    5 => run!(5),
                     4 => run!(4),
                     3 => run!(3),
                     2 => run!(2),
@@ -373,11 +537,11 @@ unsafe fn scores_with<K: Tiles>(q: &[f32], keys: &[&[f32]], scale: f32, scores: 
     let n = q.len();
     for (s, k) in scores.chunks_mut(4).zip(keys.chunks(4)) {
         if let ([s0, s1, s2, s3], &[k0, k1, k2, k3]) = (&mut *s, k) {
-            let [d0, d1, d2, d3] = unsafe { K::tile::<1, 4>([q], Rows::plain([k0, k1, k2, k3], n), Prefetch::NONE) }[0];
+            let [d0, d1, d2, d3] = unsafe { K::tile::<1, 4, f32>([q], Rows::plain([k0, k1, k2, k3], n), Prefetch::NONE) }[0];
             (*s0, *s1, *s2, *s3) = (d0 * scale, d1 * scale, d2 * scale, d3 * scale);
         } else {
             for (s, &k) in s.iter_mut().zip(k) {
-                *s = unsafe { K::tile::<1, 1>([q], Rows::plain([k], n), Prefetch::NONE) }[0][0] * scale;
+                *s = unsafe { K::tile::<1, 1, f32>([q], Rows::plain([k], n), Prefetch::NONE) }[0][0] * scale;
             }
         }
     }
@@ -386,31 +550,63 @@ unsafe fn scores_with<K: Tiles>(q: &[f32], keys: &[&[f32]], scale: f32, scores: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::packed::Packed;
-    use ndarray::Array2;
+    use crate::cpu::packed::{Elements, Packed};
+    use crate::dtype::DType;
+    use ndarray::{s, Array2};
 
     fn values(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
         Array2::from_shape_fn((rows, cols), |(r, c)| (((r * 131 + c * 71 + seed * 17) % 1009) as f32 / 504.5 - 1.0) * 1.37)
     }
 
+    /// `dot_rows` (the CPU's best path) or its portable twin over a packed matrix of any type.
+    fn run(x: &ArrayView2<f32>, p: &Packed, portable: bool) -> Array2<f32> {
+        let mut y = Array2::from_elem((x.nrows(), p.rows()), f32::NAN);
+        let mut v = y.view_mut();
+        match (p.data(), portable) {
+            (Elements::F32(d), false) => dot_rows(x, d, &mut v),
+            (Elements::F16(d), false) => dot_rows(x, d, &mut v),
+            (Elements::BF16(d), false) => dot_rows(x, d, &mut v),
+            (Elements::F32(d), true) => dot_rows_portable(x, d, &mut v),
+            (Elements::F16(d), true) => dot_rows_portable(x, d, &mut v),
+            (Elements::BF16(d), true) => dot_rows_portable(x, d, &mut v),
+        }
+        y
+    }
+
     #[test]
-    fn every_output_is_the_same_dot_product_whatever_the_batch() {
+    fn every_output_is_the_same_dot_product_whatever_the_batch_and_weight_type() {
         // 77 columns: nine full lane chunks and a tail of five; 64: no tail. 37 rows: a last
-        // group of one.
+        // group of one. Batches 1..=9 cover every tile width, 70 several token tiles.
         for cols in [77, 64] {
-            let w = values(37, cols, 1);
-            let packed = Packed::new(&w.view());
             let x = values(70, cols, 2);
-            for batch in [1, 3, 5, 70] {
-                let mut y = Array2::zeros((batch, 37));
-                dot_rows(&x.slice(ndarray::s![..batch, ..]), packed.data(), &mut y.view_mut());
-                for t in 0..batch {
-                    for o in 0..37 {
-                        let expected = dot(x.row(t).as_slice().unwrap(), w.row(o).as_slice().unwrap());
-                        assert_eq!(y[[t, o]].to_bits(), expected.to_bits(), "{cols} columns, batch {batch}, token {t}, row {o}");
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let packed = Packed::new_as(&values(37, cols, 1).view(), dtype);
+                let w = packed.unpack(); // the kept values, widened: exactly what the kernels multiply
+                for batch in (1..=9).chain([70]) {
+                    let x = x.slice(s![..batch, ..]);
+                    let (y, portable) = (run(&x, &packed, false), run(&x, &packed, true));
+                    for t in 0..batch {
+                        for o in 0..37 {
+                            let expected = dot(x.row(t).as_slice().unwrap(), w.row(o).as_slice().unwrap());
+                            let at = format!("{dtype:?}, {cols} columns, batch {batch}, token {t}, row {o}");
+                            assert_eq!(y[[t, o]].to_bits(), expected.to_bits(), "{at}");
+                            assert_eq!(portable[[t, o]].to_bits(), expected.to_bits(), "portable, {at}");
+                        }
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn half_weights_give_the_f32_models_bits() {
+        // A matrix of half values packed as f32 and as f16: the same products, the same order.
+        let w = Packed::new_as(&values(12, 100, 7).view(), DType::F16).unpack();
+        let x = values(8, 100, 8);
+        let (wide, half) = (Packed::new(&w.view()), Packed::new_as(&w.view(), DType::F16));
+        for batch in [1, 8] {
+            let x = x.slice(s![..batch, ..]);
+            assert_eq!(run(&x, &wide, false).mapv(f32::to_bits), run(&x, &half, false).mapv(f32::to_bits), "batch {batch}");
         }
     }
 
