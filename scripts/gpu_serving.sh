@@ -6,7 +6,7 @@
 #                    ../shared/scripts/gpu-pack.sh build -p ch06-cuda --examples
 #                    ../shared/scripts/gpu-pack.sh build -p kvserve --bin kvserve
 # then on the GPU machine, from the repository root:  OUT=/some/dir bash scripts/gpu_serving.sh
-#   SKIP="tests chat throughput hf"  leave those parts out;  N=96  requests of the throughput run
+#   SKIP="tests chat throughput ncu hf"  leave those parts out;  N=96  requests of the throughput run
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -36,6 +36,12 @@ case "$SKIP" in *throughput*) ;; *)
   bench=$(ls .gpu/gpu_bench-* 2>/dev/null | head -n 1); bench=${bench:-.gpu/gpu_bench}
   timeout 300 "$bench" --out "$OUT" --sections c --model /tmp/kvserve-llama-1b --workload "$OUT/workload.json" \
     --max-requests "$N" 2>&1 | tee "$OUT/ch06_throughput.log"
+  case "$SKIP" in *ncu*) ;; *)
+    stamp "ncu: about one decode step of the same run, kernel by kernel"
+    timeout 150 /usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum --clock-control none --cache-control none \
+      --launch-skip 100000 --launch-count 240 "$bench" --out "$OUT/ncu-run" --sections c --model /tmp/kvserve-llama-1b \
+      --workload "$OUT/workload.json" --max-requests "$N" > "$OUT/ncu.csv" 2> "$OUT/ncu.err"; echo "ncu exit $?" ;;
+  esac
   case "$SKIP" in *hf*) ;; *)
     stamp "transformers continuous batching, same checkpoint and workload"
     timeout 300 python3 scripts/peer_hf_continuous.py --json-out "$OUT/peer_hf_continuous.json" --workload "$OUT/workload.json" \
