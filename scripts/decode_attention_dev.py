@@ -73,9 +73,9 @@ class Kernel:
         p = lambda *xs: (c_void_p * len(xs))(*[ctypes.cast(byref(x), c_void_p) for x in xs])
         ptr = lambda t: ctypes.c_uint64(t.data_ptr())
         a = [ptr(c["q"]), ptr(c["kc"]), ptr(c["vc"]), ptr(c["tables"]), ptr(c["rows"]), ptr(c["ctx"]), ptr(c["po"]), ptr(c["pml"]),
-             c_int(H), c_int(HKV), c_int(BS), c_int(c["max_blocks"]), c_int(mp), ctypes.c_float(1 / math.sqrt(D))]
+             c_int(H), c_int(HKV), c_int(BS), c_int(c["max_blocks"]), c_int(mp), c_int(self.part), ctypes.c_float(1 / math.sqrt(D))]
         ck(cu.cuLaunchKernel(self.attn, n, H // self.g, mp, self.nt, 1, 1, 0, s, p(*a), None), "attn")
-        b = [ptr(c["po"]), ptr(c["pml"]), ptr(c["ctx"]), ptr(out), c_int(H), c_int(mp)]
+        b = [ptr(c["po"]), ptr(c["pml"]), ptr(c["ctx"]), ptr(out), c_int(H), c_int(mp), c_int(self.part)]
         ck(cu.cuLaunchKernel(self.red, n, H, 1, D, 1, 1, 0, s, p(*b), None), "reduce")
 
 def make_case(ctxs, H, HKV, seed, D):

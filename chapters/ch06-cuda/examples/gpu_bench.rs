@@ -10,6 +10,7 @@
 //!      kernel it replaces (beside scripts/peer_prefill_attention.py and peer_torch_prefill.py).
 //!
 //!   gpu_bench --out DIR [--sections a,b,c,d,e] [--model DIR --workload FILE --max-requests N]
+//!             [--decode-points 1x512,64x2048]  (section b's batch x context points)
 
 use ch00_model::{kv_bytes_per_token, AttnShape, DType, LlamaConfig, CUDA_CONTEXT_BYTES, GPU_MEMORY_UTILIZATION, H100_80GB};
 use ch00_serving::{Engine, Request, RunOptions};
@@ -53,8 +54,16 @@ fn main() -> Res<()> {
     if sections.contains('b') {
         let c = LlamaConfig::named("llama-7b")?;
         let mut rows = Vec::new();
-        for ctx in [512usize, 2048] {
-            for b in [1usize, 32, 64] {
+        // `--decode-points 1x512,64x2048` measures only those (batch x context) points.
+        let points = match arg(&args, "--decode-points") {
+            Some(p) => p.split(',').map(|bc| {
+                let (b, c) = bc.split_once('x').ok_or("--decode-points: BxCONTEXT,...")?;
+                Ok::<_, Box<dyn std::error::Error>>((c.parse::<usize>()?, b.parse::<usize>()?))
+            }).collect::<Result<Vec<_>, _>>()?,
+            None => [512usize, 2048].iter().flat_map(|&c| [1usize, 32, 64].map(|b| (c, b))).collect(),
+        };
+        for (ctx, b) in points {
+            {
                 match decode_steps::<half::f16>(&gpu, &c, &[b], &[ctx], copy_gbps) {
                     Ok(r) => {
                         for x in &r {

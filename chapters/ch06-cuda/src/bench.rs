@@ -5,7 +5,7 @@
 
 use crate::device::{device_err, ptr, Gpu};
 use crate::float::GpuFloat;
-use crate::kernels::{AttentionIo, Kernels};
+use crate::kernels::{AttentionIo, Kernels, MIN_PART, PART};
 use crate::model::{Capacity, GpuModel, KvCache};
 use crate::weights::GpuWeights;
 use ch00_model::rope::Rope;
@@ -107,8 +107,9 @@ pub fn attention<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, batch: usize, context
     let rows = gpu.upload("rows", &(0..batch as i32).collect::<Vec<_>>())?;
     let ctx = gpu.upload("contexts", &vec![context as i32; batch])?;
     let parts = GpuModel::<T>::parts_for(context);
-    let part_o = gpu.zeros::<f32>("partitions", batch * parts * shape.q_dim())?;
-    let part_ml = gpu.zeros::<f32>("partitions", batch * parts * shape.heads * 2)?;
+    let room = batch * parts * (PART / MIN_PART); // as the engine's buffers: room to split a small batch
+    let part_o = gpu.zeros::<f32>("partitions", room * shape.q_dim())?;
+    let part_ml = gpu.zeros::<f32>("partitions", room * shape.heads * 2)?;
     let out = gpu.zeros::<T>("out", batch * shape.q_dim())?;
     let io = AttentionIo {
         q: ptr(gpu, &q),
@@ -124,7 +125,7 @@ pub fn attention<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, batch: usize, context
     // SAFETY: the buffers above are alive for the timing, sized for `batch` queries of `parts`
     // partitions over `num_blocks` blocks; each row's table holds `per_seq` of those blocks, enough
     // for `context` positions, and `parts` covers `context`.
-    let ms = time_ms(gpu, 5, 50, || unsafe { k.attention(gpu, &io, batch, block_size, per_seq, parts) })?;
+    let ms = time_ms(gpu, 5, 50, || unsafe { k.attention(gpu, &io, batch, block_size, per_seq, parts, room) })?;
     let kv_bytes = (2 * batch * context * shape.kv_dim() * std::mem::size_of::<T>()) as u64;
     let gbps = kv_bytes as f64 / (ms * 1e-3) / 1e9;
     Ok(AttentionRow {
@@ -169,7 +170,7 @@ pub fn decode_steps<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, batches: &[usi
     let block_size = 16;
     let (max_b, max_ctx) = (batches.iter().copied().max().unwrap_or(1), contexts.iter().copied().max().unwrap_or(1) + 1);
     let max_parts = GpuModel::<T>::parts_for(max_ctx);
-    let cap = Capacity { max_tokens: max_b, max_rows: max_b, max_blocks: max_ctx.div_ceil(block_size), max_query_parts: max_b * max_parts };
+    let cap = Capacity { max_tokens: max_b, max_rows: max_b, max_blocks: max_ctx.div_ceil(block_size), max_query_parts: max_b * max_parts * (PART / MIN_PART) };
     let mut model = GpuModel::new(gpu, config.clone(), kernels, weights, cap)?;
     let mut rows = Vec::new();
     for &ctx in contexts {

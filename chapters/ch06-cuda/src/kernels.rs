@@ -33,6 +33,23 @@ use std::marker::PhantomData;
 
 /// Context positions one attention thread block covers; longer contexts are split.
 pub const PART: usize = 512;
+/// The shortest partition [`partition_split`] cuts to, and the grid it aims for: two blocks
+/// for each SM of an H100/H200 (132), so that a batch of one still streams its K/V from every SM.
+pub const MIN_PART: usize = 64;
+const TARGET_BLOCKS: usize = 264;
+
+/// How many pieces each PART-position partition is cut into for a launch of `blocks` thread
+/// blocks (queries × head groups × partitions) using `pairs` (query, partition) pairs of the
+/// partition buffers' `room`: halved until the grid reaches TARGET_BLOCKS, a partition would drop
+/// below MIN_PART positions, or the buffers run out. A decode step of one sequence otherwise runs
+/// a few dozen blocks, each walking 512 positions alone, while most SMs idle.
+pub fn partition_split(blocks: usize, pairs: usize, room: usize) -> usize {
+    let mut split = 1;
+    while blocks * split < TARGET_BLOCKS && PART / (2 * split) >= MIN_PART && pairs * 2 * split <= room {
+        split *= 2;
+    }
+    split
+}
 /// Head sizes the attention kernel is compiled for.
 pub const HEAD_DIMS: [usize; 5] = [16, 32, 64, 128, 256];
 
@@ -91,6 +108,11 @@ pub fn decode_on_tensor_cores(shape: AttnShape, dtype: &str, capability: (i32, i
 /// Batches up to this many rows take the GEMV kernel; larger ones cuBLAS. The one definition:
 /// `gemv.cu` is compiled with `-DGEMV_MAX_N=` this (its per-row accumulators).
 pub const GEMV_MAX_N: usize = 8;
+/// The GEMV's warps per block, output rows per warp and 16-byte loads in flight per row and lane
+/// (`-DGEMV_WARPS=`, `-DGEMV_RPW=`, `-DGU=`), chosen by `scripts/gemv_dev.py` on an H200.
+const GEMV_WARPS: usize = 8;
+const GEMV_RPW: usize = 1;
+const GEMV_UNROLL: usize = 4;
 
 /// Checks that the attention kernel supports this shape.
 pub fn check_shape(shape: AttnShape) -> Result<()> {
@@ -124,7 +146,13 @@ impl<T: GpuFloat> Kernels<T> {
         let decode_tc = decode_on_tensor_cores(shape, T::C_NAME, gpu.compute_capability()?);
         let dtype = ("DTYPE", T::C_NAME.to_string());
         let common = [dtype.clone()];
-        let gemv_defs = [dtype.clone(), ("GEMV_MAX_N", GEMV_MAX_N.to_string())];
+        let gemv_defs = [
+            dtype.clone(),
+            ("GEMV_MAX_N", GEMV_MAX_N.to_string()),
+            ("GEMV_WARPS", GEMV_WARPS.to_string()),
+            ("GEMV_RPW", GEMV_RPW.to_string()),
+            ("GU", GEMV_UNROLL.to_string()),
+        ];
         let mut attn_defs = vec![
             dtype,
             ("HEAD_DIM", shape.head_dim.to_string()),
@@ -254,12 +282,14 @@ impl<T: GpuFloat> Kernels<T> {
 
     // ANCHOR: attention_launch
     /// Paged attention of `n_q` query tokens, then the merge of their context partitions.
-    /// `parts` = ⌈longest context / PART⌉ (fixed at the maximum when captured in a graph).
+    /// `parts` = ⌈longest context / PART⌉ (fixed at the maximum when captured in a graph); the
+    /// partition buffers have room for `room` (query, partition) pairs, at least `n_q · parts`:
+    /// a small batch uses the spare room to cut its partitions finer ([`partition_split`]).
     ///
     /// # Safety
     /// The [module's contract](crate::kernels#safety) for every buffer of `io`, with the sizes its fields
-    /// list: `n_q` queries, `parts` partitions, `block_size`-token blocks, tables of `max_blocks`
-    /// entries. Every `ctx_lens[i]` is at most `parts · PART` and `max_blocks · block_size`, every
+    /// list: `n_q` queries, `room` (query, partition) pairs, `block_size`-token blocks, tables of
+    /// `max_blocks` entries. Every `ctx_lens[i]` is at most `parts · PART` and `max_blocks · block_size`, every
     /// `rows[i]` is a row of `tables`, and that row's first ⌈ctx_lens[i] / block_size⌉ entries are
     /// blocks of the caches.
     #[allow(clippy::too_many_arguments)]
@@ -271,19 +301,26 @@ impl<T: GpuFloat> Kernels<T> {
         block_size: usize,
         max_blocks: usize,
         parts: usize,
+        room: usize,
     ) -> Result<()> {
         let s = self.shape;
         let chunks = s.heads / s.kv_heads / self.group_chunk;
+        let head_blocks = s.kv_heads * chunks;
+        if n_q * parts > room {
+            return Err(ModelError::InvalidBatch(format!("{n_q} queries of {parts} partitions exceed the room for {room}")));
+        }
+        let split = partition_split(n_q * head_blocks * parts, n_q * parts, room);
         let threads = if self.decode_tc { 128 } else { s.head_dim.max(128) as u32 };
-        let grid = (u32_of("queries", n_q)?, (s.kv_heads * chunks) as u32, u32_of("partitions", parts)?);
+        let grid = (u32_of("queries", n_q)?, head_blocks as u32, u32_of("partitions", parts * split)?);
         let (heads, kv_heads) = (i32_of("heads", s.heads)?, i32_of("kv_heads", s.kv_heads)?);
-        let (bs, mb, mp) = (i32_of("block_size", block_size)?, i32_of("max_blocks", max_blocks)?, i32_of("partitions", parts)?);
+        let (bs, mb, mp) = (i32_of("block_size", block_size)?, i32_of("max_blocks", max_blocks)?, i32_of("partitions", parts * split)?);
+        let part_len = (PART / split) as i32;
         let scale = 1.0f32 / (s.head_dim as f32).sqrt();
         launch!(gpu, self.attention, grid, threads;
             io.q, io.k_cache, io.v_cache, io.tables, io.rows, io.ctx_lens, io.part_o, io.part_ml,
-            heads, kv_heads, bs, mb, mp, scale)?;
+            heads, kv_heads, bs, mb, mp, part_len, scale)?;
         launch!(gpu, self.attention_reduce, (grid.0, s.heads as u32, 1), s.head_dim as u32;
-            io.part_o, io.part_ml, io.ctx_lens, io.out, heads, mp)
+            io.part_o, io.part_ml, io.ctx_lens, io.out, heads, mp, part_len)
     }
     // ANCHOR_END: attention_launch
 
@@ -300,7 +337,8 @@ impl<T: GpuFloat> Kernels<T> {
             return unsafe { linear::<T>(gpu, x, w, y, n, in_f, out_f) };
         }
         let (nn, i, o) = (i32_of("rows", n)?, i32_of("in features", in_f)?, i32_of("out features", out_f)?);
-        launch!(gpu, self.gemv, (u32_of("rows", out_f.div_ceil(8))?, 1, 1), 256; w, x, y, nn, i, o)
+        let blocks = u32_of("rows", out_f.div_ceil(GEMV_WARPS * GEMV_RPW))?;
+        launch!(gpu, self.gemv, (blocks, 1, 1), (32 * GEMV_WARPS) as u32; w, x, y, nn, i, o)
     }
     // ANCHOR_END: linear_dispatch
 
@@ -382,6 +420,21 @@ pub unsafe fn linear<T: GpuFloat>(gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_batches_cut_their_partitions_within_the_room() {
+        assert_eq!(partition_split(64, 2, 2), 1, "no spare room: no split");
+        assert_eq!(partition_split(64, 2, 1000), 8, "64 blocks -> 512, the first grid past TARGET_BLOCKS");
+        assert_eq!(partition_split(1, 1, 1000), PART / MIN_PART, "never below MIN_PART positions");
+        assert_eq!(partition_split(16, 2, 8), 4, "room for four times the pairs only");
+        assert_eq!(partition_split(4096, 128, 4096), 1, "a big batch fills the GPU as is");
+        for blocks in 1..600 {
+            for room in [1usize, 3, 16, 100] {
+                let s = partition_split(blocks, 1, room);
+                assert!(s.is_power_of_two() && PART / s >= MIN_PART && (s == 1 || s <= room));
+            }
+        }
+    }
 
     #[test]
     fn decode_takes_tensor_cores_only_for_half_precision_gqa_on_ampere_or_newer() {

@@ -253,7 +253,7 @@ impl<T: GpuFloat> GpuModel<T> {
                     out: p(&b.attn),
                 };
                 match attn {
-                    PassAttention::Paged { parts } => k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts)?,
+                    PassAttention::Paged { parts } => k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts, self.cap.max_query_parts)?,
                     PassAttention::Prefill { seqs, max_q_len, version } => {
                         let pio = PrefillIo {
                             q: io.q,

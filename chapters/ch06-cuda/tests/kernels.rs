@@ -8,7 +8,7 @@ use ch00_model::cpu::packed::Packed;
 use ch00_model::rope::Rope;
 use ch00_model::{attend_one, AttnShape, LlamaConfig};
 use ch06_cuda::device::{ptr, Gpu};
-use ch06_cuda::kernels::{linear as gpu_linear, AttentionIo, Kernels, PART};
+use ch06_cuda::kernels::{linear as gpu_linear, AttentionIo, Kernels, MIN_PART, PART};
 use ch06_cuda::GpuFloat;
 use half::{bf16, f16};
 use ndarray::{Array1, Array2};
@@ -19,6 +19,13 @@ use common::*;
 /// Paged attention of query tokens with assorted context lengths (inside one partition, exactly
 /// at its edge, across several), K/V scattered over a shuffled pool, against ch00's attend_one.
 fn attention_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64) {
+    // No spare room (one partition per PART positions), then room for the finest split.
+    for spare in [1, PART / MIN_PART] {
+        attention_case_in::<T>(g, shape, block_size, seed, spare);
+    }
+}
+
+fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64, spare: usize) {
     let k = Kernels::<T>::new(g, shape).unwrap();
     let mut rng = Rng(seed);
     let contexts = [1usize, 2, block_size, block_size + 1, PART - 1, PART, PART + 1, 3 * PART + 7, 40];
@@ -41,8 +48,9 @@ fn attention_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, see
     let td = g.upload("tables", &tables).unwrap();
     let rows = g.upload("rows", &(0..n_q as i32).collect::<Vec<_>>()).unwrap();
     let ctx = g.upload("ctx", &contexts.iter().map(|&c| c as i32).collect::<Vec<_>>()).unwrap();
-    let part_o = g.zeros::<f32>("p", n_q * parts * shape.q_dim()).unwrap();
-    let part_ml = g.zeros::<f32>("p", n_q * parts * shape.heads * 2).unwrap();
+    let room = n_q * parts * spare;
+    let part_o = g.zeros::<f32>("p", room * shape.q_dim()).unwrap();
+    let part_ml = g.zeros::<f32>("p", room * shape.heads * 2).unwrap();
     let io = AttentionIo {
         q: ptr(g, &qd),
         k_cache: ptr(g, &kd),
@@ -56,7 +64,7 @@ fn attention_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, see
     };
     // SAFETY: the buffers above are sized for n_q queries, `parts` partitions and `num_blocks`
     // blocks; each row's table holds distinct blocks of the pool, enough for its context.
-    unsafe { k.attention(g, &io, n_q, block_size, max_blocks, parts) }.unwrap();
+    unsafe { k.attention(g, &io, n_q, block_size, max_blocks, parts, room) }.unwrap();
     let got = down::<T>(g, &out);
     let mut want = vec![0.0f32; n_q * shape.q_dim()];
     let qd = shape.q_dim();
@@ -69,7 +77,7 @@ fn attention_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, see
         attend_one(shape, &q[i * qd..(i + 1) * qd], n_ctx, key, value, &mut want[i * qd..(i + 1) * qd]);
     }
     let err = rel_err("attention", &got, &want);
-    println!("attention {} {shape:?} block {block_size}: rel err {err:.2e}", T::C_NAME);
+    println!("attention {} {shape:?} block {block_size} room x{spare}: rel err {err:.2e}", T::C_NAME);
     assert!(err < tol::<T>(), "attention {} {shape:?}: rel err {err:.2e}", T::C_NAME);
 }
 // ANCHOR_END: attention_test

@@ -5,8 +5,10 @@
 //
 // Compile-time shape (defined by the Rust side): HEAD_DIM (16, 32, 64, 128 or 256), GROUP (query
 // heads per thread block that share one K/V head: each K/V row is read once for all of them) and
-// PART (context positions per thread block: long contexts are split over several blocks, vLLM's
-// "v2" idea, and paged_attention_reduce merges the partial softmaxes).
+// PART (the most context positions per thread block: long contexts are split over several blocks,
+// vLLM's "v2" idea, and paged_attention_reduce merges the partial softmaxes). The partition length
+// itself, part_len ≤ PART, is a launch argument: a small batch cuts its contexts finer so that
+// the grid fills the GPU (kernels.rs partition_split).
 #if !defined(HEAD_DIM) || !defined(GROUP) || !defined(PART)
 #error "HEAD_DIM, GROUP and PART must be defined by the host (kernels.rs passes them as -D...)"
 #endif
@@ -22,14 +24,15 @@
 // ANCHOR: kernel
 // q: (n_q, heads, HEAD_DIM) T. k_cache, v_cache: (num_blocks · block_size, kv_heads, HEAD_DIM) T.
 // tables: (rows, max_blocks) block ids; rows[i]: query i's table; ctx_lens[i]: positions it sees
-// (0 = padding). part_o: (n_q, heads, max_parts, HEAD_DIM) f32 unnormalised outputs;
+// (0 = padding); partition p covers positions p · part_len … + part_len (part_len ≤ PART).
+// part_o: (n_q, heads, max_parts, HEAD_DIM) f32 unnormalised outputs;
 // part_ml: (n_q, heads, max_parts, 2) f32 running max and sum of each partition.
 // Grid: (n_q, kv_heads · group / GROUP, max_parts), NT threads.
 extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ tables, const int* __restrict__ rows, const int* __restrict__ ctx_lens,
     float* __restrict__ part_o, float* __restrict__ part_ml,
-    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, float scale) {
+    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, int part_len, float scale) {
     __shared__ float qs[GROUP][HEAD_DIM];
     __shared__ float sc[GROUP][PART];
     __shared__ long long row_at[PART];  // element offset of each position's K/V row for this head
@@ -39,9 +42,9 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     const int i = blockIdx.x, part = blockIdx.z, tid = threadIdx.x;
     const int group = heads / kv_heads, chunks = group / GROUP;
     const int kvh = blockIdx.y / chunks, h0 = kvh * group + (blockIdx.y % chunks) * GROUP;
-    const int ctx = ctx_lens[i], t0 = part * PART;
+    const int ctx = ctx_lens[i], t0 = part * part_len;
     if (t0 >= ctx) return;
-    const int n = min(ctx - t0, PART);
+    const int n = min(ctx - t0, part_len);
 
     // 0. Walk the block table once: where each position of the partition lives.
     const int* table = tables + (size_t)rows[i] * max_blocks;
@@ -190,7 +193,7 @@ extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
     const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ tables, const int* __restrict__ rows, const int* __restrict__ ctx_lens,
     float* __restrict__ part_o, float* __restrict__ part_ml,
-    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, float scale) {
+    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, int part_len, float scale) {
     __shared__ float sc[GROUP][PART];
     __shared__ long long row_at[PART];
     __shared__ float ms[GROUP], ls[GROUP];
@@ -199,9 +202,9 @@ extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
     const int i = blockIdx.x, part = blockIdx.z, tid = threadIdx.x;
     const int group = heads / kv_heads, chunks = group / GROUP;
     const int kvh = blockIdx.y / chunks, h0 = kvh * group + (blockIdx.y % chunks) * GROUP;
-    const int ctx = ctx_lens[i], t0 = part * PART;
+    const int ctx = ctx_lens[i], t0 = part * part_len;
     if (t0 >= ctx) return;
-    const int n = min(ctx - t0, PART);
+    const int n = min(ctx - t0, part_len);
     const int* table = tables + (size_t)rows[i] * max_blocks;
     for (int t = tid; t < n; t += 128) {
         const int pos = t0 + t;
@@ -327,12 +330,12 @@ extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
 // Grid: (n_q, heads), HEAD_DIM threads.
 extern "C" __global__ void paged_attention_reduce(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                                   const int* __restrict__ ctx_lens, T* __restrict__ out,
-                                                  int heads, int max_parts) {
+                                                  int heads, int max_parts, int part_len) {
     const int i = blockIdx.x, h = blockIdx.y, dim = threadIdx.x;
     T* o = out + ((size_t)i * heads + h) * HEAD_DIM;
     const int ctx = ctx_lens[i];
     if (ctx <= 0) { o[dim] = from_f<T>(0.0f); return; }
-    const int parts = (ctx + PART - 1) / PART;
+    const int parts = (ctx + part_len - 1) / part_len;
     const size_t base = ((size_t)i * heads + h) * max_parts;
     float M = -INFINITY;
     for (int p = 0; p < parts; p++) M = fmaxf(M, part_ml[(base + p) * 2]);
