@@ -3,6 +3,7 @@
 // tie, like the CPU's argmax), so only one u32 per sequence crosses PCIe.
 // logits: (n, vocab) T; out: (n). Grid: n blocks of 1024 threads.
 extern "C" __global__ void argmax(const T* __restrict__ logits, unsigned* __restrict__ out, int vocab) {
+    PDL_ENTER();
     __shared__ float best_v[32];
     __shared__ int best_i[32];
     const T* row = logits + (size_t)blockIdx.x * vocab;

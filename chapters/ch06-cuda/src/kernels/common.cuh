@@ -22,6 +22,27 @@ template <> __device__ __forceinline__ float from_f<float>(float x) { return x; 
 template <> __device__ __forceinline__ f16 from_f<f16>(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
 
+// Programmatic dependent launch (sm_90+; no-ops below, and when launched without the attribute):
+// a decode step is ~300 small kernels in a row, and each would otherwise start only after the
+// previous one has drained. Every kernel of the step lets its successor be scheduled at once
+// (launch_dependents), then waits for its predecessor's results (wait) before it touches any
+// buffer; work that reads only constants (the GEMV's first weight loads) may come before the wait.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// The start of every kernel of a decode step that has nothing to do before its inputs are ready.
+#define PDL_ENTER() do { pdl_launch_dependents(); pdl_wait(); } while (0)
+
+// silu(g) · u, SwiGLU's one element (silu_mul and the fused gemv_swiglu share it, so both round alike).
+__device__ __forceinline__ float silu_mul1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 // Sum and max over a whole thread block (blockDim.x a multiple of 32, at most 1024).
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -20,24 +20,30 @@ __device__ __forceinline__ uint4 load_stream(const T* p) {
     return v;
 }
 
-extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(const T* __restrict__ w, const T* __restrict__ x,
-                                                                  T* __restrict__ y, int n, int in, int out) {
-    const int row0 = (blockIdx.x * GEMV_WARPS + threadIdx.x / 32) * GEMV_RPW, lane = threadIdx.x % 32;
-    if (row0 >= out) return;
-    float acc[GEMV_RPW][GEMV_MAX_N];
+// The R output rows row0 … row0 + R of one warp: acc[r][j] = row0 + r of w · row j of x, summed
+// over the warp (every lane ends with the sums). Rows past `out` read the last row, unused.
+template <int R>
+__device__ __forceinline__ void gemv_rows(const T* __restrict__ w, const T* __restrict__ x, int n, int in, int out,
+                                          int row0, float (&acc)[R][GEMV_MAX_N]) {
+    const int lane = threadIdx.x % 32;
     #pragma unroll
-    for (int r = 0; r < GEMV_RPW; r++)
+    for (int r = 0; r < R; r++)
         #pragma unroll
         for (int j = 0; j < GEMV_MAX_N; j++) acc[r][j] = 0.0f;
+    bool waited = false;
     for (int k0 = lane * GV; k0 < in; k0 += 32 * GV * GU) {
-        uint4 wv[GEMV_RPW][GU];  // every load of this round issued before any is used
+        uint4 wv[R][GU];  // every load of this round issued before any is used
         #pragma unroll
-        for (int r = 0; r < GEMV_RPW; r++)
+        for (int r = 0; r < R; r++)
             #pragma unroll
             for (int u = 0; u < GU; u++) {
                 const int k = k0 + u * 32 * GV, row = min(row0 + r, out - 1);
                 wv[r][u] = k < in ? load_stream(w + (size_t)row * in + k) : make_uint4(0, 0, 0, 0);
             }
+        if (!waited) {  // the first weights are on their way while the previous kernel finishes
+            pdl_wait();
+            waited = true;
+        }
         #pragma unroll
         for (int u = 0; u < GU; u++) {
             const int k = k0 + u * 32 * GV;
@@ -48,7 +54,7 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(const T* __re
                 const uint4 xv = *reinterpret_cast<const uint4*>(x + (size_t)j * in + k);
                 const T* xt = reinterpret_cast<const T*>(&xv);
                 #pragma unroll
-                for (int r = 0; r < GEMV_RPW; r++) {
+                for (int r = 0; r < R; r++) {
                     const T* wt = reinterpret_cast<const T*>(&wv[r][u]);
                     #pragma unroll
                     for (int e = 0; e < GV; e++) acc[r][j] += to_f(wt[e]) * to_f(xt[e]);
@@ -56,13 +62,46 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(const T* __re
             }
         }
     }
+    if (!waited) pdl_wait();  // a lane with no columns still must not write early
+    #pragma unroll
+    for (int r = 0; r < R; r++)
+        #pragma unroll
+        for (int j = 0; j < GEMV_MAX_N; j++) acc[r][j] = warp_sum(acc[r][j]);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(const T* __restrict__ w, const T* __restrict__ x,
+                                                                  T* __restrict__ y, int n, int in, int out) {
+    pdl_launch_dependents();
+    const int row0 = (blockIdx.x * GEMV_WARPS + threadIdx.x / 32) * GEMV_RPW;
+    if (row0 >= out) return;
+    float acc[GEMV_RPW][GEMV_MAX_N];
+    gemv_rows<GEMV_RPW>(w, x, n, in, out, row0, acc);
+    if (threadIdx.x % 32 != 0) return;
     #pragma unroll
     for (int r = 0; r < GEMV_RPW; r++)
         #pragma unroll
-        for (int j = 0; j < GEMV_MAX_N; j++) {
-            if (j >= n) break;
-            const float s = warp_sum(acc[r][j]);
-            if (lane == 0 && row0 + r < out) y[(size_t)j * out + row0 + r] = from_f<T>(s);
-        }
+        for (int j = 0; j < GEMV_MAX_N; j++)
+            if (j < n && row0 + r < out) y[(size_t)j * out + row0 + r] = from_f<T>(acc[r][j]);
 }
 // ANCHOR_END: gemv
+
+// ANCHOR: gemv_swiglu
+// The gate/up projection fused with SwiGLU: act (n, I) = silu(x · gateᵀ) · (x · upᵀ), with the
+// gate and up rows interleaved in w (2I, in): row 2i is gate i, row 2i + 1 is up i (weights.rs
+// lays them out so), so one warp computes both rows of a pair and writes only their product: the
+// (n, 2I) intermediate is never written or read back, and silu_mul's launch is gone. Both sums are
+// rounded to T first, so the result is bit for bit gemv followed by silu_mul.
+// Grid: ⌈I / GEMV_WARPS⌉ blocks of 32 · GEMV_WARPS threads.
+extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_swiglu(const T* __restrict__ w, const T* __restrict__ x,
+                                                                         T* __restrict__ act, int n, int in, int inter) {
+    pdl_launch_dependents();
+    const int pair = blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
+    if (pair >= inter) return;
+    float acc[2][GEMV_MAX_N];
+    gemv_rows<2>(w, x, n, in, 2 * inter, 2 * pair, acc);
+    if (threadIdx.x % 32 != 0) return;
+    #pragma unroll
+    for (int j = 0; j < GEMV_MAX_N; j++)
+        if (j < n) act[(size_t)j * inter + pair] = from_f<T>(silu_mul1(to_f(from_f<T>(acc[0][j])), to_f(from_f<T>(acc[1][j]))));
+}
+// ANCHOR_END: gemv_swiglu

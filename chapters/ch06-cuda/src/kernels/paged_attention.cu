@@ -33,6 +33,7 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     const int* __restrict__ tables, const int* __restrict__ rows, const int* __restrict__ ctx_lens,
     float* __restrict__ part_o, float* __restrict__ part_ml,
     int heads, int kv_heads, int block_size, int max_blocks, int max_parts, int part_len, float scale) {
+    PDL_ENTER();
     __shared__ float qs[GROUP][HEAD_DIM];
     __shared__ float sc[GROUP][PART];
     __shared__ long long row_at[PART];  // element offset of each position's K/V row for this head
@@ -194,6 +195,7 @@ extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
     const int* __restrict__ tables, const int* __restrict__ rows, const int* __restrict__ ctx_lens,
     float* __restrict__ part_o, float* __restrict__ part_ml,
     int heads, int kv_heads, int block_size, int max_blocks, int max_parts, int part_len, float scale) {
+    PDL_ENTER();
     __shared__ float sc[GROUP][PART];
     __shared__ long long row_at[PART];
     __shared__ float ms[GROUP], ls[GROUP];
@@ -331,6 +333,7 @@ extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
 extern "C" __global__ void paged_attention_reduce(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                                   const int* __restrict__ ctx_lens, T* __restrict__ out,
                                                   int heads, int max_parts, int part_len) {
+    PDL_ENTER();
     const int i = blockIdx.x, h = blockIdx.y, dim = threadIdx.x;
     T* o = out + ((size_t)i * heads + h) * HEAD_DIM;
     const int ctx = ctx_lens[i];

@@ -3,17 +3,20 @@
 // output [q | k | v]. Writes q rotated into q_out (n, heads · D), and k rotated plus v into the
 // paged cache at the token's slot: k_cache, v_cache (num_blocks · block_size, kv_heads, D) T,
 // slot = block · block_size + offset from the block table. slot < 0 is a padding row: no write.
-// Rotate-half pairs (i, i + D/2), angle = pos · inv_freq[i], as in Hugging Face's Llama. Grid: n.
+// Rotate-half pairs (i, i + D/2), angle = pos · inv_freq[i], as in Hugging Face's Llama.
+// Grid: (n, heads + kv_heads), one block per q or k head (a k head's block also copies its v
+// head), D/2 threads rounded up to a warp: a decode step's few tokens still spread over the SMs.
 extern "C" __global__ void rope_cache(const T* __restrict__ qkv, T* __restrict__ q_out,
                                       T* __restrict__ k_cache, T* __restrict__ v_cache,
                                       const int* __restrict__ pos, const int* __restrict__ slot,
                                       const float* __restrict__ inv_freq, int heads, int kv_heads, int D) {
-    const int t = blockIdx.x, half = D / 2;
+    PDL_ENTER();
+    const int t = blockIdx.x, h = blockIdx.y, half = D / 2;
+    const long long s = slot[t];
+    if (h >= heads && s < 0) return;
     const T* row = qkv + (size_t)t * (heads + 2 * kv_heads) * D;
     const float p = (float)pos[t];
-    const long long s = slot[t];
-    for (int idx = threadIdx.x; idx < (heads + kv_heads) * half; idx += blockDim.x) {
-        const int h = idx / half, i = idx % half;  // heads 0..heads are q, the rest k
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float sn, cs;
         sincosf(p * inv_freq[i], &sn, &cs);
         const float a = to_f(row[h * D + i]), b = to_f(row[h * D + i + half]);
@@ -21,15 +24,17 @@ extern "C" __global__ void rope_cache(const T* __restrict__ qkv, T* __restrict__
         if (h < heads) {
             q_out[((size_t)t * heads + h) * D + i] = ra;
             q_out[((size_t)t * heads + h) * D + i + half] = rb;
-        } else if (s >= 0) {
-            T* k = k_cache + (s * kv_heads + (h - heads)) * D;
+        } else {
+            const int kh = h - heads;
+            T* k = k_cache + (s * kv_heads + kh) * D;
             k[i] = ra;
             k[i + half] = rb;
+            const T* v = row + (heads + kv_heads + kh) * D;
+            T* vc = v_cache + (s * kv_heads + kh) * D;
+            vc[i] = v[i];
+            vc[i + half] = v[i + half];
         }
     }
-    if (s < 0) return;
-    const T* v = row + (heads + kv_heads) * D;
-    for (int j = threadIdx.x; j < kv_heads * D; j += blockDim.x) v_cache[s * kv_heads * D + j] = v[j];
 }
 // ANCHOR_END: rope_cache
 
