@@ -28,14 +28,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--model" => model = Some(PathBuf::from(value("--model")?)),
             "--dtype" => {
                 let v = value("--dtype")?;
-                e.dtype = Some(
-                    DType::parse(&v)
-                        .ok_or_else(|| format!("unknown dtype {v:?}; use f16, bf16 or f32"))?,
-                );
+                e.dtype = Some(DType::parse(&v).ok_or_else(|| format!("unknown dtype {v:?}; use f16, bf16 or f32"))?);
             }
-            "--gpu-memory-utilization" => {
-                e.gpu_memory_utilization = value("--gpu-memory-utilization")?.parse()?
-            }
+            "--gpu-memory-utilization" => e.gpu_memory_utilization = value("--gpu-memory-utilization")?.parse()?,
             "--no-cuda-graphs" => e.cuda_graphs = false,
             "--max-new-tokens" => max_new = value("--max-new-tokens")?.parse()?,
             _ if a.starts_with("--") => return Err(format!("unknown flag {a}").into()),
@@ -44,14 +39,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let loaded = load_model(model.as_deref(), None)?;
     let prompt = prompt.unwrap_or_else(|| "ROMEO:".into());
-    let (mut texts, run) = complete(
-        &mut e,
-        &loaded,
-        &prompt,
-        max_new,
-        SamplingParams::greedy(),
-        1,
-    )?;
+    let (mut texts, run) = complete(&mut e, &loaded, &prompt, max_new, SamplingParams::greedy(), 1)?;
     let text = texts.swap_remove(0);
     if let Some(s) = &e.last_setup {
         println!(
@@ -66,10 +54,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("{text}");
-    println!(
-        "[{} tokens in {:.3} s]",
-        run.stats.generated_tokens, run.stats.wall_s
-    );
+    println!("[{} tokens in {:.3} s]", run.stats.generated_tokens, run.stats.wall_s);
     Ok(())
 }
 

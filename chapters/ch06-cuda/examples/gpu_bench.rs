@@ -13,17 +13,14 @@
 //!             [--decode-points 1x512,64x2048]  (section b's batch x context points)
 //!             [--ladder]  (section b: each point also with the step's optimisations off, then on one by one)
 
-use ch00_model::{
-    kv_bytes_per_token, AttnShape, DType, LlamaConfig, CUDA_CONTEXT_BYTES, GPU_MEMORY_UTILIZATION,
-    H100_80GB,
-};
+use ch00_model::{kv_bytes_per_token, AttnShape, DType, LlamaConfig, CUDA_CONTEXT_BYTES, GPU_MEMORY_UTILIZATION, H100_80GB};
 use ch00_serving::{Engine, Request, RunOptions};
 use ch04_continuous_batching::SchedulerConfig as SlotConfig;
 use ch05_paged_attention::{simulate_blocks, simulate_slots, PagedEngine, SchedulerConfig};
 use ch06_cuda::bench::{attention, copy_bandwidth, decode_steps, matmul_peak, prefill_attention};
 use ch06_cuda::kernels::StepTuning;
-use ch06_cuda::prefill::PrefillVersion;
 use ch06_cuda::roofline::Ceilings;
+use ch06_cuda::prefill::PrefillVersion;
 use ch06_cuda::{CudaEngine, Gpu};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -31,10 +28,7 @@ use std::path::{Path, PathBuf};
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 fn main() -> Res<()> {
@@ -50,67 +44,31 @@ fn main() -> Res<()> {
     let head = json!({ "card": card, "copy_gbps": copy_gbps, "command": command });
     if sections.contains('a') {
         let mut rows = Vec::new();
-        let mha = AttnShape {
-            heads: 32,
-            kv_heads: 32,
-            head_dim: 128,
-        };
-        let gqa = AttnShape {
-            heads: 32,
-            kv_heads: 8,
-            head_dim: 128,
-        };
-        for (shape, b, l) in [
-            (mha, 64, 512),
-            (mha, 64, 2048),
-            (mha, 16, 8192),
-            (mha, 1, 4096),
-            (gqa, 64, 2048),
-        ] {
+        let mha = AttnShape { heads: 32, kv_heads: 32, head_dim: 128 };
+        let gqa = AttnShape { heads: 32, kv_heads: 8, head_dim: 128 };
+        for (shape, b, l) in [(mha, 64, 512), (mha, 64, 2048), (mha, 16, 8192), (mha, 1, 4096), (gqa, 64, 2048)] {
             let r = attention::<half::f16>(&gpu, shape, b, l, 16, copy_gbps)?;
-            println!(
-                "attention B{b} L{l} {}/{}: {:.1} us, {:.0} GB/s = {:.0}% of copy",
-                shape.heads,
-                shape.kv_heads,
-                r.us,
-                r.gbps,
-                100.0 * r.frac_of_copy_bw
-            );
+            println!("attention B{b} L{l} {}/{}: {:.1} us, {:.0} GB/s = {:.0}% of copy", shape.heads, shape.kv_heads, r.us, r.gbps, 100.0 * r.frac_of_copy_bw);
             rows.push(r);
         }
-        write(
-            &out.join("ch06_attention.json"),
-            json!({ "machine": head, "rows": rows }),
-        )?;
+        write(&out.join("ch06_attention.json"), json!({ "machine": head, "rows": rows }))?;
     }
     if sections.contains('b') {
         let c = LlamaConfig::named("llama-7b")?;
         let mut rows = Vec::new();
         // `--decode-points 1x512,64x2048` measures only those (batch x context) points.
         let points = match arg(&args, "--decode-points") {
-            Some(p) => p
-                .split(',')
-                .map(|bc| {
-                    let (b, c) = bc.split_once('x').ok_or("--decode-points: BxCONTEXT,...")?;
-                    Ok::<_, Box<dyn std::error::Error>>((c.parse::<usize>()?, b.parse::<usize>()?))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            None => [512usize, 2048]
-                .iter()
-                .flat_map(|&c| [1usize, 32, 64].map(|b| (c, b)))
-                .collect(),
+            Some(p) => p.split(',').map(|bc| {
+                let (b, c) = bc.split_once('x').ok_or("--decode-points: BxCONTEXT,...")?;
+                Ok::<_, Box<dyn std::error::Error>>((c.parse::<usize>()?, b.parse::<usize>()?))
+            }).collect::<Result<Vec<_>, _>>()?,
+            None => [512usize, 2048].iter().flat_map(|&c| [1usize, 32, 64].map(|b| (c, b))).collect(),
         };
         // `--ladder`: each point also with the decode-step work switched on one piece at a time.
         let best = StepTuning::best(gpu.compute_capability()?);
         let tunings = if args.iter().any(|a| a == "--ladder") {
-            let split = StepTuning {
-                split_partitions: true,
-                ..StepTuning::NONE
-            };
-            let swiglu = StepTuning {
-                fuse_swiglu: true,
-                ..split
-            };
+            let split = StepTuning { split_partitions: true, ..StepTuning::NONE };
+            let swiglu = StepTuning { fuse_swiglu: true, ..split };
             vec![StepTuning::NONE, split, swiglu, best]
         } else {
             vec![best]
@@ -125,10 +83,7 @@ fn main() -> Res<()> {
                                 x.cuda_graph, x.tuning, x.step_ms, x.floor_ms, 100.0 * x.frac_of_floor, x.wall_ms, x.kernels_per_step
                             );
                         }
-                        rows.extend(
-                            r.into_iter()
-                                .map(|x| serde_json::to_value(x).unwrap_or(Value::Null)),
-                        );
+                        rows.extend(r.into_iter().map(|x| serde_json::to_value(x).unwrap_or(Value::Null)));
                     }
                     Err(e) => {
                         println!("decode B{b} ctx{ctx}: skipped: {e}");
@@ -137,24 +92,12 @@ fn main() -> Res<()> {
                 }
             }
         }
-        write(
-            &out.join("ch06_decode.json"),
-            json!({ "machine": head, "model": "llama-7b shape, random f16 weights", "rows": rows }),
-        )?;
+        write(&out.join("ch06_decode.json"), json!({ "machine": head, "model": "llama-7b shape, random f16 weights", "rows": rows }))?;
     }
     if sections.contains('c') {
         if let (Some(model), Some(workload)) = (arg(&args, "--model"), arg(&args, "--workload")) {
-            let max = arg(&args, "--max-requests")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(usize::MAX);
-            throughput(
-                &gpu,
-                &out,
-                &head,
-                Path::new(&model),
-                Path::new(&workload),
-                max,
-            )?;
+            let max = arg(&args, "--max-requests").and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+            throughput(&gpu, &out, &head, Path::new(&model), Path::new(&workload), max)?;
         } else {
             println!("section c skipped: needs --model DIR --workload FILE");
         }
@@ -185,67 +128,31 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 // ANCHOR: throughput
 /// The engine on every request of a workload file (all arriving at t = 0, ignoring EOS so each
 /// produces exactly its max_new_tokens), with TTFT, TPOT and ITL percentiles.
-fn throughput(
-    gpu: &Gpu,
-    out: &Path,
-    head: &Value,
-    model_dir: &Path,
-    workload: &Path,
-    max: usize,
-) -> Res<()> {
+fn throughput(gpu: &Gpu, out: &Path, head: &Value, model_dir: &Path, workload: &Path, max: usize) -> Res<()> {
     let model = ch00_model::Model::load(model_dir)?;
     // The card's ceilings, measured here: copy bandwidth (bytes read + written) and an f16 GEMM.
-    let ceilings = Ceilings {
-        bytes_per_s: copy_bandwidth(gpu)? * 1e9,
-        flops_per_s: matmul_peak::<half::f16>(gpu, 8192)?,
-    };
-    println!(
-        "roofline ceilings: {:.0} GB/s, {:.0} TFLOP/s (f16 8192^3 GEMM)",
-        ceilings.bytes_per_s / 1e9,
-        ceilings.flops_per_s / 1e12
-    );
+    let ceilings = Ceilings { bytes_per_s: copy_bandwidth(gpu)? * 1e9, flops_per_s: matmul_peak::<half::f16>(gpu, 8192)? };
+    println!("roofline ceilings: {:.0} GB/s, {:.0} TFLOP/s (f16 8192^3 GEMM)", ceilings.bytes_per_s / 1e9, ceilings.flops_per_s / 1e12);
     let w: Value = serde_json::from_str(&std::fs::read_to_string(workload)?)?;
-    let list = w
-        .get("requests")
-        .unwrap_or(&w)
-        .as_array()
-        .ok_or("workload: expected a list")?;
+    let list = w.get("requests").unwrap_or(&w).as_array().ok_or("workload: expected a list")?;
     let reqs: Vec<Request> = list
         .iter()
         .take(max)
         .enumerate()
         .map(|(i, r)| {
-            let prompt = r["prompt_ids"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| t.as_u64())
-                        .map(|t| t as u32)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let prompt = r["prompt_ids"].as_array().map(|a| a.iter().filter_map(|t| t.as_u64()).map(|t| t as u32).collect()).unwrap_or_default();
             let n = r["max_new_tokens"].as_u64().unwrap_or(1) as usize;
-            Request {
-                ignore_eos: true,
-                ..Request::greedy(i as u64, prompt, n)
-            }
+            Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, n) }
         })
         .collect();
-    let max_len = reqs
-        .iter()
-        .map(|r| r.prompt.len() + r.max_new_tokens)
-        .max()
-        .unwrap_or(1);
+    let max_len = reqs.iter().map(|r| r.prompt.len() + r.max_new_tokens).max().unwrap_or(1);
     let mut rows = Vec::new();
     for graphs in [true, false] {
         let mut e = CudaEngine {
             dtype: Some(DType::F16),
             cuda_graphs: graphs,
             ceilings: Some(ceilings),
-            paged: PagedEngine {
-                max_len: Some(max_len),
-                ..Default::default()
-            },
+            paged: PagedEngine { max_len: Some(max_len), ..Default::default() },
             ..Default::default()
         };
         let run = e.run(&model, &reqs, &RunOptions::default())?;
@@ -257,11 +164,7 @@ fn throughput(
             .filter(|o| o.tokens.len() > 1)
             .map(|o| o.token_latencies_s.iter().sum::<f64>() / (o.tokens.len() - 1) as f64)
             .collect();
-        let mut itl: Vec<f64> = run
-            .outputs
-            .iter()
-            .flat_map(|o| o.token_latencies_s.iter().copied())
-            .collect();
+        let mut itl: Vec<f64> = run.outputs.iter().flat_map(|o| o.token_latencies_s.iter().copied()).collect();
         let tokens: usize = run.outputs.iter().map(|o| o.tokens.len()).sum();
         let row = json!({
             "cuda_graphs": graphs,
@@ -293,25 +196,15 @@ fn throughput(
             "  roofline {:.3} s = {:.0}% of the wall {:.3} s; device time {:.3} s, host {:.3} s between passes",
             st.roofline_s, 100.0 * st.roofline_s / run.stats.wall_s, run.stats.wall_s, st.gpu_s, run.stats.wall_s - st.gpu_s
         );
-        for (name, c) in [
-            ("decode-only", st.decode),
-            ("with prompt tokens", st.prefill),
-        ] {
+        for (name, c) in [("decode-only", st.decode), ("with prompt tokens", st.prefill)] {
             println!(
                 "  {name} steps: {} ({} tokens), device {:.3} s, roofline {:.3} s ({:.0}%)",
-                c.steps,
-                c.tokens,
-                c.gpu_s,
-                c.roofline_s,
-                100.0 * c.roofline_s / c.gpu_s.max(1e-12)
+                c.steps, c.tokens, c.gpu_s, c.roofline_s, 100.0 * c.roofline_s / c.gpu_s.max(1e-12)
             );
         }
         rows.push(row);
     }
-    write(
-        &out.join("ch06_throughput.json"),
-        json!({ "machine": head, "model": model_dir.display().to_string(), "rows": rows }),
-    )
+    write(&out.join("ch06_throughput.json"), json!({ "machine": head, "model": model_dir.display().to_string(), "rows": rows }))
 }
 // ANCHOR_END: throughput
 
@@ -323,20 +216,15 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// buffers counted here). Contiguous slots (chapter 4) reserve 8K tokens per request; the paged
 /// engine holds only what each request has.
 fn scenario(out: &Path, head: &Value) -> Res<()> {
-    let c = LlamaConfig {
-        max_position_embeddings: 8192,
-        ..LlamaConfig::named("llama-7b")?
-    };
+    let c = LlamaConfig { max_position_embeddings: 8192, ..LlamaConfig::named("llama-7b")? };
     let max_len = 8192;
     let h100_bytes = H100_80GB.bytes() as f64;
     let per_token = kv_bytes_per_token(&c, DType::F16);
     let weights = ch06_cuda::weights::weight_bytes::<half::f16>(&c) as f64;
     // The engine's activation buffers at its defaults (4096 tokens, 256 sequences per pass).
     let cap = ch06_cuda::engine::capacity(16, max_len, 4096, 256);
-    let activations =
-        (ch06_cuda::model::buffer_bytes::<half::f16>(&c, &cap) + CUDA_CONTEXT_BYTES) as f64;
-    let budget =
-        H100_80GB.kv_budget(GPU_MEMORY_UTILIZATION, weights as u64, activations as u64) as f64;
+    let activations = (ch06_cuda::model::buffer_bytes::<half::f16>(&c, &cap) + CUDA_CONTEXT_BYTES) as f64;
+    let budget = H100_80GB.kv_budget(GPU_MEMORY_UTILIZATION, weights as u64, activations as u64) as f64;
     let block = 16usize;
     let num_blocks = (budget / (block as f64 * per_token as f64)).floor() as usize;
     // Chapter 4's rule: a slot per request, each reserving max_len tokens.
@@ -352,21 +240,13 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
             budget / GIB
         )
     };
-    println!(
-        "80 GB scenario: KV budget {:.1} GiB = {num_blocks} blocks; contiguous: {contiguous}",
-        budget / GIB
-    );
+    println!("80 GB scenario: KV budget {:.1} GiB = {num_blocks} blocks; contiguous: {contiguous}", budget / GIB);
     // 16 requests whose prompts (1K–6K) and outputs (128–512) vary, as real ones do.
     let reqs: Vec<Request> = (0..16)
         .map(|i| {
             let p = 1024 + (i * 331) % 5120;
-            let prompt = (0..p)
-                .map(|j| ((i * 7919 + j * 31) % 31_000 + 3) as u32)
-                .collect();
-            Request {
-                ignore_eos: true,
-                ..Request::greedy(i as u64, prompt, 128 + (i * 97) % 384)
-            }
+            let prompt = (0..p).map(|j| ((i * 7919 + j * 31) % 31_000 + 3) as u32).collect();
+            Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, 128 + (i * 97) % 384) }
         })
         .collect();
     let used_tokens: usize = reqs.iter().map(|r| r.prompt.len() + r.max_new_tokens).sum();
@@ -387,36 +267,20 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
     let run = e.run_random(&c, 7, &reqs, &RunOptions::default())?;
     let info = e.last_run.clone().unwrap_or_default();
     let served = run.outputs.iter().filter(|o| !o.tokens.is_empty()).count();
-    println!(
-        "paged: served {served}/16, peak running {}, preemptions {}",
-        run.stats.peak_running, run.stats.preemptions
-    );
+    println!("paged: served {served}/16, peak running {}, preemptions {}", run.stats.peak_running, run.stats.preemptions);
     // Peak concurrency of both designs under the same budget on a longer real-length workload
     // (the scheduler alone, no model): slots reserve max_len, blocks hold what is used.
     let spec = ch00_serving::WorkloadSpec {
         n_requests: 200,
         prompt_len: ch00_serving::LengthDist::Uniform { lo: 512, hi: 4096 },
-        output_len: ch00_serving::LengthDist::Exponential {
-            mean: 512.0,
-            min: 16,
-            max: 4096,
-        },
+        output_len: ch00_serving::LengthDist::Exponential { mean: 512.0, min: 16, max: 4096 },
         arrivals: ch00_serving::Arrivals::AllAtOnce,
         seed: 0,
     };
     let workload = spec.generate(c.vocab_size);
-    let slot_cfg = SlotConfig {
-        num_slots: slots.max(1),
-        max_running: slots.max(1),
-        max_tokens_per_step: usize::MAX / 2,
-    };
+    let slot_cfg = SlotConfig { num_slots: slots.max(1), max_running: slots.max(1), max_tokens_per_step: usize::MAX / 2 };
     let slot_series = simulate_slots(&workload, slot_cfg, max_len, per_token)?;
-    let block_series = simulate_blocks(
-        &workload,
-        SchedulerConfig::new(num_blocks, block),
-        max_len,
-        per_token,
-    )?;
+    let block_series = simulate_blocks(&workload, SchedulerConfig::new(num_blocks, block), max_len, per_token)?;
     write(
         &out.join("ch06_scenario.json"),
         json!({
@@ -443,55 +307,20 @@ fn scenario(out: &Path, head: &Value) -> Res<()> {
 /// each with the prefill kernel and with the per-token paged kernel it replaces. Every engine
 /// configuration runs twice (each run builds its engine afresh); the second run is reported.
 fn prefill(gpu: &Gpu, out: &Path, head: &Value) -> Res<()> {
-    let mha = AttnShape {
-        heads: 32,
-        kv_heads: 32,
-        head_dim: 128,
-    };
-    let gqa = AttnShape {
-        heads: 32,
-        kv_heads: 8,
-        head_dim: 128,
-    };
-    let tc = |warps, m_tiles, keys| PrefillVersion::TensorCores {
-        warps,
-        m_tiles,
-        keys,
-    };
-    let wg = |warpgroups, keys, stages, overlap| PrefillVersion::Wgmma {
-        warpgroups,
-        keys,
-        stages,
-        overlap,
-    };
+    let mha = AttnShape { heads: 32, kv_heads: 32, head_dim: 128 };
+    let gqa = AttnShape { heads: 32, kv_heads: 8, head_dim: 128 };
+    let tc = |warps, m_tiles, keys| PrefillVersion::TensorCores { warps, m_tiles, keys };
+    let wg = |warpgroups, keys, stages, overlap| PrefillVersion::Wgmma { warpgroups, keys, stages, overlap };
     let mut kernel = Vec::new();
-    for (shape, b, l, simple) in [
-        (mha, 1, 4096, true),
-        (mha, 8, 2048, false),
-        (gqa, 8, 2048, false),
-    ] {
+    for (shape, b, l, simple) in [(mha, 1, 4096, true), (mha, 8, 2048, false), (gqa, 8, 2048, false)] {
         // The Hopper versions are timed only where they compile (compute capability 9.0).
-        let mut versions = vec![
-            wg(3, 64, 2, false),
-            wg(3, 64, 3, true),
-            wg(2, 128, 2, false),
-            wg(2, 128, 3, true),
-        ];
-        versions.extend([
-            tc(8, 1, 64),
-            tc(4, 1, 64),
-            tc(4, 2, 32),
-            tc(8, 2, 32),
-            tc(4, 2, 64),
-        ]);
+        let mut versions = vec![wg(3, 64, 2, false), wg(3, 64, 3, true), wg(2, 128, 2, false), wg(2, 128, 3, true)];
+        versions.extend([tc(8, 1, 64), tc(4, 1, 64), tc(4, 2, 32), tc(8, 2, 32), tc(4, 2, 64)]);
         if simple {
             versions.push(PrefillVersion::Simple);
         }
         for r in prefill_attention::<half::f16>(gpu, shape, b, l, 16, &versions)? {
-            println!(
-                "prefill attention B{b}×L{l} {}/{} {}: {:.1} us = {:.0} TFLOP/s",
-                shape.heads, shape.kv_heads, r.version, r.us, r.tflops
-            );
+            println!("prefill attention B{b}×L{l} {}/{} {}: {:.1} us = {:.0} TFLOP/s", shape.heads, shape.kv_heads, r.version, r.us, r.tflops);
             kernel.push(r);
         }
     }
@@ -499,52 +328,22 @@ fn prefill(gpu: &Gpu, out: &Path, head: &Value) -> Res<()> {
     let prompts = |n: usize, len: usize| -> Vec<Request> {
         (0..n)
             .map(|i| {
-                let prompt = (0..len)
-                    .map(|j| ((i * 7919 + j * 31) % 31_000 + 3) as u32)
-                    .collect();
-                Request {
-                    ignore_eos: true,
-                    ..Request::greedy(i as u64, prompt, 1)
-                }
+                let prompt = (0..len).map(|j| ((i * 7919 + j * 31) % 31_000 + 3) as u32).collect();
+                Request { ignore_eos: true, ..Request::greedy(i as u64, prompt, 1) }
             })
             .collect()
     };
     // FLOPs of one prefill: every linear layer on every token (lm_head on each prompt's last
     // one), plus causal attention (FlashAttention's count).
     let (h, inter, layers) = (c.hidden_size, c.intermediate_size, c.num_hidden_layers);
-    let per_token =
-        2.0 * (layers * (h * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * h + 3 * h * inter)) as f64;
+    let per_token = 2.0 * (layers * (h * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * h + 3 * h * inter)) as f64;
     let mut whole = Vec::new();
     for (what, prefill_kernel, pass, n, len) in [
-        (
-            "16 × 2048, prefill kernel, passes of 4096 tokens",
-            true,
-            4096,
-            16,
-            2048,
-        ),
-        (
-            "16 × 2048, prefill kernel, passes of 16384 tokens",
-            true,
-            16384,
-            16,
-            2048,
-        ),
-        (
-            "16 × 2048, per-token kernel (before), passes of 4096",
-            false,
-            4096,
-            16,
-            2048,
-        ),
+        ("16 × 2048, prefill kernel, passes of 4096 tokens", true, 4096, 16, 2048),
+        ("16 × 2048, prefill kernel, passes of 16384 tokens", true, 16384, 16, 2048),
+        ("16 × 2048, per-token kernel (before), passes of 4096", false, 4096, 16, 2048),
         ("1 × 4000 (TTFT), prefill kernel", true, 4096, 1, 4000),
-        (
-            "1 × 4000 (TTFT), per-token kernel (before)",
-            false,
-            4096,
-            1,
-            4000,
-        ),
+        ("1 × 4000 (TTFT), per-token kernel (before)", false, 4096, 1, 4000),
     ] {
         let reqs = prompts(n, len);
         let mut e = CudaEngine {
@@ -553,11 +352,7 @@ fn prefill(gpu: &Gpu, out: &Path, head: &Value) -> Res<()> {
             prefill_kernel,
             max_tokens_per_pass: pass,
             cuda_graphs: false,
-            paged: PagedEngine {
-                max_len: Some(4096),
-                max_tokens_per_step: Some(pass),
-                ..Default::default()
-            },
+            paged: PagedEngine { max_len: Some(4096), max_tokens_per_step: Some(pass), ..Default::default() },
             ..Default::default()
         };
         let mut walls = Vec::new();

@@ -17,19 +17,10 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let usage = "usage: logits_gpu --model DIR --ids 1,2,3 [--out FILE] [--dtype f16|bf16|f32]";
     let dir = PathBuf::from(flag("--model").ok_or(usage)?);
-    let ids: Vec<u32> = flag("--ids")
-        .ok_or(usage)?
-        .split(',')
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()?;
+    let ids: Vec<u32> = flag("--ids").ok_or(usage)?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
     let model = Model::load(&dir)?;
     let dtype = match flag("--dtype") {
         Some(d) => DType::parse(&d).ok_or("unknown --dtype")?,
@@ -62,13 +53,7 @@ fn all_logits<T: GpuFloat>(model: &Model, ids: &[u32]) -> Res<Vec<Vec<f32>>> {
     let l = gm.layout;
     let mut meta = vec![0i32; l.len];
     for (i, &t) in ids.iter().enumerate() {
-        (
-            meta[l.tokens + i],
-            meta[l.pos + i],
-            meta[l.slot + i],
-            meta[l.rows + i],
-            meta[l.ctx + i],
-        ) = (t as i32, i as i32, i as i32, 0, i as i32 + 1);
+        (meta[l.tokens + i], meta[l.pos + i], meta[l.slot + i], meta[l.rows + i], meta[l.ctx + i]) = (t as i32, i as i32, i as i32, 0, i as i32 + 1);
         meta[l.logit_idx + i] = i as i32;
     }
     for b in 0..n.div_ceil(block) {
@@ -81,7 +66,5 @@ fn all_logits<T: GpuFloat>(model: &Model, ids: &[u32]) -> Res<Vec<Vec<f32>>> {
     // SAFETY: one sequence over its own n.div_ceil(block) blocks, each token in its own slot, every
     // id below the vocabulary (checked), contexts up to n within `parts_for(n)` partitions.
     unsafe { gm.forward(&gpu, &kv, n, n, GpuModel::<T>::parts_for(n))? };
-    Ok((0..n)
-        .map(|r| gm.logits_row(&gpu, r))
-        .collect::<Result<_, _>>()?)
+    Ok((0..n).map(|r| gm.logits_row(&gpu, r)).collect::<Result<_, _>>()?)
 }

@@ -14,36 +14,19 @@ use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptu
 use serde::Serialize;
 
 /// Median milliseconds of `f` over `iters` runs (after `warmup` runs), timed by CUDA events.
-pub fn time_ms(
-    gpu: &Gpu,
-    warmup: usize,
-    iters: usize,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<f64> {
+pub fn time_ms(gpu: &Gpu, warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     for _ in 0..warmup {
         f()?;
     }
-    let ev = || {
-        gpu.ctx
-            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(|e| device_err("creating an event", e))
-    };
+    let ev = || gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| device_err("creating an event", e));
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
         let (start, end) = (ev()?, ev()?);
-        start
-            .record(&gpu.stream)
-            .map_err(|e| device_err("recording an event", e))?;
+        start.record(&gpu.stream).map_err(|e| device_err("recording an event", e))?;
         f()?;
-        end.record(&gpu.stream)
-            .map_err(|e| device_err("recording an event", e))?;
-        end.synchronize()
-            .map_err(|e| device_err("waiting for an event", e))?;
-        times.push(
-            start
-                .elapsed_ms(&end)
-                .map_err(|e| device_err("event time", e))? as f64,
-        );
+        end.record(&gpu.stream).map_err(|e| device_err("recording an event", e))?;
+        end.synchronize().map_err(|e| device_err("waiting for an event", e))?;
+        times.push(start.elapsed_ms(&end).map_err(|e| device_err("event time", e))? as f64);
     }
     Ok(median(&mut times))
 }
@@ -63,11 +46,7 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
     let n = 1usize << 31;
     let src = gpu.zeros::<u8>("the bandwidth probe", n)?;
     let mut dst = gpu.zeros::<u8>("the bandwidth probe", n)?;
-    let ms = time_ms(gpu, 2, 10, || {
-        gpu.stream
-            .memcpy_dtod(&src, &mut dst)
-            .map_err(|e| device_err("copy", e))
-    })?;
+    let ms = time_ms(gpu, 2, 10, || gpu.stream.memcpy_dtod(&src, &mut dst).map_err(|e| device_err("copy", e)))?;
     Ok(2.0 * n as f64 / (ms * 1e-3) / 1e9)
 }
 // ANCHOR_END: copy_bandwidth
@@ -75,23 +54,14 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
 /// The dense matmul ceiling in FLOP/s: an n × n × n cuBLAS GEMM in T (f32 accumulation) on
 /// uniform random data, the ceiling the run roofline sets compute-bound steps against.
 pub fn matmul_peak<T: GpuFloat>(gpu: &Gpu, n: usize) -> Result<f64> {
-    let k = Kernels::<T>::new(
-        gpu,
-        AttnShape {
-            heads: 1,
-            kv_heads: 1,
-            head_dim: 64,
-        },
-    )?;
+    let k = Kernels::<T>::new(gpu, AttnShape { heads: 1, kv_heads: 1, head_dim: 64 })?;
     let mut a = gpu.zeros::<T>("matmul probe", n * n)?;
     let mut b = gpu.zeros::<T>("matmul probe", n * n)?;
     let c = gpu.zeros::<T>("matmul probe", n * n)?;
     k.fill_uniform(gpu, &mut a, 1, 1.0)?;
     k.fill_uniform(gpu, &mut b, 2, 1.0)?;
     // SAFETY: a, b and c hold n·n elements each, alive for the timing.
-    let ms = time_ms(gpu, 3, 20, || unsafe {
-        crate::kernels::linear::<T>(gpu, ptr(gpu, &a), ptr(gpu, &b), ptr(gpu, &c), n, n, n)
-    })?;
+    let ms = time_ms(gpu, 3, 20, || unsafe { crate::kernels::linear::<T>(gpu, ptr(gpu, &a), ptr(gpu, &b), ptr(gpu, &c), n, n, n) })?;
     Ok(2.0 * (n as f64).powi(3) / (ms * 1e-3))
 }
 
@@ -113,14 +83,7 @@ pub struct AttentionRow {
 
 /// Decode attention: `batch` sequences of `context` positions each, K/V scattered over a shuffled
 /// pool of `block_size`-token blocks, one query token per sequence.
-pub fn attention<T: GpuFloat>(
-    gpu: &Gpu,
-    shape: AttnShape,
-    batch: usize,
-    context: usize,
-    block_size: usize,
-    copy_gbps: f64,
-) -> Result<AttentionRow> {
+pub fn attention<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, batch: usize, context: usize, block_size: usize, copy_gbps: f64) -> Result<AttentionRow> {
     let k = Kernels::<T>::new(gpu, shape)?;
     let per_seq = context.div_ceil(block_size);
     let num_blocks = batch * per_seq;
@@ -162,9 +125,7 @@ pub fn attention<T: GpuFloat>(
     // SAFETY: the buffers above are alive for the timing, sized for `batch` queries of `parts`
     // partitions over `num_blocks` blocks; each row's table holds `per_seq` of those blocks, enough
     // for `context` positions, and `parts` covers `context`.
-    let ms = time_ms(gpu, 5, 50, || unsafe {
-        k.attention(gpu, &io, batch, block_size, per_seq, parts, room)
-    })?;
+    let ms = time_ms(gpu, 5, 50, || unsafe { k.attention(gpu, &io, batch, block_size, per_seq, parts, room) })?;
     let kv_bytes = (2 * batch * context * shape.kv_dim() * std::mem::size_of::<T>()) as u64;
     let gbps = kv_bytes as f64 / (ms * 1e-3) / 1e9;
     Ok(AttentionRow {
@@ -205,30 +166,16 @@ pub struct DecodeRow {
 // ANCHOR: decode_bench
 /// One decode step of `batch` sequences that each have `context` positions cached, on `model`
 /// (random weights made on the device), with and without a CUDA graph.
-pub fn decode_steps<T: GpuFloat>(
-    gpu: &Gpu,
-    config: &LlamaConfig,
-    batches: &[usize],
-    contexts: &[usize],
-    copy_gbps: f64,
-    tunings: &[StepTuning],
-) -> Result<Vec<DecodeRow>> {
+#[allow(clippy::too_many_arguments)]
+pub fn decode_steps<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, batches: &[usize], contexts: &[usize], copy_gbps: f64, tunings: &[StepTuning]) -> Result<Vec<DecodeRow>> {
     let shape = AttnShape::of(config);
     let kernels = Kernels::<T>::new(gpu, shape)?;
     let weights = GpuWeights::<T>::random(gpu, &kernels, config, Rope::new(config).inv_freq(), 7)?;
     let weight_bytes = weights.bytes;
     let block_size = 16;
-    let (max_b, max_ctx) = (
-        batches.iter().copied().max().unwrap_or(1),
-        contexts.iter().copied().max().unwrap_or(1) + 1,
-    );
+    let (max_b, max_ctx) = (batches.iter().copied().max().unwrap_or(1), contexts.iter().copied().max().unwrap_or(1) + 1);
     let max_parts = GpuModel::<T>::parts_for(max_ctx);
-    let cap = Capacity {
-        max_tokens: max_b,
-        max_rows: max_b,
-        max_blocks: max_ctx.div_ceil(block_size),
-        max_query_parts: max_b * max_parts * (PART / MIN_PART),
-    };
+    let cap = Capacity { max_tokens: max_b, max_rows: max_b, max_blocks: max_ctx.div_ceil(block_size), max_query_parts: max_b * max_parts * (PART / MIN_PART) };
     let mut model = GpuModel::new(gpu, config.clone(), kernels, weights, cap)?;
     let mut rows = Vec::new();
     for &ctx in contexts {
@@ -236,11 +183,7 @@ pub fn decode_steps<T: GpuFloat>(
             let per_seq = (ctx + 1).div_ceil(block_size);
             let mut kv = match KvCache::<T>::new(gpu, config, b * per_seq, block_size) {
                 Ok(kv) => kv,
-                Err(e) => {
-                    return Err(ch00_model::ModelError::Device(format!(
-                        "B={b} ctx={ctx}: {e}"
-                    )))
-                }
+                Err(e) => return Err(ch00_model::ModelError::Device(format!("B={b} ctx={ctx}: {e}"))),
             };
             model.kernels.fill_uniform(gpu, &mut kv.k, 11, 1.0)?;
             model.kernels.fill_uniform(gpu, &mut kv.v, 12, 1.0)?;
@@ -249,8 +192,7 @@ pub fn decode_steps<T: GpuFloat>(
             for i in 0..b {
                 meta[l.tokens + i] = (i * 7 % config.vocab_size) as i32;
                 meta[l.pos + i] = ctx as i32;
-                meta[l.slot + i] =
-                    ((i * per_seq + ctx / block_size) * block_size + ctx % block_size) as i32;
+                meta[l.slot + i] = ((i * per_seq + ctx / block_size) * block_size + ctx % block_size) as i32;
                 meta[l.rows + i] = i as i32;
                 meta[l.ctx + i] = ctx as i32 + 1;
                 meta[l.logit_idx + i] = i as i32;
@@ -267,35 +209,20 @@ pub fn decode_steps<T: GpuFloat>(
                 // SAFETY (here and below): sequence i's table holds its own `per_seq` blocks of the
                 // `b · per_seq` in `kv`, enough for `ctx + 1` positions, which `max_parts` covers; its
                 // slot is in its last block; tokens are below the vocabulary; rows and logit rows i < b.
-                let eager = time_ms(gpu, 3, 20, || unsafe {
-                    model.forward(gpu, &kv, b, b, max_parts)
-                })?;
+                let eager = time_ms(gpu, 3, 20, || unsafe { model.forward(gpu, &kv, b, b, max_parts) })?;
                 // Graph: the same launches captured once and replayed.
                 let stream = gpu.stream.clone();
-                stream
-                    .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                    .map_err(|e| device_err("capture", e))?;
+                stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| device_err("capture", e))?;
                 let captured = unsafe { model.forward(gpu, &kv, b, b, max_parts) };
-                let graph = stream
-                    .end_capture(CUgraphInstantiate_flags(0))
-                    .map_err(|e| device_err("capture", e))?;
+                let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| device_err("capture", e))?;
                 captured?;
-                let graph =
-                    graph.ok_or_else(|| ch00_model::ModelError::Device("empty graph".into()))?;
+                let graph = graph.ok_or_else(|| ch00_model::ModelError::Device("empty graph".into()))?;
                 let mut nodes = 0usize;
                 // SAFETY: the graph is alive; a null node array asks only for the count.
-                unsafe {
-                    cudarc::driver::sys::cuGraphGetNodes(
-                        graph.cu_graph(),
-                        std::ptr::null_mut(),
-                        &mut nodes,
-                    )
-                }
-                .result()
-                .map_err(|e| device_err("counting graph nodes", e))?;
-                let replay = time_ms(gpu, 3, 20, || {
-                    graph.launch().map_err(|e| device_err("replay", e))
-                })?;
+                unsafe { cudarc::driver::sys::cuGraphGetNodes(graph.cu_graph(), std::ptr::null_mut(), &mut nodes) }
+                    .result()
+                    .map_err(|e| device_err("counting graph nodes", e))?;
+                let replay = time_ms(gpu, 3, 20, || graph.launch().map_err(|e| device_err("replay", e)))?;
                 // Wall time per step as the runner does it: metadata up, replay, ids down.
                 let t = std::time::Instant::now();
                 let steps = 20;
@@ -375,16 +302,8 @@ pub fn prefill_attention<T: GpuFloat>(
         ids.swap(i, (state % (i as u64 + 1)) as usize);
     }
     let tables = gpu.upload("block tables", &ids)?;
-    let starts = gpu.upload(
-        "starts",
-        &(0..=batch).map(|b| (b * len) as i32).collect::<Vec<_>>(),
-    )?;
-    let pos = gpu.upload(
-        "positions",
-        &(0..batch * len)
-            .map(|i| (i % len) as i32)
-            .collect::<Vec<_>>(),
-    )?;
+    let starts = gpu.upload("starts", &(0..=batch).map(|b| (b * len) as i32).collect::<Vec<_>>())?;
+    let pos = gpu.upload("positions", &(0..batch * len).map(|i| (i % len) as i32).collect::<Vec<_>>())?;
     let io = PrefillIo {
         q: ptr(gpu, &q),
         k_cache: ptr(gpu, &kc),
@@ -400,9 +319,7 @@ pub fn prefill_attention<T: GpuFloat>(
         let iters = if v == PrefillVersion::Simple { 3 } else { 20 };
         // SAFETY: the buffers above are alive for the timing: `batch` sequences of `len` rows at
         // positions 0.., each with its own `per_seq` blocks of the pool, enough for `len`.
-        let ms = time_ms(gpu, 2, iters, || unsafe {
-            pk.launch(gpu, &io, v, batch, len, block_size, per_seq)
-        })?;
+        let ms = time_ms(gpu, 2, iters, || unsafe { pk.launch(gpu, &io, v, batch, len, block_size, per_seq) })?;
         rows.push(PrefillRow {
             batch,
             len,

@@ -85,12 +85,7 @@ impl CudaEngine {
     }
 
     // ANCHOR: run_typed
-    fn run_typed<T: GpuFloat>(
-        &mut self,
-        source: Weights<'_>,
-        requests: &[Request],
-        opts: &RunOptions,
-    ) -> Result<RunOutput> {
+    fn run_typed<T: GpuFloat>(&mut self, source: Weights<'_>, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         let (mut runner, cfg, max_len, mut setup) = self.build::<T>(source)?;
         let (out, info) = run_paged(&mut runner, cfg, max_len, requests, opts)?;
         setup.stats = runner.stats.clone();
@@ -100,33 +95,21 @@ impl CudaEngine {
     }
 
     /// Uploads (or makes) the weights, sizes the KV pool and builds the GPU runner.
-    fn build<T: GpuFloat>(
-        &self,
-        source: Weights<'_>,
-    ) -> Result<(GpuRunner<T>, SchedulerConfig, usize, GpuSetup)> {
+    fn build<T: GpuFloat>(&self, source: Weights<'_>) -> Result<(GpuRunner<T>, SchedulerConfig, usize, GpuSetup)> {
         let c = source.config().clone();
         let (cfg, max_len) = self.paged.scheduler_config_for(&c)?;
         let gpu = Gpu::new(self.ordinal)?;
         let kernels = Kernels::<T>::new(&gpu, AttnShape::of(&c))?;
         let weights = match source {
             Weights::Model(m) => GpuWeights::<T>::upload(&gpu, m)?,
-            Weights::Random(c, seed) => {
-                GpuWeights::<T>::random(&gpu, &kernels, c, Rope::new(c).inv_freq(), seed)?
-            }
+            Weights::Random(c, seed) => GpuWeights::<T>::random(&gpu, &kernels, c, Rope::new(c).inv_freq(), seed)?,
         };
         let weight_bytes = weights.bytes;
-        let cap = capacity(
-            cfg.block_size,
-            max_len,
-            self.max_tokens_per_pass,
-            self.max_rows,
-        );
+        let cap = capacity(cfg.block_size, max_len, self.max_tokens_per_pass, self.max_rows);
         let mut gm = GpuModel::new(&gpu, c.clone(), kernels, weights, cap)?;
         let num_blocks = match self.num_blocks {
             Some(n) => n,
-            None => {
-                blocks_that_fit::<T>(&gpu, &mut gm, cfg.block_size, self.gpu_memory_utilization)?
-            }
+            None => blocks_that_fit::<T>(&gpu, &mut gm, cfg.block_size, self.gpu_memory_utilization)?,
         };
         let used_before_kv = gpu.mem_info().map(|(free, total)| (total - free) as u64)?;
         let kv = KvCache::<T>::new(&gpu, &c, num_blocks, cfg.block_size)?;
@@ -153,22 +136,11 @@ impl CudaEngine {
 
     /// Runs on deterministic random weights made on the GPU (shapes too big for the CPU model,
     /// e.g. 7B for the benchmarks).
-    pub fn run_random(
-        &mut self,
-        config: &LlamaConfig,
-        seed: u64,
-        requests: &[Request],
-        opts: &RunOptions,
-    ) -> Result<RunOutput> {
+    pub fn run_random(&mut self, config: &LlamaConfig, seed: u64, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         self.dispatch(Weights::Random(config, seed), requests, opts)
     }
 
-    fn dispatch(
-        &mut self,
-        source: Weights<'_>,
-        requests: &[Request],
-        opts: &RunOptions,
-    ) -> Result<RunOutput> {
+    fn dispatch(&mut self, source: Weights<'_>, requests: &[Request], opts: &RunOptions) -> Result<RunOutput> {
         let c = source.config();
         check_shape(AttnShape::of(c))?;
         match self.dtype_for(c) {
@@ -205,12 +177,7 @@ impl CudaEngine {
         check_shape(AttnShape::of(source.config()))?;
         fn core<T: GpuFloat>(e: &CudaEngine, source: Weights<'_>) -> Result<Box<dyn StepEngine>> {
             let (runner, cfg, max_len, _) = e.build::<T>(source)?;
-            Ok(Box::new(PagedCore::new(
-                runner,
-                cfg,
-                max_len,
-                RunOptions::default(),
-            )?))
+            Ok(Box::new(PagedCore::new(runner, cfg, max_len, RunOptions::default())?))
         }
         match self.dtype_for(source.config()) {
             DType::F32 => core::<f32>(self, source),
@@ -244,25 +211,16 @@ pub fn capacity(block_size: usize, max_len: usize, max_tokens: usize, max_rows: 
         max_tokens,
         max_rows,
         max_blocks: max_len.div_ceil(block_size),
-        max_query_parts: (max_tokens * 2)
-            .max(max_rows.min(max_tokens) * max_parts)
-            .max(max_parts),
+        max_query_parts: (max_tokens * 2).max(max_rows.min(max_tokens) * max_parts).max(max_parts),
     }
 }
 
 // ANCHOR: profile
 /// How many KV blocks fit: run one pass at the largest token count (its K/V goes nowhere), see
 /// what the card has left, and give blocks everything up to `utilization` of its memory.
-pub fn blocks_that_fit<T: GpuFloat>(
-    gpu: &Gpu,
-    model: &mut GpuModel<T>,
-    block_size: usize,
-    utilization: f64,
-) -> Result<usize> {
+pub fn blocks_that_fit<T: GpuFloat>(gpu: &Gpu, model: &mut GpuModel<T>, block_size: usize, utilization: f64) -> Result<usize> {
     if !(utilization > 0.0 && utilization <= 1.0) {
-        return Err(ModelError::InvalidSettings(format!(
-            "gpu_memory_utilization {utilization} must be in (0, 1]"
-        )));
+        return Err(ModelError::InvalidSettings(format!("gpu_memory_utilization {utilization} must be in (0, 1]")));
     }
     let c = model.config.clone();
     let probe = KvCache::<T>::new(gpu, &c, 1, block_size)?;

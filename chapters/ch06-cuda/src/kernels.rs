@@ -45,10 +45,7 @@ const TARGET_BLOCKS: usize = 264;
 /// a few dozen blocks, each walking 512 positions alone, while most SMs idle.
 pub fn partition_split(blocks: usize, pairs: usize, room: usize) -> usize {
     let mut split = 1;
-    while blocks * split < TARGET_BLOCKS
-        && PART / (2 * split) >= MIN_PART
-        && pairs * 2 * split <= room
-    {
+    while blocks * split < TARGET_BLOCKS && PART / (2 * split) >= MIN_PART && pairs * 2 * split <= room {
         split *= 2;
     }
     split
@@ -171,23 +168,17 @@ impl<A: Copy> KernelArg for A {
     }
 }
 
+
 fn cfg(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: grid,
-        block_dim: (block, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
 }
 
 fn u32_of(what: &str, n: usize) -> Result<u32> {
-    u32::try_from(n)
-        .map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a launch")))
+    u32::try_from(n).map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a launch")))
 }
 
 fn i32_of(what: &str, n: usize) -> Result<i32> {
-    i32::try_from(n).map_err(|_| {
-        ModelError::InvalidBatch(format!("{what} = {n} is too large for a kernel argument"))
-    })
+    i32::try_from(n).map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a kernel argument")))
 }
 
 /// The largest of 8, 4, 2, 1 query heads per attention block that divides the GQA group and
@@ -195,10 +186,7 @@ fn i32_of(what: &str, n: usize) -> Result<i32> {
 pub fn group_chunk(shape: AttnShape) -> usize {
     let group = shape.heads / shape.kv_heads;
     let warps = shape.head_dim.max(128) / 32;
-    [8, 4, 2, 1]
-        .into_iter()
-        .find(|c| group % c == 0 && warps * c * shape.head_dim * 4 <= 16 << 10)
-        .unwrap_or(1)
+    [8, 4, 2, 1].into_iter().find(|c| group % c == 0 && warps * c * shape.head_dim * 4 <= 16 << 10).unwrap_or(1)
 }
 
 /// Whether decode attention takes the tensor-core kernel: for a GQA group of at least 2 query heads
@@ -227,10 +215,7 @@ pub fn check_shape(shape: AttnShape) -> Result<()> {
         )));
     }
     if shape.kv_heads == 0 || shape.heads % shape.kv_heads != 0 {
-        return Err(ModelError::UnsupportedConfig(format!(
-            "{} heads over {} KV heads",
-            shape.heads, shape.kv_heads
-        )));
+        return Err(ModelError::UnsupportedConfig(format!("{} heads over {} KV heads", shape.heads, shape.kv_heads)));
     }
     Ok(())
 }
@@ -261,6 +246,7 @@ macro_rules! launch_step {
     }};
 }
 
+
 impl<T: GpuFloat> Kernels<T> {
     pub fn new(gpu: &Gpu, shape: AttnShape) -> Result<Self> {
         check_shape(shape)?;
@@ -285,25 +271,13 @@ impl<T: GpuFloat> Kernels<T> {
             attn_defs.push(("DECODE_TC", "1".to_string()));
         }
         let m = |name: &str, src: &str, defs: &[(&str, String)]| gpu.compile(name, src, defs);
-        let emb = m(
-            "embedding.cu",
-            include_str!("kernels/embedding.cu"),
-            &common,
-        )?;
+        let emb = m("embedding.cu", include_str!("kernels/embedding.cu"), &common)?;
         let norm = m("rmsnorm.cu", include_str!("kernels/rmsnorm.cu"), &common)?;
-        let rope = m(
-            "rope_cache.cu",
-            include_str!("kernels/rope_cache.cu"),
-            &common,
-        )?;
+        let rope = m("rope_cache.cu", include_str!("kernels/rope_cache.cu"), &common)?;
         let silu = m("silu_mul.cu", include_str!("kernels/silu_mul.cu"), &common)?;
         let arg = m("argmax.cu", include_str!("kernels/argmax.cu"), &common)?;
         let init = m("init.cu", include_str!("kernels/init.cu"), &common)?;
-        let attn = m(
-            "paged_attention.cu",
-            include_str!("kernels/paged_attention.cu"),
-            &attn_defs,
-        )?;
+        let attn = m("paged_attention.cu", include_str!("kernels/paged_attention.cu"), &attn_defs)?;
         let gemv = m("gemv.cu", include_str!("kernels/gemv.cu"), &gemv_defs)?;
         Ok(Kernels {
             shape,
@@ -317,14 +291,7 @@ impl<T: GpuFloat> Kernels<T> {
             copy_blocks: gpu.function(&rope, "copy_blocks")?,
             silu_mul: gpu.function(&silu, "silu_mul")?,
             argmax: gpu.function(&arg, "argmax")?,
-            attention: gpu.function(
-                &attn,
-                if decode_tc {
-                    "paged_attention_tc"
-                } else {
-                    "paged_attention"
-                },
-            )?,
+            attention: gpu.function(&attn, if decode_tc { "paged_attention_tc" } else { "paged_attention" })?,
             attention_reduce: gpu.function(&attn, "paged_attention_reduce")?,
             fill_uniform: gpu.function(&init, "fill_uniform")?,
             fill_const: gpu.function(&init, "fill_const")?,
@@ -340,15 +307,7 @@ impl<T: GpuFloat> Kernels<T> {
     /// # Safety
     /// The [module's contract](crate::kernels#safety) for `embed` (vocab · hidden) T, `tokens` (n) i32 each
     /// in 0..vocab, and the output `x` (n · hidden) f32.
-    pub unsafe fn embedding(
-        &self,
-        gpu: &Gpu,
-        embed: u64,
-        tokens: u64,
-        x: u64,
-        n: usize,
-        hidden: usize,
-    ) -> Result<()> {
+    pub unsafe fn embedding(&self, gpu: &Gpu, embed: u64, tokens: u64, x: u64, n: usize, hidden: usize) -> Result<()> {
         let h = i32_of("hidden", hidden)?;
         launch_step!(self, gpu, self.embedding, (u32_of("tokens", n)?, 1, 1), 512; embed, tokens, x, h)
     }
@@ -358,15 +317,7 @@ impl<T: GpuFloat> Kernels<T> {
     /// # Safety
     /// The [module's contract](crate::kernels#safety) for `src` (rows · cols) T, `idx` (n) i32 each in
     /// 0..rows, and the output `out` (n · cols) T.
-    pub unsafe fn gather_rows(
-        &self,
-        gpu: &Gpu,
-        src: u64,
-        idx: u64,
-        out: u64,
-        n: usize,
-        cols: usize,
-    ) -> Result<()> {
+    pub unsafe fn gather_rows(&self, gpu: &Gpu, src: u64, idx: u64, out: u64, n: usize, cols: usize) -> Result<()> {
         let c = i32_of("cols", cols)?;
         launch_step!(self, gpu, self.gather_rows, (u32_of("rows", n)?, 1, 1), 256; src, idx, out, c)
     }
@@ -377,17 +328,7 @@ impl<T: GpuFloat> Kernels<T> {
     /// The [module's contract](crate::kernels#safety) for `x` (n · hidden) f32, read and written in place,
     /// `delta` (n · hidden) T or 0 for none, `w` (hidden) T, and the output `out` (n · hidden) T.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn add_rmsnorm(
-        &self,
-        gpu: &Gpu,
-        x: u64,
-        delta: u64,
-        w: u64,
-        out: u64,
-        n: usize,
-        hidden: usize,
-        eps: f32,
-    ) -> Result<()> {
+    pub unsafe fn add_rmsnorm(&self, gpu: &Gpu, x: u64, delta: u64, w: u64, out: u64, n: usize, hidden: usize, eps: f32) -> Result<()> {
         let h = i32_of("hidden", hidden)?;
         // One block per token: at decode batch sizes there are few blocks, so each gets many threads
         // (the row's loads are then all in flight at once instead of in a long chain).
@@ -415,11 +356,7 @@ impl<T: GpuFloat> Kernels<T> {
         n: usize,
     ) -> Result<()> {
         let s = self.shape;
-        let (h, kvh, d) = (
-            i32_of("heads", s.heads)?,
-            i32_of("kv_heads", s.kv_heads)?,
-            i32_of("head_dim", s.head_dim)?,
-        );
+        let (h, kvh, d) = (i32_of("heads", s.heads)?, i32_of("kv_heads", s.kv_heads)?, i32_of("head_dim", s.head_dim)?);
         let threads = (s.head_dim / 2).div_ceil(32).max(1) as u32 * 32;
         launch_step!(self, gpu, self.rope_cache, (u32_of("tokens", n)?, (s.heads + s.kv_heads) as u32, 1), threads; qkv, q_out, k_cache, v_cache, pos, slot, inv_freq, h, kvh, d)
     }
@@ -430,16 +367,7 @@ impl<T: GpuFloat> Kernels<T> {
     /// The [module's contract](crate::kernels#safety) for `k` and `v` (blocks · block_elems) T each, read and
     /// written, and `src`, `dst` (n) i32 each in 0..blocks. The copies run at once: no `dst` may
     /// be another copy's `src` or `dst`.
-    pub unsafe fn copy_blocks(
-        &self,
-        gpu: &Gpu,
-        k: u64,
-        v: u64,
-        src: u64,
-        dst: u64,
-        n: usize,
-        block_elems: usize,
-    ) -> Result<()> {
+    pub unsafe fn copy_blocks(&self, gpu: &Gpu, k: u64, v: u64, src: u64, dst: u64, n: usize, block_elems: usize) -> Result<()> {
         let e = block_elems as i64;
         launch!(gpu, self.copy_blocks, (u32_of("copies", n)?, 2, 1), 256; k, v, src, dst, e)
     }
@@ -448,14 +376,7 @@ impl<T: GpuFloat> Kernels<T> {
     ///
     /// # Safety
     /// The [module's contract](crate::kernels#safety) for `gu` (n · 2 I) T and the output `out` (n · I) T.
-    pub unsafe fn silu_mul(
-        &self,
-        gpu: &Gpu,
-        gu: u64,
-        out: u64,
-        n: usize,
-        inter: usize,
-    ) -> Result<()> {
+    pub unsafe fn silu_mul(&self, gpu: &Gpu, gu: u64, out: u64, n: usize, inter: usize) -> Result<()> {
         let blocks = (n * inter).div_ceil(256).clamp(1, 65536) as u32;
         let (nn, i) = (i32_of("tokens", n)?, i32_of("intermediate", inter)?);
         launch_step!(self, gpu, self.silu_mul, (blocks, 1, 1), 256; gu, out, nn, i)
@@ -465,14 +386,7 @@ impl<T: GpuFloat> Kernels<T> {
     ///
     /// # Safety
     /// The [module's contract](crate::kernels#safety) for `logits` (n · vocab) T and the output `ids` (n) u32.
-    pub unsafe fn argmax(
-        &self,
-        gpu: &Gpu,
-        logits: u64,
-        ids: u64,
-        n: usize,
-        vocab: usize,
-    ) -> Result<()> {
+    pub unsafe fn argmax(&self, gpu: &Gpu, logits: u64, ids: u64, n: usize, vocab: usize) -> Result<()> {
         let v = i32_of("vocab", vocab)?;
         launch_step!(self, gpu, self.argmax, (u32_of("rows", n)?, 1, 1), 1024; logits, ids, v)
     }
@@ -504,31 +418,13 @@ impl<T: GpuFloat> Kernels<T> {
         let chunks = s.heads / s.kv_heads / self.group_chunk;
         let head_blocks = s.kv_heads * chunks;
         if n_q * parts > room {
-            return Err(ModelError::InvalidBatch(format!(
-                "{n_q} queries of {parts} partitions exceed the room for {room}"
-            )));
+            return Err(ModelError::InvalidBatch(format!("{n_q} queries of {parts} partitions exceed the room for {room}")));
         }
-        let split = if self.tuning.split_partitions {
-            partition_split(n_q * head_blocks * parts, n_q * parts, room)
-        } else {
-            1
-        };
-        let threads = if self.decode_tc {
-            128
-        } else {
-            s.head_dim.max(128) as u32
-        };
-        let grid = (
-            u32_of("queries", n_q)?,
-            head_blocks as u32,
-            u32_of("partitions", parts * split)?,
-        );
+        let split = if self.tuning.split_partitions { partition_split(n_q * head_blocks * parts, n_q * parts, room) } else { 1 };
+        let threads = if self.decode_tc { 128 } else { s.head_dim.max(128) as u32 };
+        let grid = (u32_of("queries", n_q)?, head_blocks as u32, u32_of("partitions", parts * split)?);
         let (heads, kv_heads) = (i32_of("heads", s.heads)?, i32_of("kv_heads", s.kv_heads)?);
-        let (bs, mb, mp) = (
-            i32_of("block_size", block_size)?,
-            i32_of("max_blocks", max_blocks)?,
-            i32_of("partitions", parts * split)?,
-        );
+        let (bs, mb, mp) = (i32_of("block_size", block_size)?, i32_of("max_blocks", max_blocks)?, i32_of("partitions", parts * split)?);
         let part_len = (PART / split) as i32;
         let scale = 1.0f32 / (s.head_dim as f32).sqrt();
         launch_step!(self, gpu, self.attention, grid, threads;
@@ -545,26 +441,13 @@ impl<T: GpuFloat> Kernels<T> {
     /// # Safety
     /// As [`linear`]'s.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn linear(
-        &self,
-        gpu: &Gpu,
-        x: u64,
-        w: u64,
-        y: u64,
-        n: usize,
-        in_f: usize,
-        out_f: usize,
-    ) -> Result<()> {
+    pub unsafe fn linear(&self, gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<()> {
         let vec = 16 / std::mem::size_of::<T>();
         if n > GEMV_MAX_N || in_f % vec != 0 {
             // SAFETY: the same contract, passed on.
             return unsafe { linear::<T>(gpu, x, w, y, n, in_f, out_f) };
         }
-        let (nn, i, o) = (
-            i32_of("rows", n)?,
-            i32_of("in features", in_f)?,
-            i32_of("out features", out_f)?,
-        );
+        let (nn, i, o) = (i32_of("rows", n)?, i32_of("in features", in_f)?, i32_of("out features", out_f)?);
         let blocks = u32_of("rows", out_f.div_ceil(GEMV_WARPS * GEMV_RPW))?;
         launch_step!(self, gpu, self.gemv, (blocks, 1, 1), (32 * GEMV_WARPS) as u32; w, x, y, nn, i, o)
     }
@@ -579,43 +462,22 @@ impl<T: GpuFloat> Kernels<T> {
     /// The [module's contract](crate::kernels#safety) for `x` (n · in) T, `w` (2I · in) T, the
     /// scratch `gu` (n · 2I) T and the output `act` (n · I) T.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn gate_up_swiglu(
-        &self,
-        gpu: &Gpu,
-        x: u64,
-        w: u64,
-        gu: u64,
-        act: u64,
-        n: usize,
-        in_f: usize,
-        inter: usize,
-    ) -> Result<()> {
-        if !self.tuning.fuse_swiglu || n > GEMV_MAX_N || in_f % (16 / std::mem::size_of::<T>()) != 0
-        {
+    pub unsafe fn gate_up_swiglu(&self, gpu: &Gpu, x: u64, w: u64, gu: u64, act: u64, n: usize, in_f: usize, inter: usize) -> Result<()> {
+        if !self.tuning.fuse_swiglu || n > GEMV_MAX_N || in_f % (16 / std::mem::size_of::<T>()) != 0 {
             // SAFETY: the same contract, passed on.
             unsafe {
                 self.linear(gpu, x, w, gu, n, in_f, 2 * inter)?;
                 return self.silu_mul(gpu, gu, act, n, inter);
             }
         }
-        let (nn, i, o) = (
-            i32_of("rows", n)?,
-            i32_of("in features", in_f)?,
-            i32_of("intermediate", inter)?,
-        );
+        let (nn, i, o) = (i32_of("rows", n)?, i32_of("in features", in_f)?, i32_of("intermediate", inter)?);
         let blocks = u32_of("rows", inter.div_ceil(GEMV_WARPS))?;
         launch_step!(self, gpu, self.gemv_swiglu, (blocks, 1, 1), (32 * GEMV_WARPS) as u32; w, x, act, nn, i, o)
     }
     // ANCHOR_END: swiglu_dispatch
 
     /// Every element of `w` = uniform(-scale, scale) from (seed, index), deterministic.
-    pub fn fill_uniform(
-        &self,
-        gpu: &Gpu,
-        w: &mut CudaSlice<T>,
-        seed: u64,
-        scale: f32,
-    ) -> Result<()> {
+    pub fn fill_uniform(&self, gpu: &Gpu, w: &mut CudaSlice<T>, seed: u64, scale: f32) -> Result<()> {
         let (w, nn, blocks) = fill_args(gpu, w)?;
         launch!(gpu, self.fill_uniform, (blocks, 1, 1), 256; w, nn, seed, scale)
     }
@@ -630,16 +492,10 @@ impl<T: GpuFloat> Kernels<T> {
 /// A fill's address, element count and grid; the slice must live on `gpu`'s stream.
 fn fill_args<T>(gpu: &Gpu, w: &CudaSlice<T>) -> Result<(u64, i64, u32)> {
     if !std::sync::Arc::ptr_eq(w.stream(), &gpu.stream) {
-        return Err(ModelError::Device(
-            "filling a buffer of another GPU handle's stream".into(),
-        ));
+        return Err(ModelError::Device("filling a buffer of another GPU handle's stream".into()));
     }
     let n = w.len();
-    Ok((
-        crate::device::ptr(gpu, w),
-        n as i64,
-        n.div_ceil(256).clamp(1, 65536) as u32,
-    ))
+    Ok((crate::device::ptr(gpu, w), n as i64, n.div_ceil(256).clamp(1, 65536) as u32))
 }
 
 /// The buffers one attention call reads and writes (device addresses).
@@ -663,21 +519,9 @@ pub struct AttentionIo {
 /// # Safety
 /// The [module's contract](crate::kernels#safety) for `x` (n · in) T, `w` (out · in) T and the output
 /// `y` (n · out) T; cuBLAS runs on `gpu.blas`, whose stream is `gpu.stream`.
-pub unsafe fn linear<T: GpuFloat>(
-    gpu: &Gpu,
-    x: u64,
-    w: u64,
-    y: u64,
-    n: usize,
-    in_f: usize,
-    out_f: usize,
-) -> Result<()> {
+pub unsafe fn linear<T: GpuFloat>(gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<()> {
     let (alpha, beta) = (1.0f32, 0.0f32);
-    let (m, nn, k) = (
-        i32_of("out features", out_f)?,
-        i32_of("rows", n)?,
-        i32_of("in features", in_f)?,
-    );
+    let (m, nn, k) = (i32_of("out features", out_f)?, i32_of("rows", n)?, i32_of("in features", in_f)?);
     // SAFETY: x, w, y hold n·in, out·in and n·out elements of T (this fn's contract); the
     // dimensions fit cuBLAS's ints (checked above); alpha and beta outlive the call.
     unsafe {
@@ -714,26 +558,10 @@ mod tests {
     #[test]
     fn small_batches_cut_their_partitions_within_the_room() {
         assert_eq!(partition_split(64, 2, 2), 1, "no spare room: no split");
-        assert_eq!(
-            partition_split(64, 2, 1000),
-            8,
-            "64 blocks -> 512, the first grid past TARGET_BLOCKS"
-        );
-        assert_eq!(
-            partition_split(1, 1, 1000),
-            PART / MIN_PART,
-            "never below MIN_PART positions"
-        );
-        assert_eq!(
-            partition_split(16, 2, 8),
-            4,
-            "room for four times the pairs only"
-        );
-        assert_eq!(
-            partition_split(4096, 128, 4096),
-            1,
-            "a big batch fills the GPU as is"
-        );
+        assert_eq!(partition_split(64, 2, 1000), 8, "64 blocks -> 512, the first grid past TARGET_BLOCKS");
+        assert_eq!(partition_split(1, 1, 1000), PART / MIN_PART, "never below MIN_PART positions");
+        assert_eq!(partition_split(16, 2, 8), 4, "room for four times the pairs only");
+        assert_eq!(partition_split(4096, 128, 4096), 1, "a big batch fills the GPU as is");
         for blocks in 1..600 {
             for room in [1usize, 3, 16, 100] {
                 let s = partition_split(blocks, 1, room);
@@ -744,57 +572,14 @@ mod tests {
 
     #[test]
     fn decode_takes_tensor_cores_only_for_half_precision_gqa_on_ampere_or_newer() {
-        let gqa = AttnShape {
-            heads: 32,
-            kv_heads: 8,
-            head_dim: 128,
-        };
-        let tiny = AttnShape {
-            heads: 32,
-            kv_heads: 4,
-            head_dim: 64,
-        };
-        let mha = AttnShape {
-            heads: 32,
-            kv_heads: 32,
-            head_dim: 128,
-        };
-        assert!(
-            decode_on_tensor_cores(gqa, "f16", (9, 0))
-                && decode_on_tensor_cores(tiny, "bf16", (8, 0))
-        );
-        assert!(
-            !decode_on_tensor_cores(gqa, "f32", (9, 0)),
-            "mma.sync takes f16/bf16 operands"
-        );
-        assert!(
-            !decode_on_tensor_cores(gqa, "f16", (7, 5)),
-            "m16n8k16 needs sm_80"
-        );
-        assert!(
-            !decode_on_tensor_cores(mha, "f16", (9, 0)),
-            "one head per block: CUDA cores"
-        );
-        assert!(!decode_on_tensor_cores(
-            AttnShape {
-                heads: 8,
-                kv_heads: 2,
-                head_dim: 32
-            },
-            "f16",
-            (9, 0)
-        ));
-        assert!(
-            !decode_on_tensor_cores(
-                AttnShape {
-                    heads: 9,
-                    kv_heads: 3,
-                    head_dim: 64
-                },
-                "f16",
-                (9, 0)
-            ),
-            "group 3: chunk 1"
-        );
+        let gqa = AttnShape { heads: 32, kv_heads: 8, head_dim: 128 };
+        let tiny = AttnShape { heads: 32, kv_heads: 4, head_dim: 64 };
+        let mha = AttnShape { heads: 32, kv_heads: 32, head_dim: 128 };
+        assert!(decode_on_tensor_cores(gqa, "f16", (9, 0)) && decode_on_tensor_cores(tiny, "bf16", (8, 0)));
+        assert!(!decode_on_tensor_cores(gqa, "f32", (9, 0)), "mma.sync takes f16/bf16 operands");
+        assert!(!decode_on_tensor_cores(gqa, "f16", (7, 5)), "m16n8k16 needs sm_80");
+        assert!(!decode_on_tensor_cores(mha, "f16", (9, 0)), "one head per block: CUDA cores");
+        assert!(!decode_on_tensor_cores(AttnShape { heads: 8, kv_heads: 2, head_dim: 32 }, "f16", (9, 0)));
+        assert!(!decode_on_tensor_cores(AttnShape { heads: 9, kv_heads: 3, head_dim: 64 }, "f16", (9, 0)), "group 3: chunk 1");
     }
 }

@@ -32,9 +32,9 @@ pub struct MetaLayout {
     pub pos: usize,       // (max_tokens) positions
     pub slot: usize,      // (max_tokens) cache slot = block · block_size + offset; -1 = padding
     pub rows: usize,      // (max_tokens) which block table each token uses
-    pub ctx: usize, // (max_tokens) context length each token attends over (pos + 1; 0 = padding)
+    pub ctx: usize,       // (max_tokens) context length each token attends over (pos + 1; 0 = padding)
     pub logit_idx: usize, // (max_rows) the token whose logits each row wants
-    pub tables: usize, // (max_rows, max_blocks) block tables
+    pub tables: usize,    // (max_rows, max_blocks) block tables
     pub seq_start: usize, // (max_rows + 1) first token of each row's query rows (prefill passes)
     pub len: usize,
 }
@@ -60,17 +60,17 @@ impl MetaLayout {
 
 /// Activation buffers, sized for `Capacity`.
 struct Buffers<T> {
-    x: CudaSlice<f32>,        // (max_tokens, hidden) residual stream
-    h: CudaSlice<T>,          // (max_tokens, hidden) normed
-    qkv: CudaSlice<T>,        // (max_tokens, q_dim + 2 kv_dim)
-    q: CudaSlice<T>,          // (max_tokens, q_dim) after RoPE
-    attn: CudaSlice<T>,       // (max_tokens, q_dim)
-    o: CudaSlice<T>,          // (max_tokens, hidden) o_proj and down_proj outputs
-    gu: CudaSlice<T>,         // (max_tokens, 2 · intermediate), gate and up interleaved
-    act: CudaSlice<T>,        // (max_tokens, intermediate)
-    part_o: CudaSlice<f32>,   // (max_query_parts, heads, head_dim)
-    part_ml: CudaSlice<f32>,  // (max_query_parts, heads, 2)
-    last: CudaSlice<T>,       // (max_rows, hidden)
+    x: CudaSlice<f32>, // (max_tokens, hidden) residual stream
+    h: CudaSlice<T>,   // (max_tokens, hidden) normed
+    qkv: CudaSlice<T>, // (max_tokens, q_dim + 2 kv_dim)
+    q: CudaSlice<T>,   // (max_tokens, q_dim) after RoPE
+    attn: CudaSlice<T>, // (max_tokens, q_dim)
+    o: CudaSlice<T>,   // (max_tokens, hidden) o_proj and down_proj outputs
+    gu: CudaSlice<T>,  // (max_tokens, 2 · intermediate), gate and up interleaved
+    act: CudaSlice<T>, // (max_tokens, intermediate)
+    part_o: CudaSlice<f32>,  // (max_query_parts, heads, head_dim)
+    part_ml: CudaSlice<f32>, // (max_query_parts, heads, 2)
+    last: CudaSlice<T>,     // (max_rows, hidden)
     pub logits: CudaSlice<T>, // (max_rows, vocab)
     pub ids: CudaSlice<u32>,  // (max_rows)
     pub meta: CudaSlice<i32>,
@@ -91,11 +91,7 @@ impl<T: GpuFloat> KvCache<T> {
         let layer_elems = num_blocks
             .checked_mul(block_size)
             .and_then(|x| x.checked_mul(c.kv_dim()))
-            .ok_or_else(|| {
-                ModelError::InvalidSettings(format!(
-                    "{num_blocks} blocks of {block_size} tokens overflow"
-                ))
-            })?;
+            .ok_or_else(|| ModelError::InvalidSettings(format!("{num_blocks} blocks of {block_size} tokens overflow")))?;
         let total = layer_elems * c.num_hidden_layers;
         Ok(KvCache {
             k: gpu.zeros("the K cache", total)?,
@@ -108,14 +104,9 @@ impl<T: GpuFloat> KvCache<T> {
 
     /// Checks that the pool's sizes (public fields) agree with its buffers' lengths, for `c`.
     pub fn check(&self, c: &LlamaConfig) -> Result<()> {
-        let want = self
-            .num_blocks
-            .checked_mul(self.block_size)
-            .and_then(|s| s.checked_mul(c.kv_dim()));
+        let want = self.num_blocks.checked_mul(self.block_size).and_then(|s| s.checked_mul(c.kv_dim()));
         let total = self.layer_elems.checked_mul(c.num_hidden_layers);
-        if want != Some(self.layer_elems)
-            || total.is_none_or(|t| self.k.len() < t || self.v.len() < t)
-        {
+        if want != Some(self.layer_elems) || total.is_none_or(|t| self.k.len() < t || self.v.len() < t) {
             return Err(ModelError::InvalidSettings(format!(
                 "a KV cache of {} blocks of {} tokens does not match its buffers or this model",
                 self.num_blocks, self.block_size
@@ -147,11 +138,7 @@ pub enum PassAttention {
     Paged { parts: usize },
     /// The prefill kernel over the `seqs` sequences whose rows `meta.seq_start` delimits, the
     /// longest `max_q_len` rows.
-    Prefill {
-        seqs: usize,
-        max_q_len: usize,
-        version: PrefillVersion,
-    },
+    Prefill { seqs: usize, max_q_len: usize, version: PrefillVersion },
 }
 
 pub struct GpuModel<T> {
@@ -164,13 +151,7 @@ pub struct GpuModel<T> {
 }
 
 impl<T: GpuFloat> GpuModel<T> {
-    pub fn new(
-        gpu: &Gpu,
-        config: LlamaConfig,
-        kernels: Kernels<T>,
-        weights: GpuWeights<T>,
-        cap: Capacity,
-    ) -> Result<Self> {
+    pub fn new(gpu: &Gpu, config: LlamaConfig, kernels: Kernels<T>, weights: GpuWeights<T>, cap: Capacity) -> Result<Self> {
         let c = &config;
         let (m, r) = (cap.max_tokens, cap.max_rows);
         let (h, q, kv, i) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -185,37 +166,21 @@ impl<T: GpuFloat> GpuModel<T> {
             gu: gpu.zeros("activations", m * 2 * i)?,
             act: gpu.zeros("activations", m * i)?,
             part_o: gpu.zeros("attention partitions", cap.max_query_parts * q)?,
-            part_ml: gpu.zeros(
-                "attention partitions",
-                cap.max_query_parts * c.num_attention_heads * 2,
-            )?,
+            part_ml: gpu.zeros("attention partitions", cap.max_query_parts * c.num_attention_heads * 2)?,
             last: gpu.zeros("activations", r * h)?,
             logits: gpu.zeros("logits", r * c.vocab_size)?,
             ids: gpu.zeros("token ids", r)?,
             meta: gpu.zeros("step metadata", layout.len)?,
         };
-        Ok(GpuModel {
-            config,
-            kernels,
-            weights,
-            cap,
-            layout,
-            buf,
-        })
+        Ok(GpuModel { config, kernels, weights, cap, layout, buf })
     }
 
     /// Uploads a step's metadata (laid out by `self.layout`) in one copy.
     pub fn upload_meta(&mut self, gpu: &Gpu, host: &[i32]) -> Result<()> {
         if host.len() != self.layout.len {
-            return Err(ModelError::InvalidBatch(format!(
-                "metadata of {} ints, expected {}",
-                host.len(),
-                self.layout.len
-            )));
+            return Err(ModelError::InvalidBatch(format!("metadata of {} ints, expected {}", host.len(), self.layout.len)));
         }
-        gpu.stream
-            .memcpy_htod(host, &mut self.buf.meta)
-            .map_err(|e| crate::device::device_err("uploading step metadata", e))
+        gpu.stream.memcpy_htod(host, &mut self.buf.meta).map_err(|e| crate::device::device_err("uploading step metadata", e))
     }
 
     fn meta(&self, gpu: &Gpu, offset: usize) -> u64 {
@@ -237,14 +202,7 @@ impl<T: GpuFloat> GpuModel<T> {
     /// 0..max_rows, `ctx` at most `parts · PART` and `max_blocks · block_size`, and the first
     /// ⌈ctx / block_size⌉ entries of the token's table row blocks of `kv`; for the first `rows`
     /// rows, `logit_idx` in 0..n.
-    pub unsafe fn forward(
-        &self,
-        gpu: &Gpu,
-        kv: &KvCache<T>,
-        n: usize,
-        rows: usize,
-        parts: usize,
-    ) -> Result<()> {
+    pub unsafe fn forward(&self, gpu: &Gpu, kv: &KvCache<T>, n: usize, rows: usize, parts: usize) -> Result<()> {
         // SAFETY: this fn's contract is forward_with's for the paged kernel.
         unsafe { self.forward_with(gpu, kv, n, rows, PassAttention::Paged { parts }) }
     }
@@ -257,41 +215,17 @@ impl<T: GpuFloat> GpuModel<T> {
     /// sequence longer than `max_q_len`, `seqs` at most `max_rows`; the tokens of sequence s
     /// (`seq_start[s] .. seq_start[s + 1]`) have table row s and consecutive positions, and the
     /// first ⌈(last position + 1) / block_size⌉ entries of that row are blocks of `kv`.
-    pub unsafe fn forward_with(
-        &self,
-        gpu: &Gpu,
-        kv: &KvCache<T>,
-        n: usize,
-        rows: usize,
-        attn: PassAttention,
-    ) -> Result<()> {
-        let (c, k, w, b, l) = (
-            &self.config,
-            &self.kernels,
-            &self.weights,
-            &self.buf,
-            &self.layout,
-        );
+    pub unsafe fn forward_with(&self, gpu: &Gpu, kv: &KvCache<T>, n: usize, rows: usize, attn: PassAttention) -> Result<()> {
+        let (c, k, w, b, l) = (&self.config, &self.kernels, &self.weights, &self.buf, &self.layout);
         let fits = match attn {
             PassAttention::Paged { parts } => n * parts <= self.cap.max_query_parts,
-            PassAttention::Prefill {
-                seqs, max_q_len, ..
-            } => seqs <= self.cap.max_rows && max_q_len <= n,
+            PassAttention::Prefill { seqs, max_q_len, .. } => seqs <= self.cap.max_rows && max_q_len <= n,
         };
         if n > self.cap.max_tokens || rows > self.cap.max_rows || !fits || rows == 0 {
-            return Err(ModelError::InvalidBatch(format!(
-                "pass of {n} tokens, {rows} rows, {attn:?} exceeds {:?}",
-                self.cap
-            )));
+            return Err(ModelError::InvalidBatch(format!("pass of {n} tokens, {rows} rows, {attn:?} exceeds {:?}", self.cap)));
         }
         kv.check(c)?;
-        let (h, q, kvd, inter, eps) = (
-            c.hidden_size,
-            c.q_dim(),
-            c.kv_dim(),
-            c.intermediate_size,
-            c.rms_norm_eps as f32,
-        );
+        let (h, q, kvd, inter, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps as f32);
         let p = |s: &CudaSlice<T>| ptr(gpu, s);
         let x = ptr(gpu, &b.x);
         // SAFETY: the activation buffers were allocated by `new` for `self.cap`, which the pass
@@ -303,23 +237,10 @@ impl<T: GpuFloat> GpuModel<T> {
             k.add_rmsnorm(gpu, x, 0, p(&w.layers[0].attn_norm), p(&b.h), n, h, eps)?;
             let elem = std::mem::size_of::<T>() as u64;
             for (li, layer) in w.layers.iter().enumerate() {
-                let (kc, vc) = (
-                    p(&kv.k) + (li * kv.layer_elems) as u64 * elem,
-                    p(&kv.v) + (li * kv.layer_elems) as u64 * elem,
-                );
+                let (kc, vc) = (p(&kv.k) + (li * kv.layer_elems) as u64 * elem, p(&kv.v) + (li * kv.layer_elems) as u64 * elem);
                 k.linear(gpu, p(&b.h), p(&layer.wqkv), p(&b.qkv), n, h, q + 2 * kvd)?; // (n, q + 2 kv)
                 let (pos, slot) = (self.meta(gpu, l.pos), self.meta(gpu, l.slot));
-                k.rope_cache(
-                    gpu,
-                    p(&b.qkv),
-                    p(&b.q),
-                    kc,
-                    vc,
-                    pos,
-                    slot,
-                    ptr(gpu, &w.inv_freq),
-                    n,
-                )?;
+                k.rope_cache(gpu, p(&b.qkv), p(&b.q), kc, vc, pos, slot, ptr(gpu, &w.inv_freq), n)?;
                 let io = AttentionIo {
                     q: p(&b.q),
                     k_cache: kc,
@@ -332,20 +253,8 @@ impl<T: GpuFloat> GpuModel<T> {
                     out: p(&b.attn),
                 };
                 match attn {
-                    PassAttention::Paged { parts } => k.attention(
-                        gpu,
-                        &io,
-                        n,
-                        kv.block_size,
-                        self.cap.max_blocks,
-                        parts,
-                        self.cap.max_query_parts,
-                    )?,
-                    PassAttention::Prefill {
-                        seqs,
-                        max_q_len,
-                        version,
-                    } => {
+                    PassAttention::Paged { parts } => k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts, self.cap.max_query_parts)?,
+                    PassAttention::Prefill { seqs, max_q_len, version } => {
                         let pio = PrefillIo {
                             q: io.q,
                             k_cache: kc,
@@ -355,50 +264,18 @@ impl<T: GpuFloat> GpuModel<T> {
                             pos,
                             out: io.out,
                         };
-                        k.prefill.launch(
-                            gpu,
-                            &pio,
-                            version,
-                            seqs,
-                            max_q_len,
-                            kv.block_size,
-                            self.cap.max_blocks,
-                        )?
+                        k.prefill.launch(gpu, &pio, version, seqs, max_q_len, kv.block_size, self.cap.max_blocks)?
                     }
                 } // (n, heads · head_dim)
                 k.linear(gpu, p(&b.attn), p(&layer.wo), p(&b.o), n, q, h)?;
                 k.add_rmsnorm(gpu, x, p(&b.o), p(&layer.mlp_norm), p(&b.h), n, h, eps)?;
-                k.gate_up_swiglu(
-                    gpu,
-                    p(&b.h),
-                    p(&layer.wgu),
-                    p(&b.gu),
-                    p(&b.act),
-                    n,
-                    h,
-                    inter,
-                )?; // (n, intermediate)
+                k.gate_up_swiglu(gpu, p(&b.h), p(&layer.wgu), p(&b.gu), p(&b.act), n, h, inter)?; // (n, intermediate)
                 k.linear(gpu, p(&b.act), p(&layer.wdown), p(&b.o), n, inter, h)?;
                 let next_norm = w.layers.get(li + 1).map_or(&w.norm, |nl| &nl.attn_norm);
                 k.add_rmsnorm(gpu, x, p(&b.o), p(next_norm), p(&b.h), n, h, eps)?;
             }
-            k.gather_rows(
-                gpu,
-                p(&b.h),
-                self.meta(gpu, l.logit_idx),
-                p(&b.last),
-                rows,
-                h,
-            )?; // (rows, hidden)
-            k.linear(
-                gpu,
-                p(&b.last),
-                p(w.lm_head()),
-                p(&b.logits),
-                rows,
-                h,
-                c.vocab_size,
-            )?; // (rows, vocab)
+            k.gather_rows(gpu, p(&b.h), self.meta(gpu, l.logit_idx), p(&b.last), rows, h)?; // (rows, hidden)
+            k.linear(gpu, p(&b.last), p(w.lm_head()), p(&b.logits), rows, h, c.vocab_size)?; // (rows, vocab)
             k.argmax(gpu, p(&b.logits), ptr(gpu, &b.ids), rows, c.vocab_size)
         }
     }
@@ -407,9 +284,7 @@ impl<T: GpuFloat> GpuModel<T> {
     /// The first `rows` greedy ids of the last pass (synchronises).
     pub fn ids(&self, gpu: &Gpu, rows: usize) -> Result<Vec<u32>> {
         let mut out = vec![0u32; rows];
-        gpu.stream
-            .memcpy_dtoh(&self.buf.ids.slice(0..rows), &mut out)
-            .map_err(|e| crate::device::device_err("reading token ids", e))?;
+        gpu.stream.memcpy_dtoh(&self.buf.ids.slice(0..rows), &mut out).map_err(|e| crate::device::device_err("reading token ids", e))?;
         Ok(out)
     }
 

@@ -27,11 +27,7 @@ pub const TC_HEAD_DIMS: [usize; 3] = [32, 64, 128];
 /// The tensor-core shape the engine uses: 8 warps of 16 rows, 64 keys per tile. At the 7B shape
 /// on an H200 (`gpu_bench --sections e`) it was the fastest at B1×L4096 and within 5% of the
 /// fastest (2 m-tiles per warp, 32 keys, which spills a few registers) at B8×L2048.
-pub const DEFAULT_TC: PrefillVersion = PrefillVersion::TensorCores {
-    warps: 8,
-    m_tiles: 1,
-    keys: 64,
-};
+pub const DEFAULT_TC: PrefillVersion = PrefillVersion::TensorCores { warps: 8, m_tiles: 1, keys: 64 };
 /// Head sizes the Hopper version is compiled for.
 pub const WGMMA_HEAD_DIMS: [usize; 2] = [64, 128];
 /// The Hopper shape the engine uses: 3 warpgroups (192 query rows), 64 keys per tile, two tiles,
@@ -40,12 +36,7 @@ pub const WGMMA_HEAD_DIMS: [usize; 2] = [64, 128];
 /// version came second (259, 290): with three warpgroups on the SM, one's softmax already runs
 /// under another's products. Rerun: scripts/gpu_prefill_wgmma.sh; the development log:
 /// `git show d4b9275:chapters/ch06-cuda/WGMMA.md`.
-pub const DEFAULT_WGMMA: PrefillVersion = PrefillVersion::Wgmma {
-    warpgroups: 3,
-    keys: 64,
-    stages: 2,
-    overlap: false,
-};
+pub const DEFAULT_WGMMA: PrefillVersion = PrefillVersion::Wgmma { warpgroups: 3, keys: 64, stages: 2, overlap: false };
 /// What [`PrefillKernels::new`] is asked for by the engine: the first that compiles here is used.
 pub const DEFAULT_VERSIONS: [PrefillVersion; 2] = [DEFAULT_WGMMA, DEFAULT_TC];
 /// The most shared memory one thread block may have on Hopper (227 KiB).
@@ -58,21 +49,12 @@ pub enum PrefillVersion {
     Simple,
     /// Tensor cores, f16/bf16 and [`TC_HEAD_DIMS`] only: `warps` warps of `m_tiles` × 16 query
     /// rows each per block, `keys` keys per K/V tile.
-    TensorCores {
-        warps: usize,
-        m_tiles: usize,
-        keys: usize,
-    },
+    TensorCores { warps: usize, m_tiles: usize, keys: usize },
     /// Hopper `wgmma` (compute capability 9.0 only), f16/bf16 and [`WGMMA_HEAD_DIMS`]:
     /// `warpgroups` × 64 query rows per block, `keys` (64 or 128) keys per K/V tile, `stages`
     /// tiles in shared memory; `overlap`: tile j's P·V runs under tile j+1's softmax (then
     /// stages ≥ 3), else each tile's two products run in turn (stages ≥ 2).
-    Wgmma {
-        warpgroups: usize,
-        keys: usize,
-        stages: usize,
-        overlap: bool,
-    },
+    Wgmma { warpgroups: usize, keys: usize, stages: usize, overlap: bool },
 }
 
 /// The buffers one prefill attention call reads and writes (device addresses).
@@ -100,50 +82,26 @@ impl PrefillKernels {
     /// f16/bf16 at a [`TC_HEAD_DIMS`] size; `Wgmma` also needs a Hopper GPU and a
     /// [`WGMMA_HEAD_DIMS`] size (elsewhere it is left out, not an error). The first compiled is
     /// [`best`](Self::best).
-    pub fn new<T: GpuFloat>(
-        gpu: &Gpu,
-        shape: AttnShape,
-        versions: &[PrefillVersion],
-    ) -> Result<Self> {
+    pub fn new<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, versions: &[PrefillVersion]) -> Result<Self> {
         let src = include_str!("kernels/prefill_attention.cu");
-        let base = [
-            ("DTYPE", T::C_NAME.to_string()),
-            ("HEAD_DIM", shape.head_dim.to_string()),
-        ];
+        let base = [("DTYPE", T::C_NAME.to_string()), ("HEAD_DIM", shape.head_dim.to_string())];
         let m = gpu.compile("prefill_attention.cu", src, &base)?;
         let simple = gpu.function(&m, "prefill_attention_simple")?;
         let mut tc = Vec::new();
         let hopper = gpu.compute_capability()? == (9, 0);
         for &v in versions {
-            let PrefillVersion::Wgmma {
-                warpgroups,
-                keys,
-                stages,
-                overlap,
-            } = v
-            else {
-                continue;
-            };
+            let PrefillVersion::Wgmma { warpgroups, keys, stages, overlap } = v else { continue };
             let lag = if overlap { 2 } else { 1 };
             if !(1..=3).contains(&warpgroups) || ![64, 128].contains(&keys) || stages <= lag {
-                return Err(ModelError::InvalidSettings(format!(
-                    "prefill kernel {v:?}: warpgroups 1..=3, keys 64/128, stages over {lag}"
-                )));
+                return Err(ModelError::InvalidSettings(format!("prefill kernel {v:?}: warpgroups 1..=3, keys 64/128, stages over {lag}")));
             }
-            if !(hopper
-                && tensor_cores_fit::<T>(shape)
-                && WGMMA_HEAD_DIMS.contains(&shape.head_dim))
-            {
+            if !(hopper && tensor_cores_fit::<T>(shape) && WGMMA_HEAD_DIMS.contains(&shape.head_dim)) {
                 continue;
             }
             // Q, K and V tiles, and 1 KiB to align them (the kernel's 2 × keys slot table is static).
-            let smem =
-                (64 * warpgroups + 2 * stages * keys) * shape.head_dim * std::mem::size_of::<T>()
-                    + 1024;
+            let smem = (64 * warpgroups + 2 * stages * keys) * shape.head_dim * std::mem::size_of::<T>() + 1024;
             if smem + 8 * keys > MAX_SMEM {
-                return Err(ModelError::InvalidSettings(format!(
-                    "prefill kernel {v:?} needs more than {MAX_SMEM} bytes of shared memory"
-                )));
+                return Err(ModelError::InvalidSettings(format!("prefill kernel {v:?} needs more than {MAX_SMEM} bytes of shared memory")));
             }
             let mut defs = base.to_vec();
             defs.extend([
@@ -155,30 +113,15 @@ impl PrefillKernels {
             ]);
             let m = gpu.compile_for("sm_90a", "prefill_attention.cu (wgmma)", src, &defs)?;
             let f = gpu.function(&m, "prefill_attention_wgmma")?;
-            f.set_attribute(
-                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )
-            .map_err(|e| device_err("raising the prefill kernel's shared-memory limit", e))?;
+            f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+                .map_err(|e| device_err("raising the prefill kernel's shared-memory limit", e))?;
             tc.push((v, f, smem as u32));
         }
         if tensor_cores_fit::<T>(shape) {
             for &v in versions {
-                let PrefillVersion::TensorCores {
-                    warps,
-                    m_tiles,
-                    keys,
-                } = v
-                else {
-                    continue;
-                };
-                if !(1..=8).contains(&warps)
-                    || !(1..=2).contains(&m_tiles)
-                    || ![32, 64, 128].contains(&keys)
-                {
-                    return Err(ModelError::InvalidSettings(format!(
-                        "prefill kernel {v:?}: warps 1..=8, m_tiles 1..=2, keys 32/64/128"
-                    )));
+                let PrefillVersion::TensorCores { warps, m_tiles, keys } = v else { continue };
+                if !(1..=8).contains(&warps) || !(1..=2).contains(&m_tiles) || ![32, 64, 128].contains(&keys) {
+                    return Err(ModelError::InvalidSettings(format!("prefill kernel {v:?}: warps 1..=8, m_tiles 1..=2, keys 32/64/128")));
                 }
                 let mut defs = base.to_vec();
                 defs.extend([
@@ -189,14 +132,9 @@ impl PrefillKernels {
                 ]);
                 let m = gpu.compile("prefill_attention.cu (tensor cores)", src, &defs)?;
                 let f = gpu.function(&m, "prefill_attention_tc")?;
-                let smem = ((16 * warps * m_tiles + 4 * keys)
-                    * (shape.head_dim + 8)
-                    * std::mem::size_of::<T>()) as u32;
-                f.set_attribute(
-                    CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                )
-                .map_err(|e| device_err("raising the prefill kernel's shared-memory limit", e))?;
+                let smem = ((16 * warps * m_tiles + 4 * keys) * (shape.head_dim + 8) * std::mem::size_of::<T>()) as u32;
+                f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+                    .map_err(|e| device_err("raising the prefill kernel's shared-memory limit", e))?;
                 tc.push((v, f, smem));
             }
         }
@@ -244,62 +182,33 @@ impl PrefillKernels {
         }
         let d = s.head_dim as f32;
         let (f, rows_per_block, threads, smem, scale) = match version {
-            PrefillVersion::Simple => (
-                &self.simple,
-                if s.head_dim > 128 { 16 } else { 32 },
-                128,
-                0,
-                1.0 / d.sqrt(),
-            ),
+            PrefillVersion::Simple => (&self.simple, if s.head_dim > 128 { 16 } else { 32 }, 128, 0, 1.0 / d.sqrt()),
             PrefillVersion::TensorCores { .. } | PrefillVersion::Wgmma { .. } => {
                 let (_, f, smem) = self.tc.iter().find(|(v, ..)| *v == version).ok_or_else(|| {
                     ModelError::UnsupportedConfig(format!("no prefill kernel {version:?} compiled for {s:?} in this type on this GPU"))
                 })?;
                 let (rows, threads) = match version {
-                    PrefillVersion::TensorCores { warps, m_tiles, .. } => {
-                        (16 * warps * m_tiles, 32 * warps)
-                    }
+                    PrefillVersion::TensorCores { warps, m_tiles, .. } => (16 * warps * m_tiles, 32 * warps),
                     PrefillVersion::Wgmma { warpgroups, .. } => (64 * warpgroups, 128 * warpgroups),
                     PrefillVersion::Simple => unreachable!(),
                 };
-                (
-                    f,
-                    rows,
-                    threads as u32,
-                    *smem,
-                    std::f32::consts::LOG2_E / d.sqrt(),
-                )
+                (f, rows, threads as u32, *smem, std::f32::consts::LOG2_E / d.sqrt())
             }
         };
         let cfg = LaunchConfig {
-            grid_dim: (
-                u32_of("query tiles", max_q_len.div_ceil(rows_per_block))?,
-                u32_of("heads", s.heads)?,
-                u32_of("sequences", seqs)?,
-            ),
+            grid_dim: (u32_of("query tiles", max_q_len.div_ceil(rows_per_block))?, u32_of("heads", s.heads)?, u32_of("sequences", seqs)?),
             block_dim: (threads, 1, 1),
             shared_mem_bytes: smem,
         };
         let (heads, kv_heads) = (i32_of("heads", s.heads)?, i32_of("kv_heads", s.kv_heads)?);
-        let (bs, mb) = (
-            i32_of("block_size", block_size)?,
-            i32_of("max_blocks", max_blocks)?,
-        );
+        let (bs, mb) = (i32_of("block_size", block_size)?, i32_of("max_blocks", max_blocks)?);
         let mut b = gpu.stream.launch_builder(f);
-        b.arg(&io.q)
-            .arg(&io.k_cache)
-            .arg(&io.v_cache)
-            .arg(&io.tables)
-            .arg(&io.seq_start)
-            .arg(&io.pos)
-            .arg(&io.out);
+        b.arg(&io.q).arg(&io.k_cache).arg(&io.v_cache).arg(&io.tables).arg(&io.seq_start).arg(&io.pos).arg(&io.out);
         b.arg(&heads).arg(&kv_heads).arg(&bs).arg(&mb).arg(&scale);
         // SAFETY: the arguments match the kernel's signature, in order and type; the buffers
         // hold what this launch reads and writes (this fn's contract); the grid covers every
         // sequence's rows and the dynamic shared memory is what the kernel was allowed above.
-        unsafe { b.launch(cfg) }
-            .map(|_| ())
-            .map_err(|e| device_err("prefill attention", e))
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| device_err("prefill attention", e))
     }
     // ANCHOR_END: launch
 }
@@ -309,14 +218,11 @@ fn tensor_cores_fit<T: GpuFloat>(shape: AttnShape) -> bool {
 }
 
 fn u32_of(what: &str, n: usize) -> Result<u32> {
-    u32::try_from(n)
-        .map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a launch")))
+    u32::try_from(n).map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a launch")))
 }
 
 fn i32_of(what: &str, n: usize) -> Result<i32> {
-    i32::try_from(n).map_err(|_| {
-        ModelError::InvalidBatch(format!("{what} = {n} is too large for a kernel argument"))
-    })
+    i32::try_from(n).map_err(|_| ModelError::InvalidBatch(format!("{what} = {n} is too large for a kernel argument")))
 }
 
 // ANCHOR: seq_starts
@@ -375,16 +281,7 @@ pub fn reference(
                     let slot = table[p / block_size] as usize * block_size + p % block_size;
                     cache[(slot * hkv + h / group) * d..][..d].to_vec()
                 };
-                let scores: Vec<f32> = (0..ctx)
-                    .map(|p| {
-                        row(k_cache, p)
-                            .iter()
-                            .zip(qv)
-                            .map(|(k, q)| k * q)
-                            .sum::<f32>()
-                            * scale
-                    })
-                    .collect();
+                let scores: Vec<f32> = (0..ctx).map(|p| row(k_cache, p).iter().zip(qv).map(|(k, q)| k * q).sum::<f32>() * scale).collect();
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let w: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
                 let total: f32 = w.iter().sum();
@@ -404,10 +301,7 @@ pub fn reference(
 /// FLOPs of causal prefill attention as FlashAttention counts them: 4 · heads · head_dim per
 /// (query, key) pair it computes (q·k and p·v, 2 each), over every row's positions 0 ..= pos.
 pub fn flops(shape: AttnShape, q_lens_and_prefix: &[(usize, usize)]) -> f64 {
-    let pairs: f64 = q_lens_and_prefix
-        .iter()
-        .map(|&(l, p)| (l * p) as f64 + (l * (l + 1) / 2) as f64)
-        .sum();
+    let pairs: f64 = q_lens_and_prefix.iter().map(|&(l, p)| (l * p) as f64 + (l * (l + 1) / 2) as f64).sum();
     4.0 * (shape.heads * shape.head_dim) as f64 * pairs
 }
 
@@ -423,49 +317,23 @@ mod tests {
         assert_eq!(seq_starts(&[0, 1, 2, 3], &mut s), Some((4, 1)));
         assert_eq!(&s, &[0, 1, 2, 3, 4]);
         assert_eq!(seq_starts(&[0, 2], &mut s), None, "a gap in the rows");
-        assert_eq!(
-            seq_starts(&[0, 1, 0], &mut s),
-            None,
-            "a sequence's tokens split"
-        );
-        assert_eq!(
-            seq_starts(&[0, 1, 2, 3, 4], &mut s),
-            None,
-            "more sequences than room"
-        );
+        assert_eq!(seq_starts(&[0, 1, 0], &mut s), None, "a sequence's tokens split");
+        assert_eq!(seq_starts(&[0, 1, 2, 3, 4], &mut s), None, "more sequences than room");
         assert_eq!(seq_starts(&[], &mut s), Some((0, 0)));
     }
 
     #[test]
     fn the_reference_is_causal_and_averages_v() {
         // One head of size 1, k = 0 everywhere: uniform weights, so row i's output is the mean of v[0..=i].
-        let shape = AttnShape {
-            heads: 1,
-            kv_heads: 1,
-            head_dim: 1,
-        };
+        let shape = AttnShape { heads: 1, kv_heads: 1, head_dim: 1 };
         let v = [1.0, 2.0, 3.0, 6.0];
-        let out = reference(
-            shape,
-            &[1.0; 4],
-            &[0.0; 4],
-            &v,
-            &[0, 1],
-            2,
-            2,
-            &[0, 4],
-            &[0, 1, 2, 3],
-        );
+        let out = reference(shape, &[1.0; 4], &[0.0; 4], &v, &[0, 1], 2, 2, &[0, 4], &[0, 1, 2, 3]);
         assert_eq!(out, vec![1.0, 1.5, 2.0, 3.0]);
     }
 
     #[test]
     fn causal_flops_count_each_pair_once() {
-        let s = AttnShape {
-            heads: 2,
-            kv_heads: 2,
-            head_dim: 8,
-        };
+        let s = AttnShape { heads: 2, kv_heads: 2, head_dim: 8 };
         assert_eq!(flops(s, &[(3, 0)]), 4.0 * 16.0 * 6.0);
         assert_eq!(flops(s, &[(1, 9)]), 4.0 * 16.0 * 10.0);
     }

@@ -10,8 +10,8 @@ use crate::roofline::{Ceilings, StepShape};
 use ch00_model::{DType, LlamaConfig, ModelError, Result};
 use ch00_serving::{Clock, RunOptions, SeqTable, Span, TokenSource};
 use ch05_paged_attention::{BlockId, PagedRunner};
-use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaGraph};
 use std::collections::BTreeMap;
 
@@ -88,24 +88,11 @@ pub fn graph_sizes(max: usize) -> Vec<usize> {
 // ANCHOR_END: graph_sizes
 
 impl<T: GpuFloat> GpuRunner<T> {
-    pub fn new(
-        gpu: Gpu,
-        model: GpuModel<T>,
-        kv: KvCache<T>,
-        max_len: usize,
-        cuda_graphs: bool,
-    ) -> Self {
+    pub fn new(gpu: Gpu, model: GpuModel<T>, kv: KvCache<T>, max_len: usize, cuda_graphs: bool) -> Self {
         let max_parts = GpuModel::<T>::parts_for(max_len);
         let cap = model.cap;
-        let largest = cap
-            .max_rows
-            .min(cap.max_tokens)
-            .min(cap.max_query_parts / max_parts);
-        let graph_sizes = if cuda_graphs {
-            graph_sizes(largest.min(512))
-        } else {
-            vec![]
-        };
+        let largest = cap.max_rows.min(cap.max_tokens).min(cap.max_query_parts / max_parts);
+        let graph_sizes = if cuda_graphs { graph_sizes(largest.min(512)) } else { vec![] };
         let host_meta = vec![0; model.layout.len];
         GpuRunner {
             gpu,
@@ -126,17 +113,8 @@ impl<T: GpuFloat> GpuRunner<T> {
     /// Rows past `toks`'s spans up to `pad_rows` are padding: slot −1, context 0. The ids that the
     /// kernels index by are checked (tokens against the vocabulary, tables against the pool), so
     /// what it writes meets `GpuModel::forward`'s contract (with partitions for `toks`' contexts).
-    fn fill_meta(
-        &mut self,
-        toks: &[Tok],
-        tables: &[&[BlockId]],
-        pad_to: usize,
-    ) -> Result<Vec<usize>> {
-        let (l, bs, mb) = (
-            self.model.layout,
-            self.kv.block_size,
-            self.model.cap.max_blocks,
-        );
+    fn fill_meta(&mut self, toks: &[Tok], tables: &[&[BlockId]], pad_to: usize) -> Result<Vec<usize>> {
+        let (l, bs, mb) = (self.model.layout, self.kv.block_size, self.model.cap.max_blocks);
         let (vocab, blocks) = (self.model.config.vocab_size, self.kv.num_blocks);
         let m = &mut self.host_meta;
         let first_span = toks.first().map_or(0, |t| t.span);
@@ -145,17 +123,10 @@ impl<T: GpuFloat> GpuRunner<T> {
             let row = t.span - first_span;
             let table = tables[t.span];
             let block = *table.get(t.pos / bs).ok_or_else(|| {
-                ModelError::InvalidBatch(format!(
-                    "position {} is beyond a block table of {} blocks",
-                    t.pos,
-                    table.len()
-                ))
+                ModelError::InvalidBatch(format!("position {} is beyond a block table of {} blocks", t.pos, table.len()))
             })?;
             if t.token as usize >= vocab {
-                return Err(ModelError::InvalidBatch(format!(
-                    "token {} is beyond the vocabulary of {vocab}",
-                    t.token
-                )));
+                return Err(ModelError::InvalidBatch(format!("token {} is beyond the vocabulary of {vocab}", t.token)));
             }
             m[l.tokens + i] = t.token as i32;
             m[l.pos + i] = t.pos as i32;
@@ -168,31 +139,20 @@ impl<T: GpuFloat> GpuRunner<T> {
             }
         }
         for i in toks.len()..pad_to {
-            (
-                m[l.tokens + i],
-                m[l.pos + i],
-                m[l.slot + i],
-                m[l.rows + i],
-                m[l.ctx + i],
-            ) = (0, 0, -1, 0, 0);
+            (m[l.tokens + i], m[l.pos + i], m[l.slot + i], m[l.rows + i], m[l.ctx + i]) = (0, 0, -1, 0, 0);
             m[l.logit_idx + i] = i as i32;
         }
         let spans = toks.last().map_or(0, |t| t.span + 1 - first_span);
         for r in 0..spans {
             let table = tables[first_span + r];
             if table.len() > mb {
-                return Err(ModelError::InvalidBatch(format!(
-                    "a block table of {} blocks exceeds {mb}",
-                    table.len()
-                )));
+                return Err(ModelError::InvalidBatch(format!("a block table of {} blocks exceeds {mb}", table.len())));
             }
             let row = &mut m[l.tables + r * mb..l.tables + (r + 1) * mb];
             row.fill(0);
             for (dst, &b) in row.iter_mut().zip(table) {
                 if b >= blocks {
-                    return Err(ModelError::InvalidBatch(format!(
-                        "block {b} is beyond the pool of {blocks}"
-                    )));
+                    return Err(ModelError::InvalidBatch(format!("block {b} is beyond the pool of {blocks}")));
                 }
                 *dst = b as i32;
             }
@@ -216,17 +176,9 @@ impl<T: GpuFloat> GpuRunner<T> {
 
     /// A decode step of `n` sequences as a graph replay, padded up to the next captured size (a
     /// size not captured yet is captured first).
-    fn decode_with_graph(
-        &mut self,
-        toks: &[Tok],
-        tables: &[&[BlockId]],
-        size: usize,
-    ) -> Result<()> {
+    fn decode_with_graph(&mut self, toks: &[Tok], tables: &[&[BlockId]], size: usize) -> Result<()> {
         if let Some(t) = toks.iter().find(|t| parts_for(t.pos + 1) > self.max_parts) {
-            return Err(ModelError::InvalidBatch(format!(
-                "position {} is beyond the longest sequence the graphs cover",
-                t.pos
-            )));
+            return Err(ModelError::InvalidBatch(format!("position {} is beyond the longest sequence the graphs cover", t.pos)));
         }
         self.fill_meta(toks, tables, size)?;
         if !self.graphs.contains_key(&size) {
@@ -235,13 +187,8 @@ impl<T: GpuFloat> GpuRunner<T> {
         }
         self.timer_start()?;
         self.model.upload_meta(&self.gpu, &self.host_meta)?;
-        let graph = self
-            .graphs
-            .get(&size)
-            .ok_or_else(|| ModelError::Device(format!("no graph of size {size}")))?;
-        graph
-            .launch()
-            .map_err(|e| device_err("replaying a CUDA graph", e))?;
+        let graph = self.graphs.get(&size).ok_or_else(|| ModelError::Device(format!("no graph of size {size}")))?;
+        graph.launch().map_err(|e| device_err("replaying a CUDA graph", e))?;
         self.stats.graph_replays += 1;
         self.timer_end()
     }
@@ -252,25 +199,14 @@ impl<T: GpuFloat> GpuRunner<T> {
         // SAFETY: the metadata on the device was written by `fill_meta` (checked ids, padded to
         // `size`, every context within `max_parts` partitions); model and cache are this runner's
         // own, on its GPU. Replays read the metadata of later steps, written the same way.
-        unsafe {
-            self.model
-                .forward(&self.gpu, &self.kv, size, size, self.max_parts)?
-        };
+        unsafe { self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts)? };
         let stream = self.gpu.stream.clone();
-        stream
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(|e| device_err("begin capture", e))?;
+        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| device_err("begin capture", e))?;
         // SAFETY: as above.
-        let captured = unsafe {
-            self.model
-                .forward(&self.gpu, &self.kv, size, size, self.max_parts)
-        };
-        let graph = stream
-            .end_capture(CUgraphInstantiate_flags(0))
-            .map_err(|e| device_err("end capture", e))?;
+        let captured = unsafe { self.model.forward(&self.gpu, &self.kv, size, size, self.max_parts) };
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| device_err("end capture", e))?;
         captured?;
-        let graph =
-            graph.ok_or_else(|| ModelError::Device("stream capture recorded nothing".into()))?;
+        let graph = graph.ok_or_else(|| ModelError::Device("stream capture recorded nothing".into()))?;
         self.graphs.insert(size, graph);
         self.stats.graphs_captured += 1;
         Ok(())
@@ -289,9 +225,7 @@ fn split_passes(toks: &[Tok], cap: Capacity, partitions: bool) -> Vec<std::ops::
         let longest_with = longest.max(t.pos + 1);
         let n = i + 1 - start;
         let rows = t.span + 1 - toks[start].span;
-        let too_big = n > cap.max_tokens
-            || rows > cap.max_rows
-            || (partitions && n * parts_for(longest_with) > cap.max_query_parts);
+        let too_big = n > cap.max_tokens || rows > cap.max_rows || (partitions && n * parts_for(longest_with) > cap.max_query_parts);
         if i > start && too_big {
             out.push(start..i);
             start = i;
@@ -329,30 +263,17 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
         }
         let blocks = self.kv.num_blocks;
         if let Some(&(s, d)) = copies.iter().find(|&&(s, d)| s >= blocks || d >= blocks) {
-            return Err(ModelError::InvalidBatch(format!(
-                "copy of block {s} to {d} in a pool of {blocks}"
-            )));
+            return Err(ModelError::InvalidBatch(format!("copy of block {s} to {d} in a pool of {blocks}")));
         }
         // Copies must behave as if run in order. When a copy writes a block another one reads or
         // writes (a block freed and reused within one schedule), run them one launch at a time.
-        let clash = |i: usize, d: BlockId| {
-            copies
-                .iter()
-                .enumerate()
-                .any(|(j, &(s, dj))| j != i && (s == d || dj == d))
-        };
+        let clash = |i: usize, d: BlockId| copies.iter().enumerate().any(|(j, &(s, dj))| j != i && (s == d || dj == d));
         let ordered = copies.iter().enumerate().any(|(i, &(_, d))| clash(i, d));
         if ordered && copies.len() > 1 {
-            return copies
-                .iter()
-                .try_for_each(|c| self.copy_blocks(std::slice::from_ref(c)));
+            return copies.iter().try_for_each(|c| self.copy_blocks(std::slice::from_ref(c)));
         }
-        let (src, dst): (Vec<i32>, Vec<i32>) =
-            copies.iter().map(|&(s, d)| (s as i32, d as i32)).unzip();
-        let (src, dst) = (
-            self.gpu.upload("copy-on-write ids", &src)?,
-            self.gpu.upload("copy-on-write ids", &dst)?,
-        );
+        let (src, dst): (Vec<i32>, Vec<i32>) = copies.iter().map(|&(s, d)| (s as i32, d as i32)).unzip();
+        let (src, dst) = (self.gpu.upload("copy-on-write ids", &src)?, self.gpu.upload("copy-on-write ids", &dst)?);
         let c = &self.model.config;
         let block_elems = self.kv.block_size * c.kv_dim();
         let elem = std::mem::size_of::<T>() as u64;
@@ -363,17 +284,7 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
             // SAFETY: k0 + off and v0 + off start layer `layer`'s caches of `num_blocks` blocks of
             // `block_elems` each; `src` and `dst` hold `copies.len()` ids of those blocks (checked),
             // no destination another copy's source or destination (else one launch per copy).
-            unsafe {
-                self.model.kernels.copy_blocks(
-                    &self.gpu,
-                    k0 + off,
-                    v0 + off,
-                    s,
-                    d,
-                    copies.len(),
-                    block_elems,
-                )?
-            };
+            unsafe { self.model.kernels.copy_blocks(&self.gpu, k0 + off, v0 + off, s, d, copies.len(), block_elems)? };
         }
         self.stats.block_copies += copies.len();
         Ok(())
@@ -381,41 +292,22 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
     // ANCHOR_END: copy_blocks
 
     // ANCHOR: step
-    fn step(
-        &mut self,
-        seqs: &mut SeqTable,
-        spans: &[Span],
-        tables: Vec<Vec<BlockId>>,
-        clock: &Clock,
-        opts: &RunOptions,
-    ) -> Result<()> {
+    fn step(&mut self, seqs: &mut SeqTable, spans: &[Span], tables: Vec<Vec<BlockId>>, clock: &Clock, opts: &RunOptions) -> Result<()> {
         // Flatten: every span's tokens from its start to its end, in order.
         let mut toks = Vec::new();
         for (i, s) in spans.iter().enumerate() {
             let seq = seqs.get(s.seq)?;
             let (end, len) = (s.start + s.len, seq.tokens.len());
             if s.len == 0 || end > len || s.slot != i || s.padding.is_some() {
-                return Err(ModelError::InvalidBatch(format!(
-                    "span {i} of {} feeds nothing",
-                    s.seq
-                )));
+                return Err(ModelError::InvalidBatch(format!("span {i} of {} feeds nothing", s.seq)));
             }
             // Only a span that reaches the sequence's end picks a token (a chunk from the middle
             // of a prompt, chunked prefill, only writes its K/V).
-            toks.extend((s.start..end).map(|p| Tok {
-                token: seq.tokens[p],
-                pos: p,
-                span: i,
-                last: p + 1 == len,
-            }));
+            toks.extend((s.start..end).map(|p| Tok { token: seq.tokens[p], pos: p, span: i, last: p + 1 == len }));
         }
         let tables: Vec<&[BlockId]> = tables.iter().map(|t| t.as_slice()).collect();
         if tables.len() != spans.len() {
-            return Err(ModelError::InvalidBatch(format!(
-                "{} block tables for {} spans",
-                tables.len(),
-                spans.len()
-            )));
+            return Err(ModelError::InvalidBatch(format!("{} block tables for {} spans", tables.len(), spans.len())));
         }
         let (gpu_before, mut step_roofline) = (self.stats.gpu_s, 0.0);
         if let Some(ceilings) = self.ceilings {
@@ -445,20 +337,13 @@ impl<T: GpuFloat> PagedRunner for GpuRunner<T> {
                 }
             }
         }
-        let class = if decode_only {
-            &mut self.stats.decode
-        } else {
-            &mut self.stats.prefill
-        };
+        let class = if decode_only { &mut self.stats.decode } else { &mut self.stats.prefill };
         class.steps += 1;
         class.tokens += toks.len();
         class.gpu_s += self.stats.gpu_s - gpu_before;
         class.roofline_s += step_roofline;
         let now = clock.now_s();
-        let picks: Vec<bool> = spans
-            .iter()
-            .map(|s| s.start + s.len == seqs.tokens(s.seq).len())
-            .collect();
+        let picks: Vec<bool> = spans.iter().map(|s| s.start + s.len == seqs.tokens(s.seq).len()).collect();
         for (i, s) in spans.iter().enumerate().filter(|&(i, _)| picks[i]) {
             match chosen[i].take() {
                 Some((_, Some(logits))) => {
@@ -482,36 +367,19 @@ impl<T: GpuFloat> GpuRunner<T> {
             return Ok(());
         }
         if self.timer.is_none() {
-            let ev = || {
-                self.gpu
-                    .ctx
-                    .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                    .map_err(|e| device_err("creating an event", e))
-            };
+            let ev = || self.gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| device_err("creating an event", e));
             self.timer = Some((ev()?, ev()?));
         }
-        let (start, _) = self
-            .timer
-            .as_ref()
-            .ok_or_else(|| ModelError::Device("no timer".into()))?;
-        start
-            .record(&self.gpu.stream)
-            .map_err(|e| device_err("recording an event", e))
+        let (start, _) = self.timer.as_ref().ok_or_else(|| ModelError::Device("no timer".into()))?;
+        start.record(&self.gpu.stream).map_err(|e| device_err("recording an event", e))
     }
 
     /// With ceilings set, waits for the pass and adds its device time.
     fn timer_end(&mut self) -> Result<()> {
-        let Some((start, end)) = self.timer.as_ref().filter(|_| self.ceilings.is_some()) else {
-            return Ok(());
-        };
-        end.record(&self.gpu.stream)
-            .map_err(|e| device_err("recording an event", e))?;
-        end.synchronize()
-            .map_err(|e| device_err("waiting for an event", e))?;
-        self.stats.gpu_s += start
-            .elapsed_ms(end)
-            .map_err(|e| device_err("event time", e))? as f64
-            * 1e-3;
+        let Some((start, end)) = self.timer.as_ref().filter(|_| self.ceilings.is_some()) else { return Ok(()) };
+        end.record(&self.gpu.stream).map_err(|e| device_err("recording an event", e))?;
+        end.synchronize().map_err(|e| device_err("waiting for an event", e))?;
+        self.stats.gpu_s += start.elapsed_ms(end).map_err(|e| device_err("event time", e))? as f64 * 1e-3;
         Ok(())
     }
 
@@ -538,15 +406,7 @@ impl<T: GpuFloat> GpuRunner<T> {
         // SAFETY: `fill_meta` wrote checked metadata for these tokens, and `pass_attention`
         // either the partitions covering the longest of their contexts or the sequences' query
         // rows; model and cache are this runner's own, on its GPU.
-        unsafe {
-            self.model.forward_with(
-                &self.gpu,
-                &self.kv,
-                part.len(),
-                logit_spans.len().max(1),
-                attn,
-            )?
-        };
+        unsafe { self.model.forward_with(&self.gpu, &self.kv, part.len(), logit_spans.len().max(1), attn)? };
         self.timer_end()?;
         self.stats.passes += 1;
         match logit_spans.is_empty() {
@@ -563,20 +423,16 @@ impl<T: GpuFloat> GpuRunner<T> {
     fn pass_attention(&mut self, part: &[Tok]) -> Result<PassAttention> {
         let l = self.model.layout;
         let longest = part.iter().map(|t| t.pos + 1).max().unwrap_or(1);
-        let paged = PassAttention::Paged {
-            parts: GpuModel::<T>::parts_for(longest),
-        };
+        let paged = PassAttention::Paged { parts: GpuModel::<T>::parts_for(longest) };
         if !self.prefill_kernel {
             return Ok(paged);
         }
         let (rows, starts) = self.host_meta[l.rows..].split_at_mut(l.seq_start - l.rows);
         let starts = &mut starts[..self.model.cap.max_rows + 1];
         Ok(match seq_starts(&rows[..part.len()], starts) {
-            Some((seqs, max_q_len)) if max_q_len > 1 => PassAttention::Prefill {
-                seqs,
-                max_q_len,
-                version: self.model.kernels.prefill.best(),
-            },
+            Some((seqs, max_q_len)) if max_q_len > 1 => {
+                PassAttention::Prefill { seqs, max_q_len, version: self.model.kernels.prefill.best() }
+            }
             _ => paged,
         })
     }
@@ -593,11 +449,7 @@ impl<T: GpuFloat> GpuRunner<T> {
     ) -> Result<()> {
         let ids = self.model.ids(&self.gpu, logit_spans.len())?;
         if ids.len() != logit_spans.len() {
-            return Err(ModelError::Device(format!(
-                "{} ids for {} rows",
-                ids.len(),
-                logit_spans.len()
-            )));
+            return Err(ModelError::Device(format!("{} ids for {} rows", ids.len(), logit_spans.len())));
         }
         for (row, (&span, &id)) in logit_spans.iter().zip(&ids).enumerate() {
             let logits = match seqs.get(spans[span].seq)?.needs_logits(opts) {

@@ -30,10 +30,7 @@ pub struct GpuWeights<T> {
 }
 
 fn to_t<T: GpuFloat>(parts: &[&[f32]]) -> Vec<T> {
-    parts
-        .iter()
-        .flat_map(|p| p.iter().map(|&x| T::from_f32(x)))
-        .collect()
+    parts.iter().flat_map(|p| p.iter().map(|&x| T::from_f32(x))).collect()
 }
 
 fn flat(a: &Array2<f32>) -> std::borrow::Cow<'_, [f32]> {
@@ -67,58 +64,27 @@ impl<T: GpuFloat> GpuWeights<T> {
                 wqkv: up("q/k/v weights", &[&flat(&l.wqkv.unpack())])?, // q, k, v rows, as here
                 wo: up("o weights", &[&flat(&l.wo.unpack())])?,
                 mlp_norm: up("a norm weight", &[l.mlp_norm.as_slice().unwrap_or(&[])])?,
-                wgu: up(
-                    "gate/up weights",
-                    &[&interleave_halves(&l.w_gate_up.unpack())],
-                )?, // gate, up, gate, up, …
+                wgu: up("gate/up weights", &[&interleave_halves(&l.w_gate_up.unpack())])?, // gate, up, gate, up, …
                 wdown: up("down weights", &[&flat(&l.w_down.unpack())])?,
             });
         }
         let embed = up("the embedding", &[&flat(&model.embed.unpack())])?;
         let norm = up("the final norm", &[model.norm.as_slice().unwrap_or(&[])])?;
-        let lm_head = model
-            .lm_head
-            .as_ref()
-            .map(|h| up("lm_head", &[&flat(&h.unpack())]))
-            .transpose()?;
+        let lm_head = model.lm_head.as_ref().map(|h| up("lm_head", &[&flat(&h.unpack())])).transpose()?;
         let inv_freq = gpu.upload("RoPE frequencies", model.rope().inv_freq())?;
-        Ok(GpuWeights {
-            embed,
-            layers,
-            norm,
-            lm_head,
-            inv_freq,
-            bytes: weight_bytes::<T>(&model.config),
-        })
+        Ok(GpuWeights { embed, layers, norm, lm_head, inv_freq, bytes: weight_bytes::<T>(&model.config) })
     }
 
     /// Deterministic random weights made on the device, for shapes too big to build on the host
     /// (a 7B model for the decode benchmark). Norm weights are 1; linear weights uniform in
     /// ±1/√in, so activations keep a sane scale through the layers.
-    pub fn random(
-        gpu: &Gpu,
-        k: &Kernels<T>,
-        c: &LlamaConfig,
-        inv_freq: &[f32],
-        seed: u64,
-    ) -> Result<Self> {
-        let (h, q, kv, i, v) = (
-            c.hidden_size,
-            c.q_dim(),
-            c.kv_dim(),
-            c.intermediate_size,
-            c.vocab_size,
-        );
+    pub fn random(gpu: &Gpu, k: &Kernels<T>, c: &LlamaConfig, inv_freq: &[f32], seed: u64) -> Result<Self> {
+        let (h, q, kv, i, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
         let mut n = 0u64;
         let mut rand = |what: &str, rows: usize, cols: usize| -> Result<CudaSlice<T>> {
             let mut w = gpu.zeros::<T>(what, rows * cols)?;
             n += 1;
-            k.fill_uniform(
-                gpu,
-                &mut w,
-                seed.wrapping_mul(1000).wrapping_add(n),
-                1.0 / (cols as f32).sqrt(),
-            )?;
+            k.fill_uniform(gpu, &mut w, seed.wrapping_mul(1000).wrapping_add(n), 1.0 / (cols as f32).sqrt())?;
             Ok(w)
         };
         let ones = |what: &str, len: usize| -> Result<CudaSlice<T>> {
@@ -138,22 +104,11 @@ impl<T: GpuFloat> GpuWeights<T> {
             });
         }
         let embed = rand("the embedding", v, h)?;
-        let lm_head = if c.tie_word_embeddings {
-            None
-        } else {
-            Some(rand("lm_head", v, h)?)
-        };
+        let lm_head = if c.tie_word_embeddings { None } else { Some(rand("lm_head", v, h)?) };
         let norm = ones("the final norm", h)?;
         let inv_freq = gpu.upload("RoPE frequencies", inv_freq)?;
         gpu.sync()?;
-        Ok(GpuWeights {
-            embed,
-            layers,
-            norm,
-            lm_head,
-            inv_freq,
-            bytes: weight_bytes::<T>(c),
-        })
+        Ok(GpuWeights { embed, layers, norm, lm_head, inv_freq, bytes: weight_bytes::<T>(c) })
     }
 
     pub fn lm_head(&self) -> &CudaSlice<T> {
@@ -163,13 +118,7 @@ impl<T: GpuFloat> GpuWeights<T> {
 
 /// Bytes of all weights in `T` (the decode floor reads each once per step).
 pub fn weight_bytes<T: GpuFloat>(c: &LlamaConfig) -> u64 {
-    let (h, q, kv, i, v) = (
-        c.hidden_size,
-        c.q_dim(),
-        c.kv_dim(),
-        c.intermediate_size,
-        c.vocab_size,
-    );
+    let (h, q, kv, i, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
     let per_layer = 2 * h + (q + 2 * kv) * h + h * q + 3 * i * h;
     let head = if c.tie_word_embeddings { 0 } else { v * h };
     ((c.num_hidden_layers * per_layer + v * h + h + head) * std::mem::size_of::<T>()) as u64
@@ -180,11 +129,7 @@ mod tests {
     #[test]
     fn gate_and_up_rows_alternate() {
         // rows: gate 0 = [0, 1], gate 1 = [2, 3], up 0 = [4, 5], up 1 = [6, 7]
-        let a =
-            ndarray::Array2::from_shape_vec((4, 2), (0..8).map(|x| x as f32).collect()).unwrap();
-        assert_eq!(
-            super::interleave_halves(&a),
-            [0., 1., 4., 5., 2., 3., 6., 7.]
-        );
+        let a = ndarray::Array2::from_shape_vec((4, 2), (0..8).map(|x| x as f32).collect()).unwrap();
+        assert_eq!(super::interleave_halves(&a), [0., 1., 4., 5., 2., 3., 6., 7.]);
     }
 }

@@ -7,6 +7,7 @@ use ch06_cuda::device::Gpu;
 use ch06_cuda::GpuFloat;
 use cudarc::driver::CudaSlice;
 
+
 pub struct Rng(pub u64);
 impl Rng {
     pub fn next(&mut self) -> f32 {
@@ -33,11 +34,7 @@ pub fn round<T: GpuFloat>(v: &[f32]) -> Vec<f32> {
 }
 
 pub fn up<T: GpuFloat>(g: &Gpu, v: &[f32]) -> CudaSlice<T> {
-    g.upload(
-        "test input",
-        &v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>(),
-    )
-    .unwrap()
+    g.upload("test input", &v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>()).unwrap()
 }
 
 pub fn poisoned<T: GpuFloat>(g: &Gpu, n: usize) -> CudaSlice<T> {
@@ -63,17 +60,9 @@ pub fn rel_err(what: &str, got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     assert!(!got.is_empty(), "{what}: empty");
     if let Some(i) = got.iter().position(|x| !x.is_finite()) {
-        panic!(
-            "{what}: element {i} of {} not written (or not finite): {}",
-            got.len(),
-            got[i]
-        );
+        panic!("{what}: element {i} of {} not written (or not finite): {}", got.len(), got[i]);
     }
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
     let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }
