@@ -158,16 +158,22 @@ unsafe fn launch_programmatic(
     .map_err(|e| device_err("cuLaunchKernelEx", e))
 }
 
-/// A kernel argument's address, for [`launch_programmatic`]'s parameter array.
+/// A kernel argument's address, for [`launch_programmatic`]'s parameter array. Implemented for
+/// the scalar types the kernels take only: a blanket impl over `Copy` would also cover the
+/// `&dyn KernelArg` references themselves and hand the kernel their addresses instead.
 trait KernelArg {
     fn addr(&self) -> *mut std::ffi::c_void;
 }
-impl<A: Copy> KernelArg for A {
-    fn addr(&self) -> *mut std::ffi::c_void {
-        self as *const A as *mut std::ffi::c_void
-    }
+macro_rules! kernel_arg {
+    ($($t:ty),*) => {$(
+        impl KernelArg for $t {
+            fn addr(&self) -> *mut std::ffi::c_void {
+                self as *const $t as *mut std::ffi::c_void
+            }
+        }
+    )*};
 }
-
+kernel_arg!(u64, i64, u32, i32, f32);
 
 fn cfg(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
@@ -237,7 +243,7 @@ macro_rules! launch_step {
     ($self:expr, $gpu:expr, $f:expr, $grid:expr, $block:expr; $($arg:expr),* $(,)?) => {{
         if $self.tuning.pdl {
             let args: [&dyn KernelArg; 0 $(+ { let _ = stringify!($arg); 1 })*] = [$(&$arg),*];
-            let mut params: Vec<*mut std::ffi::c_void> = args.iter().map(|a| a.addr()).collect();
+            let mut params: Vec<*mut std::ffi::c_void> = args.iter().map(|a| KernelArg::addr(*a)).collect();
             // SAFETY: as launch!'s; every kernel launched here calls pdl_wait before touching memory.
             unsafe { launch_programmatic($gpu, &$f, cfg($grid, $block), &mut params) }
         } else {
