@@ -13,6 +13,9 @@ bench=$(ls .gpu/gpu_bench-* 2>/dev/null | head -n 1); bench=${bench:-.gpu/gpu_be
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/card.txt" 2>&1
 # a, b, d: kernel, decode steps, 80 GB scenario (Rust)
 "$bench" --out "$OUT" --sections a,b,d 2>&1 | tee "$OUT/ch06_bench.log"
+# b again, with the decode step's optimisations switched on one at a time (the before/after table)
+"$bench" --out "$OUT/ladder" --sections b --ladder --decode-points 1x512,1x2048,32x512,64x2048 2>&1 | tee -a "$OUT/ch06_bench.log"
+cp "$OUT/ladder/ch06_decode.json" "$OUT/ch06_decode_ladder.json"
 # the PyTorch peers of a and b, and the measured copy bandwidth
 SKIP="hf" OUT="$OUT" bash scripts/gpu_peers.sh > /dev/null 2>&1
 tail -n 12 "$OUT"/peer_sdpa.log "$OUT"/peer_decode_graph.log
