@@ -33,6 +33,7 @@ use std::marker::PhantomData;
 
 /// Context positions one attention thread block covers; longer contexts are split.
 pub const PART: usize = 512;
+// ANCHOR: partition_split
 /// The shortest partition [`partition_split`] cuts to, and the grid it aims for: two blocks
 /// for each SM of an H100/H200 (132), so that a batch of one still streams its K/V from every SM.
 pub const MIN_PART: usize = 64;
@@ -50,6 +51,7 @@ pub fn partition_split(blocks: usize, pairs: usize, room: usize) -> usize {
     }
     split
 }
+// ANCHOR_END: partition_split
 /// Head sizes the attention kernel is compiled for.
 pub const HEAD_DIMS: [usize; 5] = [16, 32, 64, 128, 256];
 

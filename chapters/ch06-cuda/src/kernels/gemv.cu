@@ -23,8 +23,8 @@ __device__ __forceinline__ uint4 load_stream(const T* p) {
 // The R output rows row0 … row0 + R of one warp: acc[r][j] = row0 + r of w · row j of x, summed
 // over the warp (every lane ends with the sums). Rows past `out` read the last row, unused.
 template <int R>
-__device__ __forceinline__ void gemv_rows(const T* __restrict__ w, const T* __restrict__ x, int n, int in, int out,
-                                          int row0, float (&acc)[R][GEMV_MAX_N]) {
+__device__ __forceinline__ void gemv_rows(const T* __restrict__ w, const T* __restrict__ x, int n, int in,
+                                          int out, int row0, float (&acc)[R][GEMV_MAX_N]) {
     const int lane = threadIdx.x % 32;
     #pragma unroll
     for (int r = 0; r < R; r++)
@@ -69,8 +69,8 @@ __device__ __forceinline__ void gemv_rows(const T* __restrict__ w, const T* __re
         for (int j = 0; j < GEMV_MAX_N; j++) acc[r][j] = warp_sum(acc[r][j]);
 }
 
-extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(const T* __restrict__ w, const T* __restrict__ x,
-                                                                  T* __restrict__ y, int n, int in, int out) {
+extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS)
+gemv(const T* __restrict__ w, const T* __restrict__ x, T* __restrict__ y, int n, int in, int out) {
     pdl_launch_dependents();
     const int row0 = (blockIdx.x * GEMV_WARPS + threadIdx.x / 32) * GEMV_RPW;
     if (row0 >= out) return;
@@ -92,8 +92,8 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(const T* __re
 // (n, 2I) intermediate is never written or read back, and silu_mul's launch is gone. Both sums are
 // rounded to T first, so the result is bit for bit gemv followed by silu_mul.
 // Grid: ⌈I / GEMV_WARPS⌉ blocks of 32 · GEMV_WARPS threads.
-extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_swiglu(const T* __restrict__ w, const T* __restrict__ x,
-                                                                         T* __restrict__ act, int n, int in, int inter) {
+extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS)
+gemv_swiglu(const T* __restrict__ w, const T* __restrict__ x, T* __restrict__ act, int n, int in, int inter) {
     pdl_launch_dependents();
     const int pair = blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
     if (pair >= inter) return;
@@ -101,7 +101,11 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_swiglu(const 
     gemv_rows<2>(w, x, n, in, 2 * inter, 2 * pair, acc);
     if (threadIdx.x % 32 != 0) return;
     #pragma unroll
-    for (int j = 0; j < GEMV_MAX_N; j++)
-        if (j < n) act[(size_t)j * inter + pair] = from_f<T>(silu_mul1(to_f(from_f<T>(acc[0][j])), to_f(from_f<T>(acc[1][j]))));
+    for (int j = 0; j < GEMV_MAX_N; j++) {
+        if (j >= n) break;
+        // each sum rounded as gemv stores it
+        const float gate = to_f(from_f<T>(acc[0][j])), up = to_f(from_f<T>(acc[1][j]));
+        act[(size_t)j * inter + pair] = from_f<T>(silu_mul1(gate, up));
+    }
 }
 // ANCHOR_END: gemv_swiglu

@@ -25,7 +25,8 @@ extern "C" __global__ void add_rmsnorm(float* __restrict__ x, const T* __restric
         if (dr && j < hidden) xr[j] = v[r];
         ss += v[r] * v[r];
     }
-    for (int j = threadIdx.x + RN * blockDim.x; j < hidden; j += blockDim.x) {  // rows wider than RN · blockDim
+    // rows wider than RN · blockDim
+    for (int j = threadIdx.x + RN * blockDim.x; j < hidden; j += blockDim.x) {
         float e = xr[j];
         if (dr) { e += to_f(dr[j]); xr[j] = e; }
         ss += e * e;
@@ -37,6 +38,7 @@ extern "C" __global__ void add_rmsnorm(float* __restrict__ x, const T* __restric
         const int j = threadIdx.x + r * blockDim.x;
         if (j < hidden) o[j] = from_f<T>(v[r] * scale * wv[r]);
     }
-    for (int j = threadIdx.x + RN * blockDim.x; j < hidden; j += blockDim.x) o[j] = from_f<T>(xr[j] * scale * to_f(w[j]));
+    for (int j = threadIdx.x + RN * blockDim.x; j < hidden; j += blockDim.x)
+        o[j] = from_f<T>(xr[j] * scale * to_f(w[j]));
 }
 // ANCHOR_END: add_rmsnorm
