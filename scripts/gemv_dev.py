@@ -8,7 +8,9 @@ flight per row), loads it through the driver API (ctypes), checks it against a f
 Llama-2-7B and TinyLlama projection shapes with weights rotated through more than 4x the L2 so
 every weight comes from HBM, as in a decode step, beside cuBLAS (torch.matmul) and the copy
 bandwidth of the same card. Last, one 7B layer's four GEMVs x 8 layers replayed as a CUDA graph.
-usage (repository root, GPU machine): OUT=dir python3 scripts/gemv_dev.py"""
+usage (repository root, GPU machine): OUT=dir python3 scripts/gemv_dev.py
+  NS=1,2,4,8  the batch rows timed per shape (default 1,8); QUICK=1  today's variant only, no graph
+  (the GEMV-vs-cuBLAS crossover that kernels.rs's GEMV_MAX_N is chosen by)"""
 import ctypes, json, os, subprocess, itertools
 from ctypes import byref, c_void_p, c_int, c_uint, c_char_p
 import torch
@@ -29,6 +31,10 @@ open(os.path.join(WORK, "full.cu"), "w").write(SRC)
 MAX_N = 8
 # (warps, rows per warp, GU); the first is the kernel before this work.
 VARIANTS = [(8, 1, 4), (8, 1, 8), (8, 1, 16), (4, 1, 8), (4, 2, 4), (4, 2, 8), (8, 2, 4), (2, 2, 8), (4, 4, 4)]
+QUICK = os.environ.get("QUICK") == "1"
+NS = [int(x) for x in os.environ.get("NS", "1,8").split(",")]
+if QUICK:
+    VARIANTS = VARIANTS[:1]
 
 def ck(r, what):
     if r != 0:
@@ -62,6 +68,17 @@ def timeit(fn, reps=40, warm=5):
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record(); fn(); b.record(); b.synchronize(); ts.append(a.elapsed_time(b) * 1e3)
+    ts.sort(); return ts[len(ts) // 2]
+
+def timeit_batch(fn, calls=20, reps=15):
+    """Per-call device time of `calls` launches back to back between two events: the host's launch
+    time overlaps the GPU's work, so a slow launcher (ctypes here) is not charged its launch gaps."""
+    fn(); torch.cuda.synchronize(); ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(calls): fn()
+        b.record(); b.synchronize(); ts.append(a.elapsed_time(b) * 1e3 / calls)
     ts.sort(); return ts[len(ts) // 2]
 
 def copy_gbps():
@@ -102,18 +119,18 @@ def main():
     shapes = [("7B qkv", 12288, 4096), ("7B o", 4096, 4096), ("7B gate_up", 22016, 4096), ("7B down", 4096, 11008), ("7B lm_head", 32000, 4096),
               ("1B qkv", 2560, 2048), ("1B o", 2048, 2048), ("1B gate_up", 11264, 2048), ("1B down", 2048, 5632)]
     for name, o, k in shapes:
-        for n in (1, 8):
+        for n in NS:
             ws, x = rotated(o, k, n)
             y = torch.empty(n, o, dtype=torch.half, device=dev)
             it = itertools.cycle(ws)
             wb = o * k * 2
             row = {"shape": name, "out": o, "in": k, "n": n, "weight_bytes": wb}
-            cub = timeit(lambda: torch.matmul(x, next(it).T, out=y))
+            cub = timeit_batch(lambda: torch.matmul(x, next(it).T, out=y))
             row["cublas_us"] = cub
             line = f"{name} {o}x{k} n{n}: cuBLAS {cub:.1f} us {wb / cub / 1e3:.0f} GB/s"
             row["variants"] = []
             for kern in kernels:
-                us = timeit(lambda: kern(next(it), x, y))
+                us = timeit_batch(lambda: kern(next(it), x, y))
                 row["variants"].append({"v": kern.v, "us": us, "regs": kern.regs})
             best = min(row["variants"], key=lambda r: r["us"])
             base = row["variants"][0]
@@ -122,6 +139,9 @@ def main():
                 print(f"    {r['v']}: {r['us']:.1f} us {wb / r['us'] / 1e3:.0f} GB/s, {r['regs']} regs")
             res["shapes"].append(row); del ws
         torch.cuda.empty_cache()
+    if QUICK:
+        json.dump(res, open(os.path.join(OUT, "gemv_dev.json"), "w"), indent=1)
+        return
     for n in (16, 32, 64):  # cuBLAS past the GEMV's rows: how close to the weight-read floor
         for name, o, k in shapes[:4] + shapes[5:]:
             ws, x = rotated(o, k, n); y = torch.empty(n, o, dtype=torch.half, device=dev); it = itertools.cycle(ws)

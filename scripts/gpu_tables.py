@@ -125,7 +125,7 @@ def ladder_table(ours):
             first = first or g
             lines.append(f"| {b} | {c} | {label} | {g['kernels_per_step']} | {g['step_ms']:.3f} | "
                          f"{e['step_ms'] if e else float('nan'):.3f} | {100 * g['frac_of_floor']:.0f}% | {first['step_ms'] / g['step_ms']:.2f}× |")
-    lines.append("\n*kernels per step* counts the nodes of the captured CUDA graph (cuBLAS's own kernels included: B > 8 "
+    lines.append("\n*kernels per step* counts the nodes of the captured CUDA graph (cuBLAS's own kernels included: batches of 32 and 64 "
                  "takes cuBLAS for every projection, so the SwiGLU fusion, which is the GEMV's, does not apply there). "
                  "Every row already has the step kernels of this version (rope_cache one block per head, add_rmsnorm "
                  "holding its row in registers); the switches are `kernels::StepTuning`. *floor* as in the table above.")

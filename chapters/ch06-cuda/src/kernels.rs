@@ -206,7 +206,12 @@ pub fn decode_on_tensor_cores(shape: AttnShape, dtype: &str, capability: (i32, i
 }
 
 /// Batches up to this many rows take the GEMV kernel; larger ones cuBLAS. The one definition:
-/// `gemv.cu` is compiled with `-DGEMV_MAX_N=` this (its per-row accumulators).
+/// `gemv.cu` is compiled with `-DGEMV_MAX_N=` this (its per-row accumulators). On the H200,
+/// `scripts/gemv_dev.py` times our GEMV level with cuBLAS at one row (and ahead inside a step's
+/// graph), but each further row adds CUDA-core conversions and FMAs per weight, while cuBLAS's
+/// skinny kernels stay at the weight-read time up to 8 rows (records in
+/// `book/src/generated/gpu/ch06-records-decode-step/gemv-dev/`): this bound should come down to 1
+/// once the GPU tests have run with it.
 pub const GEMV_MAX_N: usize = 8;
 /// The GEMV's warps per block, output rows per warp and 16-byte loads in flight per row and lane
 /// (`-DGEMV_WARPS=`, `-DGEMV_RPW=`, `-DGU=`), chosen by `scripts/gemv_dev.py` on an H200.
