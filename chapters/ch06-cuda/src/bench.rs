@@ -166,7 +166,6 @@ pub struct DecodeRow {
 // ANCHOR: decode_bench
 /// One decode step of `batch` sequences that each have `context` positions cached, on `model`
 /// (random weights made on the device), with and without a CUDA graph.
-#[allow(clippy::too_many_arguments)]
 pub fn decode_steps<T: GpuFloat>(gpu: &Gpu, config: &LlamaConfig, batches: &[usize], contexts: &[usize], copy_gbps: f64, tunings: &[StepTuning]) -> Result<Vec<DecodeRow>> {
     let shape = AttnShape::of(config);
     let kernels = Kernels::<T>::new(gpu, shape)?;

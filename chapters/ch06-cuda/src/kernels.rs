@@ -249,7 +249,7 @@ macro_rules! launch {
 macro_rules! launch_step {
     ($self:expr, $gpu:expr, $f:expr, $grid:expr, $block:expr; $($arg:expr),* $(,)?) => {{
         if $self.tuning.pdl {
-            let args: [&dyn KernelArg; 0 $(+ { let _ = stringify!($arg); 1 })*] = [$(&$arg),*];
+            let args: &[&dyn KernelArg] = &[$(&$arg),*];
             let mut params: Vec<*mut std::ffi::c_void> = args.iter().map(|a| KernelArg::addr(*a)).collect();
             // SAFETY: as launch!'s; every kernel launched here calls pdl_wait before touching memory.
             unsafe { launch_programmatic($gpu, &$f, cfg($grid, $block), &mut params) }
@@ -448,6 +448,11 @@ impl<T: GpuFloat> Kernels<T> {
     }
     // ANCHOR_END: attention_launch
 
+    /// Whether a product of `n` rows of `in_f` features takes the GEMV (it reads 16-byte vectors).
+    fn gemv_takes(n: usize, in_f: usize) -> bool {
+        n <= GEMV_MAX_N && in_f % (16 / std::mem::size_of::<T>()) == 0
+    }
+
     // ANCHOR: linear_dispatch
     /// y (n, out) = x (n, in) · wᵀ: our GEMV for a small decode batch, cuBLAS otherwise.
     ///
@@ -455,8 +460,7 @@ impl<T: GpuFloat> Kernels<T> {
     /// As [`linear`]'s.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn linear(&self, gpu: &Gpu, x: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<()> {
-        let vec = 16 / std::mem::size_of::<T>();
-        if n > GEMV_MAX_N || in_f % vec != 0 {
+        if !Self::gemv_takes(n, in_f) {
             // SAFETY: the same contract, passed on.
             return unsafe { linear::<T>(gpu, x, w, y, n, in_f, out_f) };
         }
@@ -476,7 +480,7 @@ impl<T: GpuFloat> Kernels<T> {
     /// scratch `gu` (n · 2I) T and the output `act` (n · I) T.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn gate_up_swiglu(&self, gpu: &Gpu, x: u64, w: u64, gu: u64, act: u64, n: usize, in_f: usize, inter: usize) -> Result<()> {
-        if !self.tuning.fuse_swiglu || n > GEMV_MAX_N || in_f % (16 / std::mem::size_of::<T>()) != 0 {
+        if !self.tuning.fuse_swiglu || !Self::gemv_takes(n, in_f) {
             // SAFETY: the same contract, passed on.
             unsafe {
                 self.linear(gpu, x, w, gu, n, in_f, 2 * inter)?;
