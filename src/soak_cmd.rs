@@ -41,6 +41,9 @@ pub struct SoakArgs {
     /// default is 4096 rather than what fits the card: the server and the offline run share it.
     #[arg(long)]
     kv_blocks: Option<usize>,
+    /// Alternating pairs (server, offline) of the HTTP-cost measurement.
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
     /// Also write the table as Markdown here.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -114,6 +117,11 @@ impl Server {
         bail!("kvserve serve did not answer /health in 30 s")
     }
 
+    /// CPU seconds (user + system) the server process has used so far.
+    fn cpu_s(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     fn rss_kb(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
@@ -167,6 +175,17 @@ fn kv_blocks(args: &SoakArgs) -> Option<usize> {
     args.kv_blocks.or(args.stage.starts_with("ch06").then_some(4096))
 }
 
+/// utime + stime of `/proc/<pid>/stat`, in seconds (0 where there is no procfs).
+fn cpu_seconds(stat: &str) -> f64 {
+    let Ok(text) = std::fs::read_to_string(stat) else { return 0.0 };
+    // Fields after the command name (which may hold spaces), from field 3 on: 14 and 15 are ticks.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz.max(1.0)
+}
+
 /// A loopback port free at the moment of asking.
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -176,7 +195,32 @@ fn free_port() -> Result<u16> {
 /// offline on the same stage with the same limits, in this process (the server idles meanwhile;
 /// the offline engine is warmed up first, as the server has been serving for a while). Alternating
 /// pairs keep a shared machine's drift out of the ratio; the row gives medians and the range.
-async fn http_vs_offline(args: &SoakArgs, base: &str, vocab: usize, rounds: usize) -> Result<Row> {
+/// CPU time of each side of the HTTP-cost pairs: where the cores went.
+#[derive(Default)]
+struct CpuUse {
+    /// The server process while it served the HTTP batches.
+    server: f64,
+    /// This process (the load generator) meanwhile.
+    client: f64,
+    /// This process while it ran the same batches offline.
+    offline: f64,
+    http_tokens: usize,
+    offline_tokens: usize,
+}
+
+impl CpuUse {
+    /// CPU milliseconds per token: server, load generator, offline engine.
+    fn per_token_ms(&self) -> (f64, f64, f64) {
+        let (h, o) = (self.http_tokens.max(1) as f64, self.offline_tokens.max(1) as f64);
+        (1e3 * self.server / h, 1e3 * self.client / h, 1e3 * self.offline / o)
+    }
+}
+
+/// Batches of 32 streams on each side of a pair.
+const BATCHES: usize = 4;
+
+async fn http_vs_offline(args: &SoakArgs, srv: &Server, vocab: usize, rounds: usize) -> Result<Row> {
+    let base = &srv.base;
     let spec = WorkloadSpec {
         n_requests: 32,
         prompt_len: LengthDist::Uniform { lo: 16, hi: 64 },
@@ -192,37 +236,63 @@ async fn http_vs_offline(args: &SoakArgs, base: &str, vocab: usize, rounds: usiz
     kvserve::ch00_serving::drive(engine.as_mut(), &requests, &Default::default())?; // warm-up
     let cfg = LoadgenConfig { base_url: format!("{base}/v1"), model: None, workload: spec, vocab_size: vocab };
     let (mut http, mut off, mut ratios, mut failed) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    for _ in 0..rounds.max(1) {
-        let h = loadgen::run(&cfg).await?;
-        failed += h.failed;
-        let t0 = Instant::now();
-        let outs = kvserve::ch00_serving::drive(engine.as_mut(), &requests, &Default::default())?.outputs;
-        let wall = t0.elapsed().as_secs_f64();
-        let tokens: usize = outs.iter().map(|o| o.tokens.len()).sum();
-        let gaps: Vec<f64> = outs.iter().flat_map(|o| o.token_latencies_s.iter().copied()).collect();
-        let o = (tokens as f64 / wall.max(1e-9), loadgen::Summary::of(&gaps).p99);
-        ratios.push(h.output_tokens_per_s / o.0.max(1e-9));
-        http.push((h.output_tokens_per_s, h.itl_ms.p99));
-        off.push(o);
-    }
+    let mut cpu = CpuUse::default();
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    for _ in 0..rounds.max(1) {
+        // Each side of a pair serves the 32 streams BATCHES times back to back: one batch lasts
+        // well under a second, short enough for a scheduler hiccup to move the ratio by 20%.
+        let (mut h_tokens, mut h_wall, mut h_itl) = (0usize, 0.0, Vec::new());
+        let (srv0, me0) = (srv.cpu_s(), cpu_seconds("/proc/self/stat"));
+        for _ in 0..BATCHES {
+            let h = loadgen::run(&cfg).await?;
+            failed += h.failed;
+            (h_tokens, h_wall) = (h_tokens + h.output_tokens, h_wall + h.duration_s);
+            h_itl.push(h.itl_ms.p99);
+        }
+        let (srv1, me1) = (srv.cpu_s(), cpu_seconds("/proc/self/stat"));
+        cpu.server += srv1 - srv0;
+        cpu.client += me1 - me0;
+        cpu.http_tokens += h_tokens;
+        let (mut tokens, mut o_itl) = (0usize, Vec::new());
+        let t0 = Instant::now();
+        for _ in 0..BATCHES {
+            let outs = kvserve::ch00_serving::drive(engine.as_mut(), &requests, &Default::default())?.outputs;
+            tokens += outs.iter().map(|o| o.tokens.len()).sum::<usize>();
+            let gaps: Vec<f64> = outs.iter().flat_map(|o| o.token_latencies_s.iter().copied()).collect();
+            o_itl.push(loadgen::Summary::of(&gaps).p99);
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        cpu.offline += cpu_seconds("/proc/self/stat") - me1;
+        cpu.offline_tokens += tokens;
+        // ITL p99: each batch's, the median of the batches (the same statistic on both sides).
+        let o = (tokens as f64 / wall.max(1e-9), med(&mut o_itl));
+        let h = (h_tokens as f64 / h_wall.max(1e-9), med(&mut h_itl));
+        ratios.push(h.0 / o.0.max(1e-9));
+        http.push(h);
+        off.push(o);
+    }
     let (mut ht, mut hi): (Vec<f64>, Vec<f64>) = http.iter().copied().unzip();
     let (mut ot, mut oi): (Vec<f64>, Vec<f64>) = off.iter().copied().unzip();
     let (lo, hi_ratio) = ratios.iter().fold((f64::MAX, 0.0f64), |(a, b), &r| (a.min(r), b.max(r)));
+    let (server_ms, client_ms, offline_ms) = cpu.per_token_ms();
     Ok(Row {
-        what: format!("32 concurrent streams over HTTP vs the same requests offline (same stage and limits), {rounds} alternating pairs"),
+        what: format!("32 concurrent streams over HTTP vs the same requests offline (same stage and limits), {rounds} alternating pairs of {BATCHES} batches each"),
         happened: format!(
-            "medians: server {:.0} tokens/s, ITL p99 {:.1} ms; offline {:.0} tokens/s, ITL p99 {:.1} ms; the server at {:.0}% (pairs {:.0}–{:.0}%)",
+            "medians: server {:.0} tokens/s, ITL p99 {:.1} ms; offline {:.0} tokens/s, ITL p99 {:.1} ms; the server at {:.0}% (pairs {:.0}–{:.0}%); \
+             CPU per 1,000 tokens: server process {:.0} ms and load generator {:.0} ms, offline engine {:.0} ms",
             med(&mut ht),
             med(&mut hi),
             med(&mut ot),
             med(&mut oi),
             100.0 * med(&mut ratios),
             100.0 * lo,
-            100.0 * hi_ratio
+            100.0 * hi_ratio,
+            1e3 * server_ms,
+            1e3 * client_ms,
+            1e3 * offline_ms,
         ),
         ok: failed == 0, // the 10% target is reported, not enforced: a shared machine is noisy
     })
@@ -263,9 +333,9 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     }
     let source = args.config.as_ref().map_or_else(|| "the default model".to_string(), |c| format!("--config {c}"));
     md += &format!(
-        "\n*`kvserve soak --stage {} --rounds {} --per-round {}` ({source}) on {machine}; the server is a separate \
-         `kvserve serve` process on a loopback port.*\n",
-        args.stage, args.rounds, args.per_round
+        "\n*`kvserve soak --stage {} --rounds {} --per-round {} --pairs {}` ({source}) on {machine}; the server is a \
+         separate `kvserve serve` process on a loopback port.*\n",
+        args.stage, args.rounds, args.per_round, args.pairs
     );
     println!("{md}");
     if let Some(path) = &args.markdown {
@@ -326,7 +396,7 @@ async fn suite(args: &SoakArgs) -> Result<Vec<Row>> {
         });
     }
 
-    rows.push(http_vs_offline(args, &srv.base, vocab, 5).await?);
+    rows.push(http_vs_offline(args, &srv, vocab, args.pairs).await?);
 
     // Malformed input: every answer a 4xx JSON error in OpenAI's shape, never a 5xx or a hang.
     let c = "/v1/completions";
