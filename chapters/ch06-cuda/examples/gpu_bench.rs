@@ -69,7 +69,9 @@ fn main() -> Res<()> {
         let tunings = if args.iter().any(|a| a == "--ladder") {
             let split = StepTuning { split_partitions: true, ..StepTuning::NONE };
             let swiglu = StepTuning { fuse_swiglu: true, ..split };
-            vec![StepTuning::NONE, split, swiglu, best]
+            let pdl = StepTuning { pdl: best.pdl, ..swiglu };
+            let norm = StepTuning { fuse_norm: true, ..pdl };
+            vec![StepTuning::NONE, split, swiglu, pdl, norm, best]
         } else {
             vec![best]
         };

@@ -111,6 +111,7 @@ pub fn attention<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, batch: usize, context
     let part_o = gpu.zeros::<f32>("partitions", room * shape.q_dim())?;
     let part_ml = gpu.zeros::<f32>("partitions", room * shape.heads * 2)?;
     let out = gpu.zeros::<T>("out", batch * shape.q_dim())?;
+    let done = gpu.zeros::<i32>("partition counters", batch * shape.heads)?; // as the engine's
     let io = AttentionIo {
         q: ptr(gpu, &q),
         k_cache: ptr(gpu, &kc),
@@ -121,6 +122,7 @@ pub fn attention<T: GpuFloat>(gpu: &Gpu, shape: AttnShape, batch: usize, context
         part_o: ptr(gpu, &part_o),
         part_ml: ptr(gpu, &part_ml),
         out: ptr(gpu, &out),
+        done: ptr(gpu, &done),
     };
     // SAFETY: the buffers above are alive for the timing, sized for `batch` queries of `parts`
     // partitions over `num_blocks` blocks; each row's table holds `per_seq` of those blocks, enough

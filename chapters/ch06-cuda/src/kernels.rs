@@ -77,6 +77,8 @@ pub struct Kernels<T> {
     fill_const: CudaFunction,
     gemv: CudaFunction,
     gemv_swiglu: CudaFunction,
+    gemv_norm: CudaFunction,
+    gemv_swiglu_norm: CudaFunction,
     /// Prefill attention (many query rows per sequence): prefill.rs.
     pub prefill: PrefillKernels,
     _t: PhantomData<T>,
@@ -94,6 +96,12 @@ pub struct StepTuning {
     /// Programmatic dependent launch (sm_90+): each kernel of the step is scheduled while its
     /// predecessor drains, and the GEMV's first weight loads overlap it.
     pub pdl: bool,
+    /// The residual add and RMSNorm computed by the GEMV that reads them (`gemv_norm`), for
+    /// GEMV-sized batches: no add_rmsnorm launch inside the layers.
+    pub fuse_norm: bool,
+    /// The last attention block of each (query, head group) merges the partitions
+    /// (`fold_partitions`): no reduce launch per layer.
+    pub fold_merge: bool,
 }
 
 impl StepTuning {
@@ -101,6 +109,8 @@ impl StepTuning {
         split_partitions: false,
         fuse_swiglu: false,
         pdl: false,
+        fuse_norm: false,
+        fold_merge: false,
     };
     /// Everything on that a GPU of this compute capability runs.
     pub fn best(capability: (i32, i32)) -> StepTuning {
@@ -108,6 +118,8 @@ impl StepTuning {
             split_partitions: true,
             fuse_swiglu: true,
             pdl: capability.0 >= 9,
+            fuse_norm: true,
+            fold_merge: true,
         }
     }
 }
@@ -178,7 +190,33 @@ macro_rules! kernel_arg {
 kernel_arg!(u64, i64, u32, i32, f32);
 
 fn cfg(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+    cfg_smem(grid, block, 0)
+}
+
+fn cfg_smem(grid: (u32, u32, u32), block: u32, smem: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 }
+}
+
+/// Dynamic shared memory a `gemv_norm` block may use for its normed rows.
+const NORM_SMEM: usize = 48 << 10;
+
+/// The residual add and RMSNorm in front of a GEMV (device addresses): x (n, in) f32 + delta
+/// (n, in) T (0: none), normed with weights w (in) T; a fused kernel stores x + delta to `x_out`
+/// (the residual stream's other buffer) instead of in place.
+#[derive(Debug, Clone, Copy)]
+pub struct NormIn {
+    pub x: u64,
+    pub delta: u64,
+    pub w: u64,
+    pub x_out: u64,
+    pub eps: f32,
+}
+
+impl NormIn {
+    /// Where a fused kernel leaves the residual: `x_out` after an add, `x` when there is none.
+    fn residual(&self) -> u64 {
+        if self.delta != 0 { self.x_out } else { self.x }
+    }
 }
 
 fn u32_of(what: &str, n: usize) -> Result<u32> {
@@ -234,29 +272,35 @@ pub fn check_shape(shape: AttnShape) -> Result<()> {
 }
 
 macro_rules! launch {
-    ($gpu:expr, $f:expr, $grid:expr, $block:expr; $($arg:expr),* $(,)?) => {{
+    (@cfg $gpu:expr, $f:expr, $c:expr; $($arg:expr),* $(,)?) => {{
         let mut b = $gpu.stream.launch_builder(&$f);
         $( b.arg(&$arg); )*
         // SAFETY: the arguments match the kernel's signature in its .cu file, in order and type;
         // the buffers hold what the launch's shape needs: the enclosing `unsafe fn`'s contract
         // (or, for the fills, a `CudaSlice` of this stream and its own length).
-        unsafe { b.launch(cfg($grid, $block)) }.map(|_| ()).map_err(|e| device_err(stringify!($f), e))
+        unsafe { b.launch($c) }.map(|_| ()).map_err(|e| device_err(stringify!($f), e))
     }};
+    ($gpu:expr, $f:expr, $grid:expr, $block:expr; $($arg:expr),* $(,)?) => {
+        launch!(@cfg $gpu, $f, cfg($grid, $block); $($arg),*)
+    };
 }
 
 /// `launch!` for the kernels of a decode step, which all begin with pdl_wait: with PDL when
 /// `self.tuning.pdl` is on.
 macro_rules! launch_step {
-    ($self:expr, $gpu:expr, $f:expr, $grid:expr, $block:expr; $($arg:expr),* $(,)?) => {{
+    (@cfg $self:expr, $gpu:expr, $f:expr, $c:expr; $($arg:expr),* $(,)?) => {{
         if $self.tuning.pdl {
             let args: &[&dyn KernelArg] = &[$(&$arg),*];
             let mut params: Vec<*mut std::ffi::c_void> = args.iter().map(|a| KernelArg::addr(*a)).collect();
             // SAFETY: as launch!'s; every kernel launched here calls pdl_wait before touching memory.
-            unsafe { launch_programmatic($gpu, &$f, cfg($grid, $block), &mut params) }
+            unsafe { launch_programmatic($gpu, &$f, $c, &mut params) }
         } else {
-            launch!($gpu, $f, $grid, $block; $($arg),*)
+            launch!(@cfg $gpu, $f, $c; $($arg),*)
         }
     }};
+    ($self:expr, $gpu:expr, $f:expr, $grid:expr, $block:expr; $($arg:expr),* $(,)?) => {
+        launch_step!(@cfg $self, $gpu, $f, cfg($grid, $block); $($arg),*)
+    };
 }
 
 
@@ -310,6 +354,8 @@ impl<T: GpuFloat> Kernels<T> {
             fill_const: gpu.function(&init, "fill_const")?,
             gemv: gpu.function(&gemv, "gemv")?,
             gemv_swiglu: gpu.function(&gemv, "gemv_swiglu")?,
+            gemv_norm: gpu.function(&gemv, "gemv_norm")?,
+            gemv_swiglu_norm: gpu.function(&gemv, "gemv_swiglu_norm")?,
             prefill: PrefillKernels::new::<T>(gpu, shape, &DEFAULT_VERSIONS)?,
             _t: PhantomData,
         })
@@ -405,7 +451,8 @@ impl<T: GpuFloat> Kernels<T> {
     }
 
     // ANCHOR: attention_launch
-    /// Paged attention of `n_q` query tokens, then the merge of their context partitions.
+    /// Paged attention of `n_q` query tokens, then the merge of their context partitions (in the
+    /// same launch with `io.done` given and `tuning.fold_merge` on).
     /// `parts` = ⌈longest context / PART⌉ (fixed at the maximum when captured in a graph); the
     /// partition buffers have room for `room` (query, partition) pairs, at least `n_q · parts`:
     /// a small batch uses the spare room to cut its partitions finer ([`partition_split`]).
@@ -415,7 +462,8 @@ impl<T: GpuFloat> Kernels<T> {
     /// list: `n_q` queries, `room` (query, partition) pairs, `block_size`-token blocks, tables of
     /// `max_blocks` entries. Every `ctx_lens[i]` is at most `parts · PART` and `max_blocks · block_size`, every
     /// `rows[i]` is a row of `tables`, and that row's first ⌈ctx_lens[i] / block_size⌉ entries are
-    /// blocks of the caches.
+    /// blocks of the caches. `io.done`, when given, holds n_q · heads zeroed i32 that no other
+    /// launch uses meanwhile (each launch leaves them zero).
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn attention(
         &self,
@@ -440,9 +488,13 @@ impl<T: GpuFloat> Kernels<T> {
         let (bs, mb, mp) = (i32_of("block_size", block_size)?, i32_of("max_blocks", max_blocks)?, i32_of("partitions", parts * split)?);
         let part_len = (PART / split) as i32;
         let scale = 1.0f32 / (s.head_dim as f32).sqrt();
+        let done = if self.tuning.fold_merge { io.done } else { 0 };
         launch_step!(self, gpu, self.attention, grid, threads;
             io.q, io.k_cache, io.v_cache, io.tables, io.rows, io.ctx_lens, io.part_o, io.part_ml,
-            heads, kv_heads, bs, mb, mp, part_len, scale)?;
+            heads, kv_heads, bs, mb, mp, part_len, scale, io.out, done)?;
+        if done != 0 {
+            return Ok(()); // the attention blocks merged their partitions themselves
+        }
         launch_step!(self, gpu, self.attention_reduce, (grid.0, s.heads as u32, 1), s.head_dim as u32;
             io.part_o, io.part_ml, io.ctx_lens, io.out, heads, mp, part_len)
     }
@@ -493,6 +545,64 @@ impl<T: GpuFloat> Kernels<T> {
     }
     // ANCHOR_END: swiglu_dispatch
 
+    // ANCHOR: norm_dispatch
+    /// Whether `gemv_norm` takes a batch: a GEMV-sized one whose normed rows fit the block's
+    /// shared memory (48 KiB without opting in to more).
+    fn norm_fuses(&self, n: usize, in_f: usize) -> bool {
+        self.tuning.fuse_norm && Self::gemv_takes(n, in_f) && n * in_f * std::mem::size_of::<T>() <= NORM_SMEM
+    }
+
+    /// y (n, out) = rmsnorm(x + delta) · norm_w, times wᵀ, and the residual x + delta: one
+    /// `gemv_norm` for a GEMV-sized batch (x + delta stored to `norm.x_out`), add_rmsnorm into
+    /// `h` then [`linear`](Self::linear) otherwise (x updated in place). Returns the buffer that
+    /// now holds the residual.
+    ///
+    /// # Safety
+    /// As [`linear`]'s for `w` (out · in) T and `y` (n · out) T, and add_rmsnorm's for `norm`'s
+    /// buffers (each n · in; `x_out` f32 overlapping no other) and the scratch `h` (n · in) T.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn norm_linear(&self, gpu: &Gpu, norm: &NormIn, h: u64, w: u64, y: u64, n: usize, in_f: usize, out_f: usize) -> Result<u64> {
+        if !self.norm_fuses(n, in_f) {
+            // SAFETY: the same contract, passed on.
+            unsafe {
+                self.add_rmsnorm(gpu, norm.x, norm.delta, norm.w, h, n, in_f, norm.eps)?;
+                self.linear(gpu, h, w, y, n, in_f, out_f)?;
+            }
+            return Ok(norm.x);
+        }
+        let (nn, i, o) = (i32_of("rows", n)?, i32_of("in features", in_f)?, i32_of("out features", out_f)?);
+        let blocks = u32_of("rows", out_f.div_ceil(GEMV_WARPS * GEMV_RPW))?;
+        let c = cfg_smem((blocks, 1, 1), (32 * GEMV_WARPS) as u32, n * in_f * std::mem::size_of::<T>());
+        let NormIn { x, delta, w: nw, x_out, eps } = *norm;
+        launch_step!(@cfg self, gpu, self.gemv_norm, c; w, x, delta, nw, x_out, eps, y, nn, i, o)?;
+        Ok(norm.residual())
+    }
+
+    /// [`gate_up_swiglu`](Self::gate_up_swiglu) of rmsnorm(x + delta) · norm_w, as
+    /// [`norm_linear`](Self::norm_linear) does it (`gemv_swiglu_norm` when both fusions take the
+    /// batch). Returns the buffer that now holds the residual.
+    ///
+    /// # Safety
+    /// As [`gate_up_swiglu`](Self::gate_up_swiglu)'s and [`norm_linear`](Self::norm_linear)'s.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn norm_gate_up_swiglu(&self, gpu: &Gpu, norm: &NormIn, h: u64, w: u64, gu: u64, act: u64, n: usize, in_f: usize, inter: usize) -> Result<u64> {
+        if !self.tuning.fuse_swiglu || !self.norm_fuses(n, in_f) {
+            // SAFETY: the same contract, passed on.
+            unsafe {
+                self.add_rmsnorm(gpu, norm.x, norm.delta, norm.w, h, n, in_f, norm.eps)?;
+                self.gate_up_swiglu(gpu, h, w, gu, act, n, in_f, inter)?;
+            }
+            return Ok(norm.x);
+        }
+        let (nn, i, o) = (i32_of("rows", n)?, i32_of("in features", in_f)?, i32_of("intermediate", inter)?);
+        let blocks = u32_of("rows", inter.div_ceil(GEMV_WARPS))?;
+        let c = cfg_smem((blocks, 1, 1), (32 * GEMV_WARPS) as u32, n * in_f * std::mem::size_of::<T>());
+        let NormIn { x, delta, w: nw, x_out, eps } = *norm;
+        launch_step!(@cfg self, gpu, self.gemv_swiglu_norm, c; w, x, delta, nw, x_out, eps, act, nn, i, o)?;
+        Ok(norm.residual())
+    }
+    // ANCHOR_END: norm_dispatch
+
     /// Every element of `w` = uniform(-scale, scale) from (seed, index), deterministic.
     pub fn fill_uniform(&self, gpu: &Gpu, w: &mut CudaSlice<T>, seed: u64, scale: f32) -> Result<()> {
         let (w, nn, blocks) = fill_args(gpu, w)?;
@@ -527,6 +637,9 @@ pub struct AttentionIo {
     pub part_o: u64,   // (n_q, heads, parts, head_dim) f32
     pub part_ml: u64,  // (n_q, heads, parts, 2) f32
     pub out: u64,      // (n_q, heads, head_dim) T
+    /// (n_q, heads) i32 counters, zero, that the attention blocks merge by (`StepTuning::fold_merge`);
+    /// 0: the merge is a launch of its own.
+    pub done: u64,
 }
 
 // ANCHOR: linear

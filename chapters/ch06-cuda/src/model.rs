@@ -4,7 +4,7 @@
 
 use crate::device::{ptr, Gpu};
 use crate::float::GpuFloat;
-use crate::kernels::{AttentionIo, Kernels, PART};
+use crate::kernels::{AttentionIo, Kernels, NormIn, PART};
 use crate::prefill::{PrefillIo, PrefillVersion};
 use crate::weights::GpuWeights;
 use ch00_model::{LlamaConfig, ModelError, Result};
@@ -61,6 +61,7 @@ impl MetaLayout {
 /// Activation buffers, sized for `Capacity`.
 struct Buffers<T> {
     x: CudaSlice<f32>, // (max_tokens, hidden) residual stream
+    x2: CudaSlice<f32>, // (max_tokens, hidden) its other buffer (gemv_norm writes one, reads the other)
     h: CudaSlice<T>,   // (max_tokens, hidden) normed
     qkv: CudaSlice<T>, // (max_tokens, q_dim + 2 kv_dim)
     q: CudaSlice<T>,   // (max_tokens, q_dim) after RoPE
@@ -70,6 +71,7 @@ struct Buffers<T> {
     act: CudaSlice<T>, // (max_tokens, intermediate)
     part_o: CudaSlice<f32>,  // (max_query_parts, heads, head_dim)
     part_ml: CudaSlice<f32>, // (max_query_parts, heads, 2)
+    done: CudaSlice<i32>,    // (max_tokens, heads) partition counters (the folded merge), zero
     last: CudaSlice<T>,     // (max_rows, hidden)
     pub logits: CudaSlice<T>, // (max_rows, vocab)
     pub ids: CudaSlice<u32>,  // (max_rows)
@@ -126,9 +128,9 @@ pub fn buffer_bytes<T: GpuFloat>(c: &LlamaConfig, cap: &Capacity) -> u64 {
     let (m, r) = (cap.max_tokens, cap.max_rows);
     let (h, q, kv, i) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
     let t = std::mem::size_of::<T>();
-    let f32s = m * h + cap.max_query_parts * (q + c.num_attention_heads * 2);
+    let f32s = 2 * m * h + cap.max_query_parts * (q + c.num_attention_heads * 2);
     let ts = m * (h + (q + 2 * kv) + 2 * q + h + 3 * i) + r * (h + c.vocab_size);
-    (f32s * 4 + ts * t + MetaLayout::new(cap).len * 4 + r * 4) as u64
+    (f32s * 4 + ts * t + (MetaLayout::new(cap).len + m * c.num_attention_heads) * 4 + r * 4) as u64
 }
 
 /// Which attention kernel a pass runs (the runner chooses: `GpuRunner::pass_attention`).
@@ -158,6 +160,7 @@ impl<T: GpuFloat> GpuModel<T> {
         let layout = MetaLayout::new(&cap);
         let buf = Buffers {
             x: gpu.zeros("the residual stream", m * h)?,
+            x2: gpu.zeros("the residual stream", m * h)?,
             h: gpu.zeros("activations", m * h)?,
             qkv: gpu.zeros("activations", m * (q + 2 * kv))?,
             q: gpu.zeros("activations", m * q)?,
@@ -167,6 +170,7 @@ impl<T: GpuFloat> GpuModel<T> {
             act: gpu.zeros("activations", m * i)?,
             part_o: gpu.zeros("attention partitions", cap.max_query_parts * q)?,
             part_ml: gpu.zeros("attention partitions", cap.max_query_parts * c.num_attention_heads * 2)?,
+            done: gpu.zeros("attention partition counters", m * c.num_attention_heads)?,
             last: gpu.zeros("activations", r * h)?,
             logits: gpu.zeros("logits", r * c.vocab_size)?,
             ids: gpu.zeros("token ids", r)?,
@@ -227,18 +231,22 @@ impl<T: GpuFloat> GpuModel<T> {
         kv.check(c)?;
         let (h, q, kvd, inter, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps as f32);
         let p = |s: &CudaSlice<T>| ptr(gpu, s);
-        let x = ptr(gpu, &b.x);
+        // The residual stream's two buffers: an add fused into a GEMV writes the one it does not read.
+        let (xa, xb) = (ptr(gpu, &b.x), ptr(gpu, &b.x2));
+        let mut x = xa; // the buffer that holds the residual now
+        let norm = |x: u64, delta: u64, w: &CudaSlice<T>| NormIn { x, delta, w: p(w), x_out: if x == xa { xb } else { xa }, eps };
         // SAFETY: the activation buffers were allocated by `new` for `self.cap`, which the pass
         // fits (checked above), and the weights for `self.config`; `kv` holds `layers ·
         // layer_elems` elements per cache (checked); the ids in the metadata are this fn's
         // contract. No launch's output is one of its inputs; all run on `gpu.stream`.
         unsafe {
             k.embedding(gpu, p(&w.embed), self.meta(gpu, l.tokens), x, n, h)?;
-            k.add_rmsnorm(gpu, x, 0, p(&w.layers[0].attn_norm), p(&b.h), n, h, eps)?;
             let elem = std::mem::size_of::<T>() as u64;
             for (li, layer) in w.layers.iter().enumerate() {
                 let (kc, vc) = (p(&kv.k) + (li * kv.layer_elems) as u64 * elem, p(&kv.v) + (li * kv.layer_elems) as u64 * elem);
-                k.linear(gpu, p(&b.h), p(&layer.wqkv), p(&b.qkv), n, h, q + 2 * kvd)?; // (n, q + 2 kv)
+                // x += the last layer's MLP output (none before the first layer), normed into the QKV GEMV
+                let delta = if li == 0 { 0 } else { p(&b.o) };
+                x = k.norm_linear(gpu, &norm(x, delta, &layer.attn_norm), p(&b.h), p(&layer.wqkv), p(&b.qkv), n, h, q + 2 * kvd)?; // (n, q + 2 kv)
                 let (pos, slot) = (self.meta(gpu, l.pos), self.meta(gpu, l.slot));
                 k.rope_cache(gpu, p(&b.qkv), p(&b.q), kc, vc, pos, slot, ptr(gpu, &w.inv_freq), n)?;
                 let io = AttentionIo {
@@ -251,6 +259,7 @@ impl<T: GpuFloat> GpuModel<T> {
                     part_o: ptr(gpu, &b.part_o),
                     part_ml: ptr(gpu, &b.part_ml),
                     out: p(&b.attn),
+                    done: ptr(gpu, &b.done),
                 };
                 match attn {
                     PassAttention::Paged { parts } => k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts, self.cap.max_query_parts)?,
@@ -268,12 +277,11 @@ impl<T: GpuFloat> GpuModel<T> {
                     }
                 } // (n, heads · head_dim)
                 k.linear(gpu, p(&b.attn), p(&layer.wo), p(&b.o), n, q, h)?;
-                k.add_rmsnorm(gpu, x, p(&b.o), p(&layer.mlp_norm), p(&b.h), n, h, eps)?;
-                k.gate_up_swiglu(gpu, p(&b.h), p(&layer.wgu), p(&b.gu), p(&b.act), n, h, inter)?; // (n, intermediate)
+                let mlp = norm(x, p(&b.o), &layer.mlp_norm);
+                x = k.norm_gate_up_swiglu(gpu, &mlp, p(&b.h), p(&layer.wgu), p(&b.gu), p(&b.act), n, h, inter)?; // (n, intermediate)
                 k.linear(gpu, p(&b.act), p(&layer.wdown), p(&b.o), n, inter, h)?;
-                let next_norm = w.layers.get(li + 1).map_or(&w.norm, |nl| &nl.attn_norm);
-                k.add_rmsnorm(gpu, x, p(&b.o), p(next_norm), p(&b.h), n, h, eps)?;
             }
+            k.add_rmsnorm(gpu, x, p(&b.o), p(&w.norm), p(&b.h), n, h, eps)?;
             k.gather_rows(gpu, p(&b.h), self.meta(gpu, l.logit_idx), p(&b.last), rows, h)?; // (rows, hidden)
             k.linear(gpu, p(&b.last), p(w.lm_head()), p(&b.logits), rows, h, c.vocab_size)?; // (rows, vocab)
             k.argmax(gpu, p(&b.logits), ptr(gpu, &b.ids), rows, c.vocab_size)

@@ -8,7 +8,7 @@ use ch00_model::cpu::packed::Packed;
 use ch00_model::rope::Rope;
 use ch00_model::{attend_one, AttnShape, LlamaConfig};
 use ch06_cuda::device::{ptr, Gpu};
-use ch06_cuda::kernels::{linear as gpu_linear, AttentionIo, Kernels, MIN_PART, PART};
+use ch06_cuda::kernels::{linear as gpu_linear, AttentionIo, Kernels, NormIn, MIN_PART, PART};
 use ch06_cuda::weights::interleave_halves;
 use ch06_cuda::GpuFloat;
 use half::{bf16, f16};
@@ -20,16 +20,20 @@ use common::*;
 /// Paged attention of query tokens with assorted context lengths (inside one partition, exactly
 /// at its edge, across several), K/V scattered over a shuffled pool, against ch00's attend_one.
 fn attention_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64) {
-    // No spare room (one partition per PART positions), then room for the finest split.
+    // No spare room (one partition per PART positions), then room for the finest split; the
+    // partitions merged by a launch of their own, then by the attention blocks themselves.
     for spare in [1, PART / MIN_PART] {
-        attention_case_in::<T>(g, shape, block_size, seed, spare);
+        for fold in [false, true] {
+            attention_case_in::<T>(g, shape, block_size, seed, spare, fold);
+        }
     }
 }
 
-fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64, spare: usize) {
+fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64, spare: usize, fold: bool) {
     let k = Kernels::<T>::new(g, shape).unwrap();
     let mut rng = Rng(seed);
-    let contexts = [1usize, 2, block_size, block_size + 1, PART - 1, PART, PART + 1, 3 * PART + 7, 40];
+    // the last query is padding (no context): its output must be zeros
+    let contexts = [1usize, 2, block_size, block_size + 1, PART - 1, PART, PART + 1, 3 * PART + 7, 40, 0];
     let n_q = contexts.len();
     let max_blocks = contexts.iter().max().unwrap().div_ceil(block_size);
     let num_blocks = n_q * max_blocks + 3;
@@ -52,6 +56,7 @@ fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, 
     let room = n_q * parts * spare;
     let part_o = g.zeros::<f32>("p", room * shape.q_dim()).unwrap();
     let part_ml = g.zeros::<f32>("p", room * shape.heads * 2).unwrap();
+    let done = g.zeros::<i32>("counters", n_q * shape.heads).unwrap();
     let io = AttentionIo {
         q: ptr(g, &qd),
         k_cache: ptr(g, &kd),
@@ -62,14 +67,21 @@ fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, 
         part_o: ptr(g, &part_o),
         part_ml: ptr(g, &part_ml),
         out: ptr(g, &out),
+        done: if fold { ptr(g, &done) } else { 0 },
     };
     // SAFETY: the buffers above are sized for n_q queries, `parts` partitions and `num_blocks`
     // blocks; each row's table holds distinct blocks of the pool, enough for its context.
     unsafe { k.attention(g, &io, n_q, block_size, max_blocks, parts, room) }.unwrap();
+    let mut counters = vec![-1i32; n_q * shape.heads];
+    g.stream.memcpy_dtoh(&done, &mut counters).unwrap();
+    assert!(counters.iter().all(|&c| c == 0), "attention {}: partition counters not left at zero", T::C_NAME);
     let got = down::<T>(g, &out);
     let mut want = vec![0.0f32; n_q * shape.q_dim()];
     let qd = shape.q_dim();
     for (i, &n_ctx) in contexts.iter().enumerate() {
+        if n_ctx == 0 {
+            continue; // want: zeros
+        }
         let table = &tables[i * max_blocks..(i + 1) * max_blocks];
         let slot = move |t: usize| table[t / block_size] as usize * block_size + t % block_size;
         let (kr, vr) = (&kc, &vc);
@@ -78,7 +90,7 @@ fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, 
         attend_one(shape, &q[i * qd..(i + 1) * qd], n_ctx, key, value, &mut want[i * qd..(i + 1) * qd]);
     }
     let err = rel_err("attention", &got, &want);
-    println!("attention {} {shape:?} block {block_size} room x{spare}: rel err {err:.2e}", T::C_NAME);
+    println!("attention {} {shape:?} block {block_size} room x{spare} fold {fold}: rel err {err:.2e}", T::C_NAME);
     assert!(err < tol::<T>(), "attention {} {shape:?}: rel err {err:.2e}", T::C_NAME);
 }
 // ANCHOR_END: attention_test
@@ -218,6 +230,50 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
         assert!(e < tol::<T>(), "gate_up_swiglu {} with {rows} rows: {e:.2e}", T::C_NAME);
         let same = got.iter().zip(down::<T>(g, &unfused)).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "gate_up_swiglu {} with {rows} rows: fused and unfused differ", T::C_NAME);
+    }
+    // norm_linear / norm_gate_up_swiglu (gemv_norm for GEMV-sized batches, add_rmsnorm + the
+    // GEMV or cuBLAS otherwise) against ch00's rms_norm then linear (+ swiglu), with and without
+    // a delta; the residual: x + delta in the returned buffer, the fused kernel's input untouched
+    for rows in [1, 3, 9] {
+        for with_delta in [true, false] {
+            let x0 = rng.vec(rows * hidden);
+            let dl = round::<T>(&rng.vec(rows * hidden));
+            let nw = round::<T>(&rng.vec(hidden));
+            let (wl, wg) = (round::<T>(&rng.vec(inter * hidden)), round::<T>(&rng.vec(2 * inter * hidden)));
+            let x1: Vec<f32> = if with_delta { x0.iter().zip(&dl).map(|(a, b)| a + b).collect() } else { x0.clone() };
+            let mut hn = Array2::zeros((rows, hidden));
+            rms_norm(&Array2::from_shape_vec((rows, hidden), x1.clone()).unwrap().view(), &Array1::from(nw.clone()).view(), 1e-5, &mut hn);
+            let hn = round::<T>(hn.as_slice().unwrap());
+            let want_y = cpu_linear(hn.clone(), wl.clone(), rows, hidden, inter);
+            let mut want_act = Array2::zeros((rows, inter));
+            swiglu(&cpu_linear(hn, wg.clone(), rows, hidden, 2 * inter).view(), &mut want_act);
+            let w_il = interleave_halves(&Array2::from_shape_vec((2 * inter, hidden), wg).unwrap());
+            let (wld, wgd, nwd, dd) = (up::<T>(g, &wl), up::<T>(g, &w_il), up::<T>(g, &nw), up::<T>(g, &dl));
+            for gate_up in [false, true] {
+                let (xa, xb) = (g.upload("x", &x0).unwrap(), g.upload("x", &vec![f32::NAN; rows * hidden]).unwrap());
+                let (hs, gus) = (poisoned::<T>(g, rows * hidden), poisoned::<T>(g, rows * 2 * inter));
+                let out = poisoned::<T>(g, rows * inter);
+                let delta = if with_delta { ptr(g, &dd) } else { 0 };
+                let norm = NormIn { x: ptr(g, &xa), delta, w: ptr(g, &nwd), x_out: ptr(g, &xb), eps: 1e-5 };
+                let res = if gate_up {
+                    unsafe { k.norm_gate_up_swiglu(g, &norm, ptr(g, &hs), ptr(g, &wgd), ptr(g, &gus), ptr(g, &out), rows, hidden, inter) }.unwrap()
+                } else {
+                    unsafe { k.norm_linear(g, &norm, ptr(g, &hs), ptr(g, &wld), ptr(g, &out), rows, hidden, inter) }.unwrap()
+                };
+                let what = format!("norm + {} {} with {rows} rows, delta {with_delta}", if gate_up { "gate_up_swiglu" } else { "linear" }, T::C_NAME);
+                let want = if gate_up { want_act.as_slice().unwrap() } else { want_y.as_slice().unwrap() };
+                let e = rel_err(&what, &down::<T>(g, &out), want);
+                assert!(e < tol::<T>(), "{what}: {e:.2e}");
+                let (mut a, mut b) = (vec![0f32; rows * hidden], vec![0f32; rows * hidden]);
+                g.stream.memcpy_dtoh(&xa, &mut a).unwrap();
+                g.stream.memcpy_dtoh(&xb, &mut b).unwrap();
+                let got = if res == ptr(g, &xb) { &b } else { assert_eq!(res, ptr(g, &xa), "{what}: residual buffer"); &a };
+                assert_eq!(got, &x1, "{what}: residual");
+                if res == ptr(g, &xb) {
+                    assert_eq!(a, x0, "{what}: the fused kernel wrote its input");
+                }
+            }
+        }
     }
     // linear against ch00's: a decode-sized batch (our GEMV) and a prefill-sized one (cuBLAS)
     for rows in [1, 5, 8, 9, 40] {

@@ -21,18 +21,69 @@
 #define UNROLL 8                                  // K or V rows in flight per thread
 #endif
 
+// ANCHOR: merge
+// One output element of a (query, head) from its partitions: rescale each partition's sum by
+// exp(m_p − M), M the largest running max, and divide by the rescaled total. base: the first
+// partition's index. Reads through L2 (__ldcg): other SMs wrote the partials.
+__device__ __forceinline__ float merge_one(const float* part_o, const float* part_ml, size_t base, int parts, int d) {
+    float M = -INFINITY;
+    for (int p = 0; p < parts; p++) M = fmaxf(M, __ldcg(part_ml + (base + p) * 2));
+    float L = 0.0f, acc = 0.0f;
+    for (int p = 0; p < parts; p++) {
+        const float w = expf(__ldcg(part_ml + (base + p) * 2) - M);
+        L += w * __ldcg(part_ml + (base + p) * 2 + 1);
+        acc += w * __ldcg(part_o + (base + p) * HEAD_DIM + d);
+    }
+    return acc / L;
+}
+
+// The merge folded into the attention launch (done != nullptr), so a step has no reduce launch per
+// layer: the last partition block of each (query, head group) to finish merges them all. Every
+// block publishes its partials (__threadfence) and then takes a ticket from done[], one counter per
+// (query, head group), zero between launches (the last block puts it back); the block with the
+// last ticket writes the GROUP heads' outputs. Called by the whole block after its partials.
+__device__ void fold_partitions(const float* part_o, const float* part_ml, T* __restrict__ out, int* done,
+                                int i, int h0, int heads, int max_parts, int parts) {
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* ticket = done + (size_t)i * gridDim.y + blockIdx.y;
+        last = atomicAdd(ticket, 1) == parts - 1;
+        if (last) *ticket = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int idx = threadIdx.x; idx < GROUP * HEAD_DIM; idx += blockDim.x) {
+        const int g = idx / HEAD_DIM, d = idx % HEAD_DIM;
+        const size_t base = ((size_t)i * heads + h0 + g) * max_parts;
+        out[((size_t)i * heads + h0 + g) * HEAD_DIM + d] = from_f<T>(merge_one(part_o, part_ml, base, parts, d));
+    }
+}
+
+// A padding query (ctx 0) runs no partition: with the merge folded, partition 0's block writes its
+// zeros (paged_attention_reduce does otherwise).
+__device__ __forceinline__ void zero_heads(T* __restrict__ out, int i, int h0, int heads) {
+    for (int idx = threadIdx.x; idx < GROUP * HEAD_DIM; idx += blockDim.x)
+        out[((size_t)i * heads + h0) * HEAD_DIM + idx] = from_f<T>(0.0f);
+}
+// ANCHOR_END: merge
+
 // ANCHOR: kernel
 // q: (n_q, heads, HEAD_DIM) T. k_cache, v_cache: (num_blocks · block_size, kv_heads, HEAD_DIM) T.
 // tables: (rows, max_blocks) block ids; rows[i]: query i's table; ctx_lens[i]: positions it sees
 // (0 = padding); partition p covers positions p · part_len … + part_len (part_len ≤ PART).
 // part_o: (n_q, heads, max_parts, HEAD_DIM) f32 unnormalised outputs;
 // part_ml: (n_q, heads, max_parts, 2) f32 running max and sum of each partition.
+// out: (n_q, heads, HEAD_DIM) T, written here when done (n_q, gridDim.y counters) is given.
 // Grid: (n_q, kv_heads · group / GROUP, max_parts), NT threads.
 extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ tables, const int* __restrict__ rows, const int* __restrict__ ctx_lens,
     float* __restrict__ part_o, float* __restrict__ part_ml,
-    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, int part_len, float scale) {
+    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, int part_len, float scale,
+    T* __restrict__ out, int* __restrict__ done) {
     PDL_ENTER();
     __shared__ float qs[GROUP][HEAD_DIM];
     __shared__ float sc[GROUP][PART];
@@ -44,7 +95,10 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
     const int group = heads / kv_heads, chunks = group / GROUP;
     const int kvh = blockIdx.y / chunks, h0 = kvh * group + (blockIdx.y % chunks) * GROUP;
     const int ctx = ctx_lens[i], t0 = part * part_len;
-    if (t0 >= ctx) return;
+    if (t0 >= ctx) {
+        if (done && ctx <= 0 && part == 0) zero_heads(out, i, h0, heads);
+        return;
+    }
     const int n = min(ctx - t0, part_len);
 
     // 0. Walk the block table once: where each position of the partition lives.
@@ -172,6 +226,7 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
         part_ml[at * 2] = ms[tid];
         part_ml[at * 2 + 1] = ls[tid];
     }
+    if (done) fold_partitions(part_o, part_ml, out, done, i, h0, heads, max_parts, (ctx + part_len - 1) / part_len);
 }
 // ANCHOR_END: kernel
 
@@ -181,7 +236,7 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
 // K/V head become the rows of one m16n8k16 tile (rows ≥ GROUP are zero), so each K/V row is read
 // once and multiplied by all of them without an f16 → f32 conversion per element per head, which is
 // what bounds the CUDA-core version at GQA ratios ≥ 4. Same arguments, grid and outputs as
-// paged_attention (the reduce kernel merges both); f16/bf16, HEAD_DIM % 64 == 0, GROUP ≤ 8.
+// paged_attention; f16/bf16, HEAD_DIM % 64 == 0, GROUP ≤ 8.
 // Both products read their operands straight from global memory into mma fragments, with no
 // shared-memory staging: a dot product's terms may be summed in any order, so each lane loads 16
 // contiguous bytes and the Q fragment uses the same permutation of head dims; for P·V the output
@@ -194,7 +249,8 @@ extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
     const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ tables, const int* __restrict__ rows, const int* __restrict__ ctx_lens,
     float* __restrict__ part_o, float* __restrict__ part_ml,
-    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, int part_len, float scale) {
+    int heads, int kv_heads, int block_size, int max_blocks, int max_parts, int part_len, float scale,
+    T* __restrict__ out, int* __restrict__ done) {
     PDL_ENTER();
     __shared__ float sc[GROUP][PART];
     __shared__ long long row_at[PART];
@@ -205,7 +261,10 @@ extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
     const int group = heads / kv_heads, chunks = group / GROUP;
     const int kvh = blockIdx.y / chunks, h0 = kvh * group + (blockIdx.y % chunks) * GROUP;
     const int ctx = ctx_lens[i], t0 = part * part_len;
-    if (t0 >= ctx) return;
+    if (t0 >= ctx) {
+        if (done && ctx <= 0 && part == 0) zero_heads(out, i, h0, heads);
+        return;
+    }
     const int n = min(ctx - t0, part_len);
     const int* table = tables + (size_t)rows[i] * max_blocks;
     for (int t = tid; t < n; t += 128) {
@@ -322,14 +381,14 @@ extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
         part_ml[at * 2] = ms[tid];
         part_ml[at * 2 + 1] = ls[tid];
     }
+    if (done) fold_partitions(part_o, part_ml, out, done, i, h0, heads, max_parts, (ctx + part_len - 1) / part_len);
 }
 // ANCHOR_END: kernel_tc
 #endif
 
 // ANCHOR: reduce
-// Merges the partitions of each (query, head): rescale each partition's sum by exp(m_p − M),
-// M the largest running max, and divide by the rescaled total. out: (n_q, heads, HEAD_DIM) T.
-// Grid: (n_q, heads), HEAD_DIM threads.
+// Merges the partitions of each (query, head) (merge_one) when the attention launch did not.
+// out: (n_q, heads, HEAD_DIM) T. Grid: (n_q, heads), HEAD_DIM threads.
 extern "C" __global__ void paged_attention_reduce(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                                   const int* __restrict__ ctx_lens, T* __restrict__ out,
                                                   int heads, int max_parts, int part_len) {
@@ -339,15 +398,6 @@ extern "C" __global__ void paged_attention_reduce(const float* __restrict__ part
     const int ctx = ctx_lens[i];
     if (ctx <= 0) { o[dim] = from_f<T>(0.0f); return; }
     const int parts = (ctx + part_len - 1) / part_len;
-    const size_t base = ((size_t)i * heads + h) * max_parts;
-    float M = -INFINITY;
-    for (int p = 0; p < parts; p++) M = fmaxf(M, part_ml[(base + p) * 2]);
-    float L = 0.0f, acc = 0.0f;
-    for (int p = 0; p < parts; p++) {
-        const float w = expf(part_ml[(base + p) * 2] - M);
-        L += w * part_ml[(base + p) * 2 + 1];
-        acc += w * part_o[(base + p) * HEAD_DIM + dim];
-    }
-    o[dim] = from_f<T>(acc / L);
+    o[dim] = from_f<T>(merge_one(part_o, part_ml, ((size_t)i * heads + h) * max_parts, parts, dim));
 }
 // ANCHOR_END: reduce
