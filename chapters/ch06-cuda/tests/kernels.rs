@@ -29,7 +29,14 @@ fn attention_case<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, see
     }
 }
 
-fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, seed: u64, spare: usize, fold: bool) {
+fn attention_case_in<T: GpuFloat>(
+    g: &Gpu,
+    shape: AttnShape,
+    block_size: usize,
+    seed: u64,
+    spare: usize,
+    fold: bool,
+) {
     let k = Kernels::<T>::new(g, shape).unwrap();
     let mut rng = Rng(seed);
     // the last query is padding (no context): its output must be zeros
@@ -74,7 +81,8 @@ fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, 
     unsafe { k.attention(g, &io, n_q, block_size, max_blocks, parts, room) }.unwrap();
     let mut counters = vec![-1i32; n_q * shape.heads];
     g.stream.memcpy_dtoh(&done, &mut counters).unwrap();
-    assert!(counters.iter().all(|&c| c == 0), "attention {}: partition counters not left at zero", T::C_NAME);
+    let zeroed = counters.iter().all(|&c| c == 0);
+    assert!(zeroed, "attention {}: partition counters not left at zero", T::C_NAME);
     let got = down::<T>(g, &out);
     let mut want = vec![0.0f32; n_q * shape.q_dim()];
     let qd = shape.q_dim();
@@ -90,7 +98,8 @@ fn attention_case_in<T: GpuFloat>(g: &Gpu, shape: AttnShape, block_size: usize, 
         attend_one(shape, &q[i * qd..(i + 1) * qd], n_ctx, key, value, &mut want[i * qd..(i + 1) * qd]);
     }
     let err = rel_err("attention", &got, &want);
-    println!("attention {} {shape:?} block {block_size} room x{spare} fold {fold}: rel err {err:.2e}", T::C_NAME);
+    let t = T::C_NAME;
+    println!("attention {t} {shape:?} block {block_size} room x{spare} fold {fold}: rel err {err:.2e}");
     assert!(err < tol::<T>(), "attention {} {shape:?}: rel err {err:.2e}", T::C_NAME);
 }
 // ANCHOR_END: attention_test

@@ -25,7 +25,8 @@
 // One output element of a (query, head) from its partitions: rescale each partition's sum by
 // exp(m_p − M), M the largest running max, and divide by the rescaled total. base: the first
 // partition's index. Reads through L2 (__ldcg): other SMs wrote the partials.
-__device__ __forceinline__ float merge_one(const float* part_o, const float* part_ml, size_t base, int parts, int d) {
+__device__ __forceinline__ float merge_one(const float* part_o, const float* part_ml, size_t base, int parts,
+                                           int d) {
     float M = -INFINITY;
     for (int p = 0; p < parts; p++) M = fmaxf(M, __ldcg(part_ml + (base + p) * 2));
     float L = 0.0f, acc = 0.0f;
@@ -36,7 +37,9 @@ __device__ __forceinline__ float merge_one(const float* part_o, const float* par
     }
     return acc / L;
 }
+// ANCHOR_END: merge
 
+// ANCHOR: fold
 // The merge folded into the attention launch (done != nullptr), so a step has no reduce launch per
 // layer: the last partition block of each (query, head group) to finish merges them all. Every
 // block publishes its partials (__threadfence) and then takes a ticket from done[], one counter per
@@ -58,7 +61,8 @@ __device__ void fold_partitions(const float* part_o, const float* part_ml, T* __
     for (int idx = threadIdx.x; idx < GROUP * HEAD_DIM; idx += blockDim.x) {
         const int g = idx / HEAD_DIM, d = idx % HEAD_DIM;
         const size_t base = ((size_t)i * heads + h0 + g) * max_parts;
-        out[((size_t)i * heads + h0 + g) * HEAD_DIM + d] = from_f<T>(merge_one(part_o, part_ml, base, parts, d));
+        const float o = merge_one(part_o, part_ml, base, parts, d);
+        out[((size_t)i * heads + h0 + g) * HEAD_DIM + d] = from_f<T>(o);
     }
 }
 
@@ -68,7 +72,7 @@ __device__ __forceinline__ void zero_heads(T* __restrict__ out, int i, int h0, i
     for (int idx = threadIdx.x; idx < GROUP * HEAD_DIM; idx += blockDim.x)
         out[((size_t)i * heads + h0) * HEAD_DIM + idx] = from_f<T>(0.0f);
 }
-// ANCHOR_END: merge
+// ANCHOR_END: fold
 
 // ANCHOR: kernel
 // q: (n_q, heads, HEAD_DIM) T. k_cache, v_cache: (num_blocks · block_size, kv_heads, HEAD_DIM) T.
