@@ -4,7 +4,7 @@
 
 use crate::device::{ptr, Gpu};
 use crate::float::GpuFloat;
-use crate::kernels::{AttentionIo, Kernels, NormIn, PART};
+use crate::kernels::{AttentionIo, Kernels, NormIn, GEMV_MAX_N, PART};
 use crate::prefill::{PrefillIo, PrefillVersion};
 use crate::weights::GpuWeights;
 use ch00_model::{LlamaConfig, ModelError, Result};
@@ -61,7 +61,7 @@ impl MetaLayout {
 /// Activation buffers, sized for `Capacity`.
 struct Buffers<T> {
     x: CudaSlice<f32>, // (max_tokens, hidden) residual stream
-    x2: CudaSlice<f32>, // (max_tokens, hidden) its other buffer (gemv_norm writes one, reads the other)
+    x2: CudaSlice<f32>, // (GEMV_MAX_N, hidden) its other buffer, for the passes gemv_norm takes
     h: CudaSlice<T>,   // (max_tokens, hidden) normed
     qkv: CudaSlice<T>, // (max_tokens, q_dim + 2 kv_dim)
     q: CudaSlice<T>,   // (max_tokens, q_dim) after RoPE
@@ -71,7 +71,7 @@ struct Buffers<T> {
     act: CudaSlice<T>, // (max_tokens, intermediate)
     part_o: CudaSlice<f32>,  // (max_query_parts, heads, head_dim)
     part_ml: CudaSlice<f32>, // (max_query_parts, heads, 2)
-    done: CudaSlice<i32>,    // (max_tokens, heads) partition counters (the folded merge), zero
+    done: CudaSlice<i32>,    // (max_rows, heads) partition counters (the folded merge), zero
     last: CudaSlice<T>,     // (max_rows, hidden)
     pub logits: CudaSlice<T>, // (max_rows, vocab)
     pub ids: CudaSlice<u32>,  // (max_rows)
@@ -128,9 +128,9 @@ pub fn buffer_bytes<T: GpuFloat>(c: &LlamaConfig, cap: &Capacity) -> u64 {
     let (m, r) = (cap.max_tokens, cap.max_rows);
     let (h, q, kv, i) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
     let t = std::mem::size_of::<T>();
-    let f32s = 2 * m * h + cap.max_query_parts * (q + c.num_attention_heads * 2);
+    let f32s = (m + m.min(GEMV_MAX_N)) * h + cap.max_query_parts * (q + c.num_attention_heads * 2);
     let ts = m * (h + (q + 2 * kv) + 2 * q + h + 3 * i) + r * (h + c.vocab_size);
-    (f32s * 4 + ts * t + (MetaLayout::new(cap).len + m * c.num_attention_heads) * 4 + r * 4) as u64
+    (f32s * 4 + ts * t + (MetaLayout::new(cap).len + r * c.num_attention_heads) * 4 + r * 4) as u64
 }
 
 /// Which attention kernel a pass runs (the runner chooses: `GpuRunner::pass_attention`).
@@ -160,7 +160,7 @@ impl<T: GpuFloat> GpuModel<T> {
         let layout = MetaLayout::new(&cap);
         let buf = Buffers {
             x: gpu.zeros("the residual stream", m * h)?,
-            x2: gpu.zeros("the residual stream", m * h)?,
+            x2: gpu.zeros("the residual stream", m.min(GEMV_MAX_N) * h)?,
             h: gpu.zeros("activations", m * h)?,
             qkv: gpu.zeros("activations", m * (q + 2 * kv))?,
             q: gpu.zeros("activations", m * q)?,
@@ -170,7 +170,7 @@ impl<T: GpuFloat> GpuModel<T> {
             act: gpu.zeros("activations", m * i)?,
             part_o: gpu.zeros("attention partitions", cap.max_query_parts * q)?,
             part_ml: gpu.zeros("attention partitions", cap.max_query_parts * c.num_attention_heads * 2)?,
-            done: gpu.zeros("attention partition counters", m * c.num_attention_heads)?,
+            done: gpu.zeros("attention partition counters", r * c.num_attention_heads)?,
             last: gpu.zeros("activations", r * h)?,
             logits: gpu.zeros("logits", r * c.vocab_size)?,
             ids: gpu.zeros("token ids", r)?,
@@ -231,7 +231,8 @@ impl<T: GpuFloat> GpuModel<T> {
         kv.check(c)?;
         let (h, q, kvd, inter, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps as f32);
         let p = |s: &CudaSlice<T>| ptr(gpu, s);
-        // The residual stream's two buffers: an add fused into a GEMV writes the one it does not read.
+        // The residual stream's two buffers: an add fused into a GEMV writes the one it does not read
+        // (only GEMV-sized passes fuse, and x2 holds GEMV_MAX_N rows; kernels.rs norm_fuses).
         let (xa, xb) = (ptr(gpu, &b.x), ptr(gpu, &b.x2));
         let mut x = xa; // the buffer that holds the residual now
         let norm = |x: u64, delta: u64, w: &CudaSlice<T>| NormIn { x, delta, w: p(w), x_out: if x == xa { xb } else { xa }, eps };
@@ -259,7 +260,8 @@ impl<T: GpuFloat> GpuModel<T> {
                     part_o: ptr(gpu, &b.part_o),
                     part_ml: ptr(gpu, &b.part_ml),
                     out: p(&b.attn),
-                    done: ptr(gpu, &b.done),
+                    // decode passes (a token per row) fold the merge; longer ones launch it
+                    done: if n <= self.cap.max_rows { ptr(gpu, &b.done) } else { 0 },
                 };
                 match attn {
                     PassAttention::Paged { parts } => k.attention(gpu, &io, n, kv.block_size, self.cap.max_blocks, parts, self.cap.max_query_parts)?,
