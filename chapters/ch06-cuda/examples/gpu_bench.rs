@@ -71,7 +71,8 @@ fn main() -> Res<()> {
             let swiglu = StepTuning { fuse_swiglu: true, ..split };
             let pdl = StepTuning { pdl: best.pdl, ..swiglu };
             let norm = StepTuning { fuse_norm: true, ..pdl };
-            vec![StepTuning::NONE, split, swiglu, pdl, norm, best]
+            let fold = StepTuning { fold_merge: true, ..norm };
+            vec![StepTuning::NONE, split, swiglu, pdl, norm, fold]
         } else {
             vec![best]
         };

@@ -112,14 +112,16 @@ impl StepTuning {
         fuse_norm: false,
         fold_merge: false,
     };
-    /// Everything on that a GPU of this compute capability runs.
+    /// Everything on that a GPU of this compute capability runs and the GPU tests have passed with.
     pub fn best(capability: (i32, i32)) -> StepTuning {
         StepTuning {
             split_partitions: true,
             fuse_swiglu: true,
             pdl: capability.0 >= 9,
-            fuse_norm: true,
-            fold_merge: true,
+            // Built and compiled by NVRTC in CI (scripts/nvrtc_check.py), not yet run on a GPU:
+            // off until the GPU tests pass with them (gpu_bench --ladder switches them on).
+            fuse_norm: false,
+            fold_merge: false,
         }
     }
 }

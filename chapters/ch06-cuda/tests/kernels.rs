@@ -37,7 +37,8 @@ fn attention_case_in<T: GpuFloat>(
     spare: usize,
     fold: bool,
 ) {
-    let k = Kernels::<T>::new(g, shape).unwrap();
+    let mut k = Kernels::<T>::new(g, shape).unwrap();
+    k.tuning.fold_merge = fold;
     let mut rng = Rng(seed);
     // the last query is padding (no context): its output must be zeros
     let contexts = [1usize, 2, block_size, block_size + 1, PART - 1, PART, PART + 1, 3 * PART + 7, 40, 0];
@@ -240,6 +241,8 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
         let same = got.iter().zip(down::<T>(g, &unfused)).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "gate_up_swiglu {} with {rows} rows: fused and unfused differ", T::C_NAME);
     }
+    let mut kf = Kernels::<T>::new(g, shape).unwrap();
+    kf.tuning.fuse_norm = true;
     // norm_linear / norm_gate_up_swiglu (gemv_norm for GEMV-sized batches, add_rmsnorm + the
     // GEMV or cuBLAS otherwise) against ch00's rms_norm then linear (+ swiglu), with and without
     // a delta; the residual: x + delta in the returned buffer, the fused kernel's input untouched
@@ -258,7 +261,8 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
             swiglu(&cpu_linear(hn, wg.clone(), rows, hidden, 2 * inter).view(), &mut want_act);
             let w_il = interleave_halves(&Array2::from_shape_vec((2 * inter, hidden), wg).unwrap());
             let (wld, wgd, nwd, dd) = (up::<T>(g, &wl), up::<T>(g, &w_il), up::<T>(g, &nw), up::<T>(g, &dl));
-            for gate_up in [false, true] {
+            for (fused, gate_up) in [(false, false), (false, true), (true, false), (true, true)] {
+                let k = if fused { &kf } else { &k };
                 let (xa, xb) = (g.upload("x", &x0).unwrap(), g.upload("x", &vec![f32::NAN; rows * hidden]).unwrap());
                 let (hs, gus) = (poisoned::<T>(g, rows * hidden), poisoned::<T>(g, rows * 2 * inter));
                 let out = poisoned::<T>(g, rows * inter);
@@ -269,7 +273,8 @@ fn small_ops_case<T: GpuFloat>(g: &Gpu, seed: u64) {
                 } else {
                     unsafe { k.norm_linear(g, &norm, ptr(g, &hs), ptr(g, &wld), ptr(g, &out), rows, hidden, inter) }.unwrap()
                 };
-                let what = format!("norm + {} {} with {rows} rows, delta {with_delta}", if gate_up { "gate_up_swiglu" } else { "linear" }, T::C_NAME);
+                let op = if gate_up { "gate_up_swiglu" } else { "linear" };
+                let what = format!("norm + {op} {} with {rows} rows, delta {with_delta}, fused {fused}", T::C_NAME);
                 let want = if gate_up { want_act.as_slice().unwrap() } else { want_y.as_slice().unwrap() };
                 let e = rel_err(&what, &down::<T>(g, &out), want);
                 assert!(e < tol::<T>(), "{what}: {e:.2e}");
