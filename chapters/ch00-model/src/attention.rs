@@ -116,10 +116,8 @@ pub fn attend_one<'k>(
         let keys: Vec<&[f32]> = (0..n_ctx).map(|t| &key(t)[kvh * d..(kvh + 1) * d]).collect();
         let values: Vec<&[f32]> = (0..n_ctx).map(|t| &value(t)[kvh * d..(kvh + 1) * d]).collect();
         let mut probs = vec![0.0f32; group * n_ctx]; // (group, n_ctx)
-        for (h, p_h) in (kvh * group..).zip(probs.chunks_exact_mut(n_ctx.max(1))) {
-            head_scores(&q[h * d..(h + 1) * d], &keys, scale, p_h); // q_h · k_t / √d
-            softmax_in_place(p_h);
-        }
+        head_scores(&q[kvh * group * d..(kvh + 1) * group * d], &keys, scale, &mut probs); // q_h · k_t / √d
+        probs.chunks_exact_mut(n_ctx.max(1)).for_each(softmax_in_place);
         weighted_sums(&probs, &values, out_group); // out_h = Σ_t p_h[t] · v_t, t in order
     };
     // A long context is worth spreading the K/V heads over the cores.
