@@ -363,6 +363,7 @@ pub(crate) mod x86 {
     }
     // ANCHOR_END: pairs
 
+    // ANCHOR: reduce8
     /// The 16 sums held by eight registers of [`pairs`] (each: two sums of eight lanes), each
     /// added as `finish` adds lanes: (0+4, 1+5, 2+6, 3+7), (0+2, 1+3), 0+1 — the same pairs, so
     /// the same bits, in 21 instructions instead of six per register. Lane 4k + j of the result
@@ -386,6 +387,7 @@ pub(crate) mod x86 {
         // 3: q0 + q1.
         _mm512_add_ps(_mm512_shuffle_ps::<0x88>(u, v), _mm512_shuffle_ps::<0xDD>(u, v))
     }
+    // ANCHOR_END: reduce8
 
     /// The lanes of `a` added as `finish` adds them: (0+4, 1+5, 2+6, 3+7), (0+2, 1+3), 0+1.
     ///
