@@ -490,6 +490,25 @@ pub(crate) fn token_rows<'x, E>(x: &'x ArrayView2<f32>, w: &[E], y: &mut ArrayVi
     Some(x.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect())
 }
 
+/// Whether a one-token step over f32 weights prefetches too. Measured with `scripts/peer_llamacpp.sh`
+/// and `kvserve generate`: on an Intel Xeon (AVX-512) decode ran faster with the prefetches, with
+/// one thread and with two; on an AMD EPYC the hardware prefetcher followed the one stream alone
+/// and the prefetches made it slower. So: on Intel CPUs only (a hint either way: same results).
+fn prefetch_one_f32_stream() -> bool {
+    static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INTEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // CPUID leaf 0: the vendor string in EBX, EDX, ECX.
+            #[allow(unused_unsafe)] // `__cpuid` is safe to call in newer Rust, unsafe in older
+            let r = unsafe { std::arch::x86_64::__cpuid(0) };
+            (r.ebx, r.edx, r.ecx) == (u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ineI"), u32::from_le_bytes(*b"ntel"))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
 /// Token blocks × packed groups × tiles of up to `K::TOKENS` tokens.
 ///
 /// # Safety
@@ -499,6 +518,7 @@ unsafe fn dot_rows_with<K: Tiles, E: Weight>(xs: &[&[f32]], w: &[E], y: &mut Arr
     let n = xs.first().map_or(0, |x| x.len());
     let group_bytes = GROUP * n * size_of::<E>();
     let group_lines = group_bytes.div_ceil(LINE);
+    let one_token_prefetch = size_of::<E>() < size_of::<f32>() || prefetch_one_f32_stream();
     for t0 in (0..xs.len()).step_by(TOKEN_BLOCK) {
         let block = &xs[t0..xs.len().min(t0 + TOKEN_BLOCK)];
         let tiles = block.len().div_ceil(K::TOKENS);
@@ -509,9 +529,9 @@ unsafe fn dot_rows_with<K: Tiles, E: Weight>(xs: &[&[f32]], w: &[E], y: &mut Arr
             // hardware prefetcher follows an f32 stream alone: prefetching too was slower
             // (measured; from two tokens on, prefetching is faster even with one tile per group).
             // A 2-byte stream passes twice the weights per cache line, and one token of it on
-            // one core ran faster with the prefetches (measured).
+            // one core ran faster with the prefetches (measured); so did one f32 token on Intel.
             let ahead = (group.as_ptr() as *const u8).wrapping_add(AHEAD * group_bytes);
-            let prefetch = block.len() > 1 || size_of::<E>() < size_of::<f32>();
+            let prefetch = block.len() > 1 || one_token_prefetch;
             for (k, t1) in (0..block.len()).step_by(K::TOKENS).enumerate() {
                 let tokens = &block[t1..block.len().min(t1 + K::TOKENS)];
                 let (first, last) = (k * group_lines / tiles, (k + 1) * group_lines / tiles);
