@@ -6,11 +6,14 @@ CPU work, see book/src/appendix-cpu.md), the new one compared against it:
 
     <old bench binary> --bench --save-baseline before
     cargo bench --bench kernels -- --baseline before
-    python3 scripts/criterion_kernels_table.py [target/criterion] > book/src/generated/bench-kernels.md
+    python3 scripts/criterion_kernels_table.py [target/criterion] [BEFORE] > book/src/generated/bench-kernels.md
+
+BEFORE names the commit the baseline was built on (default: the commit before the CPU work).
 """
 import json, os, platform, sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
+before_what = sys.argv[2] if len(sys.argv) > 2 else "the commit before the CPU work"
 
 
 def mean_s(group, param, which):
@@ -38,4 +41,4 @@ for group in ["linear", "decode_step"]:
         print(f"| {what[group]} | {batch} | {fmt(before)} | {fmt(after)} | {ratio} |")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 print(f"\n*criterion means (`cargo bench --bench kernels`, `benches/kernels.rs`) on {cpu}, {os.cpu_count()} cores, no GPU, "
-      "shared with other jobs while it ran; before = the same bench built on the commit before the CPU work.*")
+      f"shared with other jobs while it ran; before = the same bench built on {before_what}.*")

@@ -4,6 +4,7 @@
 use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::cpu::kernels::head_scores;
+use crate::cpu::weighted::weighted_sums;
 use crate::ops::softmax_in_place;
 use rayon::prelude::*;
 
@@ -114,17 +115,10 @@ pub fn attend_one<'k>(
     let kv_head = |(kvh, out_group): (usize, &mut [f32])| {
         let keys: Vec<&[f32]> = (0..n_ctx).map(|t| &key(t)[kvh * d..(kvh + 1) * d]).collect();
         let values: Vec<&[f32]> = (0..n_ctx).map(|t| &value(t)[kvh * d..(kvh + 1) * d]).collect();
-        let mut scores = vec![0.0f32; n_ctx];
-        for (h, out_h) in (kvh * group..).zip(out_group.chunks_exact_mut(d)) {
-            head_scores(&q[h * d..(h + 1) * d], &keys, scale, &mut scores); // q_h · k_t / √d
-            softmax_in_place(&mut scores);
-            out_h.fill(0.0);
-            for (&p, v_h) in scores.iter().zip(&values) {
-                for (o, v) in out_h.iter_mut().zip(*v_h) {
-                    *o += p * v;
-                }
-            }
-        }
+        let mut probs = vec![0.0f32; group * n_ctx]; // (group, n_ctx)
+        head_scores(&q[kvh * group * d..(kvh + 1) * group * d], &keys, scale, &mut probs); // q_h · k_t / √d
+        probs.chunks_exact_mut(n_ctx.max(1)).for_each(softmax_in_place);
+        weighted_sums(&probs, &values, out_group); // out_h = Σ_t p_h[t] · v_t, t in order
     };
     // A long context is worth spreading the K/V heads over the cores.
     if n_ctx * shape.q_dim() < PARALLEL_ATTENTION {

@@ -37,12 +37,22 @@ fn linear_with<E: Weight>(x: &ArrayView2<f32>, w: &[E], cols: usize, y: &mut Arr
 // ANCHOR: rms_norm
 /// RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · weight. x, out: (tokens, hidden).
 pub fn rms_norm(x: &ArrayView2<f32>, weight: &ArrayView1<f32>, eps: f32, out: &mut Array2<f32>) {
-    for (row, mut out) in x.rows().into_iter().zip(out.rows_mut()) {
+    let norm = |(row, mut out): (ArrayView1<f32>, ndarray::ArrayViewMut1<f32>)| {
         let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
         let scale = 1.0 / (mean_sq + eps).sqrt();
         Zip::from(&mut out).and(&row).and(weight).for_each(|o, &v, &w| *o = w * (v * scale));
+    };
+    // Rows are independent: a prompt's spread over the cores (the same bits on any core).
+    if x.nrows() >= PARALLEL_ROWS {
+        x.axis_iter(Axis(0)).into_par_iter().zip(out.axis_iter_mut(Axis(0))).for_each(norm);
+    } else {
+        x.rows().into_iter().zip(out.rows_mut()).for_each(norm);
     }
 }
+
+/// From this many tokens the elementwise steps (RMSNorm, SwiGLU) spread their rows over the
+/// cores; for a few decode tokens waking the other cores would cost more than it saves.
+const PARALLEL_ROWS: usize = 16;
 // ANCHOR_END: rms_norm
 
 // ANCHOR: swiglu
@@ -50,7 +60,10 @@ pub fn rms_norm(x: &ArrayView2<f32>, weight: &ArrayView1<f32>, eps: f32, out: &m
 /// the gate projection then the up projection; out: (tokens, intermediate).
 pub fn swiglu(gate_up: &ArrayView2<f32>, out: &mut Array2<f32>) {
     let (gate, up) = gate_up.view().split_at(Axis(1), out.ncols());
-    Zip::from(out).and(&gate).and(&up).for_each(|o, &g, &u| *o = g / (1.0 + (-g).exp()) * u);
+    let rows = out.nrows();
+    let zip = Zip::from(out).and(&gate).and(&up);
+    let act = |o: &mut f32, &g: &f32, &u: &f32| *o = g / (1.0 + (-g).exp()) * u;
+    if rows >= PARALLEL_ROWS { zip.par_for_each(act) } else { zip.for_each(act) }
 }
 // ANCHOR_END: swiglu
 

@@ -2,6 +2,7 @@
 
 use crate::cache::KvCache;
 use ch00_model::{attend_one, AttentionBackend, ModelError, Result, StepMeta, StepQkv};
+use rayon::prelude::*;
 
 /// A set of contiguous cache regions ("slots"); `StepMeta::seq` names the slot of each token.
 /// Chapter 2 uses one slot; the batching chapters use many.
@@ -23,13 +24,16 @@ impl AttentionBackend for ContiguousBackend {
             }
             cache.write(layer, pos, qkv.k_row(i), qkv.v_row(i));
         }
-        // 2. Each token attends over its slot's positions 0..=pos, read back from the cache.
-        for (i, out_row) in out.chunks_exact_mut(qkv.shape.q_dim()).enumerate() {
-            let cache = &self.slots[meta.seq[i]];
+        // 2. Each token attends over its slot's positions 0..=pos, read back from the cache. The
+        //    tokens are independent, so a step's tokens spread over the cores (a prompt's 512
+        //    keep both busy); each output is the same bits on any core.
+        let slots = &self.slots;
+        out.par_chunks_exact_mut(qkv.shape.q_dim()).enumerate().for_each(|(i, out_row)| {
+            let cache = &slots[meta.seq[i]];
             let n_ctx = meta.pos[i] + 1;
             let (k, v) = (|t| cache.key(layer, t), |t| cache.value(layer, t));
             attend_one(qkv.shape, qkv.q_row(i), n_ctx, k, v, out_row);
-        }
+        });
         Ok(())
     }
     // ANCHOR_END: attend

@@ -322,17 +322,22 @@ pub(crate) mod x86 {
         }
         let mut out = [[[0.0f32; GROUP]; G]; T];
         if full == n {
-            // `finish`'s pairwise sum in registers, both halves at once: (0+4, …), (0+2, 1+3), 0+1.
-            for t in 0..T {
-                for g in 0..G {
-                    for h in 0..2 {
-                        let a = acc[t][g][h];
-                        let b = _mm512_add_ps(a, _mm512_shuffle_f32x4::<0b10_11_00_01>(a, a));
-                        let c = _mm512_add_ps(b, _mm512_permute_ps::<0b01_00_11_10>(b));
-                        let d = _mm512_add_ps(c, _mm512_permute_ps::<0b10_11_00_01>(c));
-                        let mut lanes = [0.0f32; 2 * LANES];
-                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), d) };
-                        (out[t][g][2 * h], out[t][g][2 * h + 1]) = (lanes[0], lanes[LANES]);
+            // `finish`'s pairwise sum in registers, eight sums' registers (16 outputs) at a time.
+            let regs = T * G * 2; // register i: token i / (2G), group i / 2 % G, row pair i % 2
+            for base in (0..regs).step_by(8) {
+                let mut r = [_mm512_setzero_ps(); 8];
+                for (k, r) in r.iter_mut().enumerate().take(regs - base) {
+                    let i = base + k;
+                    *r = acc[i / (2 * G)][i / 2 % G][i % 2];
+                }
+                let mut lanes = [0.0f32; 2 * LANES];
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), reduce8(r)) };
+                for (lane, &v) in lanes.iter().enumerate() {
+                    // Lane 4k + j: register 2j + k / 2, its row 2h + k % 2 (see `reduce8`).
+                    let (j, k) = (lane % 4, lane / 4);
+                    let i = base + 2 * j + k / 2;
+                    if i < regs {
+                        out[i / (2 * G)][i / 2 % G][2 * (i % 2) + k % 2] = v;
                     }
                 }
             }
@@ -357,6 +362,32 @@ pub(crate) mod x86 {
         out
     }
     // ANCHOR_END: pairs
+
+    // ANCHOR: reduce8
+    /// The 16 sums held by eight registers of [`pairs`] (each: two sums of eight lanes), each
+    /// added as `finish` adds lanes: (0+4, 1+5, 2+6, 3+7), (0+2, 1+3), 0+1 — the same pairs, so
+    /// the same bits, in 21 instructions instead of six per register. Lane 4k + j of the result
+    /// is register 2j + k / 2's sum in its lanes 8·(k % 2)..: quarters of 4 lanes are shuffled
+    /// between two registers so that one add does the first step for both, and so on.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[inline(always)]
+    unsafe fn reduce8(r: [__m512; 8]) -> __m512 {
+        // (Plain code, not closures: closures are not compiled with the caller's instructions.)
+        // 1: quarters (a.0, a.2, b.0, b.2) + (a.1, a.3, b.1, b.3): lanes l + (l + 4) of each sum.
+        let mut s = [_mm512_setzero_ps(); 4];
+        for p in 0..4 {
+            let (a, b) = (r[2 * p], r[2 * p + 1]);
+            s[p] = _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xDD>(a, b));
+        }
+        // 2: within each quarter, (p0 + p2, p1 + p3) of two registers side by side.
+        let u = _mm512_add_ps(_mm512_shuffle_ps::<0x44>(s[0], s[1]), _mm512_shuffle_ps::<0xEE>(s[0], s[1]));
+        let v = _mm512_add_ps(_mm512_shuffle_ps::<0x44>(s[2], s[3]), _mm512_shuffle_ps::<0xEE>(s[2], s[3]));
+        // 3: q0 + q1.
+        _mm512_add_ps(_mm512_shuffle_ps::<0x88>(u, v), _mm512_shuffle_ps::<0xDD>(u, v))
+    }
+    // ANCHOR_END: reduce8
 
     /// The lanes of `a` added as `finish` adds them: (0+4, 1+5, 2+6, 3+7), (0+2, 1+3), 0+1.
     ///
@@ -404,11 +435,11 @@ pub(crate) mod x86 {
         unsafe { super::dot_rows_with::<Avx512, E>(xs, w, y) }
     }
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn scores_avx2(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
+    pub(super) unsafe fn scores_avx2(q: &[&[f32]], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
         unsafe { super::scores_with::<Avx2>(q, keys, scale, scores) }
     }
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-    pub(super) unsafe fn scores_avx512(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
+    pub(super) unsafe fn scores_avx512(q: &[&[f32]], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
         unsafe { super::scores_with::<Avx2>(q, keys, scale, scores) }
     }
 }
@@ -459,6 +490,25 @@ pub(crate) fn token_rows<'x, E>(x: &'x ArrayView2<f32>, w: &[E], y: &mut ArrayVi
     Some(x.rows().into_iter().map(|r| r.to_slice().expect("contiguous rows")).collect())
 }
 
+/// Whether a one-token step over f32 weights prefetches too. Measured with `scripts/peer_llamacpp.sh`
+/// and `kvserve generate`: on an Intel Xeon (AVX-512) decode ran faster with the prefetches, with
+/// one thread and with two; on an AMD EPYC the hardware prefetcher followed the one stream alone
+/// and the prefetches made it slower. So: on Intel CPUs only (a hint either way: same results).
+fn prefetch_one_f32_stream() -> bool {
+    static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INTEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // CPUID leaf 0: the vendor string in EBX, EDX, ECX.
+            #[allow(unused_unsafe)] // `__cpuid` is safe to call in newer Rust, unsafe in older
+            let r = unsafe { std::arch::x86_64::__cpuid(0) };
+            (r.ebx, r.edx, r.ecx) == (u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ineI"), u32::from_le_bytes(*b"ntel"))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
 /// Token blocks × packed groups × tiles of up to `K::TOKENS` tokens.
 ///
 /// # Safety
@@ -468,6 +518,7 @@ unsafe fn dot_rows_with<K: Tiles, E: Weight>(xs: &[&[f32]], w: &[E], y: &mut Arr
     let n = xs.first().map_or(0, |x| x.len());
     let group_bytes = GROUP * n * size_of::<E>();
     let group_lines = group_bytes.div_ceil(LINE);
+    let one_token_prefetch = size_of::<E>() < size_of::<f32>() || prefetch_one_f32_stream();
     for t0 in (0..xs.len()).step_by(TOKEN_BLOCK) {
         let block = &xs[t0..xs.len().min(t0 + TOKEN_BLOCK)];
         let tiles = block.len().div_ceil(K::TOKENS);
@@ -478,9 +529,9 @@ unsafe fn dot_rows_with<K: Tiles, E: Weight>(xs: &[&[f32]], w: &[E], y: &mut Arr
             // hardware prefetcher follows an f32 stream alone: prefetching too was slower
             // (measured; from two tokens on, prefetching is faster even with one tile per group).
             // A 2-byte stream passes twice the weights per cache line, and one token of it on
-            // one core ran faster with the prefetches (measured).
+            // one core ran faster with the prefetches (measured); so did one f32 token on Intel.
             let ahead = (group.as_ptr() as *const u8).wrapping_add(AHEAD * group_bytes);
-            let prefetch = block.len() > 1 || size_of::<E>() < size_of::<f32>();
+            let prefetch = block.len() > 1 || one_token_prefetch;
             for (k, t1) in (0..block.len()).step_by(K::TOKENS).enumerate() {
                 let tokens = &block[t1..block.len().min(t1 + K::TOKENS)];
                 let (first, last) = (k * group_lines / tiles, (k + 1) * group_lines / tiles);
@@ -512,37 +563,65 @@ unsafe fn dot_rows_with<K: Tiles, E: Weight>(xs: &[&[f32]], w: &[E], y: &mut Arr
     }
 }
 
-/// `scores[t] = (q · keys[t]) × scale`: the scores of one attention head, four positions at a
-/// time, each bit for bit [`dot`]`(q, keys[t]) × scale`. Panics if a key's length differs from
-/// the query's or `keys` and `scores` differ in length.
+/// `scores[h·n + t] = (q_h · keys[t]) × scale` for the query heads `q_h` of `q` (whole rows as
+/// long as a key; one head or the heads that share these keys) and the `n` keys: each bit for bit
+/// [`dot`]`(q_h, keys[t]) × scale`. Tiles of up to three heads × four positions, so each key
+/// loaded feeds every head of the group. Panics if a key's length differs from a head's or the
+/// shapes disagree.
 pub fn head_scores(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
-    assert_eq!(keys.len(), scores.len(), "one score per key");
-    assert!(keys.iter().all(|k| k.len() == q.len()), "keys and query differ in length");
+    let d = keys.first().map_or(q.len(), |k| k.len());
+    assert!(keys.iter().all(|k| k.len() == d), "keys differ in length");
+    assert!(d > 0 && q.len() % d == 0 && scores.len() == q.len() / d * keys.len(), "head_scores: shapes disagree");
+    let heads: Vec<&[f32]> = q.chunks_exact(d).collect();
     // SAFETY: lengths checked above; each path runs only on a CPU that has its instructions.
     unsafe {
         #[cfg(target_arch = "x86_64")]
         match x86::Simd::detect() {
-            Some(x86::Simd::Avx512) => return x86::scores_avx512(q, keys, scale, scores),
-            Some(x86::Simd::Avx2) => return x86::scores_avx2(q, keys, scale, scores),
+            Some(x86::Simd::Avx512) => return x86::scores_avx512(&heads, keys, scale, scores),
+            Some(x86::Simd::Avx2) => return x86::scores_avx2(&heads, keys, scale, scores),
             None => {}
         }
-        scores_with::<Portable>(q, keys, scale, scores)
+        scores_with::<Portable>(&heads, keys, scale, scores)
     }
 }
 
+/// Query heads per score tile: 3 heads × 4 keys are 12 running sums, which with the heads' and
+/// a key's vectors fill AVX2's 16 registers.
+const SCORE_HEADS: usize = 3;
+
 /// # Safety
-/// Every key as long as `q`; instructions supported.
+/// Every key as long as every head; instructions supported.
 #[inline(always)]
-unsafe fn scores_with<K: Tiles>(q: &[f32], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
-    let n = q.len();
-    for (s, k) in scores.chunks_mut(4).zip(keys.chunks(4)) {
-        if let ([s0, s1, s2, s3], &[k0, k1, k2, k3]) = (&mut *s, k) {
-            let [d0, d1, d2, d3] = unsafe { K::tile::<1, 4, f32>([q], Rows::plain([k0, k1, k2, k3], n), Prefetch::NONE) }[0];
-            (*s0, *s1, *s2, *s3) = (d0 * scale, d1 * scale, d2 * scale, d3 * scale);
-        } else {
-            for (s, &k) in s.iter_mut().zip(k) {
-                *s = unsafe { K::tile::<1, 1, f32>([q], Rows::plain([k], n), Prefetch::NONE) }[0][0] * scale;
-            }
+unsafe fn scores_with<K: Tiles>(heads: &[&[f32]], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
+    let n = keys.len();
+    for (p, qs) in heads.chunks(SCORE_HEADS).enumerate() {
+        let h0 = p * SCORE_HEADS;
+        macro_rules! run {
+            ($h:literal) => {{
+                let q: [&[f32]; $h] = qs.try_into().expect("a tile's heads");
+                for (b, k) in keys.chunks(4).enumerate() {
+                    if let &[k0, k1, k2, k3] = k {
+                        let sums = unsafe { K::tile::<$h, 4, f32>(q, Rows::plain([k0, k1, k2, k3], k0.len()), Prefetch::NONE) };
+                        for (h, sums) in sums.iter().enumerate() {
+                            for (r, &v) in sums.iter().enumerate() {
+                                scores[(h0 + h) * n + 4 * b + r] = v * scale;
+                            }
+                        }
+                    } else {
+                        for (r, &key) in k.iter().enumerate() {
+                            let sums = unsafe { K::tile::<$h, 1, f32>(q, Rows::plain([key], key.len()), Prefetch::NONE) };
+                            for (h, sums) in sums.iter().enumerate() {
+                                scores[(h0 + h) * n + 4 * b + r] = sums[0] * scale;
+                            }
+                        }
+                    }
+                }
+            }};
+        }
+        match qs.len() {
+            3 => run!(3),
+            2 => run!(2),
+            _ => run!(1),
         }
     }
 }
@@ -620,13 +699,19 @@ mod tests {
 
     #[test]
     fn head_scores_are_scaled_dot_products() {
-        let q = values(1, 64, 5);
-        let k = values(7, 64, 6);
-        let keys: Vec<&[f32]> = k.rows().into_iter().map(|r| r.to_slice().unwrap()).collect();
-        let mut scores = [0.0f32; 7];
-        head_scores(q.as_slice().unwrap(), &keys, 0.125, &mut scores);
-        for (s, key) in scores.iter().zip(&keys) {
-            assert_eq!(s.to_bits(), (dot(q.as_slice().unwrap(), key) * 0.125).to_bits());
+        // 1..=7 heads (tiles of 3, 2, 1), 7 keys (a block of 4 and three alone), 64 and 20 wide.
+        for (d, heads) in [(64, 1), (64, 3), (64, 7), (20, 2), (20, 4)] {
+            let q = values(heads, d, 5);
+            let k = values(7, d, 6);
+            let keys: Vec<&[f32]> = k.rows().into_iter().map(|r| r.to_slice().unwrap()).collect();
+            let mut scores = vec![f32::NAN; heads * 7];
+            head_scores(q.as_slice().unwrap(), &keys, 0.125, &mut scores);
+            for h in 0..heads {
+                for (t, key) in keys.iter().enumerate() {
+                    let expected = dot(q.row(h).as_slice().unwrap(), key) * 0.125;
+                    assert_eq!(scores[h * 7 + t].to_bits(), expected.to_bits(), "d {d}, head {h} of {heads}, key {t}");
+                }
+            }
         }
     }
 }
