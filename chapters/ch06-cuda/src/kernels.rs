@@ -551,7 +551,12 @@ impl<T: GpuFloat> Kernels<T> {
     /// Whether `gemv_norm` takes a batch: a GEMV-sized one whose normed rows fit the block's
     /// shared memory (48 KiB without opting in to more).
     fn norm_fuses(&self, n: usize, in_f: usize) -> bool {
-        self.tuning.fuse_norm && Self::gemv_takes(n, in_f) && n * in_f * std::mem::size_of::<T>() <= NORM_SMEM
+        self.tuning.fuse_norm && Self::gemv_takes(n, in_f) && Self::norm_smem(n, in_f) <= NORM_SMEM
+    }
+
+    /// Shared-memory bytes of `gemv_norm`'s n normed rows.
+    fn norm_smem(n: usize, in_f: usize) -> usize {
+        n * in_f * std::mem::size_of::<T>()
     }
 
     /// y (n, out) = rmsnorm(x + delta) · norm_w, times wᵀ, and the residual x + delta: one
@@ -574,7 +579,7 @@ impl<T: GpuFloat> Kernels<T> {
         }
         let (nn, i, o) = (i32_of("rows", n)?, i32_of("in features", in_f)?, i32_of("out features", out_f)?);
         let blocks = u32_of("rows", out_f.div_ceil(GEMV_WARPS * GEMV_RPW))?;
-        let c = cfg_smem((blocks, 1, 1), (32 * GEMV_WARPS) as u32, n * in_f * std::mem::size_of::<T>());
+        let c = cfg_smem((blocks, 1, 1), (32 * GEMV_WARPS) as u32, Self::norm_smem(n, in_f));
         let NormIn { x, delta, w: nw, x_out, eps } = *norm;
         launch_step!(@cfg self, gpu, self.gemv_norm, c; w, x, delta, nw, x_out, eps, y, nn, i, o)?;
         Ok(norm.residual())
@@ -598,7 +603,7 @@ impl<T: GpuFloat> Kernels<T> {
         }
         let (nn, i, o) = (i32_of("rows", n)?, i32_of("in features", in_f)?, i32_of("intermediate", inter)?);
         let blocks = u32_of("rows", inter.div_ceil(GEMV_WARPS))?;
-        let c = cfg_smem((blocks, 1, 1), (32 * GEMV_WARPS) as u32, n * in_f * std::mem::size_of::<T>());
+        let c = cfg_smem((blocks, 1, 1), (32 * GEMV_WARPS) as u32, Self::norm_smem(n, in_f));
         let NormIn { x, delta, w: nw, x_out, eps } = *norm;
         launch_step!(@cfg self, gpu, self.gemv_swiglu_norm, c; w, x, delta, nw, x_out, eps, act, nn, i, o)?;
         Ok(norm.residual())
