@@ -115,8 +115,9 @@ def tuning_of(r):
     return {k: r["tuning"].get(k, False) for k in LADDER[0][0]}
 
 
-def ladder_table(ours):
-    """The decode step's optimisations switched on one at a time (gpu_bench section b --ladder)."""
+def ladder_table(ours, own_run=False):
+    """The decode step's optimisations switched on one at a time (gpu_bench section b --ladder);
+    own_run: a run of gpu_bench alone, whose command its JSON records, not of gpu_bench.sh."""
     m = ours["machine"]
     rows = [r for r in ours["rows"] if "skipped" not in r and "tuning" in r]
     if not rows:
@@ -126,6 +127,10 @@ def ladder_table(ours):
                         "ours and PyTorch's in the same session; ", ""),
              "| B | context | step | kernels per step | graph ms | eager ms | graph ÷ floor | × first row (graph) |",
              "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    if own_run:
+        lines[0] = lines[0].replace("one run of scripts/gpu_bench.sh", "one run of gpu_bench").replace(
+            "`OUT=DIR bash scripts/gpu_bench.sh && python3 scripts/gpu_tables.py DIR`",
+            f"`{m['command'].replace('/root/out/', 'DIR/')}`")
     points = sorted({(r["batch"], r["context"]) for r in rows}, key=lambda k: (k[0], k[1]))
     for b, c in points:
         first = None
@@ -399,6 +404,8 @@ def main():
     pairs = [("ch06-kernel.md", "ch06_attention.json", lambda o: kernel_table(o, load_peer(a.dir, "peer_sdpa.json"))),
              ("ch06-decode.md", "ch06_decode.json", lambda o: decode_table(o, load_peer(a.dir, "peer_decode_graph.json"))),
              ("ch06-decode-ladder.md", "ch06_decode_ladder.json", ladder_table),
+             # the two later switches, from a run of their own (records in ch06-records-fusions/)
+             ("ch06-decode-fusions.md", "ch06_decode_fusions.json", lambda o: ladder_table(o, own_run=True)),
              ("ch06-throughput.md", "ch06_throughput.json", lambda o: throughput_table(o, load(a.dir, "peer_hf_generate.json"))),
              ("ch06-scenario.md", "ch06_scenario.json", scenario_table),
              ("ch06-roofline.md", "ch06_throughput.json",

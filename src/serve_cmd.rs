@@ -150,9 +150,9 @@ fn parse_fault(s: &str) -> Result<(ch07_server::fault::Fault, usize)> {
 
 /// The server's async runtime. Tokenization runs on its blocking pool, kept to one thread per
 /// core (it is short CPU work) and never retired: tokio's default (up to 512 threads, each retired
-/// after 10 s idle) churns threads with the load, and under glibc a new thread may attach to a
-/// fresh malloc arena, so resident memory crept up over the first tens of thousands of requests
-/// (`kvserve soak` measured it) as one arena after another warmed up.
+/// after 10 s idle) churns threads with the load, and each new thread's allocator heap warms up
+/// afresh, so resident memory crept up over the first tens of thousands of requests (`kvserve
+/// soak` measured it under glibc's per-thread arenas).
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -175,23 +175,8 @@ fn start(
     Ok((app_state(engine, loaded, &cfg), cfg, thread))
 }
 
-// ANCHOR: one_arena
-/// One malloc arena for the whole process (glibc only). glibc gives threads arenas of their own
-/// (up to 8 per core), and each warms up to its own high-water mark as the load moves between
-/// threads, so a server's resident memory crept up over its first tens of thousands of requests
-/// (`kvserve soak` measured it; two arenas still crept). Small allocations stay in glibc's
-/// per-thread cache, so one arena costs little here.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before the runtime's threads exist.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-// ANCHOR_END: one_arena
 
 pub fn serve_cmd(args: &ServeArgs) -> Result<()> {
-    one_malloc_arena();
     let mut make = make_stepper(&args.stage, &args.limits)?;
     if let Some(spec) = &args.inject_fault {
         let (fault, after) = parse_fault(spec)?;

@@ -118,8 +118,10 @@ impl StepTuning {
             split_partitions: true,
             fuse_swiglu: true,
             pdl: capability.0 >= 9,
-            // Built and compiled by NVRTC in CI (scripts/nvrtc_check.py), not yet run on a GPU:
-            // off until the GPU tests pass with them (gpu_bench --ladder switches them on).
+            // Both pass the kernel GPU tests (vs the CPU reference), and neither pays (--ladder on an
+            // H100, book/src/generated/gpu/ch06-decode-fusions.md): the fused norm is slower, as
+            // every GEMV block recomputes its input row's norm from L2 before it streams weights;
+            // the folded merge saves a launch a layer and no measurable time.
             fuse_norm: false,
             fold_merge: false,
         }
