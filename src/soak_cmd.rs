@@ -122,6 +122,14 @@ impl Server {
         cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
 
+    /// Resident memory once the server has drained its last round and sat idle for a moment:
+    /// what it holds between loads, not whichever buffers of the last burst are still in flight.
+    async fn rss_at_rest(&self) -> Result<u64> {
+        self.drained(Duration::from_secs(30)).await?.context("the server did not drain within 30 s")?;
+        tokio::time::sleep(REST).await;
+        self.rss_kb().context("reading the server's resident memory")
+    }
+
     fn rss_kb(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
@@ -214,6 +222,9 @@ impl CpuUse {
 
 /// Batches of 32 streams on each side of a pair.
 const BATCHES: usize = 4;
+/// How long the server sits idle before its resident memory is read (its allocator has returned
+/// the freed pages by then: purging is immediate, see main.rs).
+const REST: Duration = Duration::from_millis(300);
 
 /// The HTTP layer's cost: `rounds` alternating pairs of the same 32 streams through the server and
 /// offline on the same stage with the same limits, in this process (the server idles meanwhile;
@@ -371,7 +382,7 @@ async fn suite(args: &SoakArgs) -> Result<Vec<Row>> {
             last = Some(r);
             left -= k;
         }
-        samples.push((served + failed, srv.rss_kb().unwrap_or(0)));
+        samples.push((served + failed, srv.rss_at_rest().await?));
     }
     let kb = samples.iter().map(|(n, kb)| format!("{kb} kB after {n}")).collect::<Vec<_>>().join(", ");
     if let (Some(&(n0, a)), Some(&(n1, b))) = (samples.first(), samples.last()) {
