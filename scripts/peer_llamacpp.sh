@@ -108,6 +108,7 @@ decode() { # kvserve's decode rate with THREADS rayon threads, weights kept as s
 }
 
 rows=""
+load=$(cut -d" " -f1 /proc/loadavg)  # before the rounds, for the table's footer
 for round in $(seq 1 "$rounds"); do
   floor=$("$examples/read_bandwidth" peer-76m "$dtype")
   gbs=$(echo "$floor" | field read_bandwidth_gb_s)
@@ -172,7 +173,7 @@ if [ -n "$markdown" ]; then
     echo
     echo "$summary" | sed 's/^/- /'
     echo
-    echo "*Measured on $machine (shared with other jobs while it ran) with \`scripts/peer_llamacpp.sh --rounds $rounds$([ "$dtype" = f32 ] || echo " --dtype $dtype")\`; llama.cpp $commit (vendored in llama-cpp-python $version, CPU, \`llama-bench -r 2\`: tg$tokens and pp$prompt_len); kvserve ch02 (\`generate\`, decode rate of the tokens after the first; \`examples/prefill_rate\`, median of 3). Floor: weight bytes of one step ÷ the read bandwidth of all cores measured in the same round (the 1-thread columns have no floor: one core reads slower than all).*"
+    echo "*Measured on $machine (a shared virtual machine, load average $load before the rounds) with \`scripts/peer_llamacpp.sh --rounds $rounds$([ "$dtype" = f32 ] || echo " --dtype $dtype")\`; llama.cpp $commit (vendored in llama-cpp-python $version, CPU, \`llama-bench -r 2\`: tg$tokens and pp$prompt_len); kvserve ch02 (\`generate\`, decode rate of the tokens after the first; \`examples/prefill_rate\`, median of 3). Floor: weight bytes of one step ÷ the read bandwidth of all cores measured in the same round (the 1-thread columns have no floor: one core reads slower than all).*"
   } > "$markdown"
   echo "wrote $markdown"
 fi

@@ -2,8 +2,9 @@
 
 use crate::cpu::packed::{Elements, Packed};
 use crate::cpu::widen::Weight;
+use crate::cpu::exp::silu_mul;
 use crate::cpu::{gemm, kernels};
-use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
 use rayon::prelude::*;
 
 // ANCHOR: linear
@@ -59,11 +60,18 @@ const PARALLEL_ROWS: usize = 16;
 /// SwiGLU's gate: silu(gate) · up, elementwise. gate_up: (tokens, 2 × intermediate), each row
 /// the gate projection then the up projection; out: (tokens, intermediate).
 pub fn swiglu(gate_up: &ArrayView2<f32>, out: &mut Array2<f32>) {
-    let (gate, up) = gate_up.view().split_at(Axis(1), out.ncols());
-    let rows = out.nrows();
-    let zip = Zip::from(out).and(&gate).and(&up);
-    let act = |o: &mut f32, &g: &f32, &u: &f32| *o = g / (1.0 + (-g).exp()) * u;
-    if rows >= PARALLEL_ROWS { zip.par_for_each(act) } else { zip.for_each(act) }
+    let inter = out.ncols();
+    assert_eq!(gate_up.dim(), (out.nrows(), 2 * inter), "swiglu: shapes disagree");
+    // out = g / (1 + e^−g) · u for each gate value g and its up value u (`cpu::exp::silu_mul`).
+    let act = |(gu, o): (ArrayView1<f32>, ArrayViewMut1<f32>)| {
+        let gu = gu.to_slice().expect("row-major rows");
+        silu_mul(&gu[..inter], &gu[inter..], o.into_slice().expect("row-major rows"));
+    };
+    if out.nrows() >= PARALLEL_ROWS {
+        gate_up.axis_iter(Axis(0)).into_par_iter().zip(out.axis_iter_mut(Axis(0))).for_each(act);
+    } else {
+        gate_up.rows().into_iter().zip(out.rows_mut()).for_each(act);
+    }
 }
 // ANCHOR_END: swiglu
 
@@ -73,18 +81,9 @@ pub fn row(a: &Array2<f32>, i: usize) -> &[f32] {
     a.as_slice().map_or(&[][..], |s| &s[i * cols..(i + 1) * cols])
 }
 
-/// Softmax in place, shifted by the maximum for stability.
-pub fn softmax_in_place(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for x in xs.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    for x in xs.iter_mut() {
-        *x /= sum;
-    }
-}
+/// Softmax in place, shifted by the maximum for stability: exp(x − max) / Σ exp(x − max), with
+/// the exponential and the sum eight lanes at a time (`cpu::exp` fixes their order).
+pub use crate::cpu::exp::softmax_in_place;
 
 /// Mean cross-entropy of `targets` under the rows of `logits` (rows, vocab), natural log.
 pub fn cross_entropy(logits: &ArrayView2<f32>, targets: &[u32]) -> f64 {

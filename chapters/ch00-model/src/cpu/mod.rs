@@ -2,9 +2,11 @@
 //! arithmetic: [`kernels`] (the fixed-order dot product and its tiles), [`gemm`] (the same dot
 //! products in a larger tile, for prompts), [`packed`] (weights re-laid in the order the kernels
 //! read them, in f32, f16 or bf16), [`widen`] (how each instruction set widens half-precision
-//! weights to f32 in registers), [`weighted`] (attention's probabilities times values) and
-//! [`pages`] (weight memory on huge pages).
+//! weights to f32 in registers), [`weighted`] (attention's probabilities times values),
+//! [`exp`] (the exponentials of the softmax and of SiLU, eight at a time) and [`pages`] (weight
+//! memory on huge pages).
 
+pub mod exp;
 pub mod gemm;
 pub mod kernels;
 pub mod packed;
