@@ -36,26 +36,30 @@ def ck(r, what):
         raise RuntimeError(f"{what}: CUresult {r}")
 
 def variants(group):
-    """(kind, GROUP, PART, UNROLL) to try for a query-head group of `group`; the first is today's
-    choice (kernels.rs group_chunk, PART 512), "tc" the tensor-core kernel."""
+    """(kind, GROUP, PART, UNROLL, extra -D pairs) to try for a query-head group of `group`; the
+    first is today's choice (kernels.rs group_chunk, PART 512), "tc" the tensor-core kernel (extra:
+    KU = key tiles in flight per warp, TC_MIN_BLOCKS = blocks per SM the registers must allow)."""
     g0 = min(group, 8)
-    out = [("cc", g0, 512, 8)]
-    for part in (128, 256, 512):
-        out.append(("tc", g0, part, 8))
-    for part in (256, 512):
-        out.append(("cc", g0, part, 4))
+    out = [("tc" if g0 >= 2 else "cc", g0, 512, 8, ())]
+    if g0 >= 2:
+        for mb, ku, part in ((4, 4, 512), (4, 4, 256), (5, 4, 512), (4, 2, 512), (5, 2, 512), (6, 2, 512)):
+            out.append(("tc", g0, part, 8, (("TC_MIN_BLOCKS", mb), ("KU", ku))))
+        out.append(("tc", g0, 256, 8, ()))
+    else:
+        out.append(("tc", g0, 512, 8, ()))
     return out
 
-def build(D, kind, g, part, un):
-    tag = f"d{D}_{kind}_g{g}_p{part}_u{un}"
+def build(D, kind, g, part, un, extra):
+    tag = f"d{D}_{kind}_g{g}_p{part}_u{un}" + "".join(f"_{k}{v}" for k, v in extra)
     cub = os.path.join(WORK, tag + ".cubin")
     tc = ["-DDECODE_TC=1"] if kind == "tc" else []
     cmd = ["/usr/local/cuda/bin/nvcc", "-cubin", "-arch=sm_90", "-O3", "--std=c++17", "-Xptxas", "-v", "-DDTYPE=f16", *tc,
-           f"-DHEAD_DIM={D}", f"-DGROUP={g}", f"-DPART={part}", f"-DUNROLL={un}", "-o", cub, os.path.join(WORK, "full.cu")]
+           f"-DHEAD_DIM={D}", f"-DGROUP={g}", f"-DPART={part}", f"-DUNROLL={un}", *[f"-D{k}={v}" for k, v in extra],
+           "-o", cub, os.path.join(WORK, "full.cu")]
     return tag, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), cub
 
 class Kernel:
-    def __init__(self, cub, D, kind, g, part):
+    def __init__(self, cub, D, kind, g, part, *_):
         self.mod = c_void_p(); ck(cu.cuModuleLoadData(byref(self.mod), open(cub, "rb").read()), "load")
         name = b"paged_attention_tc" if kind == "tc" else b"paged_attention"
         self.attn = c_void_p(); ck(cu.cuModuleGetFunction(byref(self.attn), self.mod, name), "fn")
@@ -73,7 +77,8 @@ class Kernel:
         p = lambda *xs: (c_void_p * len(xs))(*[ctypes.cast(byref(x), c_void_p) for x in xs])
         ptr = lambda t: ctypes.c_uint64(t.data_ptr())
         a = [ptr(c["q"]), ptr(c["kc"]), ptr(c["vc"]), ptr(c["tables"]), ptr(c["rows"]), ptr(c["ctx"]), ptr(c["po"]), ptr(c["pml"]),
-             c_int(H), c_int(HKV), c_int(BS), c_int(c["max_blocks"]), c_int(mp), c_int(self.part), ctypes.c_float(1 / math.sqrt(D))]
+             c_int(H), c_int(HKV), c_int(BS), c_int(c["max_blocks"]), c_int(mp), c_int(self.part), ctypes.c_float(1 / math.sqrt(D)),
+             ptr(out), ctypes.c_uint64(0)]  # out, done = null: the merge is the reduce launch below
         ck(cu.cuLaunchKernel(self.attn, n, H // self.g, mp, self.nt, 1, 1, 0, s, p(*a), None), "attn")
         b = [ptr(c["po"]), ptr(c["pml"]), ptr(c["ctx"]), ptr(out), c_int(H), c_int(mp), c_int(self.part)]
         ck(cu.cuLaunchKernel(self.red, n, H, 1, D, 1, 1, 0, s, p(*b), None), "reduce")
@@ -163,7 +168,7 @@ def main():
         print(f"{name}: SDPA {sd:.1f} us ({kv_bytes / sd / 1e3:.0f} GB/s); today's {base[1]} {base[0]:.1f} us ({sd / base[0]:.2f}x SDPA)", flush=True)
         for us, v, regs in rows:
             print(f"   {v}: {us:.1f} us, {kv_bytes / us / 1e3:.0f} GB/s, {sd / us:.2f}x SDPA, {regs} regs", flush=True)
-        results["rows"].append(dict(shape=name, sdpa_us=sd, kv_bytes=kv_bytes, variants=[dict(kind=v[0], group=v[1], part=v[2], unroll=v[3], us=us, regs=r) for us, v, r in rows]))
+        results["rows"].append(dict(shape=name, sdpa_us=sd, kv_bytes=kv_bytes, variants=[dict(kind=v[0], group=v[1], part=v[2], unroll=v[3], extra=dict(v[4]), us=us, regs=r) for us, v, r in rows]))
     json.dump(results, open(os.path.join(OUT, "decode_attention_dev.json"), "w"), indent=1)
 
 if __name__ == "__main__":

@@ -248,8 +248,13 @@ extern "C" __global__ void __launch_bounds__(NT) paged_attention(
 #if HEAD_DIM % 64 != 0 || GROUP > 8
 #error "paged_attention_tc: HEAD_DIM % 64 == 0 and GROUP <= 8"
 #endif
-#define KU 4  // 8-key tiles in flight per warp (scores); 16-key tiles: KU / 2 (P·V)
-extern "C" __global__ void __launch_bounds__(128) paged_attention_tc(
+#ifndef KU
+#define KU 4  // 8-key tiles in flight per warp (scores)
+#endif
+#ifndef TC_MIN_BLOCKS
+#define TC_MIN_BLOCKS 1  // blocks per SM the register budget must allow
+#endif
+extern "C" __global__ void __launch_bounds__(128, TC_MIN_BLOCKS) paged_attention_tc(
     const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ tables, const int* __restrict__ rows, const int* __restrict__ ctx_lens,
     float* __restrict__ part_o, float* __restrict__ part_ml,
