@@ -438,10 +438,93 @@ pub(crate) mod x86 {
     pub(super) unsafe fn scores_avx2(q: &[&[f32]], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
         unsafe { super::scores_with::<Avx2>(q, keys, scale, scores) }
     }
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    /// AVX-512: eight keys at a time through [`scores8`] when a key is whole chunks of eight; the
+    /// last few keys, and other widths, through the AVX2 tiles.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl")]
     pub(super) unsafe fn scores_avx512(q: &[&[f32]], keys: &[&[f32]], scale: f32, scores: &mut [f32]) {
-        unsafe { super::scores_with::<Avx2>(q, keys, scale, scores) }
+        let (n, d) = (keys.len(), keys.first().map_or(0, |k| k.len()));
+        if n < 8 || d % LANES != 0 {
+            return unsafe { super::scores_with::<Avx2>(q, keys, scale, scores) };
+        }
+        let wide = n / 8 * 8;
+        for (p, qs) in q.chunks(super::SCORE_HEADS).enumerate() {
+            let h0 = p * super::SCORE_HEADS;
+            macro_rules! run {
+                ($h:literal) => {{
+                    let qh: [&[f32]; $h] = qs.try_into().expect("a tile's heads");
+                    for b in (0..wide).step_by(8) {
+                        let k: [&[f32]; 8] = keys[b..b + 8].try_into().expect("eight keys");
+                        let sums = unsafe { scores8::<$h>(qh, k) };
+                        for (h, sums) in sums.iter().enumerate() {
+                            for (t, &v) in sums.iter().enumerate() {
+                                scores[(h0 + h) * n + b + t] = v * scale;
+                            }
+                        }
+                    }
+                    for (t, &key) in keys.iter().enumerate().skip(wide) {
+                        let sums = unsafe { Avx2::tile::<$h, 1, f32>(qh, Rows::plain([key], d), Prefetch::NONE) };
+                        for (h, sums) in sums.iter().enumerate() {
+                            scores[(h0 + h) * n + t] = sums[0] * scale;
+                        }
+                    }
+                }};
+            }
+            match qs.len() {
+                3 => run!(3),
+                2 => run!(2),
+                _ => run!(1),
+            }
+        }
     }
+
+    // ANCHOR: scores8
+    /// The dot products of `H` query heads with eight keys, each in [`super::dot`]'s order: a
+    /// 16-lane register holds the running sums of two keys side by side (keys p and p + 4), fed
+    /// by each head's eight columns copied into both halves, so one multiply-add serves two dot
+    /// products; [`reduce8`] then finishes eight registers at once. Keys as long as the heads,
+    /// whole chunks of eight.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/DQ; every row is as long as `k[0]`, a multiple of eight.
+    #[inline(always)]
+    unsafe fn scores8<const H: usize>(q: [&[f32]; H], k: [&[f32]; 8]) -> [[f32; 8]; H] {
+        let d = k[0].len();
+        let mut acc = [[_mm512_setzero_ps(); 4]; H]; // acc[h][p]: head h, keys p (lanes 0..8), p + 4
+        for c in (0..d).step_by(LANES) {
+            let mut kv = [_mm512_setzero_ps(); 4];
+            for (p, kv) in kv.iter_mut().enumerate() {
+                // SAFETY (here and below): chunk c lies inside every row (the caller's promise).
+                let (lo, hi) = unsafe { (_mm256_loadu_ps(k[p].as_ptr().add(c)), _mm256_loadu_ps(k[p + 4].as_ptr().add(c))) };
+                *kv = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
+            }
+            for h in 0..H {
+                let qv = _mm512_broadcast_f32x8(unsafe { _mm256_loadu_ps(q[h].as_ptr().add(c)) });
+                for p in 0..4 {
+                    acc[h][p] = _mm512_fmadd_ps(qv, kv[p], acc[h][p]);
+                }
+            }
+        }
+        let regs = 4 * H; // register i: head i / 4, keys i % 4 and i % 4 + 4
+        let mut out = [[0.0f32; 8]; H];
+        for base in (0..regs).step_by(8) {
+            let mut r = [_mm512_setzero_ps(); 8];
+            for (j, r) in r.iter_mut().enumerate().take(regs - base) {
+                *r = acc[(base + j) / 4][(base + j) % 4];
+            }
+            let mut lanes = [0.0f32; 2 * LANES];
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), reduce8(r)) };
+            for (lane, &v) in lanes.iter().enumerate() {
+                // Lane 4k + j: register 2j + k / 2, its half k % 2 (see `reduce8`).
+                let (j, k) = (lane % 4, lane / 4);
+                let i = base + 2 * j + k / 2;
+                if i < regs {
+                    out[i / 4][i % 4 + 4 * (k % 2)] = v;
+                }
+            }
+        }
+        out
+    }
+    // ANCHOR_END: scores8
 }
 
 /// `a · b` in the order every kernel here uses. Panics if the lengths differ (a caller's bug).
@@ -699,17 +782,18 @@ mod tests {
 
     #[test]
     fn head_scores_are_scaled_dot_products() {
-        // 1..=7 heads (tiles of 3, 2, 1), 7 keys (a block of 4 and three alone), 64 and 20 wide.
-        for (d, heads) in [(64, 1), (64, 3), (64, 7), (20, 2), (20, 4)] {
+        // 1..=7 heads (tiles of 3, 2, 1); 7 keys (a block of 4 and three alone) and 21 (with
+        // AVX-512: two blocks of 8 and five alone); 64 and 20 wide (20: the AVX2 tiles only).
+        for (d, heads, n) in [(64, 1, 7), (64, 3, 7), (64, 7, 7), (20, 2, 7), (20, 4, 7), (64, 1, 21), (64, 3, 21), (64, 7, 21), (128, 2, 16), (20, 3, 21)] {
             let q = values(heads, d, 5);
-            let k = values(7, d, 6);
+            let k = values(n, d, 6);
             let keys: Vec<&[f32]> = k.rows().into_iter().map(|r| r.to_slice().unwrap()).collect();
-            let mut scores = vec![f32::NAN; heads * 7];
+            let mut scores = vec![f32::NAN; heads * n];
             head_scores(q.as_slice().unwrap(), &keys, 0.125, &mut scores);
             for h in 0..heads {
                 for (t, key) in keys.iter().enumerate() {
                     let expected = dot(q.row(h).as_slice().unwrap(), key) * 0.125;
-                    assert_eq!(scores[h * 7 + t].to_bits(), expected.to_bits(), "d {d}, head {h} of {heads}, key {t}");
+                    assert_eq!(scores[h * n + t].to_bits(), expected.to_bits(), "d {d}, head {h} of {heads}, key {t} of {n}");
                 }
             }
         }
