@@ -322,25 +322,9 @@ pub(crate) mod x86 {
         }
         let mut out = [[[0.0f32; GROUP]; G]; T];
         if full == n {
-            // `finish`'s pairwise sum in registers, eight sums' registers (16 outputs) at a time.
-            let regs = T * G * 2; // register i: token i / (2G), group i / 2 % G, row pair i % 2
-            for base in (0..regs).step_by(8) {
-                let mut r = [_mm512_setzero_ps(); 8];
-                for (k, r) in r.iter_mut().enumerate().take(regs - base) {
-                    let i = base + k;
-                    *r = acc[i / (2 * G)][i / 2 % G][i % 2];
-                }
-                let mut lanes = [0.0f32; 2 * LANES];
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), reduce8(r)) };
-                for (lane, &v) in lanes.iter().enumerate() {
-                    // Lane 4k + j: register 2j + k / 2, its row 2h + k % 2 (see `reduce8`).
-                    let (j, k) = (lane % 4, lane / 4);
-                    let i = base + 2 * j + k / 2;
-                    if i < regs {
-                        out[i / (2 * G)][i / 2 % G][2 * (i % 2) + k % 2] = v;
-                    }
-                }
-            }
+            // Register (t, g, h) holds rows 2h and 2h + 1 of group g for token t: its two sums are
+            // out[t][g][2h] and out[t][g][2h + 1], so `finish_halves` writes `out` in order.
+            unsafe { finish_halves(acc.as_flattened().as_flattened(), out.as_flattened_mut().as_flattened_mut()) };
             return out;
         }
         // A tail: the lanes to memory, then `finish` for each group.
@@ -362,6 +346,30 @@ pub(crate) mod x86 {
         out
     }
     // ANCHOR_END: pairs
+
+    /// The two sums of eight lanes in each of `regs`, finished as `finish` adds lanes, eight
+    /// registers at a time through [`reduce8`]: `sums[2i + h]` is register i's half h.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `sums` holds two values per register.
+    #[inline(always)]
+    unsafe fn finish_halves(regs: &[__m512], sums: &mut [f32]) {
+        assert_eq!(sums.len(), 2 * regs.len(), "finish_halves: two sums per register");
+        for (base, chunk) in regs.chunks(8).enumerate().map(|(c, r)| (8 * c, r)) {
+            let mut r = [_mm512_setzero_ps(); 8];
+            r[..chunk.len()].copy_from_slice(chunk);
+            let mut lanes = [0.0f32; 2 * LANES];
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), reduce8(r)) };
+            for (lane, &v) in lanes.iter().enumerate() {
+                // Lane 4k + j: register 2j + k / 2, its half k % 2 (see `reduce8`).
+                let (j, k) = (lane % 4, lane / 4);
+                let i = 2 * j + k / 2;
+                if i < chunk.len() {
+                    sums[2 * (base + i) + k % 2] = v;
+                }
+            }
+        }
+    }
 
     // ANCHOR: reduce8
     /// The 16 sums held by eight registers of [`pairs`] (each: two sums of eight lanes), each
@@ -504,22 +512,13 @@ pub(crate) mod x86 {
                 }
             }
         }
-        let regs = 4 * H; // register i: head i / 4, keys i % 4 and i % 4 + 4
+        // Register (h, p): head h's sums with keys p (half 0) and p + 4 (half 1).
+        let mut sums = [[[0.0f32; 2]; 4]; H];
+        unsafe { finish_halves(acc.as_flattened(), sums.as_flattened_mut().as_flattened_mut()) };
         let mut out = [[0.0f32; 8]; H];
-        for base in (0..regs).step_by(8) {
-            let mut r = [_mm512_setzero_ps(); 8];
-            for (j, r) in r.iter_mut().enumerate().take(regs - base) {
-                *r = acc[(base + j) / 4][(base + j) % 4];
-            }
-            let mut lanes = [0.0f32; 2 * LANES];
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), reduce8(r)) };
-            for (lane, &v) in lanes.iter().enumerate() {
-                // Lane 4k + j: register 2j + k / 2, its half k % 2 (see `reduce8`).
-                let (j, k) = (lane % 4, lane / 4);
-                let i = base + 2 * j + k / 2;
-                if i < regs {
-                    out[i / 4][i % 4 + 4 * (k % 2)] = v;
-                }
+        for h in 0..H {
+            for p in 0..4 {
+                (out[h][p], out[h][p + 4]) = (sums[h][p][0], sums[h][p][1]);
             }
         }
         out
